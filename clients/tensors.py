@@ -1,0 +1,104 @@
+"""Turning a dict, a Polars or pandas DataFrame, or an Arrow table into per-input arrays, and back."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from engine.errors import InvalidInputError
+
+__all__ = ["InputSpec", "columns_of", "decode_outputs", "encode_inputs"]
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    datatype: str
+
+
+def columns_of(data: Any) -> dict[str, Any]:
+    """Columns by name from a mapping (of scalars or sequences), Polars/pandas DataFrame, or Arrow table."""
+    if isinstance(data, Mapping):
+        return dict(data)
+    module = type(data).__module__.split(".")[0]
+    if module == "polars":
+        return {name: data.get_column(name).to_list() for name in data.columns}
+    if module == "pandas":
+        return {name: data[name].to_numpy() for name in data.columns}
+    if module == "pyarrow":
+        return {name: data.column(name).to_pylist() for name in data.schema.names}
+    msg = f"cannot score a {type(data).__name__}: pass a dict, a Polars or pandas DataFrame, or an Arrow table"
+    raise InvalidInputError(msg)
+
+
+def _rows(name: str, value: Any) -> list[Any] | np.ndarray:
+    if isinstance(value, np.ndarray):
+        return value.reshape(-1) if value.ndim == 2 and value.shape[1] == 1 else value
+    if isinstance(value, (str, bytes, int, float)) or value is None:
+        return [value]
+    return list(value)
+
+
+def _fp32(name: str, values: list[Any] | np.ndarray) -> np.ndarray:
+    if isinstance(values, np.ndarray) and values.dtype.kind in "fiub":
+        return values.astype(np.float32)
+    try:
+        return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float32)
+    except (TypeError, ValueError):
+        msg = f"column {name!r} must hold numbers (or None for missing)"
+        raise InvalidInputError(msg) from None
+
+
+def _bytes(name: str, values: list[Any] | np.ndarray) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)
+    for i, v in enumerate(values):
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            out[i] = b""
+        elif isinstance(v, bytes):
+            out[i] = v
+        else:
+            out[i] = str(v).encode("utf-8")
+    return out
+
+
+def encode_inputs(data: Any, specs: list[InputSpec], *, model: str) -> dict[str, np.ndarray]:
+    """Arrays shaped ``[rows, 1]`` for each input of the model, in the model's datatypes."""
+    columns = columns_of(data)
+    missing = [s.name for s in specs if s.name not in columns]
+    if missing:
+        msg = f"model {model!r} needs column {missing[0]!r}, which the data lacks ({len(missing)} missing)"
+        raise InvalidInputError(msg)
+    arrays: dict[str, np.ndarray] = {}
+    n = None
+    for spec in specs:
+        values = _rows(spec.name, columns[spec.name])
+        if spec.datatype == "BYTES":
+            arr = _bytes(spec.name, values)
+        elif spec.datatype == "FP32":
+            arr = _fp32(spec.name, values)
+        else:
+            arr = np.asarray(values).astype(spec.datatype.lower())
+        if n is not None and len(arr) != n:
+            msg = f"column {spec.name!r} has {len(arr)} rows but the others have {n}"
+            raise InvalidInputError(msg)
+        n = len(arr)
+        arrays[spec.name] = arr.reshape(-1, 1)
+    if not n:
+        msg = "there are no rows to score"
+        raise InvalidInputError(msg)
+    return arrays
+
+
+def decode_outputs(outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """BYTES outputs as str; ``[rows, 1]`` outputs flattened to ``[rows]``."""
+    decoded = {}
+    for name, arr in outputs.items():
+        if arr.dtype == object:
+            arr = np.vectorize(lambda b: b.decode("utf-8") if isinstance(b, bytes) else b, otypes=[object])(arr)
+        if arr.ndim == 2 and arr.shape[1] == 1:
+            arr = arr[:, 0]
+        decoded[name] = arr
+    return decoded

@@ -1,0 +1,86 @@
+"""CPU or GPU: the one place that decides, and the only module that asks for CUDA.
+
+``resolve_device("auto" | "cpu" | "gpu")`` answers ``"cpu"`` or ``"gpu"``. Everything device-specific
+(Polars' GPU engine through cudf-polars, XGBoost's ``device="cuda"``) is handed out from here, lazily,
+so importing finscore never touches a GPU library.
+
+A GPU asked for explicitly that cannot run raises :class:`UnsupportedOnGPU`. ``"auto"`` falls back to
+the CPU and logs that once; with ``FINSCORE_REQUIRE_GPU=1`` (CI on a GPU machine, benchmarks) the
+fallback is a failure instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import logging
+import os
+from typing import Any, Literal
+
+from engine.errors import UnsupportedOnGPU
+
+__all__ = ["Device", "gpu_available", "polars_engine", "require_gpu", "resolve_device", "xgboost_device"]
+
+Device = Literal["cpu", "gpu"]
+log = logging.getLogger(__name__)
+
+
+@functools.cache
+def gpu_available() -> bool:
+    """Whether a CUDA device is usable from this process (checked once, through numba)."""
+    if importlib.util.find_spec("numba") is None:
+        return False
+    try:
+        from numba import cuda
+
+        return bool(cuda.is_available())
+    except Exception:  # a broken driver is "no GPU", not a crash
+        return False
+
+
+def require_gpu() -> bool:
+    """Whether ``FINSCORE_REQUIRE_GPU`` turns a CPU fallback into a failure."""
+    return os.environ.get("FINSCORE_REQUIRE_GPU", "").lower() in {"1", "true", "yes"}
+
+
+@functools.cache
+def _warn_fallback(reason: str) -> None:
+    log.warning("GPU not used, running on CPU: %s", reason)
+
+
+def resolve_device(requested: str = "auto") -> Device:
+    """Turn ``"auto" | "cpu" | "gpu"`` (or Triton's ``"CPU"``/``"GPU"`` kind) into a device.
+
+    >>> resolve_device("cpu")
+    'cpu'
+    """
+    choice = (requested or "auto").lower()
+    if choice in {"kind_cpu", "cpu"}:
+        return "cpu"
+    if choice not in {"auto", "gpu", "kind_gpu", "cuda"}:
+        msg = f"device must be 'auto', 'cpu' or 'gpu', got {requested!r}"
+        raise ValueError(msg)
+    if gpu_available():
+        return "gpu"
+    if choice == "auto" and not require_gpu():
+        _warn_fallback("no CUDA device found")
+        return "cpu"
+    msg = "a GPU was requested but no CUDA device is usable on this machine"
+    raise UnsupportedOnGPU(msg)
+
+
+def polars_engine(device: Device) -> Any:
+    """The ``engine=`` argument for ``LazyFrame.collect`` on this device."""
+    if device == "cpu":
+        return "cpu"
+    if importlib.util.find_spec("cudf_polars") is None:
+        msg = "Polars on the GPU needs cudf-polars: pip install 'finscore[gpu]'"
+        raise UnsupportedOnGPU(msg)
+    import polars as pl
+
+    return pl.GPUEngine(raise_on_fail=require_gpu())
+
+
+def xgboost_device(device: Device) -> str:
+    """XGBoost's ``device`` parameter for this device."""
+    return "cuda" if device == "gpu" else "cpu"

@@ -1,0 +1,193 @@
+"""Scoring churn: probabilities, TreeSHAP reason codes and a retention action, for any batch size.
+
+:class:`ChurnScorer` is what the served model runs and what in-process scoring uses, so both give the
+same answers. Inputs are a mapping of column name to a 1-D (or ``[n, 1]``) array, as Triton delivers them:
+FP32 numbers (NaN = missing) and BYTES/str text (empty = missing).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import xgboost as xgb
+
+from engine.backend import Device, polars_engine, xgboost_device
+from engine.churn.actions import NO_ACTION, read_actions
+from engine.errors import InvalidInputError, ModelNotReadyError
+from engine.schema import TableSchema
+from engine.triton_config import TensorSpec
+
+__all__ = ["MODEL_FILE", "OUTPUTS", "PARAMS_FILE", "ChurnScorer", "Calibration"]
+
+MODEL_FILE = "model.ubj"
+PARAMS_FILE = "churn.json"
+N_REASONS = 3
+OUTPUTS = (
+    TensorSpec("churn_probability", "FP32", (1,)),
+    TensorSpec("reason_codes", "BYTES", (N_REASONS,)),
+    TensorSpec("retention_action", "BYTES", (1,)),
+)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Platt scaling of the booster's margin: ``p = 1 / (1 + exp(-(a * margin + b)))``."""
+
+    a: float
+    b: float
+
+    def __call__(self, margin: np.ndarray) -> np.ndarray:
+        z = self.a * margin.astype(np.float64) + self.b
+        return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+
+
+def _as_rows(name: str, value: object, n: int | None) -> np.ndarray:
+    arr = np.asarray(value)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    elif arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.ndim != 1:
+        msg = f"input {name!r} must have shape [batch, 1], got {list(np.shape(value))}"
+        raise InvalidInputError(msg)
+    if n is not None and len(arr) != n:
+        msg = f"input {name!r} has {len(arr)} rows but other inputs have {n}"
+        raise InvalidInputError(msg)
+    return arr
+
+
+def _numbers(name: str, arr: np.ndarray) -> np.ndarray:
+    if arr.dtype.kind not in "fiub":
+        msg = f"input {name!r} must be FP32 numbers, got {arr.dtype.name} values"
+        raise InvalidInputError(msg)
+    out = arr.astype(np.float32, copy=False)
+    bad = np.isinf(out)
+    if bad.any():
+        msg = f"input {name!r} has an infinite value at row {int(np.argmax(bad))}; use NaN for a missing value"
+        raise InvalidInputError(msg)
+    return out
+
+
+def _texts(name: str, arr: np.ndarray) -> list[str | None]:
+    if arr.dtype.kind not in "OSU":
+        msg = f"input {name!r} must be BYTES (text), got {arr.dtype.name} values"
+        raise InvalidInputError(msg)
+    out: list[str | None] = []
+    for i, v in enumerate(arr.tolist()):
+        if isinstance(v, bytes):
+            try:
+                v = v.decode("utf-8")
+            except UnicodeDecodeError:
+                msg = f"input {name!r} row {i} is not valid UTF-8 text"
+                raise InvalidInputError(msg) from None
+        elif v is not None and not isinstance(v, str):
+            msg = f"input {name!r} row {i} must be text, got {type(v).__name__}"
+            raise InvalidInputError(msg)
+        out.append(v if v else None)
+    return out
+
+
+class ChurnScorer:
+    """A trained churn version, ready to score."""
+
+    def __init__(
+        self,
+        booster: xgb.Booster,
+        schema: TableSchema,
+        calibration: Calibration,
+        threshold: float,
+        actions: Mapping[str, str],
+        *,
+        device: Device = "cpu",
+        version: str = "",
+        threads: int = 1,
+    ) -> None:
+        self.booster = booster
+        self.schema = schema
+        self.calibration = calibration
+        self.threshold = float(threshold)
+        self.actions = dict(actions)
+        self.device = device
+        self.version = version
+        self._engine = polars_engine(device)
+        self._feature_types = [c.xgb_type for c in schema.columns]
+        self._names = schema.names
+        # One thread per Triton instance: instances, not threads, use the cores.
+        self.booster.set_param({"device": xgboost_device(device), "nthread": threads})
+
+    @classmethod
+    def load(cls, version_dir: str | Path, *, device: Device = "cpu", threads: int = 1) -> ChurnScorer:
+        """Load a version folder written by :func:`engine.churn.train.train_churn`."""
+        d = Path(version_dir)
+        if not (d / MODEL_FILE).is_file():
+            msg = f"{d} holds no trained churn model ({MODEL_FILE} missing): run `finscore train churn`"
+            raise ModelNotReadyError(msg)
+        booster = xgb.Booster()
+        booster.load_model(d / MODEL_FILE)
+        params = json.loads((d / PARAMS_FILE).read_text(encoding="utf-8"))
+        return cls(
+            booster,
+            TableSchema.load(d / "schema.json"),
+            Calibration(**params["calibration"]),
+            params["threshold"],
+            read_actions(d / "actions.csv"),
+            device=device,
+            version=d.name,
+            threads=threads,
+        )
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        return [TensorSpec(c.name, c.wire, (1,)) for c in self.schema.columns]
+
+    def validate(self, columns: Mapping[str, object]) -> pl.DataFrame:
+        """Check a request and return it as a frame of raw columns; any fault is an InvalidInputError."""
+        missing = [c for c in self._names if c not in columns]
+        if missing:
+            msg = f"input {missing[0]!r} is missing ({len(missing)} of {len(self._names)} inputs absent)"
+            raise InvalidInputError(msg)
+        unknown = [k for k in columns if k not in set(self._names)]
+        if unknown:
+            msg = f"unexpected input {unknown[0]!r}: model churn has no input of that name"
+            raise InvalidInputError(msg)
+        n: int | None = None
+        data: dict[str, object] = {}
+        for col in self.schema.columns:
+            arr = _as_rows(col.name, columns[col.name], n)
+            n = len(arr)
+            if col.wire == "FP32":
+                data[col.name] = pl.Series(col.name, _numbers(col.name, arr), dtype=pl.Float32)
+            else:
+                data[col.name] = pl.Series(col.name, _texts(col.name, arr), dtype=pl.String)
+        if not n:
+            msg = "the request has no rows"
+            raise InvalidInputError(msg)
+        return pl.DataFrame(data)
+
+    def score_frame(self, frame: pl.DataFrame) -> dict[str, np.ndarray]:
+        """Score a validated frame of raw columns (as :meth:`validate` returns)."""
+        x = self.schema.features(frame, engine=self._engine)
+        dm = xgb.DMatrix(x, feature_names=self._names, feature_types=self._feature_types, enable_categorical=True)
+        contribs = self.booster.predict(dm, pred_contribs=True)
+        prob = self.calibration(contribs.sum(axis=1))  # TreeSHAP is additive: the row sum is the margin
+        contribs = contribs[:, :-1]  # the last column is the bias
+        top = np.argsort(-contribs, axis=1, kind="stable")[:, :N_REASONS]
+        names = np.asarray(self._names, dtype=object)
+        reasons = np.where(np.take_along_axis(contribs, top, axis=1) > 0, names[top], "")
+        actions = np.array(
+            [
+                self.actions.get(r, NO_ACTION) if p >= self.threshold and r else NO_ACTION
+                for r, p in zip(reasons[:, 0], prob, strict=True)
+            ],
+            dtype=object,
+        )
+        return {"churn_probability": prob, "reason_codes": reasons.astype(object), "retention_action": actions}
+
+    def score(self, columns: Mapping[str, object]) -> dict[str, np.ndarray]:
+        """Validate and score one request: ``{column: array}`` → ``{output: array}``."""
+        return self.score_frame(self.validate(columns))

@@ -1,0 +1,238 @@
+"""The ``finscore`` command.
+
+Errors print ``Error: <one sentence>`` on stderr and exit 1 (2 for usage errors); ``--debug`` shows the
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from engine.config import resolve_settings
+from engine.errors import FinscoreError
+
+__all__ = ["main"]
+
+
+def _add_repo(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--repo", type=Path, help="model repository folder (default: model_repo/ of the source tree, or FINSCORE_REPO)"
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="finscore", description="GPU-first scoring engine served by NVIDIA Triton.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the bundled Triton server on the model repository")
+    _add_repo(serve)
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    serve.add_argument("--grpc-port", type=int, help="gRPC port (default 8001)")
+    serve.add_argument("--http-port", type=int, help="HTTP port (default 8000)")
+    serve.add_argument("--metrics-port", type=int, help="metrics port (default 8002)")
+    serve.add_argument("--models", help="comma-separated models to load (default: every trained model)")
+    serve.add_argument("--log", type=Path, help="server log file")
+    serve.add_argument("--verbose", action="store_true", help="verbose Triton log")
+
+    train = sub.add_parser("train", help="train a model and write a new version into the repository")
+    train_sub = train.add_subparsers(dest="model", required=True, metavar="MODEL")
+    churn = train_sub.add_parser("churn", help="gradient-boosted churn model on a customer table")
+    churn.add_argument("--data", required=True, type=Path, help="CSV or Parquet customer table")
+    churn.add_argument("--label", required=True, help="the churn column (Yes/No, 1/0, True/False)")
+    churn.add_argument("--id", dest="id_column", help="id column, carried to outputs, never a feature")
+    churn.add_argument("--positive", help="the label value meaning 'churned' when it is not yes/true/1")
+    churn.add_argument("--actions", type=Path, help="CSV reason,action to use instead of the default actions")
+    churn.add_argument("--seed", type=int, default=42, help="split and training seed (default 42)")
+    churn.add_argument("--instances", type=int, default=1, help="Triton instances of the served model (default 1)")
+    churn.add_argument("--device", help="auto, cpu or gpu (default auto)")
+    _add_repo(churn)
+
+    score = sub.add_parser("score", help="score a file through the server (or in-process with --local)")
+    score_sub = score.add_subparsers(dest="model", required=True, metavar="MODEL")
+    sc = score_sub.add_parser("churn", help="score customers with the churn model")
+    sc.add_argument("--data", required=True, type=Path, help="CSV or Parquet customer table")
+    sc.add_argument("--out", required=True, type=Path, help="output .parquet or .csv")
+    sc.add_argument("--url", help="server gRPC address HOST:PORT (default 127.0.0.1:8001)")
+    sc.add_argument("--local", action="store_true", help="score in this process with the latest version")
+    sc.add_argument("--request-rows", type=int, default=1024, help="rows per request (default 1024, max 4096)")
+    sc.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_repo(sc)
+
+    demo_data = sub.add_parser("demo-data", help="write a synthetic data set with a known signal")
+    dd_sub = demo_data.add_subparsers(dest="model", required=True, metavar="MODEL")
+    dd = dd_sub.add_parser("churn", help="a retail-bank customer table with a 'churned' label")
+    dd.add_argument("--rows", type=int, default=5000)
+    dd.add_argument("--seed", type=int, default=7)
+    dd.add_argument("--out", required=True, type=Path)
+
+    demo = sub.add_parser("demo", help="the main job: demo data, train churn, serve, score over gRPC, print")
+    demo.add_argument("--rows", type=int, default=5000)
+    demo.add_argument("--workdir", type=Path, default=Path("build/demo"))
+    _add_repo(demo)
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from engine.server import ServerPorts, TritonServer
+
+    s = resolve_settings(
+        repo=args.repo,
+        host=args.host,
+        grpc_port=args.grpc_port,
+        http_port=args.http_port,
+        metrics_port=args.metrics_port,
+    )
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    server = TritonServer(
+        s.repo,
+        ports=ServerPorts(s.grpc_port, s.http_port, s.metrics_port),
+        host=s.host,
+        models=models,
+        log_path=args.log,
+        verbose=args.verbose,
+    )
+    stopping = False
+
+    def _stop(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    server.start()
+    print(
+        f"Triton is serving {', '.join(server.loaded)} from {server.repo.root}\n"
+        f"  gRPC {server.grpc_url}   HTTP {server.http_url}   metrics :{s.metrics_port}\n"
+        f"  log {server.log_path}\nPress Ctrl-C to stop.",
+        flush=True,
+    )
+    try:
+        while not stopping:
+            if not server.alive():
+                print(f"Error: Triton exited unexpectedly; see {server.log_path}", file=sys.stderr)
+                return 1
+            time.sleep(0.2)
+    finally:
+        server.stop()
+    print("Triton stopped.")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from engine.backend import resolve_device
+    from engine.churn import train_churn
+    from engine.repo import ModelRepository
+
+    s = resolve_settings(repo=args.repo, device=args.device)
+    device = resolve_device(s.device)
+    result = train_churn(
+        args.data,
+        label=args.label,
+        id_column=args.id_column,
+        positive=args.positive,
+        repo=ModelRepository(s.repo),
+        actions=args.actions,
+        seed=args.seed,
+        device=device,
+        instance_count=args.instances,
+    )
+    print(f"churn version {result.version} written to {result.path} ({result.rounds} trees, {result.seconds:.1f} s)")
+    print(
+        f"features: {len(result.schema.columns)}; left out: "
+        + (", ".join(f"{k} ({v})" for k, v in result.schema.excluded.items()) or "none")
+    )
+    print("held-out metrics (stratified 20%):")
+    print(result.metrics.table())
+    return 0
+
+
+def _score(args: argparse.Namespace) -> int:
+    from engine.bulk import score_file
+
+    s = resolve_settings(repo=args.repo, url=args.url)
+    if not 1 <= args.request_rows <= 4096:
+        print("Error: --request-rows must be between 1 and 4096 (the model's max batch size)", file=sys.stderr)
+        return 2
+    if args.local:
+        from engine.churn import ChurnScorer
+        from engine.repo import ModelRepository
+
+        scorer = ChurnScorer.load(ModelRepository(s.repo).latest("churn"))
+        inputs = [(c.name, c.wire) for c in scorer.schema.columns]
+        summary = score_file(
+            args.data,
+            args.out,
+            score=scorer.score,
+            inputs=inputs,
+            id_column=scorer.schema.id_column,
+            request_rows=args.request_rows,
+            progress=not args.no_progress,
+        )
+    else:
+        from clients import ModelClient
+
+        with ModelClient(s.url, "churn") as client:
+            inputs = [(i.name, i.datatype) for i in client.inputs]
+            summary = score_file(
+                args.data,
+                args.out,
+                score=client.infer_arrays,
+                inputs=inputs,
+                id_column=client.id_column(),
+                request_rows=args.request_rows,
+                progress=not args.no_progress,
+            )
+    print(f"{args.out}: {summary.line()}")
+    return 0
+
+
+def _demo_data(args: argparse.Namespace) -> int:
+    from engine.demo_data import churn_customers
+    from engine.io import write_table
+
+    path = write_table(churn_customers(args.rows, seed=args.seed), args.out)
+    print(f"wrote {args.rows:,} customers to {path}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from engine.demo import run_demo
+
+    s = resolve_settings(repo=args.repo)
+    run_demo(rows=args.rows, workdir=args.workdir, repo=s.repo)
+    return 0
+
+
+_COMMANDS = {"serve": _serve, "train": _train, "score": _score, "demo-data": _demo_data, "demo": _demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return _COMMANDS[args.command](args)
+    except FinscoreError as exc:
+        if args.debug:
+            raise
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        if args.debug:
+            raise
+        print(f"Error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

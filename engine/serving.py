@@ -1,0 +1,111 @@
+"""The generic body of a Triton python-backend model: what every ``model_repo/*/model.py`` inherits.
+
+``initialize`` reads ``args`` once (version folder, instance kind) and loads the scorer; ``execute``
+validates each request on its own, scores all valid requests of the dynamic batch in one call, and returns
+exactly one response per request. A bad request gets INVALID_ARG with one sentence; the others in the
+batch are unharmed. Anything unexpected becomes INTERNAL with a generic message and a logged traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import traceback
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+import polars as pl
+
+from engine.backend import resolve_device
+from engine.errors import FinscoreError, InvalidInputError
+
+__all__ = ["BackendModel", "Scorer"]
+
+log = logging.getLogger("finscore.serving")
+
+
+class Scorer(Protocol):
+    def validate(self, columns: dict[str, np.ndarray]) -> pl.DataFrame: ...
+    def score_frame(self, frame: pl.DataFrame) -> dict[str, np.ndarray]: ...
+
+
+def _as_output(name: str, value: np.ndarray, dims: list[int]) -> np.ndarray:
+    arr = np.asarray(value)
+    if arr.dtype == object:
+        arr = np.array([v.encode("utf-8") if isinstance(v, str) else v for v in arr.ravel()], dtype=object).reshape(
+            arr.shape
+        )
+    return arr.reshape((-1, *dims))
+
+
+class BackendModel:
+    """Subclassed by a model.py that sets ``pb_utils`` and ``scorer_class``."""
+
+    pb_utils: ClassVar[Any]
+    scorer_class: ClassVar[Any]
+
+    def initialize(self, args: dict[str, str]) -> None:
+        config = json.loads(args["model_config"])
+        self.model_name = config["name"]
+        self.input_names = [t["name"] for t in config["input"]]
+        self.output_dims = {t["name"]: [int(d) for d in t["dims"]] for t in config["output"]}
+        version_dir = Path(args["model_repository"]) / args["model_version"]
+        device = resolve_device(args.get("model_instance_kind", "CPU"))
+        self.scorer = self.scorer_class.load(version_dir, device=device)
+
+    def _inputs(self, request: Any) -> dict[str, np.ndarray]:
+        columns = {}
+        for name in self.input_names:
+            tensor = self.pb_utils.get_input_tensor_by_name(request, name)
+            if tensor is None:
+                msg = f"input {name!r} is missing from the request"
+                raise InvalidInputError(msg)
+            columns[name] = tensor.as_numpy()
+        return columns
+
+    def _log_error(self, text: str) -> None:
+        logger = getattr(self.pb_utils, "Logger", None)
+        if logger is not None:
+            logger.log_error(text)
+        else:
+            log.error(text)
+
+    def _error(self, msg: str, code_name: str) -> Any:
+        code = getattr(self.pb_utils.TritonError, code_name)
+        return self.pb_utils.InferenceResponse(error=self.pb_utils.TritonError(msg, code))
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        responses: list[Any] = [None] * len(requests)
+        frames: list[tuple[int, pl.DataFrame]] = []
+        for i, request in enumerate(requests):
+            try:
+                frames.append((i, self.scorer.validate(self._inputs(request))))
+            except FinscoreError as exc:
+                responses[i] = self._error(str(exc), "INVALID_ARG")
+            except Exception:
+                self._log_error(f"unexpected error reading a {self.model_name} request:\n{traceback.format_exc()}")
+                responses[i] = self._error("internal error while reading the request", "INTERNAL")
+        if frames:
+            try:
+                outputs = self.scorer.score_frame(pl.concat([f for _, f in frames], how="vertical"))
+                start = 0
+                for i, frame in frames:
+                    stop = start + frame.height
+                    tensors = [
+                        self.pb_utils.Tensor(name, _as_output(name, value[start:stop], self.output_dims[name]))
+                        for name, value in outputs.items()
+                    ]
+                    responses[i] = self.pb_utils.InferenceResponse(output_tensors=tensors)
+                    start = stop
+            except FinscoreError as exc:
+                for i, _ in frames:
+                    responses[i] = self._error(str(exc), "INVALID_ARG")
+            except Exception:
+                self._log_error(f"unexpected error scoring {self.model_name}:\n{traceback.format_exc()}")
+                for i, _ in frames:
+                    responses[i] = self._error("internal error while scoring", "INTERNAL")
+        return responses
+
+    def finalize(self) -> None:
+        self.scorer = None
