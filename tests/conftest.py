@@ -1,0 +1,67 @@
+"""Shared fixtures: generated data, a trained churn version, and (for integration tests) a real Triton."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from engine.backend import gpu_available
+from engine.churn import ChurnScorer, TrainResult, train_churn
+from engine.demo_data import CHURN_ID, CHURN_LABEL, churn_customers
+from engine.repo import ModelRepository
+
+
+@pytest.fixture(scope="session")
+def customers_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "customers.parquet"
+    churn_customers(3000, seed=11).write_parquet(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def customers(customers_path: Path) -> pl.DataFrame:
+    return pl.read_parquet(customers_path)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory, customers_path: Path) -> TrainResult:
+    repo = ModelRepository(tmp_path_factory.mktemp("model_repo"))
+    return train_churn(customers_path, label=CHURN_LABEL, id_column=CHURN_ID, repo=repo, threads=2)
+
+
+@pytest.fixture(scope="session")
+def scorer(trained: TrainResult) -> ChurnScorer:
+    return ChurnScorer.load(trained.path)
+
+
+def request_arrays(scorer: ChurnScorer, frame: pl.DataFrame) -> dict[str, np.ndarray]:
+    """A frame's rows as the [rows, 1] arrays Triton hands a model (FP32 numbers, bytes text)."""
+    out = {}
+    for col in scorer.schema.columns:
+        series = frame.get_column(col.name)
+        if col.wire == "FP32":
+            out[col.name] = np.array(series.cast(pl.Float32).fill_null(float("nan")).to_numpy()).reshape(-1, 1)
+        else:
+            values = [b"" if v is None else str(v).encode() for v in series.to_list()]
+            out[col.name] = np.array(values, dtype=object).reshape(-1, 1)
+    return out
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    require = os.environ.get("FINSCORE_REQUIRE_GPU", "").lower() in {"1", "true", "yes"}
+    if gpu_available() or require:
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (none on this machine)")
+    for item in items:
+        if item.get_closest_marker("gpu") is not None:
+            item.add_marker(skip)
+
+
+@pytest.fixture(params=["cpu", pytest.param("gpu", marks=pytest.mark.gpu)])
+def backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    yield request.param

@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from engine.churn import TrainResult
+from engine.server import ServerPorts, TritonServer, free_port
+
+
+@pytest.fixture(scope="session")
+def server(trained: TrainResult, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+    """The real bundled tritonserver on free ports, serving the trained churn version; always stopped."""
+    log = tmp_path_factory.mktemp("triton") / "triton.log"
+    srv = TritonServer(
+        trained.path.parent.parent,
+        ports=ServerPorts(free_port(), free_port(), free_port()),
+        log_path=log,
+        ready_timeout=120,
+    )
+    with srv:
+        yield srv
+    print(f"Triton log kept at {log}")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/integration" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)

@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from engine.cli import main
+from engine.errors import ModelNotReadyError, PortInUseError
+from engine.server import ServerPorts, TritonServer, free_port
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_demo_data_then_train_then_local_score(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "c.csv"
+    assert run(capsys, "demo-data", "churn", "--rows", "800", "--out", str(data))[0] == 0
+    code, out, _ = run(
+        capsys, "train", "churn", "--data", str(data), "--label", "churned", "--repo", str(tmp_path / "r")
+    )
+    assert code == 0
+    for figure in ("ROC-AUC", "PR-AUC", "Brier score", "precision / recall / F1", "top-decile lift"):
+        assert figure in out
+    assert "customer_id (id-like" in out
+    code, out, _ = run(
+        capsys,
+        "score",
+        "churn",
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "s.csv"),
+        "--local",
+        "--repo",
+        str(tmp_path / "r"),
+        "--no-progress",
+    )
+    assert code == 0 and "scored 800" in out
+    assert pl.read_csv(tmp_path / "s.csv").height == 800
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "churn", "--data", "/nonexistent.csv", "--label", "y"], "no such file"),
+        (["score", "churn", "--data", "x.csv", "--out", "o.csv", "--request-rows", "9999"], "between 1 and 4096"),
+        (["serve", "--repo", "/nonexistent-repo"], "does not exist"),
+    ],
+)
+def test_user_errors_are_one_line(capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
+    code, _, err = run(capsys, *argv)
+    assert code in (1, 2)
+    assert err.startswith("Error: ") and message in err
+    assert "Traceback" not in err and err.count("\n") == 1
+
+
+def test_wrong_label_column(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "c.parquet"
+    main(["demo-data", "churn", "--rows", "100", "--out", str(data)])
+    code, _, err = run(capsys, "train", "churn", "--data", str(data), "--label", "Churn", "--repo", str(tmp_path))
+    assert code == 1 and "label column 'Churn' is not in the table" in err
+
+
+def test_server_refuses_empty_repository(tmp_path: Path) -> None:
+    (tmp_path / "churn").mkdir()
+    with pytest.raises(ModelNotReadyError, match="has no trained model"):
+        TritonServer(tmp_path).start()
+
+
+def test_server_refuses_a_taken_port(trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        server = TritonServer(trained.path.parent.parent, ports=ServerPorts(free_port(), taken, free_port()))
+        with pytest.raises(PortInUseError, match=f"port {taken} \\(HTTP\\).*--http-port"):
+            server.start()
+        assert server.process is None

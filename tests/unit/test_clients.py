@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import polars as pl
+import pyarrow as pa
+import pytest
+from tritonclient.utils import InferenceServerException
+
+from clients import InputSpec, decode_outputs, encode_inputs, map_error
+from engine.errors import (
+    InvalidInputError,
+    ModelNotReadyError,
+    NotFoundError,
+    ServerError,
+    ServerUnavailableError,
+)
+
+SPECS = [InputSpec("fee", "FP32"), InputSpec("plan", "BYTES")]
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "error", "text"),
+    [
+        ("StatusCode.UNAVAILABLE", "failed to connect to all addresses", ServerUnavailableError, "finscore serve"),
+        ("StatusCode.INVALID_ARGUMENT", "unexpected datatype", InvalidInputError, "rejected the request"),
+        ("StatusCode.NOT_FOUND", "Request for unknown model", NotFoundError, "not served"),
+        ("StatusCode.UNAVAILABLE", "model is not ready", ModelNotReadyError, "not ready"),
+        ("StatusCode.INTERNAL", "boom", ServerError, "failed"),
+    ],
+)
+def test_server_errors_map_to_domain_errors(status: str, message: str, error: type, text: str) -> None:
+    exc = InferenceServerException(msg=message, status=status)
+    mapped = map_error(exc, url="127.0.0.1:1", model="churn")
+    assert type(mapped) is error
+    assert text in str(mapped)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"fee": [1.5, None], "plan": ["a", None]},
+        pl.DataFrame({"fee": [1.5, None], "plan": ["a", None]}),
+        pd.DataFrame({"fee": [1.5, np.nan], "plan": ["a", None]}),
+        pa.table({"fee": [1.5, None], "plan": ["a", None]}),
+    ],
+    ids=["dict", "polars", "pandas", "arrow"],
+)
+def test_encode_every_table_kind(data: object) -> None:
+    arrays = encode_inputs(data, SPECS, model="m")
+    assert arrays["fee"].dtype == np.float32 and arrays["fee"].shape == (2, 1)
+    assert arrays["fee"][0, 0] == 1.5 and np.isnan(arrays["fee"][1, 0])
+    assert arrays["plan"].dtype == object and arrays["plan"][:, 0].tolist() == [b"a", b""]
+
+
+def test_encode_errors_name_the_column() -> None:
+    with pytest.raises(InvalidInputError, match="needs column 'plan'"):
+        encode_inputs({"fee": [1.0]}, SPECS, model="m")
+    with pytest.raises(InvalidInputError, match="'fee' must hold numbers"):
+        encode_inputs({"fee": ["high"], "plan": ["a"]}, SPECS, model="m")
+    with pytest.raises(InvalidInputError, match="has 2 rows but the others have 1"):
+        encode_inputs({"fee": [1.0], "plan": ["a", "b"]}, SPECS, model="m")
+    with pytest.raises(InvalidInputError, match="cannot score a int"):
+        encode_inputs(3, SPECS, model="m")
+
+
+def test_decode_outputs() -> None:
+    out = decode_outputs({"p": np.array([[0.5]], dtype=np.float32), "r": np.array([[b"a", b"b", b""]], dtype=object)})
+    assert out["p"].shape == (1,)
+    assert out["r"].tolist() == [["a", "b", ""]]

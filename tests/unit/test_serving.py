@@ -1,0 +1,123 @@
+"""model.py and engine.serving with a fake ``triton_python_backend_utils``: no server needed."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pytest
+
+from engine.churn import ChurnScorer, TrainResult
+from tests.conftest import request_arrays
+
+
+class FakeTensor:
+    def __init__(self, name: str, array: np.ndarray) -> None:
+        self._name, self._array = name, array
+
+    def name(self) -> str:
+        return self._name
+
+    def as_numpy(self) -> np.ndarray:
+        return self._array
+
+
+class FakeError:
+    INVALID_ARG, INTERNAL = "INVALID_ARG", "INTERNAL"
+
+    def __init__(self, message: str, code: str = "INTERNAL") -> None:
+        self.message, self.code = message, code
+
+
+class FakeResponse:
+    def __init__(self, output_tensors: list[FakeTensor] | None = None, error: FakeError | None = None) -> None:
+        self.outputs = {t.name(): t.as_numpy() for t in output_tensors or []}
+        self.error = error
+
+
+class FakeRequest:
+    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+        self.inputs = {k: FakeTensor(k, v) for k, v in arrays.items()}
+
+
+def fake_pb_utils() -> types.ModuleType:
+    mod = types.ModuleType("triton_python_backend_utils")
+    mod.Tensor = FakeTensor  # type: ignore[attr-defined]
+    mod.TritonError = FakeError  # type: ignore[attr-defined]
+    mod.InferenceResponse = FakeResponse  # type: ignore[attr-defined]
+    mod.get_input_tensor_by_name = lambda request, name: request.inputs.get(name)  # type: ignore[attr-defined]
+    return mod
+
+
+@pytest.fixture()
+def model(trained: TrainResult, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", fake_pb_utils())
+    spec = importlib.util.spec_from_file_location("churn_model_py", trained.path / "model.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    m = module.TritonPythonModel()
+    config = (trained.path.parent / "config.pbtxt").read_text()
+    inputs = [{"name": c.name} for c in trained.schema.columns]
+    outputs = [
+        {"name": "churn_probability", "dims": ["1"]},
+        {"name": "reason_codes", "dims": ["3"]},
+        {"name": "retention_action", "dims": ["1"]},
+    ]
+    assert all(f'"{i["name"]}"' in config for i in inputs)
+    m.initialize(
+        {
+            "model_config": json.dumps({"name": "churn", "input": inputs, "output": outputs}),
+            "model_repository": str(trained.path.parent),
+            "model_version": trained.path.name,
+            "model_instance_kind": "CPU",
+        }
+    )
+    return m
+
+
+def test_committed_shell_is_what_versions_get(trained: TrainResult) -> None:
+    shell = Path(__file__).resolve().parents[2] / "model_repo" / "churn" / "model.py"
+    assert (trained.path / "model.py").read_text() == shell.read_text()
+
+
+def test_batch_scores_each_request_and_matches_scorer(model: Any, scorer: ChurnScorer, customers: pl.DataFrame) -> None:
+    parts = [customers.slice(0, 1), customers.slice(1, 3), customers.slice(4, 2)]
+    responses = model.execute([FakeRequest(request_arrays(scorer, p)) for p in parts])
+    assert len(responses) == 3
+    expected = scorer.score(request_arrays(scorer, customers.head(6)))
+    got = np.concatenate([r.outputs["churn_probability"][:, 0] for r in responses])
+    np.testing.assert_allclose(got, expected["churn_probability"], atol=1e-6)
+    assert responses[1].outputs["reason_codes"].shape == (3, 3)
+    assert responses[1].outputs["reason_codes"].dtype == object
+    assert all(isinstance(v, bytes) for v in responses[1].outputs["retention_action"].ravel())
+
+
+def test_bad_request_fails_alone(model: Any, scorer: ChurnScorer, customers: pl.DataFrame) -> None:
+    good = request_arrays(scorer, customers.head(2))
+    bad = request_arrays(scorer, customers.head(2))
+    num = next(c.name for c in scorer.schema.columns if c.wire == "FP32")
+    bad[num] = np.array([[np.inf], [0.0]], dtype=np.float32)
+    responses = model.execute([FakeRequest(good), FakeRequest(bad), FakeRequest(good)])
+    assert responses[1].error.code == "INVALID_ARG"
+    assert num in responses[1].error.message and "infinite" in responses[1].error.message
+    for r in (responses[0], responses[2]):
+        assert r.error is None and r.outputs["churn_probability"].shape == (2, 1)
+
+
+def test_unexpected_failure_is_internal_and_generic(
+    model: Any, scorer: ChurnScorer, customers: pl.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def boom(frame: pl.DataFrame) -> dict[str, np.ndarray]:
+        raise RuntimeError("secret detail")
+
+    monkeypatch.setattr(model.scorer, "score_frame", boom)
+    responses = model.execute([FakeRequest(request_arrays(scorer, customers.head(1)))])
+    assert responses[0].error.code == "INTERNAL"
+    assert "secret" not in responses[0].error.message
