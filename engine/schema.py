@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 
 from engine.errors import DataFileError, SchemaError
-from kernels import FALSE_WORDS, TRUE_WORDS, boolean, category_code, numeric, parse_number
+from kernels import BOOLEAN_SPELLINGS, FALSE_WORDS, TRUE_WORDS, boolean, category_code, numeric, parse_number
 
 __all__ = ["Column", "TableSchema", "infer_schema"]
 
@@ -75,21 +75,33 @@ class TableSchema:
         msg = f"no column {name!r} in the schema"
         raise KeyError(msg)
 
-    def feature_frame(self, df: pl.DataFrame | pl.LazyFrame, *, engine: object = "cpu") -> pl.DataFrame:
+    def expressions(self, dtypes: Mapping[str, pl.DataType]) -> list[pl.Expr]:
+        """The feature kernels for a frame whose columns have ``dtypes`` (build once, reuse per batch)."""
+        return [c.expr(dtypes.get(c.name)) for c in self.columns]
+
+    def wire_dtypes(self) -> dict[str, pl.DataType]:
+        """The column dtypes of a request as served: Float32 numbers, String text."""
+        return {c.name: pl.Float32() if c.wire == "FP32" else pl.String() for c in self.columns}
+
+    def feature_frame(
+        self, df: pl.DataFrame | pl.LazyFrame, *, engine: object = "cpu", exprs: list[pl.Expr] | None = None
+    ) -> pl.DataFrame:
         """The features as a frame, one Float32 column per schema column, in schema order.
 
         On the CPU an eager frame is selected directly: for the small batches of online scoring the
         lazy planner costs more than the work. The GPU always goes through ``collect(engine=...)``.
         """
-        dtypes = df.collect_schema() if isinstance(df, pl.LazyFrame) else df.schema
-        exprs = [c.expr(dtypes.get(c.name)) for c in self.columns]
+        if exprs is None:
+            exprs = self.expressions(df.collect_schema() if isinstance(df, pl.LazyFrame) else df.schema)
         if engine == "cpu" and isinstance(df, pl.DataFrame):
             return df.select(exprs)
         return df.lazy().select(exprs).collect(engine=engine)  # type: ignore[arg-type]
 
-    def features(self, df: pl.DataFrame | pl.LazyFrame, *, engine: object = "cpu") -> np.ndarray:
+    def features(
+        self, df: pl.DataFrame | pl.LazyFrame, *, engine: object = "cpu", exprs: list[pl.Expr] | None = None
+    ) -> np.ndarray:
         """The feature matrix (float32, rows × columns, NaN for missing) XGBoost reads."""
-        out = self.feature_frame(df, engine=engine).to_numpy()
+        out = self.feature_frame(df, engine=engine, exprs=exprs).to_numpy()
         return np.ascontiguousarray(out, dtype=np.float32)
 
     def labels(self, df: pl.DataFrame) -> np.ndarray:
@@ -151,8 +163,10 @@ def _positive_value(values: list[str], label: str, positive: str | None) -> str:
 
 
 def _is_yes_no(values: list[str]) -> bool:
-    words = {v.strip().lower() for v in values}
-    return len(words) == 2 and words <= set(TRUE_WORDS) | set(FALSE_WORDS) and bool(words & set(TRUE_WORDS))
+    """Two values, one yes-word and one no-word, spelt exactly as the boolean kernel reads them."""
+    if len(values) != 2 or not set(values) <= set(BOOLEAN_SPELLINGS):
+        return False
+    return {v.lower() in TRUE_WORDS for v in values} == {True, False}
 
 
 def _classify(series: pl.Series, height: int) -> Column | str:
@@ -175,8 +189,7 @@ def _classify(series: pl.Series, height: int) -> Column | str:
         parsed = text.cast(pl.Float64, strict=False)
         if len(text) and parsed.is_not_null().sum() >= NUMERIC_SHARE * len(text):
             return Column(name, "numeric", "FP32")
-        values = text.unique().sort().to_list()
-        if _is_yes_no(values):
+        if _is_yes_no(non_null.cast(pl.String).unique().sort().to_list()):
             return Column(name, "boolean", "BYTES")
         if distinct == height and height >= 20:
             return "id-like (a different value on every row)"

@@ -99,6 +99,10 @@ def server_env(paths: _Paths) -> dict[str, str]:
     libdir = sysconfig.get_config_var("LIBDIR") or ""
     env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in [str(paths.libs), libdir, env.get("LD_LIBRARY_PATH", "")] if p)
     env.pop("PYTHONPATH", None)
+    # Each model instance is its own process and Triton runs instances side by side: one thread each keeps
+    # a small request from waking (and waiting for) a pool of threads on busy cores.
+    env.setdefault("POLARS_MAX_THREADS", "1")
+    env.setdefault("OMP_NUM_THREADS", "1")
     return env
 
 

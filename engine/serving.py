@@ -88,7 +88,8 @@ class BackendModel:
                 responses[i] = self._error("internal error while reading the request", "INTERNAL")
         if frames:
             try:
-                outputs = self.scorer.score_frame(pl.concat([f for _, f in frames], how="vertical"))
+                batch = frames[0][1] if len(frames) == 1 else pl.concat([f for _, f in frames], how="vertical")
+                outputs = self.scorer.score_frame(batch)
                 start = 0
                 for i, frame in frames:
                     stop = start + frame.height

@@ -1,5 +1,5 @@
 """Feature kernels: pure Polars expressions and Numba kernels. Imports nothing from the project."""
 
-from kernels.tabular import FALSE_WORDS, TRUE_WORDS, boolean, category_code, numeric, parse_number
+from kernels.tabular import BOOLEAN_SPELLINGS, FALSE_WORDS, TRUE_WORDS, boolean, category_code, numeric, parse_number
 
-__all__ = ["FALSE_WORDS", "TRUE_WORDS", "boolean", "category_code", "numeric", "parse_number"]
+__all__ = ["BOOLEAN_SPELLINGS", "FALSE_WORDS", "TRUE_WORDS", "boolean", "category_code", "numeric", "parse_number"]

@@ -115,6 +115,8 @@ class ChurnScorer:
         self.device = device
         self.version = version
         self._engine = polars_engine(device)
+        self._wire_dtypes = schema.wire_dtypes()
+        self._exprs = schema.expressions(self._wire_dtypes)
         self._feature_types = [c.xgb_type for c in schema.columns]
         self._names = schema.names
         # One thread per Triton instance: instances, not threads, use the cores.
@@ -160,18 +162,15 @@ class ChurnScorer:
         for col in self.schema.columns:
             arr = _as_rows(col.name, columns[col.name], n)
             n = len(arr)
-            if col.wire == "FP32":
-                data[col.name] = pl.Series(col.name, _numbers(col.name, arr), dtype=pl.Float32)
-            else:
-                data[col.name] = pl.Series(col.name, _texts(col.name, arr), dtype=pl.String)
+            data[col.name] = _numbers(col.name, arr) if col.wire == "FP32" else _texts(col.name, arr)
         if not n:
             msg = "the request has no rows"
             raise InvalidInputError(msg)
-        return pl.DataFrame(data)
+        return pl.DataFrame(data, schema=self._wire_dtypes)
 
     def score_frame(self, frame: pl.DataFrame) -> dict[str, np.ndarray]:
         """Score a validated frame of raw columns (as :meth:`validate` returns)."""
-        x = self.schema.features(frame, engine=self._engine)
+        x = self.schema.features(frame, engine=self._engine, exprs=self._exprs)
         dm = xgb.DMatrix(x, feature_names=self._names, feature_types=self._feature_types, enable_categorical=True)
         contribs = self.booster.predict(dm, pred_contribs=True)
         prob = self.calibration(contribs.sum(axis=1))  # TreeSHAP is additive: the row sum is the margin

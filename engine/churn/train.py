@@ -39,7 +39,7 @@ XGB_PARAMS = {
     "eval_metric": "logloss",
     "tree_method": "hist",
     "max_depth": 3,
-    "eta": 0.02,
+    "eta": 0.05,
     "min_child_weight": 5,
     "subsample": 0.8,
     "colsample_bytree": 0.7,

@@ -6,16 +6,17 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kernels import FALSE_WORDS, TRUE_WORDS, boolean, category_code, numeric, parse_number
+from kernels import BOOLEAN_SPELLINGS, TRUE_WORDS, boolean, category_code, numeric, parse_number
 
-WORDS = st.sampled_from(["Yes", "no", " TRUE ", "f", "maybe", "", "1", "0", "Y", "x"])
+WORDS = st.sampled_from(["Yes", "no", " TRUE ", "TRUE", "f", "maybe", "", "1", "0", "Y", "x", "yEs"])
 
 
 def boolean_ref(v: str | None) -> float | None:
     if v is None:
         return None
-    w = v.strip().lower()
-    return 1.0 if w in TRUE_WORDS else 0.0 if w in FALSE_WORDS else None
+    if v not in BOOLEAN_SPELLINGS:
+        return None
+    return 1.0 if v.lower() in TRUE_WORDS else 0.0
 
 
 def category_ref(v: str | None, vocab: list[str]) -> float | None:
