@@ -45,7 +45,9 @@ def require_gpu() -> bool:
 
 @functools.cache
 def _warn_fallback(reason: str) -> None:
-    log.warning("GPU not used, running on CPU: %s", reason)
+    # A warning where the GPU extras are installed (a GPU was meant); on a plain CPU install, a note.
+    level = logging.WARNING if importlib.util.find_spec("cudf_polars") is not None else logging.INFO
+    log.log(level, "GPU not used, running on CPU: %s", reason)
 
 
 def resolve_device(requested: str = "auto") -> Device:

@@ -40,9 +40,12 @@ def run_demo(
     ports = ServerPorts(free_port(), free_port(), free_port())
     with TritonServer(repository, ports=ports, models=["churn"], log_path=workdir / "triton.log") as server:
         print(f"3. Triton is serving churn on gRPC {server.grpc_url}")
-        customers = pl.read_parquet(data).drop(CHURN_LABEL)
+        customers = pl.read_parquet(data)
         with ModelClient(server.grpc_url, "churn") as client:
-            picked = customers.sample(sample, seed=1)
+            # Half who did churn, half who did not: the table shows both kinds of answer.
+            picked = pl.concat(
+                customers.filter(pl.col(CHURN_LABEL) == value).sample(sample // 2, seed=1) for value in ("Yes", "No")
+            ).drop(CHURN_LABEL)
             out = client.infer(picked)
             print(f"4. scored {sample} customers over gRPC:\n")
             table = [

@@ -129,7 +129,9 @@ _LOAD_ERROR = re.compile(r"failed to load '([^']+)' version (\d+): (.*)")
 def _load_errors(log_text: str) -> list[str]:
     found = []
     for m in _LOAD_ERROR.finditer(log_text):
-        found.append(f"model {m.group(1)!r} version {m.group(2)} failed to load: {m.group(3).strip()}")
+        # Keep the model's own sentence, not the stack trace the backend appends (escaped newlines).
+        reason = re.split(r"\\n|Stack trace:|\n", m.group(3))[0].strip().rstrip(".")
+        found.append(f"model {m.group(1)!r} version {m.group(2)} failed to load: {reason}")
     return found
 
 

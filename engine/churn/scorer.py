@@ -130,8 +130,12 @@ class ChurnScorer:
             msg = f"{d} holds no trained churn model ({MODEL_FILE} missing): run `finscore train churn`"
             raise ModelNotReadyError(msg)
         booster = xgb.Booster()
-        booster.load_model(d / MODEL_FILE)
-        params = json.loads((d / PARAMS_FILE).read_text(encoding="utf-8"))
+        try:
+            booster.load_model(d / MODEL_FILE)
+            params = json.loads((d / PARAMS_FILE).read_text(encoding="utf-8"))
+        except (xgb.core.XGBoostError, OSError, ValueError, KeyError) as exc:
+            msg = f"{d} is not a readable churn version ({type(exc).__name__}); retrain with `finscore train churn`"
+            raise ModelNotReadyError(msg) from None
         return cls(
             booster,
             TableSchema.load(d / "schema.json"),
