@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,7 +55,7 @@ class BulkSummary:
 
 
 def _encode(
-    batch: pa.RecordBatch, inputs: list[tuple[str, str]], first_row: int
+    batch: pa.RecordBatch, inputs: Sequence[tuple[str, str]], first_row: int
 ) -> tuple[dict[str, np.ndarray], np.ndarray, list[Reject]]:
     """Arrays for the valid rows, the mask of valid rows, and a Reject for each invalid one."""
     frame = pl.from_arrow(batch)
@@ -171,7 +171,7 @@ def score_file(
     out: str | os.PathLike[str],
     *,
     score: ScoreFn,
-    inputs: list[tuple[str, str]],
+    inputs: Sequence[tuple[str, str]],
     id_column: str | None = None,
     request_rows: int = 1024,
     progress: bool = True,

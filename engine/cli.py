@@ -166,12 +166,11 @@ def _score(args: argparse.Namespace) -> int:
         from engine.repo import ModelRepository
 
         scorer = ChurnScorer.load(ModelRepository(s.repo).latest("churn"))
-        inputs = [(c.name, c.wire) for c in scorer.schema.columns]
         summary = score_file(
             args.data,
             args.out,
             score=scorer.score,
-            inputs=inputs,
+            inputs=[(c.name, c.wire) for c in scorer.schema.columns],
             id_column=scorer.schema.id_column,
             request_rows=args.request_rows,
             progress=not args.no_progress,
@@ -180,12 +179,11 @@ def _score(args: argparse.Namespace) -> int:
         from clients import ModelClient
 
         with ModelClient(s.url, "churn") as client:
-            inputs = [(i.name, i.datatype) for i in client.inputs]
             summary = score_file(
                 args.data,
                 args.out,
                 score=client.infer_arrays,
-                inputs=inputs,
+                inputs=[(i.name, i.datatype) for i in client.inputs],
                 id_column=client.id_column(),
                 request_rows=args.request_rows,
                 progress=not args.no_progress,

@@ -25,7 +25,7 @@ class Settings:
 
 def resolve_settings(**flags: Any) -> Settings:
     """Defaults, overridden by ``FINSCORE_<NAME>`` variables, overridden by flags that are not None."""
-    settings = Settings()
+    changes: dict[str, Any] = {}
     for f in fields(Settings):
         env = os.environ.get(f"FINSCORE_{f.name.upper()}")
         value = flags.get(f.name)
@@ -40,5 +40,5 @@ def resolve_settings(**flags: Any) -> Settings:
                 raise ValueError(msg) from None
         elif f.type in ("Path", Path):
             chosen = Path(chosen)
-        settings = replace(settings, **{f.name: chosen})
-    return settings
+        changes[f.name] = chosen
+    return replace(Settings(), **changes)

@@ -95,7 +95,7 @@ class TableSchema:
             exprs = self.expressions(df.collect_schema() if isinstance(df, pl.LazyFrame) else df.schema)
         if engine == "cpu" and isinstance(df, pl.DataFrame):
             return df.select(exprs)
-        return df.lazy().select(exprs).collect(engine=engine)  # type: ignore[arg-type]
+        return df.lazy().select(exprs).collect(engine=engine)  # type: ignore[call-overload]
 
     def features(
         self, df: pl.DataFrame | pl.LazyFrame, *, engine: object = "cpu", exprs: list[pl.Expr] | None = None
@@ -204,7 +204,8 @@ def _classify(series: pl.Series, height: int) -> Column | str:
 def _guess_id(candidates: list[str]) -> str | None:
     """Among id-like columns, prefer one named like an id (CustomerId over RowNumber)."""
     named = [c for c in candidates if "id" in c.lower()]
-    return (named or candidates or [None])[0]
+    pool = named or candidates
+    return pool[0] if pool else None
 
 
 def infer_schema(

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from engine.errors import ModelNotReadyError, PortInUseError, ServerStartError
+from engine.errors import ModelNotReadyError, PortInUseError, ServerError, ServerStartError
 from engine.repo import ModelRepository
 
 __all__ = ["ServerPorts", "TritonServer", "free_port", "triton_paths"]
@@ -243,7 +243,7 @@ class TritonServer:
         except OSError:
             return ""
 
-    def _failure(self, what: str) -> ServerStartError:
+    def _failure(self, what: str) -> ServerError:
         text = self.log_text()
         errors = _load_errors(text)
         if errors:

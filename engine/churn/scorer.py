@@ -53,7 +53,7 @@ def _as_rows(name: str, value: object, n: int | None) -> np.ndarray:
     elif arr.ndim == 0:
         arr = arr.reshape(1)
     if arr.ndim != 1:
-        msg = f"input {name!r} must have shape [batch, 1], got {list(np.shape(value))}"
+        msg = f"input {name!r} must have shape [batch, 1], got {list(arr.shape)}"
         raise InvalidInputError(msg)
     if n is not None and len(arr) != n:
         msg = f"input {name!r} has {len(arr)} rows but other inputs have {n}"
