@@ -221,7 +221,7 @@ def run(
     from engine.demo_data import CHURN_ID, CHURN_LABEL, churn_customers
     from engine.io import write_table
     from engine.repo import ModelRepository
-    from engine.server import ServerPorts, TritonServer, free_port
+    from engine.server import ServerPorts, TritonServer
 
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="finscore-bench-") as tmp:
@@ -238,7 +238,7 @@ def run(
             version_dir = repository.latest(MODEL)
             print(f"using {version_dir}")
         frame = customers.sample(min(rows, customers.height), seed=0)
-        ports = ServerPorts(free_port(), free_port(), free_port())
+        ports = ServerPorts.free()
         results: list[Result] = []
         with TritonServer(repository, ports=ports, models=[MODEL], log_path=work / "triton.log") as server:
             with ModelClient(server.grpc_url, MODEL) as client:

@@ -149,6 +149,8 @@ def _train(args: argparse.Namespace) -> int:
         f"features: {len(result.schema.columns)}; left out: "
         + (", ".join(f"{k} ({v})" for k, v in result.schema.excluded.items()) or "none")
     )
+    if result.rows_without_label:
+        print(f"rows without a label, left out of training: {result.rows_without_label:,}")
     print("held-out metrics (stratified 20%):")
     print(result.metrics.table())
     return 0

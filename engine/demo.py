@@ -13,7 +13,7 @@ from engine.churn import train_churn
 from engine.demo_data import CHURN_ID, CHURN_LABEL, churn_customers
 from engine.io import write_table
 from engine.repo import ModelRepository
-from engine.server import ServerPorts, TritonServer, free_port
+from engine.server import ServerPorts, TritonServer
 
 __all__ = ["run_demo"]
 
@@ -38,7 +38,7 @@ def run_demo(
     print(f"2. trained churn version {result.version} ({result.rounds} trees) into {result.path}")
     print(result.metrics.table())
 
-    ports = ServerPorts(free_port(), free_port(), free_port())
+    ports = ServerPorts.free()
     with TritonServer(repository, ports=ports, models=["churn"], log_path=workdir / "triton.log") as server:
         print(f"3. Triton is serving churn on gRPC {server.grpc_url}")
         customers = pl.read_parquet(data)

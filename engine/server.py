@@ -39,6 +39,24 @@ class ServerPorts:
     http: int = 8000
     metrics: int = 8002
 
+    @classmethod
+    def free(cls, host: str = "127.0.0.1") -> ServerPorts:
+        """Three distinct ports free now (held together while chosen, so none is handed out twice)."""
+        socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(3)]
+        try:
+            for s in socks:
+                s.bind((host, 0))
+            grpc, http, metrics = (int(s.getsockname()[1]) for s in socks)
+        finally:
+            for s in socks:
+                s.close()
+        return cls(grpc=grpc, http=http, metrics=metrics)
+
+    def check_distinct(self) -> None:
+        if len({self.grpc, self.http, self.metrics}) != 3:
+            msg = f"the gRPC, HTTP and metrics ports must differ, got {self.grpc}, {self.http}, {self.metrics}"
+            raise PortInUseError(msg)
+
 
 @dataclass(frozen=True)
 class _Paths:
@@ -211,6 +229,7 @@ class TritonServer:
             raise ModelNotReadyError(msg)
         for m in models:
             self.repo.latest(m)  # a clear sentence for an untrained model asked for by name
+        self.ports.check_distinct()
         for port, role, flag in (
             (self.ports.grpc, "gRPC", "--grpc-port"),
             (self.ports.http, "HTTP", "--http-port"),

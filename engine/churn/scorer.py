@@ -162,21 +162,25 @@ class ChurnScorer:
             msg = f"unexpected input {unknown[0]!r}: model churn has no input of that name"
             raise InvalidInputError(msg)
         n: int | None = None
-        data: dict[str, object] = {}
+        series = []
         for col in self.schema.columns:
             arr = _as_rows(col.name, columns[col.name], n)
             n = len(arr)
-            data[col.name] = _numbers(col.name, arr) if col.wire == "FP32" else _texts(col.name, arr)
+            if col.wire == "FP32":
+                series.append(pl.Series(col.name, _numbers(col.name, arr)))
+            else:
+                series.append(pl.Series(col.name, _texts(col.name, arr), dtype=pl.String))
         if not n:
             msg = "the request has no rows"
             raise InvalidInputError(msg)
-        return pl.DataFrame(data, schema=self._wire_dtypes)
+        return pl.DataFrame(series)
 
     def score_frame(self, frame: pl.DataFrame) -> dict[str, np.ndarray]:
         """Score a validated frame of raw columns (as :meth:`validate` returns)."""
         x = self.schema.features(frame, engine=self._engine, exprs=self._exprs)
-        dm = xgb.DMatrix(x, feature_names=self._names, feature_types=self._feature_types, enable_categorical=True)
-        contribs = self.booster.predict(dm, pred_contribs=True)
+        # Columns are in schema order by construction: skip XGBoost's per-call name check.
+        dm = xgb.DMatrix(x, feature_types=self._feature_types, enable_categorical=True)
+        contribs = self.booster.predict(dm, pred_contribs=True, validate_features=False)
         prob = self.calibration(contribs.sum(axis=1))  # TreeSHAP is additive: the row sum is the margin
         contribs = contribs[:, :-1]  # the last column is the bias
         top = np.argsort(-contribs, axis=1, kind="stable")[:, :N_REASONS]

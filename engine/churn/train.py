@@ -58,6 +58,7 @@ class TrainResult:
     schema: TableSchema
     rounds: int
     seconds: float
+    rows_without_label: int = 0
 
 
 def churn_config(schema: TableSchema, *, instance_count: int = 1, device: Device = "cpu") -> ModelConfig:
@@ -163,4 +164,6 @@ def train_churn(
     (writer.path / PARAMS_FILE).write_text(json.dumps(params_out, indent=2), encoding="utf-8")
     (writer.path / "metrics.json").write_text(json.dumps(metrics.as_dict(), indent=2), encoding="utf-8")
     final = writer.commit(churn_config(schema, instance_count=instance_count, device=device))
-    return TrainResult(writer.version, final, metrics, schema, rounds, time.perf_counter() - started)
+    return TrainResult(
+        writer.version, final, metrics, schema, rounds, time.perf_counter() - started, int((~keep).sum())
+    )

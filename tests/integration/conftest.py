@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import pytest
 
 from engine.churn import TrainResult
-from engine.server import ServerPorts, TritonServer, free_port
+from engine.server import ServerPorts, TritonServer
 
 
 @pytest.fixture(scope="session")
@@ -14,7 +14,7 @@ def server(trained: TrainResult, tmp_path_factory: pytest.TempPathFactory) -> It
     log = tmp_path_factory.mktemp("triton") / "triton.log"
     srv = TritonServer(
         trained.path.parent.parent,
-        ports=ServerPorts(free_port(), free_port(), free_port()),
+        ports=ServerPorts.free(),
         log_path=log,
         ready_timeout=120,
     )

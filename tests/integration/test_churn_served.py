@@ -87,6 +87,24 @@ def test_values_the_model_rejects_get_invalid_argument(
     assert_invalid(server, raw_request(arrays, {txt: (bad_text, "BYTES")}), "UTF-8")
 
 
+def test_missing_values_and_unseen_categories_are_scored(
+    server: TritonServer, scorer: ChurnScorer, customers: pl.DataFrame
+) -> None:
+    frame = customers.head(3)
+    arrays = request_arrays(scorer, frame)
+    for col in scorer.schema.columns:
+        if col.wire == "FP32":
+            arrays[col.name][0, 0] = np.nan
+        else:
+            arrays[col.name][0, 0] = b"a category never seen in training"
+            arrays[col.name][1, 0] = b""
+    with ModelClient(server.grpc_url, "churn") as client:
+        served = client.infer_arrays(arrays)
+    local = scorer.score(arrays)
+    assert np.isfinite(served["churn_probability"]).all()
+    np.testing.assert_allclose(served["churn_probability"][:, 0], local["churn_probability"], atol=1e-6)
+
+
 def test_oversized_batch_is_refused(server: TritonServer, scorer: ChurnScorer, customers: pl.DataFrame) -> None:
     big = pl.concat([customers] * 2).head(4097)
     assert_invalid(server, raw_request(request_arrays(scorer, big)), "batch-size must be <= 4096")
@@ -159,7 +177,7 @@ def test_model_that_fails_to_load_is_named(trained: TrainResult, tmp_path: Path)
     shutil.copytree(trained.path.parent, repo / "churn")
     version = ModelRepository(repo).latest("churn")
     (version / "model.ubj").write_bytes(b"corrupt")
-    server = TritonServer(repo, ports=ServerPorts(free_port(), free_port(), free_port()), log_path=tmp_path / "t.log")
+    server = TritonServer(repo, ports=ServerPorts.free(), log_path=tmp_path / "t.log")
     with pytest.raises(ServerStartError, match="model 'churn' version .* failed to load"):
         server.start()
     assert not server.alive()
@@ -179,7 +197,8 @@ def test_serve_command_starts_refuses_taken_port_and_stops(
     assert taken.returncode == 1
     assert f"port {server.ports.grpc} (gRPC)" in taken.stderr and "already in use" in taken.stderr
 
-    ports = [free_port(), free_port(), free_port()]
+    free = ServerPorts.free()
+    ports = [free.grpc, free.http, free.metrics]
     proc = subprocess.Popen(
         [
             *finscore,

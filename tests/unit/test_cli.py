@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import socket
+from dataclasses import replace
 from pathlib import Path
 
 import polars as pl
@@ -8,7 +9,7 @@ import pytest
 
 from engine.cli import main
 from engine.errors import ModelNotReadyError, PortInUseError
-from engine.server import ServerPorts, TritonServer, free_port
+from engine.server import ServerPorts, TritonServer
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -77,7 +78,15 @@ def test_server_refuses_a_taken_port(trained, tmp_path: Path) -> None:  # type: 
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         taken = holder.getsockname()[1]
-        server = TritonServer(trained.path.parent.parent, ports=ServerPorts(free_port(), taken, free_port()))
+        server = TritonServer(trained.path.parent.parent, ports=replace(ServerPorts.free(), http=taken))
         with pytest.raises(PortInUseError, match=f"port {taken} \\(HTTP\\).*--http-port"):
             server.start()
         assert server.process is None
+
+
+def test_free_ports_are_distinct_and_equal_ports_are_refused(trained) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(20):
+        p = ServerPorts.free()
+        assert len({p.grpc, p.http, p.metrics}) == 3
+    with pytest.raises(PortInUseError, match="must differ"):
+        TritonServer(trained.path.parent.parent, ports=ServerPorts(9100, 9100, 9102)).start()
