@@ -47,8 +47,9 @@ class Column:
         """The kernel that turns the raw column into this feature."""
         if self.kind == "categorical":
             return category_code(self.name, self.vocabulary)
-        if self.kind == "boolean":
+        if self.kind == "boolean" and (self.wire == "BYTES" or source_dtype == pl.Boolean):
             return boolean(self.name)
+        # A Boolean column of the training table is served as FP32 1/0: the number kernel reads it.
         if source_dtype is not None and source_dtype == pl.String:
             return parse_number(self.name).cast(pl.Float32).fill_nan(None).alias(self.name)
         return numeric(self.name)

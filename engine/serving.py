@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
-import polars as pl
 
 from engine.backend import resolve_device
 from engine.errors import FinscoreError, InvalidInputError
@@ -26,8 +25,14 @@ log = logging.getLogger("finscore.serving")
 
 
 class Scorer(Protocol):
-    def validate(self, columns: dict[str, np.ndarray]) -> pl.DataFrame: ...
-    def score_frame(self, frame: pl.DataFrame) -> dict[str, np.ndarray]: ...
+    def validate(self, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+    def score_rows(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    if len(parts) == 1:
+        return parts[0]
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 
 def _as_output(name: str, value: np.ndarray, dims: list[int]) -> np.ndarray:
@@ -77,7 +82,7 @@ class BackendModel:
 
     def execute(self, requests: list[Any]) -> list[Any]:
         responses: list[Any] = [None] * len(requests)
-        frames: list[tuple[int, pl.DataFrame]] = []
+        frames: list[tuple[int, dict[str, np.ndarray]]] = []
         for i, request in enumerate(requests):
             try:
                 frames.append((i, self.scorer.validate(self._inputs(request))))
@@ -88,11 +93,10 @@ class BackendModel:
                 responses[i] = self._error("internal error while reading the request", "INTERNAL")
         if frames:
             try:
-                batch = frames[0][1] if len(frames) == 1 else pl.concat([f for _, f in frames], how="vertical")
-                outputs = self.scorer.score_frame(batch)
+                outputs = self.scorer.score_rows(_concat([f for _, f in frames]))
                 start = 0
                 for i, frame in frames:
-                    stop = start + frame.height
+                    stop = start + len(next(iter(frame.values())))
                     tensors = [
                         self.pb_utils.Tensor(name, _as_output(name, value[start:stop], self.output_dims[name]))
                         for name, value in outputs.items()

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 import xgboost as xgb
 
 from engine.backend import Device, polars_engine, xgboost_device
 from engine.churn.actions import NO_ACTION, read_actions
 from engine.errors import InvalidInputError, ModelNotReadyError
+from engine.online import OnlineFeatures, polars_matrix
 from engine.schema import TableSchema
 from engine.triton_config import TensorSpec
 
@@ -115,8 +115,9 @@ class ChurnScorer:
         self.device = device
         self.version = version
         self._engine = polars_engine(device)
-        self._wire_dtypes = schema.wire_dtypes()
-        self._exprs = schema.expressions(self._wire_dtypes)
+        self._exprs = schema.expressions(schema.wire_dtypes())
+        # The GPU path batches through cuDF; memoised kernels serve small batches on the CPU.
+        self._online = OnlineFeatures(schema) if device == "cpu" else None
         self._feature_types = [c.xgb_type for c in schema.columns]
         self._names = schema.names
         # One thread per Triton instance: instances, not threads, use the cores.
@@ -151,8 +152,11 @@ class ChurnScorer:
     def inputs(self) -> list[TensorSpec]:
         return [TensorSpec(c.name, c.wire, (1,)) for c in self.schema.columns]
 
-    def validate(self, columns: Mapping[str, object]) -> pl.DataFrame:
-        """Check a request and return it as a frame of raw columns; any fault is an InvalidInputError."""
+    def validate(self, columns: Mapping[str, object]) -> dict[str, np.ndarray]:
+        """Check a request; return its columns as 1-D arrays (float32 numbers, ``str | None`` text).
+
+        Any fault is an :class:`InvalidInputError` naming the input.
+        """
         missing = [c for c in self._names if c not in columns]
         if missing:
             msg = f"input {missing[0]!r} is missing ({len(missing)} of {len(self._names)} inputs absent)"
@@ -162,22 +166,29 @@ class ChurnScorer:
             msg = f"unexpected input {unknown[0]!r}: model churn has no input of that name"
             raise InvalidInputError(msg)
         n: int | None = None
-        series = []
+        out: dict[str, np.ndarray] = {}
         for col in self.schema.columns:
             arr = _as_rows(col.name, columns[col.name], n)
             n = len(arr)
             if col.wire == "FP32":
-                series.append(pl.Series(col.name, _numbers(col.name, arr)))
+                out[col.name] = _numbers(col.name, arr)
             else:
-                series.append(pl.Series(col.name, _texts(col.name, arr), dtype=pl.String))
+                out[col.name] = np.array(_texts(col.name, arr), dtype=object)
         if not n:
             msg = "the request has no rows"
             raise InvalidInputError(msg)
-        return pl.DataFrame(series)
+        return out
 
-    def score_frame(self, frame: pl.DataFrame) -> dict[str, np.ndarray]:
-        """Score a validated frame of raw columns (as :meth:`validate` returns)."""
-        x = self.schema.features(frame, engine=self._engine, exprs=self._exprs)
+    def features(self, rows: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The feature matrix of validated rows: memoised kernels for small CPU batches, Polars otherwise."""
+        n = len(rows[self._names[0]])
+        if self._online is not None and n <= self._online.max_rows:
+            return self._online.matrix(rows)
+        return polars_matrix(self.schema, self._exprs, rows, engine=self._engine)
+
+    def score_rows(self, rows: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Score validated rows (as :meth:`validate` returns)."""
+        x = self.features(rows)
         # Columns are in schema order by construction: skip XGBoost's per-call name check.
         dm = xgb.DMatrix(x, feature_types=self._feature_types, enable_categorical=True)
         contribs = self.booster.predict(dm, pred_contribs=True, validate_features=False)
@@ -197,4 +208,4 @@ class ChurnScorer:
 
     def score(self, columns: Mapping[str, object]) -> dict[str, np.ndarray]:
         """Validate and score one request: ``{column: array}`` → ``{output: array}``."""
-        return self.score_frame(self.validate(columns))
+        return self.score_rows(self.validate(columns))

@@ -114,10 +114,10 @@ def test_bad_request_fails_alone(model: Any, scorer: ChurnScorer, customers: pl.
 def test_unexpected_failure_is_internal_and_generic(
     model: Any, scorer: ChurnScorer, customers: pl.DataFrame, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def boom(frame: pl.DataFrame) -> dict[str, np.ndarray]:
+    def boom(rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise RuntimeError("secret detail")
 
-    monkeypatch.setattr(model.scorer, "score_frame", boom)
+    monkeypatch.setattr(model.scorer, "score_rows", boom)
     responses = model.execute([FakeRequest(request_arrays(scorer, customers.head(1)))])
     assert responses[0].error.code == "INTERNAL"
     assert "secret" not in responses[0].error.message
