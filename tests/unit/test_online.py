@@ -44,9 +44,7 @@ def test_scorer_uses_both_paths_with_one_answer(scorer: ChurnScorer, customers: 
     from tests.conftest import request_arrays
 
     rows = scorer.validate(request_arrays(scorer, customers.head(200)))
-    small = np.concatenate(
-        [scorer.features({k: v[i : i + 10] for k, v in rows.items()}) for i in range(0, 200, 10)]
-    )
+    small = np.concatenate([scorer.features({k: v[i : i + 10] for k, v in rows.items()}) for i in range(0, 200, 10)])
     same(small, scorer.features(rows))  # 200 rows go through Polars, 10-row slices through the tables
 
 
