@@ -52,6 +52,17 @@ def request_arrays(scorer: ChurnScorer, frame: pl.DataFrame) -> dict[str, np.nda
     return out
 
 
+def with_holes(scorer: ChurnScorer, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Row 0: every number NaN and every text unseen in training; row 1: every text empty."""
+    for col in scorer.schema.columns:
+        if col.wire == "FP32":
+            arrays[col.name][0, 0] = np.nan
+        else:
+            arrays[col.name][0, 0] = b"a category never seen in training"
+            arrays[col.name][1, 0] = b""
+    return arrays
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     require = os.environ.get("FINSCORE_REQUIRE_GPU", "").lower() in {"1", "true", "yes"}
     if gpu_available() or require:

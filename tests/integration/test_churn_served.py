@@ -23,7 +23,7 @@ from engine.churn import ChurnScorer, TrainResult
 from engine.errors import InvalidInputError, ServerStartError, ServerUnavailableError
 from engine.repo import ModelRepository
 from engine.server import ServerPorts, TritonServer, free_port
-from tests.conftest import request_arrays
+from tests.conftest import request_arrays, with_holes
 
 
 def raw_request(arrays: dict[str, np.ndarray], override: dict[str, tuple[np.ndarray, str]] | None = None) -> list:
@@ -90,14 +90,7 @@ def test_values_the_model_rejects_get_invalid_argument(
 def test_missing_values_and_unseen_categories_are_scored(
     server: TritonServer, scorer: ChurnScorer, customers: pl.DataFrame
 ) -> None:
-    frame = customers.head(3)
-    arrays = request_arrays(scorer, frame)
-    for col in scorer.schema.columns:
-        if col.wire == "FP32":
-            arrays[col.name][0, 0] = np.nan
-        else:
-            arrays[col.name][0, 0] = b"a category never seen in training"
-            arrays[col.name][1, 0] = b""
+    arrays = with_holes(scorer, request_arrays(scorer, customers.head(3)))
     with ModelClient(server.grpc_url, "churn") as client:
         served = client.infer_arrays(arrays)
     local = scorer.score(arrays)

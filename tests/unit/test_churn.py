@@ -13,7 +13,7 @@ from engine.churn.actions import NO_ACTION, default_actions, read_actions
 from engine.errors import DataFileError, InvalidInputError, ModelNotReadyError, SchemaError
 from engine.repo import ModelRepository
 from engine.triton_config import render_config
-from tests.conftest import request_arrays
+from tests.conftest import request_arrays, with_holes
 
 
 def test_training_writes_a_complete_version(trained: TrainResult) -> None:
@@ -89,14 +89,7 @@ def test_actions_follow_threshold_and_table(scorer: ChurnScorer, customers: pl.D
 
 
 def test_missing_values_and_unseen_categories_are_scored(scorer: ChurnScorer, customers: pl.DataFrame) -> None:
-    arrays = request_arrays(scorer, customers.head(2))
-    for col in scorer.schema.columns:
-        if col.wire == "FP32":
-            arrays[col.name][0, 0] = np.nan
-        else:
-            arrays[col.name][0, 0] = b"never seen before"
-            arrays[col.name][1, 0] = b""
-    out = scorer.score(arrays)
+    out = scorer.score(with_holes(scorer, request_arrays(scorer, customers.head(2))))
     assert np.isfinite(out["churn_probability"]).all()
 
 
