@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -309,11 +308,3 @@ class TritonServer:
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
 
-
-def which_tritonserver() -> str | None:
-    """The binary's path if the wheel is installed (for diagnostics)."""
-    try:
-        p = triton_paths().binary
-    except ServerStartError:
-        return shutil.which("tritonserver")
-    return str(p) if p.is_file() else None
