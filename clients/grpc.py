@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
-from tritonclient.utils import InferenceServerException
+from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from clients.errors import map_error
 from clients.tensors import InputSpec, decode_outputs, encode_inputs
@@ -30,7 +30,7 @@ def _specs(metadata: Any) -> tuple[list[InputSpec], list[str]]:
 def _request(arrays: dict[str, np.ndarray], outputs: list[str], module: Any) -> tuple[list[Any], list[Any]]:
     infer_inputs = []
     for name, arr in arrays.items():
-        datatype = "BYTES" if arr.dtype == object else {"float32": "FP32", "bool": "BOOL"}.get(arr.dtype.name, "FP32")
+        datatype = "BYTES" if arr.dtype == object else np_to_triton_dtype(arr.dtype)
         tensor = module.InferInput(name, list(arr.shape), datatype)
         tensor.set_data_from_numpy(arr)
         infer_inputs.append(tensor)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from tritonclient.utils import triton_to_np_dtype
 
 from engine.errors import InvalidInputError
 
@@ -64,6 +65,18 @@ def _bytes(name: str, values: list[Any] | np.ndarray) -> np.ndarray:
     return out
 
 
+def _numeric(spec: InputSpec, values: list[Any] | np.ndarray) -> np.ndarray:
+    dtype = triton_to_np_dtype(spec.datatype)
+    if dtype is None or dtype is object:
+        msg = f"input {spec.name!r} has datatype {spec.datatype}, which the client cannot encode"
+        raise InvalidInputError(msg)
+    try:
+        return np.asarray(values).astype(dtype)
+    except (TypeError, ValueError):
+        msg = f"column {spec.name!r} cannot be read as {spec.datatype}"
+        raise InvalidInputError(msg) from None
+
+
 def encode_inputs(data: Any, specs: list[InputSpec], *, model: str) -> dict[str, np.ndarray]:
     """Arrays shaped ``[rows, 1]`` for each input of the model, in the model's datatypes."""
     columns = columns_of(data)
@@ -80,7 +93,7 @@ def encode_inputs(data: Any, specs: list[InputSpec], *, model: str) -> dict[str,
         elif spec.datatype == "FP32":
             arr = _fp32(spec.name, values)
         else:
-            arr = np.asarray(values).astype(spec.datatype.lower())
+            arr = _numeric(spec, values)
         if n is not None and len(arr) != n:
             msg = f"column {spec.name!r} has {len(arr)} rows but the others have {n}"
             raise InvalidInputError(msg)

@@ -68,3 +68,11 @@ def test_decode_outputs() -> None:
     out = decode_outputs({"p": np.array([[0.5]], dtype=np.float32), "r": np.array([[b"a", b"b", b""]], dtype=object)})
     assert out["p"].shape == (1,)
     assert out["r"].tolist() == [["a", "b", ""]]
+
+
+def test_other_numeric_datatypes_keep_their_type() -> None:
+    specs = [InputSpec("n", "INT64"), InputSpec("d", "FP64"), InputSpec("b", "BOOL")]
+    arrays = encode_inputs({"n": [1, 2], "d": [0.5, 1.5], "b": [True, False]}, specs, model="m")
+    assert [arrays[k].dtype for k in ("n", "d", "b")] == [np.int64, np.float64, np.bool_]
+    with pytest.raises(InvalidInputError, match="cannot be read as INT64"):
+        encode_inputs({"n": ["x"], "d": [1.0], "b": [True]}, specs, model="m")
