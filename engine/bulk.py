@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -23,7 +24,7 @@ from engine.errors import InvalidInputError
 from engine.io import iter_batches, require_columns, table_format
 from kernels import parse_number
 
-__all__ = ["BulkSummary", "Reject", "score_file"]
+__all__ = ["BulkSummary", "Reject", "score_file", "score_file_through"]
 
 #: ``arrays shaped [rows, 1] -> outputs by name`` (a served model or an in-process scorer).
 ScoreFn = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
@@ -242,3 +243,24 @@ def score_file(
         rejects_path.unlink(missing_ok=True)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def score_file_through(
+    client: Any,
+    data: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    request_rows: int = 1024,
+    progress: bool = True,
+) -> BulkSummary:
+    """:func:`score_file` through a served model: its inputs from the model's metadata, its id column from
+    the model's config (``client`` is a :class:`clients.ModelClient`)."""
+    return score_file(
+        data,
+        out,
+        score=client.infer_arrays,
+        inputs=[(i.name, i.datatype) for i in client.inputs],
+        id_column=client.id_column(),
+        request_rows=request_rows,
+        progress=progress,
+    )

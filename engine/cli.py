@@ -157,7 +157,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
-    from engine.bulk import score_file
+    from engine.bulk import score_file, score_file_through
 
     s = resolve_settings(repo=args.repo, url=args.url)
     if not 1 <= args.request_rows <= 4096:
@@ -181,14 +181,8 @@ def _score(args: argparse.Namespace) -> int:
         from clients import ModelClient
 
         with ModelClient(s.url, "churn") as client:
-            summary = score_file(
-                args.data,
-                args.out,
-                score=client.infer_arrays,
-                inputs=[(i.name, i.datatype) for i in client.inputs],
-                id_column=client.id_column(),
-                request_rows=args.request_rows,
-                progress=not args.no_progress,
+            summary = score_file_through(
+                client, args.data, args.out, request_rows=args.request_rows, progress=not args.no_progress
             )
     print(f"{args.out}: {summary.line()}")
     return 0

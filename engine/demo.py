@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from engine.bulk import score_file
+from engine.bulk import score_file_through
 from engine.churn import train_churn
 from engine.demo_data import CHURN_ID, CHURN_LABEL, churn_customers
 from engine.io import write_table
@@ -65,15 +65,7 @@ def run_demo(
                 )
             ]
             print(_table(table, ("customer", "churn_probability", "reason_codes", "retention_action")))
-            inputs = [(i.name, i.datatype) for i in client.inputs]
-            summary = score_file(
-                data,
-                workdir / "scores.parquet",
-                score=client.infer_arrays,
-                inputs=inputs,
-                id_column=CHURN_ID,
-                progress=False,
-            )
+            summary = score_file_through(client, data, workdir / "scores.parquet", progress=False)
         scores = pl.read_parquet(workdir / "scores.parquet")
         at_risk = int((scores.get_column("churn_probability").to_numpy() >= result.metrics.threshold).sum())
         print(f"\n5. bulk-scored {data.name} through the server: {summary.line()}")

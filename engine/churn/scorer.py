@@ -120,6 +120,8 @@ class ChurnScorer:
         self._online = OnlineFeatures(schema) if device == "cpu" else None
         self._feature_types = [c.xgb_type for c in schema.columns]
         self._names = schema.names
+        self._name_set = frozenset(self._names)
+        self._name_array = np.asarray(self._names, dtype=object)
         # One thread per Triton instance: instances, not threads, use the cores.
         self.booster.set_param({"device": xgboost_device(device), "nthread": threads})
 
@@ -161,7 +163,7 @@ class ChurnScorer:
         if missing:
             msg = f"input {missing[0]!r} is missing ({len(missing)} of {len(self._names)} inputs absent)"
             raise InvalidInputError(msg)
-        unknown = [k for k in columns if k not in set(self._names)]
+        unknown = [k for k in columns if k not in self._name_set]
         if unknown:
             msg = f"unexpected input {unknown[0]!r}: model churn has no input of that name"
             raise InvalidInputError(msg)
@@ -195,8 +197,7 @@ class ChurnScorer:
         prob = self.calibration(contribs.sum(axis=1))  # TreeSHAP is additive: the row sum is the margin
         contribs = contribs[:, :-1]  # the last column is the bias
         top = np.argsort(-contribs, axis=1, kind="stable")[:, :N_REASONS]
-        names = np.asarray(self._names, dtype=object)
-        reasons = np.where(np.take_along_axis(contribs, top, axis=1) > 0, names[top], "")
+        reasons = np.where(np.take_along_axis(contribs, top, axis=1) > 0, self._name_array[top], "")
         actions = np.array(
             [
                 self.actions.get(r, NO_ACTION) if p >= self.threshold and r else NO_ACTION

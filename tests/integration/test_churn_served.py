@@ -18,7 +18,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from clients import AsyncModelClient, ModelClient
-from engine.bulk import score_file
+from engine.bulk import score_file, score_file_through
 from engine.churn import ChurnScorer, TrainResult
 from engine.errors import InvalidInputError, ServerStartError, ServerUnavailableError
 from engine.repo import ModelRepository
@@ -135,15 +135,7 @@ def test_bulk_through_server_equals_local(
 ) -> None:
     with ModelClient(server.grpc_url, "churn") as client:
         inputs = [(i.name, i.datatype) for i in client.inputs]
-        served = score_file(
-            customers_path,
-            tmp_path / "s.parquet",
-            score=client.infer_arrays,
-            inputs=inputs,
-            id_column=client.id_column(),
-            request_rows=500,
-            progress=False,
-        )
+        served = score_file_through(client, customers_path, tmp_path / "s.parquet", request_rows=500, progress=False)
     local = score_file(
         customers_path,
         tmp_path / "l.parquet",
