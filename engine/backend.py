@@ -1,7 +1,8 @@
 """CPU or GPU: the one place that decides, and the only module that asks for CUDA.
 
 ``resolve_device("auto" | "cpu" | "gpu")`` answers ``"cpu"`` or ``"gpu"``. Everything device-specific
-(Polars' GPU engine through cudf-polars, XGBoost's ``device="cuda"``) is handed out from here, lazily,
+(Polars' GPU engine through cudf-polars, XGBoost's ``device="cuda"``, torch's CUDA device, ONNX Runtime's
+CUDA provider) is handed out from here, lazily,
 so importing finscore never touches a GPU library.
 
 A GPU asked for explicitly that cannot run raises :class:`UnsupportedOnGPU`. ``"auto"`` falls back to
@@ -19,7 +20,16 @@ from typing import Any, Literal
 
 from engine.errors import UnsupportedOnGPU
 
-__all__ = ["Device", "gpu_available", "polars_engine", "require_gpu", "resolve_device", "xgboost_device"]
+__all__ = [
+    "Device",
+    "gpu_available",
+    "onnx_providers",
+    "polars_engine",
+    "require_gpu",
+    "resolve_device",
+    "torch_device",
+    "xgboost_device",
+]
 
 Device = Literal["cpu", "gpu"]
 log = logging.getLogger(__name__)
@@ -86,3 +96,20 @@ def polars_engine(device: Device) -> Any:
 def xgboost_device(device: Device) -> str:
     """XGBoost's ``device`` parameter for this device."""
     return "cuda" if device == "gpu" else "cpu"
+
+
+def torch_device(device: Device) -> str:
+    """torch's device string for training on this device."""
+    return "cuda" if device == "gpu" else "cpu"
+
+
+def onnx_providers(device: Device) -> list[str]:
+    """ONNX Runtime execution providers for this device (CUDA needs the ``onnxruntime-gpu`` build)."""
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        msg = "ONNX Runtime on the GPU needs the CUDA build: pip install 'finscore[gpu]'"
+        raise UnsupportedOnGPU(msg)
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"]

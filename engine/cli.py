@@ -54,6 +54,17 @@ def _parser() -> argparse.ArgumentParser:
     churn.add_argument("--instances", type=int, default=1, help="Triton instances of the served model (default 1)")
     churn.add_argument("--device", help="auto, cpu or gpu (default auto)")
     _add_repo(churn)
+    threat = train_sub.add_parser("threat", help="autoencoder anomaly model on event or log data")
+    threat.add_argument("--data", required=True, type=Path, help="CSV or Parquet event table, or an OpenSSH auth log")
+    threat.add_argument("--label", help="column telling normal rows from attacks (optional)")
+    threat.add_argument("--normal", help="the label value of normal rows (default: normal/benign/0/false/no)")
+    threat.add_argument("--fpr", type=float, default=0.01, help="target false-positive rate of alerts (default 0.01)")
+    threat.add_argument("--id", dest="id_column", help="id column, carried to alerts, never a feature")
+    threat.add_argument("--name", default="threat", help="served model name (default threat)")
+    threat.add_argument("--seed", type=int, default=42, help="split and training seed (default 42)")
+    threat.add_argument("--instances", type=int, default=1, help="Triton instances of the served model (default 1)")
+    threat.add_argument("--device", help="auto, cpu or gpu (default auto)")
+    _add_repo(threat)
 
     score = sub.add_parser("score", help="score a file through the server (or in-process with --local)")
     score_sub = score.add_subparsers(dest="model", required=True, metavar="MODEL")
@@ -128,11 +139,14 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from engine.backend import resolve_device
-    from engine.churn import train_churn
     from engine.repo import ModelRepository
 
     s = resolve_settings(repo=args.repo, device=args.device)
     device = resolve_device(s.device)
+    if args.model == "threat":
+        return _train_threat(args, ModelRepository(s.repo), device)
+    from engine.churn import train_churn
+
     result = train_churn(
         args.data,
         label=args.label,
@@ -153,6 +167,38 @@ def _train(args: argparse.Namespace) -> int:
         print(f"rows without a label, left out of training: {result.rows_without_label:,}")
     print("held-out metrics (stratified 20%):")
     print(result.metrics.table())
+    return 0
+
+
+def _train_threat(args: argparse.Namespace, repo: Any, device: Any) -> int:
+    from engine.threat import train_threat
+
+    r = train_threat(
+        args.data,
+        label=args.label,
+        normal=args.normal,
+        fpr=args.fpr,
+        id_column=args.id_column,
+        name=args.name,
+        repo=repo,
+        seed=args.seed,
+        device=device,
+        instance_count=args.instances,
+    )
+    print(f"{args.name} version {r.version} written to {r.path} ({r.epochs} epochs, {r.seconds:.1f} s)")
+    print(
+        f"columns: {len(r.schema.columns)}; left out: "
+        + (", ".join(f"{k} ({v})" for k, v in r.schema.excluded.items()) or "none")
+    )
+    rows = r.rows
+    print(
+        f"rows: {rows['train']:,} trained on, {rows['validation']:,} for early stopping, "
+        f"{rows['holdout_normal']:,} held out" + (f", {rows['attacks']:,} attacks" if args.label else "")
+    )
+    print(f"alert threshold {r.threshold:.5g}: alerts on {r.holdout_fpr:.2%} of held-out normal rows")
+    if r.metrics is not None:
+        print("held-out normal rows and all attack rows:")
+        print(r.metrics.table())
     return 0
 
 

@@ -7,7 +7,15 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
-__all__ = ["BinaryMetrics", "best_f1_threshold", "binary_metrics", "top_decile_lift"]
+__all__ = [
+    "BinaryMetrics",
+    "DetectionMetrics",
+    "best_f1_threshold",
+    "binary_metrics",
+    "detection_metrics",
+    "threshold_at_fpr",
+    "top_decile_lift",
+]
 
 
 @dataclass(frozen=True)
@@ -81,4 +89,72 @@ def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> BinaryMetr
         recall=float(recall),
         f1=float(f1),
         top_decile_lift=top_decile_lift(y, p),
+    )
+
+
+@dataclass(frozen=True)
+class DetectionMetrics:
+    """An anomaly detector on labelled rows: ranking quality, and what its alert threshold catches."""
+
+    rows: int
+    attacks: int
+    roc_auc: float
+    pr_auc: float
+    threshold: float
+    false_positive_rate: float
+    detection_rate: float
+    precision: float
+
+    def as_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+    def table(self) -> str:
+        rows = [
+            ("rows (attacks)", f"{self.rows} ({self.attacks})"),
+            ("ROC-AUC", f"{self.roc_auc:.4f}"),
+            ("PR-AUC", f"{self.pr_auc:.4f}"),
+            ("alert threshold", f"{self.threshold:.5g}"),
+            ("false-positive rate", f"{self.false_positive_rate:.4f}"),
+            ("detection rate (recall)", f"{self.detection_rate:.4f}"),
+            ("precision", f"{self.precision:.4f}"),
+        ]
+        width = max(len(k) for k, _ in rows)
+        return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
+
+
+def threshold_at_fpr(normal_scores: np.ndarray, fpr: float) -> float:
+    """The smallest score cut-off that alerts on at most ``fpr`` of ``normal_scores`` (alert: score >= cut).
+
+    >>> threshold_at_fpr(np.arange(100.0), 0.05)
+    95.0
+    """
+    s = np.sort(np.asarray(normal_scores, dtype=np.float64))
+    if len(s) == 0:
+        msg = "no normal rows to calibrate the alert threshold on"
+        raise ValueError(msg)
+    allowed = int(np.floor(fpr * len(s)))  # normal rows that may score at or above the cut
+    if allowed <= 0:
+        return float(np.nextafter(s[-1], np.inf))
+    cut = s[len(s) - allowed]
+    # Ties at the cut would alert on more rows than allowed: move above them.
+    if np.sum(s >= cut) > allowed:
+        cut = np.nextafter(cut, np.inf)
+    return float(cut)
+
+
+def detection_metrics(y: np.ndarray, score: np.ndarray, threshold: float) -> DetectionMetrics:
+    y = np.asarray(y, dtype=np.int64)
+    score = np.asarray(score, dtype=np.float64)
+    alert = score >= threshold
+    tp = int(np.sum(alert & (y == 1)))
+    fp = int(np.sum(alert & (y == 0)))
+    return DetectionMetrics(
+        rows=len(y),
+        attacks=int(y.sum()),
+        roc_auc=float(roc_auc_score(y, score)),
+        pr_auc=float(average_precision_score(y, score)),
+        threshold=float(threshold),
+        false_positive_rate=fp / max(1, int((y == 0).sum())),
+        detection_rate=tp / max(1, int(y.sum())),
+        precision=tp / max(1, int(alert.sum())),
     )

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 import numpy as np
 import polars as pl
 
+from engine.requests import rows_frame
 from engine.schema import Column, TableSchema
 from kernels import BOOLEAN_SPELLINGS
 
@@ -33,13 +34,7 @@ def polars_matrix(
     schema: TableSchema, exprs: list[pl.Expr], columns: Mapping[str, np.ndarray], *, engine: object
 ) -> np.ndarray:
     """The features of validated request columns through the Polars kernels (any batch size, CPU or GPU)."""
-    series = [
-        pl.Series(c.name, columns[c.name], dtype=pl.Float32)
-        if c.wire == "FP32"
-        else pl.Series(c.name, list(columns[c.name]), dtype=pl.String)  # an object array of only None fails
-        for c in schema.columns
-    ]
-    return schema.features(pl.DataFrame(series), engine=engine, exprs=exprs)
+    return schema.features(rows_frame(schema, columns), engine=engine, exprs=exprs)
 
 
 def _kernel(column: Column, values: list[object], dtype: pl.DataType) -> np.ndarray:

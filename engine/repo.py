@@ -90,9 +90,10 @@ class ModelRepository:
         msg = f"no model.py shell for model {model!r} in {self.root} or {DEFAULT_REPOSITORY}"
         raise NotFoundError(msg)
 
-    def new_version(self, model: str) -> VersionWriter:
-        """Start writing the next version of ``model`` (the shell is copied in first)."""
-        shell = self.shell(model)
+    def new_version(self, model: str, *, shell_of: str | None = None) -> VersionWriter:
+        """Start writing the next version of ``model`` (the shell of ``shell_of``, default ``model``, is
+        copied in first: a second threat model named ``threat_ssh`` runs the ``threat`` shell)."""
+        shell = self.shell(shell_of or model)
         d = self.model_dir(model)
         d.mkdir(parents=True, exist_ok=True)
         version = (self.versions(model) or [0])[-1] + 1

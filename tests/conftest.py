@@ -12,8 +12,10 @@ import pytest
 
 from engine.backend import gpu_available
 from engine.churn import ChurnScorer, TrainResult, train_churn
-from engine.demo_data import CHURN_ID, CHURN_LABEL, churn_customers
+from engine.demo_data import CHURN_ID, CHURN_LABEL, EVENT_LABEL, churn_customers, network_events
 from engine.repo import ModelRepository
+from engine.threat import ThreatScorer, train_threat
+from engine.threat import TrainResult as ThreatTrainResult
 
 
 @pytest.fixture(scope="session")
@@ -29,8 +31,14 @@ def customers(customers_path: Path) -> pl.DataFrame:
 
 
 @pytest.fixture(scope="session")
-def trained(tmp_path_factory: pytest.TempPathFactory, customers_path: Path) -> TrainResult:
-    repo = ModelRepository(tmp_path_factory.mktemp("model_repo"))
+def repository(tmp_path_factory: pytest.TempPathFactory) -> ModelRepository:
+    """One repository for the session's trained models, as one Triton serves them all."""
+    return ModelRepository(tmp_path_factory.mktemp("model_repo"))
+
+
+@pytest.fixture(scope="session")
+def trained(repository: ModelRepository, customers_path: Path) -> TrainResult:
+    repo = repository
     return train_churn(customers_path, label=CHURN_LABEL, id_column=CHURN_ID, repo=repo, threads=2)
 
 
@@ -39,7 +47,29 @@ def scorer(trained: TrainResult) -> ChurnScorer:
     return ChurnScorer.load(trained.path)
 
 
-def request_arrays(scorer: ChurnScorer, frame: pl.DataFrame) -> dict[str, np.ndarray]:
+@pytest.fixture(scope="session")
+def events_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("events") / "events.parquet"
+    network_events(6000, seed=5).write_parquet(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def events(events_path: Path) -> pl.DataFrame:
+    return pl.read_parquet(events_path)
+
+
+@pytest.fixture(scope="session")
+def threat_trained(repository: ModelRepository, events_path: Path) -> ThreatTrainResult:
+    return train_threat(events_path, label=EVENT_LABEL, repo=repository, threads=2)
+
+
+@pytest.fixture(scope="session")
+def threat_scorer(threat_trained: ThreatTrainResult) -> ThreatScorer:
+    return ThreatScorer.load(threat_trained.path)
+
+
+def request_arrays(scorer: ChurnScorer | ThreatScorer, frame: pl.DataFrame) -> dict[str, np.ndarray]:
     """A frame's rows as the [rows, 1] arrays Triton hands a model (FP32 numbers, bytes text)."""
     out = {}
     for col in scorer.schema.columns:
@@ -52,7 +82,7 @@ def request_arrays(scorer: ChurnScorer, frame: pl.DataFrame) -> dict[str, np.nda
     return out
 
 
-def with_holes(scorer: ChurnScorer, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def with_holes(scorer: ChurnScorer | ThreatScorer, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Row 0: every number NaN and every text unseen in training; row 1: every text empty."""
     for col in scorer.schema.columns:
         if col.wire == "FP32":

@@ -17,8 +17,9 @@ import xgboost as xgb
 
 from engine.backend import Device, polars_engine, xgboost_device
 from engine.churn.actions import NO_ACTION, read_actions
-from engine.errors import InvalidInputError, ModelNotReadyError
+from engine.errors import ModelNotReadyError
 from engine.online import OnlineFeatures, polars_matrix
+from engine.requests import validate_columns
 from engine.schema import TableSchema
 from engine.triton_config import TensorSpec
 
@@ -44,52 +45,6 @@ class Calibration:
     def __call__(self, margin: np.ndarray) -> np.ndarray:
         z = self.a * margin.astype(np.float64) + self.b
         return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
-
-
-def _as_rows(name: str, value: object, n: int | None) -> np.ndarray:
-    arr = np.asarray(value)
-    if arr.ndim == 2 and arr.shape[1] == 1:
-        arr = arr[:, 0]
-    elif arr.ndim == 0:
-        arr = arr.reshape(1)
-    if arr.ndim != 1:
-        msg = f"input {name!r} must have shape [batch, 1], got {list(arr.shape)}"
-        raise InvalidInputError(msg)
-    if n is not None and len(arr) != n:
-        msg = f"input {name!r} has {len(arr)} rows but other inputs have {n}"
-        raise InvalidInputError(msg)
-    return arr
-
-
-def _numbers(name: str, arr: np.ndarray) -> np.ndarray:
-    if arr.dtype.kind not in "fiub":
-        msg = f"input {name!r} must be FP32 numbers, got {arr.dtype.name} values"
-        raise InvalidInputError(msg)
-    out = arr.astype(np.float32, copy=False)
-    bad = np.isinf(out)
-    if bad.any():
-        msg = f"input {name!r} has an infinite value at row {int(np.argmax(bad))}; use NaN for a missing value"
-        raise InvalidInputError(msg)
-    return out
-
-
-def _texts(name: str, arr: np.ndarray) -> list[str | None]:
-    if arr.dtype.kind not in "OSU":
-        msg = f"input {name!r} must be BYTES (text), got {arr.dtype.name} values"
-        raise InvalidInputError(msg)
-    out: list[str | None] = []
-    for i, v in enumerate(arr.tolist()):
-        if isinstance(v, bytes):
-            try:
-                v = v.decode("utf-8")
-            except UnicodeDecodeError:
-                msg = f"input {name!r} row {i} is not valid UTF-8 text"
-                raise InvalidInputError(msg) from None
-        elif v is not None and not isinstance(v, str):
-            msg = f"input {name!r} row {i} must be text, got {type(v).__name__}"
-            raise InvalidInputError(msg)
-        out.append(v if v else None)
-    return out
 
 
 class ChurnScorer:
@@ -120,7 +75,6 @@ class ChurnScorer:
         self._online = OnlineFeatures(schema) if device == "cpu" else None
         self._feature_types = [c.xgb_type for c in schema.columns]
         self._names = schema.names
-        self._name_set = frozenset(self._names)
         self._name_array = np.asarray(self._names, dtype=object)
         # One thread per Triton instance: instances, not threads, use the cores.
         self.booster.set_param({"device": xgboost_device(device), "nthread": threads})
@@ -159,27 +113,7 @@ class ChurnScorer:
 
         Any fault is an :class:`InvalidInputError` naming the input.
         """
-        missing = [c for c in self._names if c not in columns]
-        if missing:
-            msg = f"input {missing[0]!r} is missing ({len(missing)} of {len(self._names)} inputs absent)"
-            raise InvalidInputError(msg)
-        unknown = [k for k in columns if k not in self._name_set]
-        if unknown:
-            msg = f"unexpected input {unknown[0]!r}: model churn has no input of that name"
-            raise InvalidInputError(msg)
-        n: int | None = None
-        out: dict[str, np.ndarray] = {}
-        for col in self.schema.columns:
-            arr = _as_rows(col.name, columns[col.name], n)
-            n = len(arr)
-            if col.wire == "FP32":
-                out[col.name] = _numbers(col.name, arr)
-            else:
-                out[col.name] = np.array(_texts(col.name, arr), dtype=object)
-        if not n:
-            msg = "the request has no rows"
-            raise InvalidInputError(msg)
-        return out
+        return validate_columns(self.schema, columns, model="churn")
 
     def features(self, rows: Mapping[str, np.ndarray]) -> np.ndarray:
         """The feature matrix of validated rows: memoised kernels for small CPU batches, Polars otherwise."""

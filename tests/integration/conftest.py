@@ -6,11 +6,15 @@ import pytest
 
 from engine.churn import TrainResult
 from engine.server import ServerPorts, TritonServer
+from engine.threat import TrainResult as ThreatTrainResult
 
 
 @pytest.fixture(scope="session")
-def server(trained: TrainResult, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
-    """The real bundled tritonserver on free ports, serving the trained churn version; always stopped."""
+def server(
+    trained: TrainResult, threat_trained: ThreatTrainResult, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TritonServer]:
+    """The real bundled tritonserver on free ports, serving the trained churn and threat versions; always
+    stopped."""
     log = tmp_path_factory.mktemp("triton") / "triton.log"
     srv = TritonServer(
         trained.path.parent.parent,

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -64,3 +65,29 @@ def test_numeric_reads_nan_as_missing(values: list[float | None]) -> None:
 def test_parse_number_matches_reference(values: list[str | None]) -> None:
     got = pl.DataFrame({"x": values}, schema={"x": pl.String}).select(parse_number("x")).to_series().to_list()
     assert got == [number_ref(v) for v in values]
+
+
+@given(
+    st.lists(st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=False, width=32)), min_size=1, max_size=40),
+    st.floats(-5, 5),
+    st.floats(0.01, 10),
+)
+def test_robust_scaled_matches_numpy(values: list[float | None], center: float, scale: float) -> None:
+    from kernels import robust_scaled
+
+    got = pl.DataFrame({"x": values}, schema={"x": pl.Float32}).select(
+        robust_scaled(pl.col("x"), center=center, scale=scale, clip=4.0)
+    )
+    x = np.array([np.nan if v is None else v for v in values], dtype=np.float32).astype(np.float64)
+    ref = np.clip((np.sign(x) * np.log1p(np.abs(x)) - center) / scale, -4.0, 4.0)
+    ref = np.where(np.isnan(ref), 0.0, ref).astype(np.float32)
+    np.testing.assert_allclose(got.to_series().to_numpy(), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_one_hot_marks_unseen_values_and_leaves_missing_empty() -> None:
+    from kernels import one_hot, one_hot_names
+
+    df = pl.DataFrame({"s": ["tcp", "udp", "gre", None, ""]})
+    out = df.select(one_hot("s", ["tcp", "udp"]))
+    assert out.columns == one_hot_names("s", ["tcp", "udp"]) == ["s=tcp", "s=udp", "s=<unseen>"]
+    assert out.rows() == [(1, 0, 0), (0, 1, 0), (0, 0, 1), (0, 0, 0), (0, 0, 0)]

@@ -1,0 +1,62 @@
+"""The threat model served by the real Triton: same answers as in-process, errors per request."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import polars as pl
+import pytest
+
+from clients import AsyncModelClient, ModelClient
+from engine.errors import InvalidInputError
+from engine.server import TritonServer
+from engine.threat import ThreatScorer
+from tests.conftest import request_arrays
+
+
+def test_served_threat_equals_in_process(
+    server: TritonServer, threat_scorer: ThreatScorer, events: pl.DataFrame
+) -> None:
+    frame = events.head(500)
+    with ModelClient(server.grpc_url, "threat") as client:
+        assert [i.name for i in client.inputs] == threat_scorer.schema.names
+        assert client.id_column() == "event_id"
+        served = client.infer(frame)
+    local = threat_scorer.score_frame(frame)
+    np.testing.assert_allclose(served["anomaly_score"], local["anomaly_score"], rtol=1e-5)
+    assert served["is_threat"].dtype == bool
+    assert (served["is_threat"] == local["is_threat"]).all()
+    assert served["top_features"].tolist() == local["top_features"].tolist()
+
+
+def test_a_bad_request_fails_alone_in_a_batch(
+    server: TritonServer, threat_scorer: ThreatScorer, events: pl.DataFrame
+) -> None:
+    good = request_arrays(threat_scorer, events.head(2))
+    bad = request_arrays(threat_scorer, events.head(2))
+    bad["bytes_in"] = bad["bytes_in"].astype(np.float64)
+
+    async def run() -> list[object]:
+        async with AsyncModelClient(server.grpc_url, "threat") as client:
+            calls = [client.infer_arrays(good), client.infer_arrays(bad), client.infer_arrays(good)]
+            return await asyncio.gather(*calls, return_exceptions=True)
+
+    first, failed, last = asyncio.run(run())
+    assert isinstance(failed, InvalidInputError)
+    assert "bytes_in" in str(failed)
+    assert isinstance(first, dict) and isinstance(last, dict)
+    np.testing.assert_array_equal(first["anomaly_score"], last["anomaly_score"])
+
+
+def test_oversized_batch_is_refused_with_the_limit(
+    server: TritonServer, threat_scorer: ThreatScorer, events: pl.DataFrame
+) -> None:
+    from engine.threat.train import MAX_BATCH
+
+    arrays = request_arrays(threat_scorer, events.head(1))
+    big = {k: np.repeat(v, MAX_BATCH + 1, axis=0) for k, v in arrays.items()}
+    with ModelClient(server.grpc_url, "threat") as client:
+        with pytest.raises(InvalidInputError, match=str(MAX_BATCH)):
+            client.infer_arrays(big)
+        assert client.infer_arrays(arrays)["anomaly_score"].shape == (1, 1)
