@@ -2,6 +2,19 @@
 
 from clients.errors import map_error
 from clients.grpc import AsyncModelClient, ModelClient
+from clients.shm import SharedMemoryModelClient, SharedMemoryUnavailableError, bulk_client, is_local
 from clients.tensors import InputSpec, columns_of, decode_outputs, encode_inputs
 
-__all__ = ["AsyncModelClient", "InputSpec", "ModelClient", "columns_of", "decode_outputs", "encode_inputs", "map_error"]
+__all__ = [
+    "AsyncModelClient",
+    "InputSpec",
+    "ModelClient",
+    "SharedMemoryModelClient",
+    "SharedMemoryUnavailableError",
+    "bulk_client",
+    "columns_of",
+    "decode_outputs",
+    "encode_inputs",
+    "is_local",
+    "map_error",
+]
