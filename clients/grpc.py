@@ -75,6 +75,11 @@ class ModelClient:
         """The column that identifies a row in this model's outputs, if the model names one."""
         return self.parameters().get("id_column") or None
 
+    def served_version(self) -> str:
+        """The newest version of the model the server has loaded (what an unversioned request runs)."""
+        versions = list(self._call(self._client.get_model_metadata, self.model).versions)
+        return max(versions, key=int) if versions else ""
+
     def is_ready(self) -> bool:
         try:
             return bool(self._client.is_model_ready(self.model))

@@ -24,7 +24,7 @@ from engine.errors import InvalidInputError
 from engine.io import iter_batches, require_columns, table_format
 from kernels import parse_number
 
-__all__ = ["BulkSummary", "Reject", "score_file", "score_file_through"]
+__all__ = ["BulkSummary", "Reject", "score_file", "score_file_through", "score_isolating"]
 
 #: ``arrays shaped [rows, 1] -> outputs by name`` (a served model or an in-process scorer).
 ScoreFn = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
@@ -92,7 +92,7 @@ def _chunks(n: int, size: int) -> Iterator[slice]:
         yield slice(start, min(n, start + size))
 
 
-def _score_isolating(
+def score_isolating(
     score: ScoreFn, arrays: dict[str, np.ndarray], rows: np.ndarray
 ) -> tuple[dict[str, np.ndarray] | None, list[int], list[Reject]]:
     """Score rows; if the model rejects the chunk, bisect to find the rows it rejects."""
@@ -102,8 +102,8 @@ def _score_isolating(
         if len(rows) == 1:
             return None, [], [Reject(int(rows[0]), "", str(exc))]
     mid = len(rows) // 2
-    left, lrows, lrej = _score_isolating(score, arrays, rows[:mid])
-    right, rrows, rrej = _score_isolating(score, arrays, rows[mid:])
+    left, lrows, lrej = score_isolating(score, arrays, rows[:mid])
+    right, rrows, rrej = score_isolating(score, arrays, rows[mid:])
     parts = [p for p in (left, right) if p is not None]
     if not parts:
         return None, [], lrej + rrej
@@ -208,7 +208,7 @@ def score_file(
             valid_rows = np.flatnonzero(valid)
             for part in _chunks(len(valid_rows), request_rows):
                 rows = valid_rows[part]
-                outputs, kept, server_rejects = _score_isolating(score, arrays, rows)
+                outputs, kept, server_rejects = score_isolating(score, arrays, rows)
                 for r in server_rejects:
                     summary.rejects.append(Reject(first + r.row, r.column, r.reason))
                 if outputs is not None:

@@ -77,6 +77,24 @@ def _parser() -> argparse.ArgumentParser:
     sc.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_repo(sc)
 
+    scan = sub.add_parser("scan", help="scan tables or OpenSSH auth logs for threats; resumable, alerts as ECS")
+    scan.add_argument(
+        "paths", nargs="+", type=Path, metavar="FILE_OR_DIR", help=".parquet, .csv or .log files, or folders"
+    )
+    scan.add_argument("--out", required=True, type=Path, help="alerts: .jsonl (ECS JSON lines) or .parquet")
+    scan.add_argument("--model", default="threat", help="served model name (default threat)")
+    scan.add_argument("--url", help="server gRPC address HOST:PORT (default 127.0.0.1:8001)")
+    scan.add_argument("--local", action="store_true", help="score in this process with the latest version")
+    scan.add_argument("--dask", metavar="ADDRESS", help="Dask scheduler address: spread files and row groups over it")
+    scan.add_argument("--batch-rows", type=int, default=65_536, help="rows per batch and checkpoint (default 65536)")
+    scan.add_argument("--request-rows", type=int, default=8192, help="rows per server request (default 8192)")
+    scan.add_argument("--no-shared-memory", action="store_true", help="send rows over gRPC even to a local server")
+    scan.add_argument("--every", default="10m", help="window of auth-log features (default 10m)")
+    scan.add_argument("--threads", type=int, help="threads for --local scoring (default: all cores)")
+    scan.add_argument("--restart", action="store_true", help="ignore the checkpoint of an unfinished scan")
+    scan.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_repo(scan)
+
     demo_data = sub.add_parser("demo-data", help="write a synthetic data set with a known signal")
     dd_sub = demo_data.add_subparsers(dest="model", required=True, metavar="MODEL")
     dd = dd_sub.add_parser("churn", help="a retail-bank customer table with a 'churned' label")
@@ -234,6 +252,43 @@ def _score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scan(args: argparse.Namespace) -> int:
+    import os
+
+    from engine.scan import LocalSpec, ServerSpec, scan
+
+    s = resolve_settings(repo=args.repo, url=args.url)
+    if not 1 <= args.request_rows <= 32768:
+        print("Error: --request-rows must be between 1 and 32768 (the threat model's max batch size)", file=sys.stderr)
+        return 2
+    spec: LocalSpec | ServerSpec
+    if args.local:
+        from engine.repo import ModelRepository
+
+        version = ModelRepository(s.repo).latest(args.model)
+        spec = LocalSpec(str(version), threads=args.threads or os.cpu_count() or 1)
+    else:
+        spec = ServerSpec(
+            s.url, args.model, shared_memory=False if args.no_shared_memory else None, request_rows=args.request_rows
+        )
+    summary = scan(
+        args.paths,
+        args.out,
+        spec=spec,
+        batch_rows=args.batch_rows,
+        every=args.every,
+        dask=args.dask,
+        restart=args.restart,
+        progress=not args.no_progress,
+    )
+    print(f"{args.out}: {summary.line()}")
+    print(
+        f"model {summary.model} version {summary.version} ({summary.transport}); summary in "
+        f"{Path(summary.out).with_name(Path(summary.out).stem + '.summary.json')}"
+    )
+    return 0
+
+
 def _demo_data(args: argparse.Namespace) -> int:
     from engine.demo_data import churn_customers
     from engine.io import write_table
@@ -251,7 +306,14 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"serve": _serve, "train": _train, "score": _score, "demo-data": _demo_data, "demo": _demo}
+_COMMANDS = {
+    "serve": _serve,
+    "train": _train,
+    "score": _score,
+    "scan": _scan,
+    "demo-data": _demo_data,
+    "demo": _demo,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -53,9 +53,18 @@ class TrainResult:
 
 
 def threat_config(
-    schema: TableSchema, *, name: str = MODEL_NAME, instance_count: int = 1, device: Device = "cpu"
+    schema: TableSchema,
+    *,
+    name: str = MODEL_NAME,
+    threshold: float | None = None,
+    instance_count: int = 1,
+    device: Device = "cpu",
 ) -> ModelConfig:
-    """The served threat model's config: one input per raw column the model uses."""
+    """The served threat model's config: one input per raw column the model uses; the alert threshold is a
+    parameter so scans through the server can report it beside each alert."""
+    parameters = {"id_column": schema.id_column or ""}
+    if threshold is not None:
+        parameters["threshold"] = repr(float(threshold))
     return ModelConfig(
         name=name,
         inputs=[TensorSpec(c.name, c.wire, (1,)) for c in schema.columns],
@@ -63,7 +72,7 @@ def threat_config(
         max_batch_size=MAX_BATCH,
         instance_kind="KIND_GPU" if device == "gpu" else "KIND_CPU",
         instance_count=instance_count,
-        parameters={"id_column": schema.id_column or ""},
+        parameters=parameters,
     )
 
 
@@ -95,6 +104,17 @@ def _attack_labels(df: pl.DataFrame, label: str | None, normal: str | None) -> t
     return np.where(raw.is_null().to_numpy(), -1, np.where(is_normal, 0, 1)).astype(np.int8), value
 
 
+def _read(data: str | os.PathLike[str] | pl.DataFrame) -> tuple[pl.DataFrame, tuple[str, ...]]:
+    """The table to learn from, and the columns that name what a row is about (never features)."""
+    if isinstance(data, pl.DataFrame):
+        return data, ()
+    from engine.sshlog import is_auth_log, read_auth_log
+
+    if is_auth_log(data):
+        return read_auth_log(data).features, ("source_ip", "window_start")
+    return read_table(data), ()
+
+
 def train_threat(
     data: str | os.PathLike[str] | pl.DataFrame,
     *,
@@ -119,10 +139,11 @@ def train_threat(
         raise ValueError(msg)
     repo = repo or ModelRepository()
     threads = threads or os.cpu_count() or 1
-    df = data if isinstance(data, pl.DataFrame) else read_table(data)
+    df, entity = _read(data)
     y, normal_value = _attack_labels(df, label, normal)
-    schema = infer_schema(df.drop(label) if label else df, id_column=id_column)
-    schema = TableSchema(schema.columns, label, normal_value, schema.id_column, schema.excluded)
+    schema = infer_schema(df.drop([c for c in (label, *entity) if c]), id_column=id_column)
+    excluded = {**dict.fromkeys(entity, "entity of an auth-log window"), **schema.excluded}
+    schema = TableSchema(schema.columns, label, normal_value, schema.id_column, excluded)
 
     rng = np.random.default_rng(seed)
     normal_idx = rng.permutation(np.flatnonzero(y == 0))
@@ -186,7 +207,8 @@ def train_threat(
     (writer.path / PARAMS_FILE).write_text(json.dumps(params, indent=2), encoding="utf-8")
     if metrics is not None:
         (writer.path / "metrics.json").write_text(json.dumps(metrics.as_dict(), indent=2), encoding="utf-8")
-    final = writer.commit(threat_config(schema, name=name, instance_count=instance_count, device=device))
+    config = threat_config(schema, name=name, threshold=threshold, instance_count=instance_count, device=device)
+    final = writer.commit(config)
     return TrainResult(
         version=writer.version,
         path=final,

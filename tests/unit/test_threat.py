@@ -45,7 +45,8 @@ def test_training_calibrates_the_threshold_and_separates_attacks(threat_trained:
 
 def test_written_config_is_what_the_generator_renders(threat_trained: TrainResult) -> None:
     config = (threat_trained.path.parent / "config.pbtxt").read_text(encoding="utf-8")
-    assert config == render_config(threat_config(threat_trained.schema))
+    assert config == render_config(threat_config(threat_trained.schema, threshold=threat_trained.threshold))
+    assert f'string_value: "{threat_trained.threshold!r}"' in config
     assert 'name: "is_threat" data_type: TYPE_BOOL' in config
 
 

@@ -1,0 +1,259 @@
+"""Running a scan: units → batches → scores → alert parts, with a checkpoint after every batch.
+
+The checkpoint is a hidden folder beside the output, ``.<out>.scan/``: a manifest (inputs with size and
+modification time, model and version, batch size) and, per finished batch, its alerts, its rejects and a
+``.done`` marker written last. A batch counts as finished only once its marker exists, so a scan killed at
+any instant resumes by skipping finished batches and redoing the one it was in: no alert is lost and none
+is written twice. When every batch is done the parts are joined, in input order, into the output, the
+rejects report and the summary, and the folder is removed.
+
+Dask runs units on its workers and the parts are the same files, so a distributed scan writes exactly the
+alerts of a single-process one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from engine.errors import InvalidInputError
+from engine.scan.alerts import ALERT_SCHEMA, alert_frame, write_alerts
+from engine.scan.backends import LocalSpec, ServerSpec, open_backend
+from engine.scan.plan import Unit, discover, fingerprint, plan_units, unit_batches
+
+__all__ = ["ScanSummary", "run_unit", "scan"]
+
+_REJECT_SCHEMA = {"file": pl.String, "row": pl.Int64, "column": pl.String, "reason": pl.String}
+_COUNTS = ("rows", "scored", "rejected", "alerts", "lines", "unparsed")
+
+
+@dataclass
+class ScanSummary:
+    files: int = 0
+    units: int = 0
+    rows_read: int = 0
+    scored: int = 0
+    rejected: int = 0
+    alerts: int = 0
+    log_lines: int = 0
+    unparsed_lines: int = 0
+    resumed_batches: int = 0
+    seconds: float = 0.0
+    rows_this_run: int = 0
+    model: str = ""
+    version: str = ""
+    out: str = ""
+    rejects_path: str | None = None
+    transport: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows_this_run / self.seconds if self.seconds else 0.0
+
+    def line(self) -> str:
+        text = (
+            f"read {self.rows_read:,} rows from {self.files} file{'s' if self.files != 1 else ''}, "
+            f"scored {self.scored:,}, rejected {self.rejected:,}, alerts {self.alerts:,} "
+            f"({self.rows_per_second:,.0f} rows/s)"
+        )
+        if self.log_lines:
+            text += f"; log lines {self.log_lines:,}, not sshd lines {self.unparsed_lines:,}"
+        if self.resumed_batches:
+            text += f"; resumed: {self.resumed_batches} batches were already done"
+        if self.rejected and self.rejects_path:
+            text += f"; rejected rows are listed in {self.rejects_path}"
+        return text
+
+
+def _state_dir(out: Path) -> Path:
+    return out.with_name(f".{out.name}.scan")
+
+
+def _atomic_parquet(frame: pl.DataFrame, path: Path) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    frame.write_parquet(tmp)
+    tmp.replace(path)
+
+
+def _atomic_json(data: dict[str, Any], path: Path) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(json.dumps(data), encoding="utf-8")
+    tmp.replace(path)
+
+
+def run_unit(
+    unit: Unit,
+    spec: LocalSpec | ServerSpec,
+    state: str,
+    *,
+    batch_rows: int,
+    every: str = "10m",
+    on_batch: Callable[[int], None] | None = None,
+) -> dict[str, int]:
+    """Score every unfinished batch of ``unit``, writing its parts under ``state``; counts of this call."""
+    backend = open_backend(spec)
+    d = Path(state)
+    done = {p.name for p in d.glob(f"u{unit.index:05d}-*.done")}
+    counts = dict.fromkeys((*_COUNTS, "resumed"), 0)
+    lines: dict[str, int] = {}
+    for b, (first_row, frame) in enumerate(unit_batches(unit, batch_rows=batch_rows, every=every, lines=lines)):
+        stem = f"u{unit.index:05d}-b{b:06d}"
+        if f"{stem}.done" in done:
+            counts["resumed"] += 1
+            continue
+        outputs, kept, rejects = backend.score(frame)
+        alerts = alert_frame(frame, kept, outputs, file=unit.path, first_row=first_row, id_column=backend.id_column)
+        _atomic_parquet(alerts, d / f"{stem}.alerts.parquet")
+        if rejects:
+            rej = pl.DataFrame(
+                {
+                    "file": [unit.path] * len(rejects),
+                    "row": [first_row + r.row for r in rejects],
+                    "column": [r.column for r in rejects],
+                    "reason": [r.reason for r in rejects],
+                },
+                schema=_REJECT_SCHEMA,
+            )
+            _atomic_parquet(rej, d / f"{stem}.rejects.parquet")
+        marker = {"rows": frame.height, "scored": len(kept), "rejected": len(rejects), "alerts": alerts.height}
+        if b == 0 and lines:  # a log's line counts belong to its first batch
+            marker.update(lines=lines["lines"], unparsed=lines["unparsed"])
+        _atomic_json(marker, d / f"{stem}.done")
+        for k, v in marker.items():
+            counts[k] += v
+        if on_batch is not None:
+            on_batch(frame.height)
+    return counts
+
+
+def _manifest(files: list[Path], spec: LocalSpec | ServerSpec, version: str, batch_rows: int, every: str) -> dict:
+    target = spec.version_dir if isinstance(spec, LocalSpec) else f"{spec.url}/{spec.model}"
+    return {"inputs": fingerprint(files), "model": target, "version": version, "batch_rows": batch_rows, "every": every}
+
+
+def _prepare_state(out: Path, manifest: dict[str, Any], restart: bool) -> tuple[Path, datetime]:
+    d = _state_dir(out)
+    path = d / "manifest.json"
+    if d.is_dir() and not restart and path.is_file():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if {k: v for k, v in saved.items() if k != "started"} == manifest:
+            return d, datetime.fromisoformat(saved["started"])
+    if d.exists():
+        shutil.rmtree(d)
+    d.mkdir(parents=True)
+    started = datetime.now(timezone.utc)
+    _atomic_json({**manifest, "started": started.isoformat()}, path)
+    return d, started
+
+
+def _run_dask(
+    address: str, units: list[Unit], spec: Any, state: Path, batch_rows: int, every: str, bar: Any
+) -> list[dict[str, int]]:
+    from distributed import Client, as_completed
+
+    results = []
+    with Client(address, timeout="30s") as client:
+        futures = client.map(
+            run_unit, units, spec=spec, state=str(state), batch_rows=batch_rows, every=every, pure=False
+        )
+        for future in as_completed(futures):
+            counts = future.result()
+            results.append(counts)
+            if bar is not None:
+                bar.update(counts["rows"])
+    return results
+
+
+def _finish(state: Path, out: Path, summary: ScanSummary, started: datetime, threshold: float | None) -> None:
+    markers = sorted(state.glob("u*.done"))
+    for m in markers:
+        counts = json.loads(m.read_text(encoding="utf-8"))
+        summary.rows_read += counts["rows"]
+        summary.scored += counts["scored"]
+        summary.rejected += counts["rejected"]
+        summary.alerts += counts["alerts"]
+        summary.log_lines += counts.get("lines", 0)
+        summary.unparsed_lines += counts.get("unparsed", 0)
+    stems = [m.name[: -len(".done")] for m in markers]
+    parts = [pl.read_parquet(state / f"{s}.alerts.parquet") for s in stems]
+    alerts = pl.concat(parts, how="vertical") if parts else pl.DataFrame(schema=ALERT_SCHEMA)
+    write_alerts(alerts, out, model=summary.model, version=summary.version, threshold=threshold, started=started)
+    rejects_path = out.with_name(out.stem + ".rejected.csv")
+    rejected = [state / f"{s}.rejects.parquet" for s in stems if (state / f"{s}.rejects.parquet").is_file()]
+    if rejected:
+        pl.concat([pl.read_parquet(p) for p in rejected]).write_csv(rejects_path)
+        summary.rejects_path = str(rejects_path)
+    else:
+        rejects_path.unlink(missing_ok=True)
+    shutil.rmtree(state)
+
+
+def scan(
+    paths: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    *,
+    spec: LocalSpec | ServerSpec,
+    batch_rows: int = 65_536,
+    every: str = "10m",
+    dask: str | None = None,
+    restart: bool = False,
+    progress: bool = True,
+) -> ScanSummary:
+    """Scan ``paths`` (files or folders) with the model ``spec`` names and write the alerts to ``out``.
+
+    An unfinished earlier scan to the same ``out`` with the same inputs and model is resumed (``restart``
+    starts over). ``dask`` is the address of a Dask scheduler to spread the units over.
+    """
+    if batch_rows < 1:
+        msg = f"batch rows must be positive, got {batch_rows}"
+        raise InvalidInputError(msg)
+    t0 = time.perf_counter()
+    out_path = Path(out).resolve()
+    files = discover(paths)
+    backend = open_backend(spec)
+    units = plan_units(files, needed=[n for n, _ in backend.inputs], unit_rows=batch_rows)
+    manifest = _manifest(files, spec, backend.version, batch_rows, every)
+    state, started = _prepare_state(out_path, manifest, restart)
+    summary = ScanSummary(
+        files=len(files),
+        units=len(units),
+        model=backend.name,
+        version=backend.version,
+        out=str(out_path),
+        transport=type(getattr(backend, "client", None)).__name__ if isinstance(spec, ServerSpec) else "in-process",
+    )
+    total = sum(u.rows for u in units if u.rows is not None) if all(u.rows is not None for u in units) else None
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit=" rows", unit_scale=True, desc="scanning", leave=False)
+    try:
+        if dask:
+            results = _run_dask(dask, units, spec, state, batch_rows, every, bar)
+        else:
+            on_batch = bar.update if bar is not None else None
+            results = [
+                run_unit(unit, spec, str(state), batch_rows=batch_rows, every=every, on_batch=on_batch)
+                for unit in units
+            ]
+    finally:
+        if bar is not None:
+            bar.close()
+    summary.resumed_batches = sum(r["resumed"] for r in results)
+    summary.rows_this_run = sum(r["rows"] for r in results)
+    _finish(state, out_path, summary, started, backend.threshold)
+    summary.seconds = time.perf_counter() - t0
+    summary_path = out_path.with_name(out_path.stem + ".summary.json")
+    summary_path.write_text(json.dumps(asdict(summary), indent=2, default=str), encoding="utf-8")
+    return summary
