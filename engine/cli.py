@@ -97,12 +97,17 @@ def _parser() -> argparse.ArgumentParser:
 
     demo_data = sub.add_parser("demo-data", help="write a synthetic data set with a known signal")
     dd_sub = demo_data.add_subparsers(dest="model", required=True, metavar="MODEL")
-    dd = dd_sub.add_parser("churn", help="a retail-bank customer table with a 'churned' label")
-    dd.add_argument("--rows", type=int, default=5000)
-    dd.add_argument("--seed", type=int, default=7)
-    dd.add_argument("--out", required=True, type=Path)
+    for kind, text, rows in (
+        ("churn", "a retail-bank customer table with a 'churned' label", 5000),
+        ("events", "network connection records with a 'label' (normal or an attack type)", 20_000),
+        ("authlog", "an OpenSSH auth log with brute-force and spraying attacks (lines)", 20_000),
+    ):
+        dd = dd_sub.add_parser(kind, help=text)
+        dd.add_argument("--rows", type=int, default=rows)
+        dd.add_argument("--seed", type=int, default=7)
+        dd.add_argument("--out", required=True, type=Path)
 
-    demo = sub.add_parser("demo", help="the main job: demo data, train churn, serve, score over gRPC, print")
+    demo = sub.add_parser("demo", help="the main job: demo data, train churn and threat, serve, score, scan, print")
     demo.add_argument("--rows", type=int, default=5000)
     demo.add_argument("--workdir", type=Path, default=Path("build/demo"))
     _add_repo(demo)
@@ -290,11 +295,18 @@ def _scan(args: argparse.Namespace) -> int:
 
 
 def _demo_data(args: argparse.Namespace) -> int:
-    from engine.demo_data import churn_customers
+    from engine.demo_data import churn_customers, network_events
     from engine.io import write_table
 
-    path = write_table(churn_customers(args.rows, seed=args.seed), args.out)
-    print(f"wrote {args.rows:,} customers to {path}")
+    if args.model == "authlog":
+        from engine.demo_logs import write_ssh_auth_log
+
+        attackers = write_ssh_auth_log(args.out, args.rows, seed=args.seed)
+        print(f"wrote {args.rows:,} auth-log lines to {args.out} ({len(attackers)} attacking addresses)")
+        return 0
+    make, what = (churn_customers, "customers") if args.model == "churn" else (network_events, "network events")
+    path = write_table(make(args.rows, seed=args.seed), args.out)
+    print(f"wrote {args.rows:,} {what} to {path}")
     return 0
 
 

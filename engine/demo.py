@@ -1,4 +1,5 @@
-"""``make run``: synthetic customers → train churn → start Triton → score over gRPC → print → stop."""
+"""``make run``: synthetic customers and an SSH auth log → train churn and threat → one Triton serves both →
+score over gRPC → scan the log through the server → print → stop."""
 
 from __future__ import annotations
 
@@ -11,9 +12,13 @@ import polars as pl
 from engine.bulk import score_file_through
 from engine.churn import train_churn
 from engine.demo_data import CHURN_ID, CHURN_LABEL, churn_customers
+from engine.demo_logs import write_ssh_auth_log
 from engine.io import write_table
 from engine.repo import ModelRepository
+from engine.scan import ServerSpec, scan
 from engine.server import ServerPorts, TritonServer
+from engine.sshlog import read_auth_log
+from engine.threat import train_threat
 
 __all__ = ["run_demo"]
 
@@ -32,15 +37,23 @@ def run_demo(
     workdir.mkdir(parents=True, exist_ok=True)
     data = write_table(churn_customers(rows), workdir / "customers.parquet")
     print(f"1. wrote {rows:,} synthetic customers to {data}")
+    log, attackers = _auth_log(workdir)
 
     repository = ModelRepository(repo) if repo else ModelRepository()
     result = train_churn(data, label=CHURN_LABEL, id_column=CHURN_ID, repo=repository)
     print(f"2. trained churn version {result.version} ({result.rounds} trees) into {result.path}")
     print(result.metrics.table())
 
+    threat = train_threat(log, repo=repository)
+    print(
+        f"   trained threat version {threat.version} on the windows of {log.name} (no labels; alert threshold "
+        f"{threat.threshold:.3g} = 1% of held-out windows)"
+    )
+
     ports = ServerPorts.free()
-    with TritonServer(repository, ports=ports, models=["churn"], log_path=workdir / "triton.log") as server:
-        print(f"3. Triton is serving churn on gRPC {server.grpc_url}")
+    models = ["churn", "threat"]
+    with TritonServer(repository, ports=ports, models=models, log_path=workdir / "triton.log") as server:
+        print(f"3. Triton is serving churn and threat on gRPC {server.grpc_url}")
         customers = pl.read_parquet(data)
         with ModelClient(server.grpc_url, "churn") as client:
             # Half who did churn, half who did not: the table shows both kinds of answer.
@@ -82,4 +95,44 @@ def run_demo(
         print(f"   written to {summary.out}")
         mean = float(np.mean(scores.get_column("churn_probability").to_numpy()))
         print(f"   mean churn probability {mean:.3f}")
-    print("6. Triton stopped.")
+        _threat_demo(server.grpc_url, log, attackers, workdir)
+    print("8. Triton stopped.")
+
+
+def _auth_log(workdir: Path) -> tuple[Path, set[str]]:
+    log = workdir / "auth.log"
+    attackers = write_ssh_auth_log(log, 30_000, seed=7)
+    print(f"   wrote a synthetic OpenSSH auth log of 30,000 lines to {log} ({len(attackers)} attacking addresses)")
+    return log, attackers
+
+
+def _threat_demo(url: str, log: Path, attackers: set[str], workdir: Path) -> None:
+    from clients import ModelClient
+
+    windows = read_auth_log(log).features
+    bad = windows.filter(pl.col("source_ip").is_in(sorted(attackers))).sort("failures", descending=True).head(3)
+    good = windows.filter(~pl.col("source_ip").is_in(sorted(attackers))).sample(3, seed=2)
+    picked = pl.concat([bad, good])
+    with ModelClient(url, "threat") as client:
+        out = client.infer(picked)
+    print("\n6. scored 6 auth-log windows in real time over gRPC (3 from attacking addresses, 3 not):\n")
+    rows = [
+        (ip, str(start)[:16], f"{score:.2f}", "yes" if flag else "no", ", ".join(t for t in top if t))
+        for ip, start, score, flag, top in zip(
+            picked.get_column("source_ip").to_list(),
+            picked.get_column("window_start").to_list(),
+            out["anomaly_score"],
+            out["is_threat"],
+            out["top_features"],
+            strict=True,
+        )
+    ]
+    print(_table(rows, ("source_ip", "window", "anomaly_score", "is_threat", "top_features")))
+    summary = scan([log], workdir / "alerts.jsonl", spec=ServerSpec(url, "threat"), progress=False, restart=True)
+    alerts = pl.read_ndjson(workdir / "alerts.jsonl")
+    flagged = set(alerts.get_column("source").struct.field("ip").to_list()) if alerts.height else set()
+    print(f"\n7. scanned {log.name} through the server ({summary.transport}): {summary.line()}")
+    print(
+        f"   alerts name {len(flagged)} addresses: {len(flagged & attackers)} of the {len(attackers)} attackers, "
+        f"{len(flagged - attackers)} others; ECS alerts in {workdir / 'alerts.jsonl'}"
+    )

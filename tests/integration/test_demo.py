@@ -1,0 +1,24 @@
+"""`make run`'s job end to end: both models trained, served by one Triton, scored, scanned, stopped."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from engine.demo import run_demo
+
+
+def test_demo_scores_customers_and_scans_the_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_demo(rows=1500, workdir=tmp_path / "demo", repo=tmp_path / "repo")
+    out = capsys.readouterr().out
+    assert "scored 8 customers over gRPC" in out and "Triton stopped." in out
+    caught = re.search(r"alerts name (\d+) addresses: (\d+) of the (\d+) attackers", out)
+    assert caught is not None
+    named, hit, attackers = map(int, caught.groups())
+    assert hit >= attackers / 2 and hit <= named
+    alerts = [json.loads(line) for line in (tmp_path / "demo" / "alerts.jsonl").read_text().splitlines()]
+    assert len({a["source"]["ip"] for a in alerts}) == named
+    assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["churn", "threat"]
