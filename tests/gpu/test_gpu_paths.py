@@ -27,3 +27,25 @@ def test_scores_agree_on_each_backend(backend: str, trained: TrainResult, custom
         cpu.score(request_arrays(cpu, frame))["churn_probability"],
         atol=1e-5,
     )
+
+
+def test_threat_scores_agree_on_each_backend(backend: str, threat_trained, events: pl.DataFrame) -> None:  # noqa: ANN001
+    from engine.threat import ThreatScorer
+
+    gpu = ThreatScorer.load(threat_trained.path, device=resolve_device(backend))
+    cpu = ThreatScorer.load(threat_trained.path, device="cpu")
+    frame = events.head(2000)
+    np.testing.assert_allclose(
+        gpu.score_frame(frame)["anomaly_score"], cpu.score_frame(frame)["anomaly_score"], rtol=1e-4
+    )
+    assert (gpu.score(request_arrays(gpu, frame))["is_threat"] == cpu.score_frame(frame)["is_threat"]).mean() > 0.999
+
+
+def test_auth_log_features_are_identical_on_each_backend(backend: str, tmp_path) -> None:  # noqa: ANN001
+    from engine.demo_logs import write_ssh_auth_log
+    from engine.sshlog import read_auth_log
+
+    write_ssh_auth_log(tmp_path / "auth.log", 5000, seed=2)
+    gpu = read_auth_log(tmp_path / "auth.log", year=2024, device=resolve_device(backend)).features
+    cpu = read_auth_log(tmp_path / "auth.log", year=2024).features
+    assert gpu.equals(cpu)
