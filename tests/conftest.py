@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,6 +68,14 @@ def threat_trained(repository: ModelRepository, events_path: Path) -> ThreatTrai
 @pytest.fixture(scope="session")
 def threat_scorer(threat_trained: ThreatTrainResult) -> ThreatScorer:
     return ThreatScorer.load(threat_trained.path)
+
+
+def read_alerts(path: Path) -> list[dict]:
+    """A scan's ECS alert lines without the scan's own timestamp (two separate scans differ only there)."""
+    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    for line in lines:
+        line.pop("@timestamp")
+    return lines
 
 
 def request_arrays(scorer: ChurnScorer | ThreatScorer, frame: pl.DataFrame) -> dict[str, np.ndarray]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -13,13 +12,7 @@ import pytest
 from engine.scan import LocalSpec, ServerSpec, scan
 from engine.server import TritonServer
 from engine.threat.train import TrainResult
-
-
-def _alerts(path: Path) -> list[dict]:
-    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-    for line in lines:
-        line.pop("@timestamp")
-    return lines
+from tests.conftest import read_alerts
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +43,7 @@ def test_served_scan_equals_local_scan(
     assert summary.transport == ("SharedMemoryModelClient" if shared_memory else "ModelClient")
     assert summary.rejected == 1 and summary.scored == 2499
     assert summary.version == threat_trained.path.name
-    a, b = _alerts(local), _alerts(served)
+    a, b = read_alerts(local), read_alerts(served)
     assert [x["finscore"]["row"] for x in a] == [x["finscore"]["row"] for x in b]
     for x, y in zip(a, b, strict=True):
         assert x["finscore"]["top_features"] == y["finscore"]["top_features"]

@@ -19,14 +19,7 @@ from engine.scan import LocalSpec, scan
 from engine.scan.backends import open_backend
 from engine.threat import ThreatScorer, train_threat
 from engine.threat.train import TrainResult
-
-
-def _alerts(path: Path) -> list[dict]:
-    """Alert lines without the scan's own timestamp (two separate scans differ only there)."""
-    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-    for line in lines:
-        line.pop("@timestamp")
-    return lines
+from tests.conftest import read_alerts
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +52,7 @@ def reference(scan_inputs: tuple[Path, int], spec: LocalSpec, tmp_path_factory: 
 def test_alerts_are_the_rows_the_scorer_flags(
     reference: Path, scan_inputs: tuple[Path, int], threat_scorer: ThreatScorer, events: pl.DataFrame
 ) -> None:
-    alerts = _alerts(reference)
+    alerts = read_alerts(reference)
     by_file: dict[str, set[int]] = {}
     for a in alerts:
         assert a["event"]["kind"] == "alert" and a["event"]["category"] == ["intrusion_detection"]
@@ -79,16 +72,16 @@ def test_every_row_is_scored_or_reported(reference: Path, scan_inputs: tuple[Pat
     assert summary["rejected"] == 2 and summary["files"] == 2
     rejects = pl.read_csv(reference.with_name("alerts.rejected.csv"))
     assert rejects.select("row", "column").rows() == [(5, "bytes_in"), (9, "hour")]
-    assert summary["alerts"] == len(_alerts(reference))
+    assert summary["alerts"] == len(read_alerts(reference))
     assert not (reference.parent / ".alerts.jsonl.scan").exists()
 
 
-def test_parquet_output_holds_the_same_alerts(
+def test_parquet_output_holds_the_sameread_alerts(
     reference: Path, scan_inputs: tuple[Path, int], spec: LocalSpec, tmp_path: Path
 ) -> None:
     scan([scan_inputs[0]], tmp_path / "alerts.parquet", spec=spec, batch_rows=500, progress=False)
     flat = pl.read_parquet(tmp_path / "alerts.parquet")
-    assert flat.select("row").to_series().to_list() == [a["finscore"]["row"] for a in _alerts(reference)]
+    assert flat.select("row").to_series().to_list() == [a["finscore"]["row"] for a in read_alerts(reference)]
     assert flat.columns[:3] == ["file", "row", "record_id"]
 
 
@@ -106,7 +99,7 @@ def _interrupt_after(monkeypatch: pytest.MonkeyPatch, spec: LocalSpec, calls: in
     monkeypatch.setattr(backend, "score", flaky)
 
 
-def test_interrupted_scan_resumes_to_the_same_alerts(
+def test_interrupted_scan_resumes_to_the_sameread_alerts(
     reference: Path, scan_inputs: tuple[Path, int], spec: LocalSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = tmp_path / "alerts.jsonl"
@@ -119,7 +112,7 @@ def test_interrupted_scan_resumes_to_the_same_alerts(
     summary = scan([scan_inputs[0]], out, spec=spec, batch_rows=500, progress=False)
     assert summary.resumed_batches == 4
     assert summary.rows_this_run < summary.rows_read == scan_inputs[1]
-    assert _alerts(out) == _alerts(reference)
+    assert read_alerts(out) == read_alerts(reference)
     assert pl.read_csv(out.with_name("alerts.rejected.csv")).height == 2
 
 
@@ -138,7 +131,7 @@ def test_changed_inputs_start_over(scan_inputs: tuple[Path, int], spec: LocalSpe
     assert summary.resumed_batches == 0 and summary.rows_read == 100
 
 
-def test_killed_scan_reruns_to_the_same_alerts(
+def test_killed_scan_reruns_to_the_sameread_alerts(
     reference: Path, scan_inputs: tuple[Path, int], spec: LocalSpec, tmp_path: Path
 ) -> None:
     out = tmp_path / "alerts.jsonl"
@@ -173,10 +166,10 @@ def test_killed_scan_reruns_to_the_same_alerts(
     )
     assert rerun.returncode == 0, rerun.stderr
     assert "resumed: 2 batches were already done" in rerun.stdout
-    assert _alerts(out) == _alerts(reference)
+    assert read_alerts(out) == read_alerts(reference)
 
 
-def test_dask_scan_writes_the_same_alerts(
+def test_dask_scan_writes_the_sameread_alerts(
     reference: Path, scan_inputs: tuple[Path, int], spec: LocalSpec, tmp_path: Path
 ) -> None:
     from distributed import LocalCluster
@@ -185,7 +178,7 @@ def test_dask_scan_writes_the_same_alerts(
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         summary = scan([scan_inputs[0]], out, spec=spec, batch_rows=500, dask=cluster.scheduler_address, progress=False)
     assert summary.rows_read == scan_inputs[1] and summary.rejected == 2
-    assert _alerts(out) == _alerts(reference)
+    assert read_alerts(out) == read_alerts(reference)
 
 
 def test_bad_inputs_fail_before_anything_is_written(spec: LocalSpec, events: pl.DataFrame, tmp_path: Path) -> None:
@@ -216,9 +209,9 @@ def test_auth_log_scan_flags_the_attackers(tmp_path: Path) -> None:
     out = tmp_path / "alerts.jsonl"
     summary = scan([log], out, spec=LocalSpec(str(trained.path)), progress=False)
     assert summary.log_lines == 12_000
-    flagged = {a["source"]["ip"] for a in _alerts(out)}
+    flagged = {a["source"]["ip"] for a in read_alerts(out)}
     assert attackers and flagged
     # Most attackers are caught, and attackers are over-represented among the flagged addresses.
     assert len(flagged & attackers) >= 0.6 * len(attackers)
     assert len(flagged & attackers) / len(flagged) > 0.3
-    assert all(a["event"]["start"] for a in _alerts(out))
+    assert all(a["event"]["start"] for a in read_alerts(out))
