@@ -1,0 +1,497 @@
+"""End-to-end scan throughput (file → features → scores → alerts): finscore beside pandas + IsolationForest.
+
+``python -m bench.scan`` writes ``network_events(rows)`` once to ``--workdir`` as Parquet or CSV (reruns reuse
+it), trains the threat autoencoder with ``train_threat`` on a separate ``network_events(train_rows)`` table into
+a temporary model repository, and fits the baseline a SOC analyst's notebook would use on the same normal rows:
+pandas, ``np.log1p`` on durations and byte counts, ``pd.get_dummies`` on protocol, service and flag,
+``MinMaxScaler`` and ``IsolationForest(n_estimators=100)``, its alert threshold calibrated like finscore's (1%
+false positives on the held-out training normal rows). Training is not timed.
+
+Then each path is timed from the file on disk to an alerts file on disk, in the same run:
+
+- finscore in-process: ``engine.scan.scan`` with a :class:`LocalSpec`, ECS JSON lines out;
+- finscore through the bundled Triton server: :class:`ServerSpec` over shared memory for each ``--instances``
+  count, and once over plain gRPC (unless ``--skip-server``);
+- the baseline: ``pd.read_parquet`` / ``read_csv`` → features → ``score_samples`` → threshold →
+  ``DataFrame.to_json(orient="records", lines=True)`` for the flagged rows.
+
+ROC-AUC (attack = ``label != "normal"``) is computed on the scanned rows outside the timed region: finscore's
+scores with :meth:`engine.threat.ThreatScorer.score_frame` (served scans must flag exactly the in-process rows,
+which is checked), the baseline's from its own timed run. Figures are printed, never asserted on.
+
+    python -m bench.scan [--rows 1000000] [--train-rows 50000] [--format parquet|csv] [--workdir DIR]
+                         [--instances 1,2] [--skip-server] [--repeats 1] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from importlib.metadata import version as dist_version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import polars as pl
+from sklearn.metrics import roc_auc_score
+
+__all__ = ["Result", "SocBaseline", "main", "run"]
+
+MODEL = "threat"
+LABEL = "label"
+NORMAL = "normal"
+#: The baseline's columns, as an analyst would pick them from the event table.
+LOGGED = ["duration_s", "bytes_out", "bytes_in"]
+NUMBERS = ["hour", "connections_per_min", "failed_logins", "rejected_rate"]
+CATEGORIES = ["protocol", "service", "flag"]
+#: ``train_threat``'s split of the normal rows (its seed and held-out share): the baseline learns from the
+#: same rows and calibrates on the same held-out ones.
+TRAIN_SEED = 42
+HOLDOUT_SHARE = 0.2
+FPR = 0.01
+
+
+@dataclass(frozen=True)
+class Result:
+    """The figures of one timed path.
+
+    Attributes
+    ----------
+    path
+        What was timed (``"finscore in-process"``, ``"finscore server shm, 1 instance"``, ...).
+    rows
+        Rows read from the file.
+    seconds
+        Median wall time of the repeats, from the file on disk to the alerts file on disk.
+    all_seconds
+        Every repeat's wall time.
+    alerts
+        Alerts written.
+    roc_auc
+        ROC-AUC of the path's scores against ``label != "normal"`` on the scanned rows (``None``: not known).
+    note
+        Where ``roc_auc`` comes from when not from the path's own scores.
+    triton_seconds
+        For a served scan, Triton's own compute per scan (input + infer + output of the model, from its
+        statistics): the rest of ``seconds`` is the client, the transport and the scan's own work.
+    """
+
+    path: str
+    rows: int
+    seconds: float
+    all_seconds: list[float]
+    alerts: int
+    roc_auc: float | None
+    note: str = ""
+    triton_seconds: float | None = None
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds else float("nan")
+
+
+# --- data ---------------------------------------------------------------------------------------------------
+
+
+def dataset(workdir: Path, *, rows: int, seed: int, fmt: str) -> Path:
+    """``network_events(rows, seed)`` as ``<workdir>/data/events-<rows>-s<seed>.<fmt>``, written once."""
+    from engine.demo_data import network_events
+    from engine.io import write_table
+
+    path = workdir / "data" / f"events-{rows}-s{seed}.{fmt}"
+    if path.is_file():
+        print(f"using {path}")
+        return path
+    t0 = time.perf_counter()
+    write_table(network_events(rows, seed=seed), path)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:,.1f} MB, {time.perf_counter() - t0:.1f} s)")
+    return path
+
+
+def normal_split(labels: np.ndarray, *, seed: int = TRAIN_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """``(fit, held_out)`` row positions of the normal rows, cut as ``train_threat`` cuts them."""
+    normal_idx = np.random.default_rng(seed).permutation(np.flatnonzero(labels == NORMAL))
+    n_hold = max(20, int(HOLDOUT_SHARE * len(normal_idx)))
+    return np.sort(normal_idx[n_hold:]), normal_idx[:n_hold]
+
+
+# --- the baseline -------------------------------------------------------------------------------------------
+
+
+class SocBaseline:
+    """pandas preprocessing + ``IsolationForest``, as a notebook would write it; higher score = more anomalous."""
+
+    def __init__(self, train: pd.DataFrame, hold: pd.DataFrame) -> None:
+        from sklearn.ensemble import IsolationForest
+        from sklearn.preprocessing import MinMaxScaler
+
+        from engine.metrics import threshold_at_fpr
+
+        frame = self.features(train)
+        self.columns: list[str] = list(frame.columns)
+        x = frame.to_numpy(dtype=np.float64)
+        self.scaler = MinMaxScaler().fit(x)
+        self.forest = IsolationForest(n_estimators=100, n_jobs=-1, random_state=0).fit(self.scaler.transform(x))
+        self.threshold = threshold_at_fpr(self.score(hold), FPR)
+
+    @staticmethod
+    def features(df: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
+        """log1p of durations and bytes, the other numbers as they are, one-hot categories (``columns``: the
+        training table's, so a category not seen in training is dropped and a missing one is all zeros)."""
+        x = pd.concat([np.log1p(df[LOGGED]), df[NUMBERS], pd.get_dummies(df[CATEGORIES], dtype=np.float64)], axis=1)
+        return x if columns is None else x.reindex(columns=columns, fill_value=0.0)
+
+    def score(self, df: pd.DataFrame) -> np.ndarray:
+        x = self.scaler.transform(self.features(df, self.columns).to_numpy(dtype=np.float64))
+        return -self.forest.score_samples(x)
+
+    def scan(self, data: Path, out: Path) -> tuple[int, int, np.ndarray, pd.Series]:
+        """File → alerts file; ``(rows, alerts, scores, labels)``."""
+        df = pd.read_parquet(data) if data.suffix == ".parquet" else pd.read_csv(data)
+        score = self.score(df)
+        flagged = score >= self.threshold
+        alerts = df.loc[flagged, ["event_id"]].assign(
+            row=np.flatnonzero(flagged), anomaly_score=score[flagged], threshold=self.threshold, model="iforest"
+        )
+        alerts.to_json(out, orient="records", lines=True)
+        return len(df), int(flagged.sum()), score, df[LABEL]
+
+
+# --- finscore -----------------------------------------------------------------------------------------------
+
+
+def _clean(out: Path) -> None:
+    out.unlink(missing_ok=True)
+    out.with_name(out.stem + ".summary.json").unlink(missing_ok=True)
+
+
+def _timed(work: Callable[[], Any], repeats: int, before: Callable[[], None]) -> tuple[list[float], Any]:
+    seconds, last = [], None
+    for _ in range(repeats):
+        before()
+        t0 = time.perf_counter()
+        last = work()
+        seconds.append(time.perf_counter() - t0)
+    return seconds, last
+
+
+def _finscore_path(name: str, data: Path, out: Path, spec: Any, *, repeats: int, auc: float | None) -> Result:
+    from engine.scan import scan
+
+    print(f"timing {name} ...", flush=True)
+    seconds, summary = _timed(
+        lambda: scan([data], out, spec=spec, restart=True, progress=False), repeats, lambda: _clean(out)
+    )
+    return Result(name, summary.rows_read, statistics.median(seconds), seconds, summary.alerts, auc)
+
+
+def _alerted_rows(out: Path) -> np.ndarray:
+    rows = pl.read_ndjson(out).select(pl.col("finscore").struct.field("row")).to_series()
+    return np.sort(rows.to_numpy())
+
+
+def _release_backends(specs: list[Any]) -> None:
+    """Close the scan's cached server clients (their shared-memory regions) before their server stops."""
+    from engine.scan.backends import open_backend
+
+    # open_backend keeps one backend per spec; scan() itself reads the client the same way.
+    for spec in specs:
+        client = getattr(open_backend(spec), "client", None)
+        if client is not None:
+            client.close()
+    open_backend.cache_clear()
+
+
+def _triton_compute(raw: Any) -> float:
+    """Seconds Triton spent computing (input, infer, output) for the model so far, over its versions."""
+    ns = 0
+    for version in raw.get_inference_statistics(model_name=MODEL).model_stats:
+        stats = version.inference_stats
+        ns += stats.compute_input.ns + stats.compute_infer.ns + stats.compute_output.ns
+    return ns / 1e9
+
+
+def _repository_with_instances(trained: Any, root: Path, instances: int) -> Any:
+    """A copy of the trained repository whose config runs ``instances`` instances of the model."""
+    from engine.repo import ModelRepository
+    from engine.threat import threat_config
+    from engine.triton_config import render_config
+
+    source = trained.path.parent.parent
+    target = root / f"model_repo-x{instances}"
+    if not target.exists():
+        shutil.copytree(source, target)
+        config = threat_config(trained.schema, threshold=trained.threshold, instance_count=instances)
+        (target / MODEL / "config.pbtxt").write_text(render_config(config), encoding="utf-8")
+    return ModelRepository(target)
+
+
+def _server_paths(
+    trained: Any, work: Path, data: Path, *, instances: list[int], repeats: int, local: Result, expected: np.ndarray
+) -> tuple[list[Result], str]:
+    """Scan through Triton over shared memory at each instance count, and over plain gRPC at the first; each
+    must flag the rows the in-process scan flagged (``expected``), and then shares its ROC-AUC."""
+    import tritonclient.grpc as grpcclient
+
+    from engine.scan import ServerSpec
+    from engine.server import ServerPorts, TritonServer
+
+    results: list[Result] = []
+    server_version = ""
+    for n in instances:
+        repository = _repository_with_instances(trained, work, n)
+        log_path = work / f"triton-x{n}.log"
+        plural = "s" if n > 1 else ""
+        transports = [True, False] if n == instances[0] else [True]
+        specs: list[Any] = []
+        with (
+            TritonServer(repository, ports=ServerPorts.free(), models=[MODEL], log_path=log_path) as server,
+            grpcclient.InferenceServerClient(url=server.grpc_url) as raw,
+        ):
+            server_version = raw.get_server_metadata().version
+            try:
+                for shm in transports:
+                    spec = ServerSpec(server.grpc_url, MODEL, shared_memory=shm, request_rows=8192)
+                    specs.append(spec)
+                    name = f"finscore server {'shm' if shm else 'gRPC'}, {n} instance{plural}"
+                    out = work / "out" / f"server-{'shm' if shm else 'grpc'}-x{n}.alerts.jsonl"
+                    before = _triton_compute(raw)
+                    result = _finscore_path(name, data, out, spec, repeats=repeats, auc=None)
+                    triton = (_triton_compute(raw) - before) / repeats
+                    if np.array_equal(_alerted_rows(out), expected):
+                        auc, note = local.roc_auc, "= in-process"
+                    else:
+                        print(f"warning: {name} flagged other rows than the in-process scan")
+                        auc, note = None, "alerts differ from in-process"
+                    results.append(Result(**{**asdict(result), "roc_auc": auc, "note": note, "triton_seconds": triton}))
+            finally:
+                _release_backends(specs)
+    return results, server_version
+
+
+# --- the run ------------------------------------------------------------------------------------------------
+
+
+def run(
+    *,
+    rows: int = 1_000_000,
+    train_rows: int = 50_000,
+    fmt: str = "parquet",
+    workdir: Path = Path("build/bench-scan"),
+    seed: int = 3,
+    instances: list[int] | None = None,
+    skip_server: bool = False,
+    repeats: int = 1,
+) -> dict[str, Any]:
+    """Generate (or reuse) the data, train both models, and time every path.
+
+    Returns
+    -------
+    dict
+        ``machine`` (cores, CPU, load, versions), ``settings``, ``training`` and ``results`` (one
+        :class:`Result` each, the baseline first).
+    """
+    from bench.latency import _cpu_name
+    from engine.demo_data import network_events
+    from engine.repo import ModelRepository
+    from engine.scan import LocalSpec
+    from engine.threat import ThreatScorer, train_threat
+
+    instances = instances or [1, 2]
+    load_before = os.getloadavg()[0]
+    workdir.mkdir(parents=True, exist_ok=True)
+    data = dataset(workdir, rows=rows, seed=seed, fmt=fmt)
+    train = network_events(train_rows, seed=seed + 1)
+
+    with tempfile.TemporaryDirectory(prefix="run-", dir=workdir) as tmp:
+        work = Path(tmp)
+        (work / "out").mkdir()
+        print(f"training finscore threat on {train_rows:,} events ...", flush=True)
+        trained = train_threat(train, label=LABEL, repo=ModelRepository(work / "model_repo"))
+        auc = f"{trained.metrics.roc_auc:.4f}" if trained.metrics else "-"
+        print(f"  {trained.epochs} epochs, {trained.seconds:.1f} s, held-out ROC-AUC {auc}")
+
+        t0 = time.perf_counter()
+        frame = train.to_pandas()
+        fit_idx, hold_idx = normal_split(frame[LABEL].to_numpy())
+        if len(hold_idx) != trained.rows["holdout_normal"]:
+            print("warning: the baseline's held-out rows do not match train_threat's split")
+        baseline = SocBaseline(frame.iloc[fit_idx], frame.iloc[hold_idx])
+        baseline_fit = time.perf_counter() - t0
+        print(f"  IsolationForest fitted on the same {len(fit_idx):,} normal rows in {baseline_fit:.1f} s")
+
+        print("timing pandas + IsolationForest ...", flush=True)
+        base_out = work / "out" / "iforest.alerts.jsonl"
+        seconds, (n, flagged, score, labels) = _timed(
+            lambda: baseline.scan(data, base_out), repeats, lambda: base_out.unlink(missing_ok=True)
+        )
+        attack = (labels != NORMAL).to_numpy()
+        results = [
+            Result("pandas + IsolationForest", n, statistics.median(seconds), seconds, flagged, _auc(attack, score))
+        ]
+
+        local_out = work / "out" / "in-process.alerts.jsonl"
+        spec = LocalSpec(str(trained.path), threads=os.cpu_count() or 1)
+        in_process = _finscore_path("finscore in-process", data, local_out, spec, repeats=repeats, auc=None)
+        scorer = ThreatScorer.load(trained.path, threads=os.cpu_count() or 1)
+        table = pl.read_parquet(data) if fmt == "parquet" else pl.read_csv(data, infer_schema_length=None)
+        ours = scorer.score_frame(table.select(scorer.schema.names))
+        local = Result(**{**asdict(in_process), "roc_auc": _auc(attack, ours["anomaly_score"])})
+        results.append(local)
+        expected = _alerted_rows(local_out)
+        if not np.array_equal(expected, np.flatnonzero(ours["is_threat"])):
+            print("warning: the in-process scan's alerts are not the rows score_frame flags")
+
+        server_version = "not started"
+        if not skip_server:
+            served, server_version = _server_paths(
+                trained, work, data, instances=instances, repeats=repeats, local=local, expected=expected
+            )
+            results.extend(served)
+
+    machine = {
+        "cores": os.cpu_count(),
+        "cpu": _cpu_name(),
+        "load_1m_before": round(load_before, 2),
+        "python": platform.python_version(),
+        "polars": pl.__version__,
+        "polars_threads": pl.thread_pool_size(),
+        "onnxruntime": dist_version("onnxruntime"),
+        "scikit-learn": dist_version("scikit-learn"),
+        "pandas": pd.__version__,
+        "pyarrow": dist_version("pyarrow"),
+        "tritonserver": server_version,
+        "nvidia-pytriton": dist_version("nvidia-pytriton"),
+    }
+    settings = {
+        "rows": rows,
+        "train_rows": train_rows,
+        "format": fmt,
+        "data": str(data),
+        "seed": seed,
+        "repeats": repeats,
+        "instances": [] if skip_server else instances,
+    }
+    training = {
+        "finscore_seconds": trained.seconds,
+        "finscore_epochs": trained.epochs,
+        "finscore_threshold": trained.threshold,
+        "iforest_seconds": baseline_fit,
+        "iforest_threshold": baseline.threshold,
+        "normal_fit_rows": len(fit_idx),
+        "normal_holdout_rows": len(hold_idx),
+    }
+    return {
+        "machine": machine,
+        "settings": settings,
+        "training": training,
+        "results": [asdict(r) | {"rows_per_second": r.rows_per_second} for r in results],
+    }
+
+
+def _auc(attack: np.ndarray, score: np.ndarray) -> float | None:
+    return float(roc_auc_score(attack, score)) if 0 < attack.sum() < len(attack) else None
+
+
+def _table(results: list[Result]) -> str:
+    base = results[0].seconds
+    header = ("path", "rows", "seconds", "rows/s", "vs baseline", "alerts", "ROC-AUC")
+    lines = [
+        (
+            r.path,
+            f"{r.rows:,}",
+            f"{r.seconds:.2f}",
+            f"{r.rows_per_second:,.0f}",
+            f"{base / r.seconds:.1f}x",
+            f"{r.alerts:,}",
+            ("-" if r.roc_auc is None else f"{r.roc_auc:.4f}") + (f" ({r.note})" if r.note else ""),
+        )
+        for r in results
+    ]
+    widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
+
+    def line(row: tuple[str, ...]) -> str:
+        return "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths, strict=True)))
+
+    return "\n".join([line(header), line(tuple("-" * w for w in widths)), *(line(row) for row in lines)])
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: measure, print the table, optionally write the figures as JSON.
+
+    Parameters
+    ----------
+    argv
+        Arguments (default ``sys.argv[1:]``); see the module docstring.
+    """
+    from engine.errors import FinscoreError
+
+    parser = argparse.ArgumentParser(prog="python -m bench.scan", description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000, help="rows scanned (default 1,000,000)")
+    parser.add_argument("--train-rows", type=int, default=50_000, help="rows of the training table (default 50,000)")
+    parser.add_argument("--format", choices=("parquet", "csv"), default="parquet", help="the scanned file's format")
+    parser.add_argument(
+        "--workdir", type=Path, default=Path("build/bench-scan"), help="data cache and scratch (build/bench-scan)"
+    )
+    parser.add_argument("--seed", type=int, default=3, help="seed of the scanned data; training uses seed+1")
+    parser.add_argument("--instances", default="1,2", help="Triton instance counts to try (default 1,2)")
+    parser.add_argument("--skip-server", action="store_true", help="time only the in-process scan and the baseline")
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs per path; the median is shown (default 1)")
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    args = parser.parse_args(argv)
+    try:
+        instances = [int(x) for x in args.instances.split(",") if x.strip()]
+    except ValueError:
+        parser.error(f"--instances must be comma-separated integers, got {args.instances!r}")
+    if args.rows < 1 or args.train_rows < 1000 or args.repeats < 1 or not instances or min(instances) < 1:
+        parser.error("--rows, --repeats and --instances must be positive and --train-rows at least 1000")
+    try:
+        figures = run(
+            rows=args.rows,
+            train_rows=args.train_rows,
+            fmt=args.format,
+            workdir=args.workdir,
+            seed=args.seed,
+            instances=instances,
+            skip_server=args.skip_server,
+            repeats=args.repeats,
+        )
+    except FinscoreError as exc:  # e.g. a server that cannot start, or shared memory it cannot map
+        raise SystemExit(f"bench.scan: {exc}") from None
+
+    results = [Result(**{k: v for k, v in r.items() if k != "rows_per_second"}) for r in figures["results"]]
+    t, m = figures["training"], figures["machine"]
+    print()
+    print(_table(results))
+    print(
+        f"seconds: file on disk -> alerts file on disk, median of {args.repeats}; training not included "
+        f"(finscore {t['finscore_seconds']:.1f} s, IsolationForest {t['iforest_seconds']:.1f} s, "
+        f"both on the same {t['normal_fit_rows']:,} normal rows, thresholds at {FPR:.0%} FPR on "
+        f"{t['normal_holdout_rows']:,} held-out normal rows)"
+    )
+    for r in results:
+        if r.triton_seconds is not None:
+            print(f"{r.path}: Triton computed for {r.triton_seconds:.2f} s of the {r.seconds:.2f} s")
+    print(
+        f"machine: {m['cores']} cores ({m['cpu']}), Python {m['python']}, polars {m['polars']} "
+        f"({m['polars_threads']} threads), onnxruntime {m['onnxruntime']}, scikit-learn {m['scikit-learn']}, "
+        f"pandas {m['pandas']}, tritonserver {m['tritonserver']}, 1-min load average before the run "
+        f"{m['load_1m_before']}"
+    )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(figures, indent=2), encoding="utf-8")
+        print(f"figures written to {args.json}")
+
+
+if __name__ == "__main__":
+    main()
