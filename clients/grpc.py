@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -86,13 +87,22 @@ class ModelClient:
         except InferenceServerException:
             return False
 
-    def infer_arrays(self, arrays: dict[str, np.ndarray], *, request_id: str = "") -> dict[str, np.ndarray]:
-        """Send arrays already shaped ``[rows, 1]``; raw outputs (BYTES as bytes)."""
-        inputs, outputs = _request(arrays, self.outputs, grpcclient)
+    def infer_arrays(
+        self, arrays: dict[str, np.ndarray], *, request_id: str = "", outputs: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Send arrays already shaped ``[rows, 1]``; raw outputs (BYTES as bytes). ``outputs`` asks for some of
+        the model's outputs only (the model may then skip the work of the others)."""
+        names = list(outputs) if outputs else self.outputs
+        inputs, requested = _request(arrays, names, grpcclient)
         result = self._call(
-            self._client.infer, self.model, inputs, outputs=outputs, request_id=request_id, client_timeout=self.timeout
+            self._client.infer,
+            self.model,
+            inputs,
+            outputs=requested,
+            request_id=request_id,
+            client_timeout=self.timeout,
         )
-        return {name: result.as_numpy(name) for name in self.outputs}
+        return {name: result.as_numpy(name) for name in names}
 
     def infer(self, data: Any) -> dict[str, np.ndarray]:
         """Score a dict, DataFrame or Arrow table; outputs by name, text decoded, ``[rows]`` where dims are [1]."""

@@ -28,6 +28,7 @@ import sys
 import threading
 import types
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -321,9 +322,11 @@ class SharedMemoryModelClient(ModelClient):
         except (InferenceServerException, _shm().SharedMemoryException) as exc:
             raise self._shm_error(exc, size=needed) from None
 
-    def infer_arrays(self, arrays: dict[str, np.ndarray], *, request_id: str = "") -> dict[str, np.ndarray]:
+    def infer_arrays(
+        self, arrays: dict[str, np.ndarray], *, request_id: str = "", outputs: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]:
         """Send arrays already shaped ``[rows, 1]``; raw outputs (BYTES as bytes), as in :class:`ModelClient`."""
-        names = self.outputs
+        names = list(outputs) if outputs else self.outputs
         layout, batching = self._output_layout()
         rows = next(iter(arrays.values())).shape[0] if arrays else 0
 

@@ -90,7 +90,9 @@ def _parser() -> argparse.ArgumentParser:
     scan.add_argument("--request-rows", type=int, default=8192, help="rows per server request (default 8192)")
     scan.add_argument("--no-shared-memory", action="store_true", help="send rows over gRPC even to a local server")
     scan.add_argument("--every", default="10m", help="window of auth-log features (default 10m)")
-    scan.add_argument("--threads", type=int, help="threads for --local scoring (default: all cores)")
+    scan.add_argument(
+        "--threads", type=int, help="ONNX Runtime threads per unit with --local (default: half the cores; 2 units run)"
+    )
     scan.add_argument("--restart", action="store_true", help="ignore the checkpoint of an unfinished scan")
     scan.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_repo(scan)
@@ -271,7 +273,7 @@ def _scan(args: argparse.Namespace) -> int:
         from engine.repo import ModelRepository
 
         version = ModelRepository(s.repo).latest(args.model)
-        spec = LocalSpec(str(version), threads=args.threads or os.cpu_count() or 1)
+        spec = LocalSpec(str(version), threads=args.threads or max(1, (os.cpu_count() or 2) // 2))
     else:
         spec = ServerSpec(
             s.url, args.model, shared_memory=False if args.no_shared_memory else None, request_rows=args.request_rows

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import traceback
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -26,7 +27,9 @@ log = logging.getLogger("finscore.serving")
 
 class Scorer(Protocol):
     def validate(self, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
-    def score_rows(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+    def score_rows(
+        self, rows: dict[str, np.ndarray], *, outputs: Collection[str] | None = None
+    ) -> dict[str, np.ndarray]: ...
 
 
 def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -69,6 +72,12 @@ class BackendModel:
             columns[name] = tensor.as_numpy()
         return columns
 
+    def _requested(self, request: Any) -> list[str]:
+        """The outputs the request asks for (all of them when it names none)."""
+        names = getattr(request, "requested_output_names", None)
+        wanted = [n for n in (names() if names is not None else []) if n in self.output_dims]
+        return wanted or list(self.output_dims)
+
     def _log_error(self, text: str) -> None:
         logger = getattr(self.pb_utils, "Logger", None)
         if logger is not None:
@@ -93,13 +102,17 @@ class BackendModel:
                 responses[i] = self._error("internal error while reading the request", "INTERNAL")
         if frames:
             try:
-                outputs = self.scorer.score_rows(_concat([f for _, f in frames]))
+                wanted = {i: self._requested(requests[i]) for i, _ in frames}
+                # Outputs no request of the batch asks for are not computed (a scan asks for reasons only
+                # for the rows it alerts on).
+                union = {name for names in wanted.values() for name in names}
+                outputs = self.scorer.score_rows(_concat([f for _, f in frames]), outputs=union)
                 start = 0
                 for i, frame in frames:
                     stop = start + len(next(iter(frame.values())))
                     tensors = [
-                        self.pb_utils.Tensor(name, _as_output(name, value[start:stop], self.output_dims[name]))
-                        for name, value in outputs.items()
+                        self.pb_utils.Tensor(name, _as_output(name, outputs[name][start:stop], self.output_dims[name]))
+                        for name in wanted[i]
                     ]
                     responses[i] = self.pb_utils.InferenceResponse(output_tensors=tensors)
                     start = stop

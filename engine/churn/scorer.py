@@ -8,7 +8,7 @@ FP32 numbers (NaN = missing) and BYTES/str text (empty = missing).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,8 +122,11 @@ class ChurnScorer:
             return self._online.matrix(rows)
         return polars_matrix(self.schema, self._exprs, rows, engine=self._engine)
 
-    def score_rows(self, rows: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Score validated rows (as :meth:`validate` returns)."""
+    def score_rows(
+        self, rows: Mapping[str, np.ndarray], *, outputs: Collection[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Score validated rows (as :meth:`validate` returns); every output is computed (TreeSHAP gives the
+        probability and the reasons in one pass), whatever ``outputs`` asks for."""
         x = self.features(rows)
         # Columns are in schema order by construction: skip XGBoost's per-call name check.
         dm = xgb.DMatrix(x, feature_types=self._feature_types, enable_categorical=True)

@@ -31,8 +31,13 @@ ALERT_SCHEMA = {
 }
 
 
-def _text(values: np.ndarray) -> list[str]:
-    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
+def _reasons(top: np.ndarray) -> pl.Series:
+    """``[rows, k]`` names (str, or bytes from the server) as a list column without the empty slots."""
+    flat = pl.Series(top.ravel())
+    if flat.dtype == pl.Binary:
+        flat = flat.cast(pl.String)
+    nested = flat.cast(pl.String).reshape(top.shape).arr.to_list()
+    return nested.list.eval(pl.element().filter(pl.element() != ""))
 
 
 def alert_frame(
@@ -68,7 +73,7 @@ def alert_frame(
             "source_ip": column("source_ip", pl.String()),
             "window_start": column("window_start", pl.Datetime("us")),
             "anomaly_score": scores,
-            "top_features": [[f for f in _text(t) if f] for t in top],
+            "top_features": _reasons(top),
         },
         schema=ALERT_SCHEMA,
     )

@@ -9,8 +9,10 @@ value, rejects its row (counted and reported, never scored, never dropped silent
 
 from __future__ import annotations
 
-import functools
+import queue
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,7 +23,7 @@ import polars as pl
 from engine.bulk import Reject, score_isolating
 from kernels import parse_number
 
-__all__ = ["Backend", "LocalSpec", "ServerSpec", "check_rows", "open_backend"]
+__all__ = ["Backend", "LocalSpec", "ServerSpec", "check_rows", "close_backends", "open_backend"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,8 @@ class ServerSpec:
     model: str = "threat"
     shared_memory: bool | None = None
     request_rows: int = 8192
+    #: Requests outstanding at once (each with its own client and shared-memory regions).
+    in_flight: int = 2
 
 
 class Backend(Protocol):
@@ -95,21 +99,35 @@ class _Local:
         valid, rejects = check_rows(frame, self.inputs)
         kept = np.flatnonzero(valid)
         rows = frame if len(kept) == frame.height else frame[kept]
-        return self.scorer.score_frame(rows.select([n for n, _ in self.inputs])), kept, rejects
+        # Alerts need reasons; the other rows do not.
+        outputs = self.scorer.score_frame(rows.select([n for n, _ in self.inputs]), explain="threats")
+        return outputs, kept, rejects
 
 
 class _Server:
+    """Requests of ``request_rows`` rows, ``in_flight`` at a time (one client each), so this process prepares
+    the next request while the server scores the last; reasons are fetched only for the rows that alert."""
+
+    SCORES = ("anomaly_score", "is_threat")
+
     def __init__(self, spec: ServerSpec) -> None:
         from clients.shm import bulk_client
 
         self.spec = spec
-        self.client: Any = bulk_client(spec.url, spec.model, shared_memory=spec.shared_memory)
-        self.inputs = [(i.name, i.datatype) for i in self.client.inputs]
-        self.id_column = self.client.id_column()
+        self.clients: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        first = bulk_client(spec.url, spec.model, shared_memory=spec.shared_memory)
+        self.client = first
+        self.clients.put(first)
+        for _ in range(spec.in_flight - 1):
+            self.clients.put(bulk_client(spec.url, spec.model, shared_memory=spec.shared_memory))
+        self.pool = ThreadPoolExecutor(max_workers=spec.in_flight, thread_name_prefix="finscore-scan")
+        self.inputs = [(i.name, i.datatype) for i in first.inputs]
+        self.id_column = first.id_column()
         self.name = spec.model
-        self.version = self.client.served_version()
-        threshold = self.client.parameters().get("threshold")
+        self.version = first.served_version()
+        threshold = first.parameters().get("threshold")
         self.threshold = float(threshold) if threshold else None
+        self.explains = "top_features" in first.outputs
 
     def _arrays(self, frame: pl.DataFrame) -> dict[str, np.ndarray]:
         arrays: dict[str, np.ndarray] = {}
@@ -122,15 +140,38 @@ class _Server:
                 arrays[name] = col.cast(pl.String).fill_null("").to_numpy().astype(object)
         return arrays
 
+    def _request(self, arrays: dict[str, np.ndarray], rows: np.ndarray) -> tuple[Any, list[int], list[Reject]]:
+        client = self.clients.get()
+        try:
+
+            def infer(part: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+                scores = client.infer_arrays(part, outputs=self.SCORES)
+                flagged = np.flatnonzero(np.asarray(scores["is_threat"]).ravel())
+                if self.explains:
+                    top = np.full((len(scores["is_threat"]), 3), b"", dtype=object)
+                    if len(flagged):
+                        asked = {k: v[flagged] for k, v in part.items()}
+                        top[flagged] = client.infer_arrays(asked, outputs=["top_features"])["top_features"]
+                    scores["top_features"] = top
+                return scores
+
+            return score_isolating(infer, arrays, rows)
+        finally:
+            self.clients.put(client)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        while not self.clients.empty():
+            self.clients.get().close()
+
     def score(self, frame: pl.DataFrame) -> tuple[dict[str, np.ndarray], np.ndarray, list[Reject]]:
         valid, rejects = check_rows(frame, self.inputs)
         arrays = self._arrays(frame)
+        candidates = np.flatnonzero(valid)
+        chunks = [candidates[i : i + self.spec.request_rows] for i in range(0, len(candidates), self.spec.request_rows)]
         parts: list[dict[str, np.ndarray]] = []
         kept: list[int] = []
-        candidates = np.flatnonzero(valid)
-        for start in range(0, len(candidates), self.spec.request_rows):
-            rows = candidates[start : start + self.spec.request_rows]
-            outputs, ok, refused = score_isolating(self.client.infer_arrays, arrays, rows)
+        for outputs, ok, refused in self.pool.map(lambda rows: self._request(arrays, rows), chunks):
             rejects.extend(refused)
             if outputs is not None:
                 parts.append(outputs)
@@ -141,14 +182,31 @@ class _Server:
         return merged, np.asarray(kept, dtype=np.int64), sorted(rejects, key=lambda r: r.row)
 
 
-@functools.lru_cache(maxsize=4)
+_OPEN: dict[LocalSpec | ServerSpec, Backend] = {}
+_OPENING = threading.Lock()
+
+
 def open_backend(spec: LocalSpec | ServerSpec) -> Backend:
     """The backend for ``spec``, opened once per process (Dask workers reuse theirs across units)."""
-    if isinstance(spec, LocalSpec):
-        if not Path(spec.version_dir).is_dir():
-            from engine.errors import ModelNotReadyError
+    with _OPENING:
+        if spec not in _OPEN:
+            if isinstance(spec, LocalSpec):
+                if not Path(spec.version_dir).is_dir():
+                    from engine.errors import ModelNotReadyError
 
-            msg = f"{spec.version_dir}: no such model version folder on this machine"
-            raise ModelNotReadyError(msg)
-        return _Local(spec)
-    return _Server(spec)
+                    msg = f"{spec.version_dir}: no such model version folder on this machine"
+                    raise ModelNotReadyError(msg)
+                _OPEN[spec] = _Local(spec)
+            else:
+                _OPEN[spec] = _Server(spec)
+        return _OPEN[spec]
+
+
+def close_backends() -> None:
+    """Close what :func:`open_backend` opened in this process (server clients and their shared memory)."""
+    with _OPENING:
+        for backend in _OPEN.values():
+            close = getattr(backend, "close", None)
+            if close is not None:
+                close()
+        _OPEN.clear()

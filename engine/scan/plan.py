@@ -140,9 +140,12 @@ def unit_batches(
     if unit.kind == "parquet":
         if not unit.row_groups:
             return
-        source = pq.ParquetFile(unit.path).iter_batches(batch_size=batch_rows, row_groups=list(unit.row_groups))
-    else:
-        source = iter_batches(unit.path, batch_rows=batch_rows)
+        # The unit's rows in one read, then zero-copy slices: Arrow's row groups rarely align with batches.
+        table = pl.scan_parquet(unit.path).slice(unit.first_row, unit.rows).collect()
+        for start in range(0, table.height, batch_rows):
+            yield unit.first_row + start, table.slice(start, batch_rows)
+        return
+    source = iter_batches(unit.path, batch_rows=batch_rows)
     # Arrow's readers cut batches by bytes or row group; re-cut to exactly batch_rows rows.
     pending: list[pl.DataFrame] = []
     held = 0

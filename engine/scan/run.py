@@ -16,8 +16,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,7 +29,7 @@ import polars as pl
 
 from engine.errors import InvalidInputError
 from engine.scan.alerts import ALERT_SCHEMA, alert_frame, write_alerts
-from engine.scan.backends import LocalSpec, ServerSpec, open_backend
+from engine.scan.backends import LocalSpec, ServerSpec, close_backends, open_backend
 from engine.scan.plan import Unit, discover, fingerprint, plan_units, unit_batches
 
 __all__ = ["ScanSummary", "run_unit", "scan"]
@@ -99,14 +101,18 @@ def run_unit(
     batch_rows: int,
     every: str = "10m",
     on_batch: Callable[[int], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> dict[str, int]:
-    """Score every unfinished batch of ``unit``, writing its parts under ``state``; counts of this call."""
+    """Score every unfinished batch of ``unit``, writing its parts under ``state``; counts of this call.
+    ``stop`` (set by an interrupted scan) ends the unit after its current batch."""
     backend = open_backend(spec)
     d = Path(state)
     done = {p.name for p in d.glob(f"u{unit.index:05d}-*.done")}
     counts = dict.fromkeys((*_COUNTS, "resumed"), 0)
     lines: dict[str, int] = {}
     for b, (first_row, frame) in enumerate(unit_batches(unit, batch_rows=batch_rows, every=every, lines=lines)):
+        if stop is not None and stop.is_set():
+            break
         stem = f"u{unit.index:05d}-b{b:06d}"
         if f"{stem}.done" in done:
             counts["resumed"] += 1
@@ -174,6 +180,27 @@ def _run_dask(
     return results
 
 
+def _run_threads(
+    units: list[Unit], spec: Any, state: Path, batch_rows: int, every: str, on_batch: Any
+) -> list[dict[str, int]]:
+    """Two units at a time: one's Python work (reading, alerts, checkpoint) overlaps the other's kernels and
+    network, which release the GIL. Parts are per batch, so the order units finish in does not matter. On an
+    error or Ctrl-C, units not started are dropped and running ones stop after their batch."""
+    stop = threading.Event()
+
+    def one(unit: Unit) -> dict[str, int]:
+        return run_unit(unit, spec, str(state), batch_rows=batch_rows, every=every, on_batch=on_batch, stop=stop)
+
+    pool = ThreadPoolExecutor(max_workers=min(2, len(units)) or 1, thread_name_prefix="finscore-unit")
+    try:
+        return list(pool.map(one, units))
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _finish(state: Path, out: Path, summary: ScanSummary, started: datetime, threshold: float | None) -> None:
     markers = sorted(state.glob("u*.done"))
     for m in markers:
@@ -214,6 +241,25 @@ def scan(
     An unfinished earlier scan to the same ``out`` with the same inputs and model is resumed (``restart``
     starts over). ``dask`` is the address of a Dask scheduler to spread the units over.
     """
+    try:
+        return _scan(
+            paths, out, spec=spec, batch_rows=batch_rows, every=every, dask=dask, restart=restart, progress=progress
+        )
+    finally:
+        close_backends()
+
+
+def _scan(
+    paths: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    *,
+    spec: LocalSpec | ServerSpec,
+    batch_rows: int = 65_536,
+    every: str = "10m",
+    dask: str | None = None,
+    restart: bool = False,
+    progress: bool = True,
+) -> ScanSummary:
     if batch_rows < 1:
         msg = f"batch rows must be positive, got {batch_rows}"
         raise InvalidInputError(msg)
@@ -243,10 +289,8 @@ def scan(
             results = _run_dask(dask, units, spec, state, batch_rows, every, bar)
         else:
             on_batch = bar.update if bar is not None else None
-            results = [
-                run_unit(unit, spec, str(state), batch_rows=batch_rows, every=every, on_batch=on_batch)
-                for unit in units
-            ]
+
+            results = _run_threads(units, spec, state, batch_rows, every, on_batch)
     finally:
         if bar is not None:
             bar.close()

@@ -60,3 +60,15 @@ def test_oversized_batch_is_refused_with_the_limit(
         with pytest.raises(InvalidInputError, match=str(MAX_BATCH)):
             client.infer_arrays(big)
         assert client.infer_arrays(arrays)["anomaly_score"].shape == (1, 1)
+
+
+def test_a_request_for_the_score_alone_gets_no_reasons(
+    server: TritonServer, threat_scorer: ThreatScorer, events: pl.DataFrame
+) -> None:
+    arrays = request_arrays(threat_scorer, events.head(50))
+    with ModelClient(server.grpc_url, "threat") as client:
+        some = client.infer_arrays(arrays, outputs=["anomaly_score", "is_threat"])
+        every = client.infer_arrays(arrays)
+    assert set(some) == {"anomaly_score", "is_threat"}
+    np.testing.assert_array_equal(some["anomaly_score"], every["anomaly_score"])
+    assert every["top_features"].shape == (50, 3)

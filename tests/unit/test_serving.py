@@ -42,8 +42,12 @@ class FakeResponse:
 
 
 class FakeRequest:
-    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+    def __init__(self, arrays: dict[str, np.ndarray], outputs: list[str] | None = None) -> None:
         self.inputs = {k: FakeTensor(k, v) for k, v in arrays.items()}
+        self.outputs = outputs or []
+
+    def requested_output_names(self) -> list[str]:
+        return self.outputs
 
 
 def fake_pb_utils() -> types.ModuleType:
@@ -114,10 +118,18 @@ def test_bad_request_fails_alone(model: Any, scorer: ChurnScorer, customers: pl.
 def test_unexpected_failure_is_internal_and_generic(
     model: Any, scorer: ChurnScorer, customers: pl.DataFrame, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def boom(rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def boom(rows: dict[str, np.ndarray], **kwargs: object) -> dict[str, np.ndarray]:
         raise RuntimeError("secret detail")
 
     monkeypatch.setattr(model.scorer, "score_rows", boom)
     responses = model.execute([FakeRequest(request_arrays(scorer, customers.head(1)))])
     assert responses[0].error.code == "INTERNAL"
     assert "secret" not in responses[0].error.message
+
+
+def test_each_request_gets_the_outputs_it_asked_for(model: Any, scorer: ChurnScorer, customers: pl.DataFrame) -> None:
+    arrays = request_arrays(scorer, customers.head(2))
+    some, every = model.execute([FakeRequest(arrays, ["retention_action"]), FakeRequest(arrays)])
+    assert list(some.outputs) == ["retention_action"]
+    assert set(every.outputs) == {"churn_probability", "reason_codes", "retention_action"}
+    np.testing.assert_array_equal(some.outputs["retention_action"], every.outputs["retention_action"])
