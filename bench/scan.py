@@ -50,6 +50,8 @@ __all__ = ["Result", "SocBaseline", "main", "run"]
 MODEL = "threat"
 LABEL = "label"
 NORMAL = "normal"
+#: The threat model's twin fed feature matrices (what scans send to a local server).
+MATRIX = "threat_features"
 #: Trees of the two baselines: scikit-learn's default, and the reference recipe of bench/nslkdd.py.
 BASELINE_TREES = (100, 200)
 #: The baseline's columns, as an analyst would pick them from the event table.
@@ -205,24 +207,25 @@ def _alerted_rows(out: Path) -> np.ndarray:
 def _triton_compute(raw: Any) -> float:
     """Seconds Triton spent computing (input, infer, output) for the model so far, over its versions."""
     ns = 0
-    for version in raw.get_inference_statistics(model_name=MODEL).model_stats:
-        stats = version.inference_stats
-        ns += stats.compute_input.ns + stats.compute_infer.ns + stats.compute_output.ns
+    for model in (MODEL, MATRIX):
+        for version in raw.get_inference_statistics(model_name=model).model_stats:
+            stats = version.inference_stats
+            ns += stats.compute_input.ns + stats.compute_infer.ns + stats.compute_output.ns
     return ns / 1e9
 
 
 def _repository_with_instances(trained: Any, root: Path, instances: int) -> Any:
-    """A copy of the trained repository whose config runs ``instances`` instances of the model."""
+    """A copy of the trained repository whose configs run ``instances`` instances of both threat models."""
     from engine.repo import ModelRepository
-    from engine.threat import threat_config
-    from engine.triton_config import render_config
 
     source = trained.path.parent.parent
     target = root / f"model_repo-x{instances}"
     if not target.exists():
         shutil.copytree(source, target)
-        config = threat_config(trained.schema, threshold=trained.threshold, instance_count=instances)
-        (target / MODEL / "config.pbtxt").write_text(render_config(config), encoding="utf-8")
+        for model in (MODEL, MATRIX):
+            config = target / model / "config.pbtxt"
+            text = config.read_text(encoding="utf-8").replace("{ count: 1 kind:", f"{{ count: {instances} kind:")
+            config.write_text(text, encoding="utf-8")
     return ModelRepository(target)
 
 
@@ -242,16 +245,18 @@ def _server_paths(
         repository = _repository_with_instances(trained, work, n)
         log_path = work / f"triton-x{n}.log"
         plural = "s" if n > 1 else ""
-        transports = [True, False] if n == instances[0] else [True]
+        # (shared memory, feature matrices): the scan's default first, then what each choice is worth.
+        ways = [(True, True), (False, True), (True, False)] if n == instances[0] else [(True, True)]
         with (
-            TritonServer(repository, ports=ServerPorts.free(), models=[MODEL], log_path=log_path) as server,
+            TritonServer(repository, ports=ServerPorts.free(), models=[MODEL, MATRIX], log_path=log_path) as server,
             grpcclient.InferenceServerClient(url=server.grpc_url) as raw,
         ):
             server_version = raw.get_server_metadata().version
-            for shm in transports:
-                spec = ServerSpec(server.grpc_url, MODEL, shared_memory=shm, request_rows=8192)
-                name = f"finscore server {'shm' if shm else 'gRPC'}, {n} instance{plural}"
-                out = work / "out" / f"server-{'shm' if shm else 'grpc'}-x{n}.alerts.jsonl"
+            for shm, matrix in ways:
+                spec = ServerSpec(server.grpc_url, MODEL, shared_memory=shm, request_rows=8192, matrix=matrix)
+                how = f"{'shm' if shm else 'gRPC'}, {'matrices' if matrix else 'raw columns'}"
+                name = f"finscore server {how}, {n} instance{plural}"
+                out = work / "out" / f"server-{'shm' if shm else 'grpc'}-{'m' if matrix else 'r'}-x{n}.alerts.jsonl"
                 before = _triton_compute(raw)
                 result = _finscore_path(name, data, out, spec, repeats=repeats, auc=None)
                 triton = (_triton_compute(raw) - before) / repeats

@@ -97,7 +97,7 @@ def score_isolating(
 ) -> tuple[dict[str, np.ndarray] | None, list[int], list[Reject]]:
     """Score rows; if the model rejects the chunk, bisect to find the rows it rejects."""
     try:
-        return score({k: v[rows].reshape(-1, 1) for k, v in arrays.items()}), list(rows), []
+        return score({k: v[rows] if v.ndim > 1 else v[rows].reshape(-1, 1) for k, v in arrays.items()}), list(rows), []
     except InvalidInputError as exc:
         if len(rows) == 1:
             return None, [], [Reject(int(rows[0]), "", str(exc))]

@@ -44,6 +44,8 @@ class ServerSpec:
     request_rows: int = 8192
     #: Requests outstanding at once (each with its own client and shared-memory regions).
     in_flight: int = 2
+    #: Send feature matrices to the ``<model>_features`` twin (None: when the server has it loaded).
+    matrix: bool | None = None
 
 
 class Backend(Protocol):
@@ -106,56 +108,40 @@ class _Local:
 
 class _Server:
     """Requests of ``request_rows`` rows, ``in_flight`` at a time (one client each), so this process prepares
-    the next request while the server scores the last; reasons are fetched only for the rows that alert."""
+    the next request while the server scores the last."""
 
-    SCORES = ("anomaly_score", "is_threat")
+    MODE = ""
 
-    def __init__(self, spec: ServerSpec) -> None:
+    def __init__(self, spec: ServerSpec, model: str) -> None:
         from clients.shm import bulk_client
 
         self.spec = spec
-        self.clients: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        first = bulk_client(spec.url, spec.model, shared_memory=spec.shared_memory)
-        self.client = first
-        self.clients.put(first)
-        for _ in range(spec.in_flight - 1):
-            self.clients.put(bulk_client(spec.url, spec.model, shared_memory=spec.shared_memory))
-        self.pool = ThreadPoolExecutor(max_workers=spec.in_flight, thread_name_prefix="finscore-scan")
-        self.inputs = [(i.name, i.datatype) for i in first.inputs]
-        self.id_column = first.id_column()
         self.name = spec.model
-        self.version = first.served_version()
-        threshold = first.parameters().get("threshold")
-        self.threshold = float(threshold) if threshold else None
-        self.explains = "top_features" in first.outputs
+        self.clients: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.client = bulk_client(spec.url, model, shared_memory=spec.shared_memory)
+        self.clients.put(self.client)
+        for _ in range(spec.in_flight - 1):
+            self.clients.put(bulk_client(spec.url, model, shared_memory=spec.shared_memory))
+        self.pool = ThreadPoolExecutor(max_workers=spec.in_flight, thread_name_prefix="finscore-scan")
+        self.parameters = self.client.parameters()
+        self.version = self.client.served_version()
+        self.threshold = float(self.parameters["threshold"]) if self.parameters.get("threshold") else None
 
-    def _arrays(self, frame: pl.DataFrame) -> dict[str, np.ndarray]:
-        arrays: dict[str, np.ndarray] = {}
-        for name, wire in self.inputs:
-            col = frame.get_column(name)
-            if wire == "FP32":
-                values = frame.select(parse_number(name)) if col.dtype == pl.String else frame.select(name)
-                arrays[name] = values.to_series().cast(pl.Float32).fill_null(float("nan")).to_numpy()
-            else:
-                arrays[name] = col.cast(pl.String).fill_null("").to_numpy().astype(object)
-        return arrays
+    @property
+    def transport(self) -> str:
+        return f"{type(self.client).__name__}, {self.MODE}"
+
+    def prepare(self, frame: pl.DataFrame, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """The request arrays of ``frame``'s ``rows`` (positions), one entry per row."""
+        raise NotImplementedError
+
+    def infer(self, client: Any, part: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
 
     def _request(self, arrays: dict[str, np.ndarray], rows: np.ndarray) -> tuple[Any, list[int], list[Reject]]:
         client = self.clients.get()
         try:
-
-            def infer(part: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-                scores = client.infer_arrays(part, outputs=self.SCORES)
-                flagged = np.flatnonzero(np.asarray(scores["is_threat"]).ravel())
-                if self.explains:
-                    top = np.full((len(scores["is_threat"]), 3), b"", dtype=object)
-                    if len(flagged):
-                        asked = {k: v[flagged] for k, v in part.items()}
-                        top[flagged] = client.infer_arrays(asked, outputs=["top_features"])["top_features"]
-                    scores["top_features"] = top
-                return scores
-
-            return score_isolating(infer, arrays, rows)
+            return score_isolating(lambda part: self.infer(client, part), arrays, rows)
         finally:
             self.clients.put(client)
 
@@ -166,20 +152,103 @@ class _Server:
 
     def score(self, frame: pl.DataFrame) -> tuple[dict[str, np.ndarray], np.ndarray, list[Reject]]:
         valid, rejects = check_rows(frame, self.inputs)
-        arrays = self._arrays(frame)
         candidates = np.flatnonzero(valid)
-        chunks = [candidates[i : i + self.spec.request_rows] for i in range(0, len(candidates), self.spec.request_rows)]
+        arrays = self.prepare(frame, candidates)
+        # Positions into ``arrays`` (and so into ``candidates``), request by request.
+        size = self.spec.request_rows
+        chunks = [np.arange(i, min(i + size, len(candidates))) for i in range(0, len(candidates), size)]
         parts: list[dict[str, np.ndarray]] = []
         kept: list[int] = []
         for outputs, ok, refused in self.pool.map(lambda rows: self._request(arrays, rows), chunks):
-            rejects.extend(refused)
+            rejects.extend(Reject(int(candidates[r.row]), r.column, r.reason) for r in refused)
             if outputs is not None:
                 parts.append(outputs)
                 kept.extend(ok)
         if not parts:
             return {}, np.zeros(0, dtype=np.int64), rejects
         merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        return merged, np.asarray(kept, dtype=np.int64), sorted(rejects, key=lambda r: r.row)
+        return merged, candidates[np.asarray(kept, dtype=np.int64)], sorted(rejects, key=lambda r: r.row)
+
+
+class _RawServer(_Server):
+    """The served model itself, one input per raw column; reasons are fetched only for rows that alert."""
+
+    SCORES = ("anomaly_score", "is_threat")
+    MODE = "raw columns"
+
+    def __init__(self, spec: ServerSpec) -> None:
+        super().__init__(spec, spec.model)
+        self.inputs = [(i.name, i.datatype) for i in self.client.inputs]
+        self.id_column = self.client.id_column()
+        self.explains = "top_features" in self.client.outputs
+
+    def prepare(self, frame: pl.DataFrame, rows: np.ndarray) -> dict[str, np.ndarray]:
+        frame = frame[rows]
+        arrays: dict[str, np.ndarray] = {}
+        for name, wire in self.inputs:
+            col = frame.get_column(name)
+            if wire == "FP32":
+                values = frame.select(parse_number(name)) if col.dtype == pl.String else frame.select(name)
+                arrays[name] = values.to_series().cast(pl.Float32).fill_null(float("nan")).to_numpy()
+            else:
+                arrays[name] = col.cast(pl.String).fill_null("").to_numpy().astype(object)
+        return arrays
+
+    def infer(self, client: Any, part: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        scores = client.infer_arrays(part, outputs=self.SCORES)
+        if self.explains:
+            flagged = np.flatnonzero(np.asarray(scores["is_threat"]).ravel())
+            top = np.full((len(scores["is_threat"]), 3), b"", dtype=object)
+            if len(flagged):
+                asked = {k: v[flagged] for k, v in part.items()}
+                top[flagged] = client.infer_arrays(asked, outputs=["top_features"])["top_features"]
+            scores["top_features"] = top
+        return scores
+
+
+class _MatrixServer(_Server):
+    """The model's ``<name>_features`` twin: features computed here with the scaling the server publishes,
+    sent as one FP32 matrix per request; every output has a fixed size, so all of it rides shared memory."""
+
+    MODE = "feature matrices"
+
+    def __init__(self, spec: ServerSpec) -> None:
+        from engine.threat.matrix import MATRIX_INPUT, SUFFIX, features_from_parameters
+
+        super().__init__(spec, spec.model + SUFFIX)
+        self.features = features_from_parameters(self.parameters)
+        schema = self.features.schema
+        self.inputs = [(c.name, c.wire) for c in schema.columns]
+        self.id_column = schema.id_column
+        self.key = MATRIX_INPUT
+        self._names = np.asarray([*schema.names, ""], dtype=object)  # index -1: no column
+
+    def prepare(self, frame: pl.DataFrame, rows: np.ndarray) -> dict[str, np.ndarray]:
+        picked = frame if len(rows) == frame.height else frame[rows]
+        return {self.key: self.features.matrix(picked.select([n for n, _ in self.inputs]))}
+
+    def infer(self, client: Any, part: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = client.infer_arrays(part)
+        top = np.asarray(out.pop("top_columns"))
+        out["top_features"] = self._names[top]
+        return out
+
+
+def _served(spec: ServerSpec) -> _Server:
+    if spec.matrix is not False:
+        from clients import ModelClient
+        from engine.threat.matrix import SUFFIX
+
+        with ModelClient(spec.url, spec.model + SUFFIX) as probe:
+            ready = probe.is_ready()
+        if ready:
+            return _MatrixServer(spec)
+        if spec.matrix:
+            from engine.errors import ModelNotReadyError
+
+            msg = f"model {spec.model + SUFFIX!r} is not loaded on {spec.url}: retrain {spec.model} or drop --matrix"
+            raise ModelNotReadyError(msg)
+    return _RawServer(spec)
 
 
 _OPEN: dict[LocalSpec | ServerSpec, Backend] = {}
@@ -198,7 +267,7 @@ def open_backend(spec: LocalSpec | ServerSpec) -> Backend:
                     raise ModelNotReadyError(msg)
                 _OPEN[spec] = _Local(spec)
             else:
-                _OPEN[spec] = _Server(spec)
+                _OPEN[spec] = _served(spec)
         return _OPEN[spec]
 
 

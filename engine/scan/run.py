@@ -276,7 +276,7 @@ def _scan(
         model=backend.name,
         version=backend.version,
         out=str(out_path),
-        transport=type(getattr(backend, "client", None)).__name__ if isinstance(spec, ServerSpec) else "in-process",
+        transport=getattr(backend, "transport", "in-process"),
     )
     total = sum(u.rows for u in units if u.rows is not None) if all(u.rows is not None for u in units) else None
     bar = None

@@ -119,6 +119,10 @@ class ThreatFeatures:
         path.write_text(self.to_json(), encoding="utf-8")
 
     @classmethod
-    def load(cls, schema: TableSchema, path: Path) -> ThreatFeatures:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+    def from_json(cls, schema: TableSchema, text: str) -> ThreatFeatures:
+        raw = json.loads(text)
         return cls(schema, {k: (float(v[0]), float(v[1])) for k, v in raw["scaling"].items()}, float(raw["clip"]))
+
+    @classmethod
+    def load(cls, schema: TableSchema, path: Path) -> ThreatFeatures:
+        return cls.from_json(schema, path.read_text(encoding="utf-8"))

@@ -22,7 +22,7 @@ from engine.threat.features import ThreatFeatures
 from engine.threat.network import INPUT_NAME, OUTPUT_NAMES
 from engine.triton_config import TensorSpec
 
-__all__ = ["MODEL_FILE", "OUTPUTS", "PARAMS_FILE", "ThreatScorer"]
+__all__ = ["MODEL_FILE", "OUTPUTS", "PARAMS_FILE", "ThreatScorer", "top_columns"]
 
 MODEL_FILE = "model.onnx"
 PARAMS_FILE = "threat.json"
@@ -44,6 +44,15 @@ def _session(path: Path, device: Device, threads: int) -> object:
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
     return ort.InferenceSession(str(path), sess_options=options, providers=onnx_providers(device))
+
+
+def top_columns(column_error: np.ndarray, rows: np.ndarray | slice) -> np.ndarray:
+    """Indices (INT32, ``[n, 3]``) of the raw columns with the largest error for ``rows``; -1 elsewhere and
+    where there are fewer than three columns."""
+    top = np.full((len(column_error), N_TOP), -1, dtype=np.int32)
+    k = min(N_TOP, column_error.shape[1])
+    top[rows, :k] = np.argsort(-column_error[rows], axis=1, kind="stable")[:, :k]
+    return top
 
 
 class ThreatScorer:
@@ -103,22 +112,23 @@ class ThreatScorer:
         """Check a request; return its columns as 1-D arrays (see :func:`engine.requests.validate_columns`)."""
         return validate_columns(self.schema, columns, model=self.name)
 
+    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The exported graph on a feature matrix: (anomaly score, per-column error)."""
+        score, column_error = self._session.run(list(OUTPUT_NAMES), {INPUT_NAME: x})  # type: ignore[attr-defined]
+        return np.asarray(score, dtype=np.float32), column_error
+
     def score_matrix(self, x: np.ndarray, *, explain: str = "all") -> dict[str, np.ndarray]:
         """Score a feature matrix (as :meth:`ThreatFeatures.matrix` returns).
 
         ``explain`` says which rows get ``top_features``: ``"all"``, ``"threats"`` (the rest get empty
         names: what a bulk scan needs, at a fraction of the cost) or ``"none"`` (no ``top_features``).
         """
-        score, column_error = self._session.run(list(OUTPUT_NAMES), {INPUT_NAME: x})  # type: ignore[attr-defined]
-        score = np.asarray(score, dtype=np.float32)
+        score, column_error = self.run(x)
         out = {"anomaly_score": score, "is_threat": score >= self.threshold}
         if explain == "none":
             return out
         rows = np.flatnonzero(out["is_threat"]) if explain == "threats" else slice(None)
-        names = np.full((len(score), N_TOP), len(self._columns) - 1)
-        k = min(N_TOP, column_error.shape[1])  # fewer raw columns than slots: the rest stay empty
-        names[rows, :k] = np.argsort(-column_error[rows], axis=1, kind="stable")[:, :k]
-        out["top_features"] = self._columns[names]
+        out["top_features"] = self._columns[top_columns(column_error, rows)]  # -1 is the empty name
         return out
 
     def score_rows(

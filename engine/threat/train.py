@@ -24,6 +24,7 @@ from engine.metrics import DetectionMetrics, detection_metrics, threshold_at_fpr
 from engine.repo import ModelRepository
 from engine.schema import TableSchema, infer_schema
 from engine.threat.features import ThreatFeatures
+from engine.threat.matrix import matrix_config, write_matrix_version
 from engine.threat.scorer import FEATURES_FILE, MODEL_FILE, OUTPUTS, PARAMS_FILE, ThreatScorer
 from engine.triton_config import ModelConfig, TensorSpec
 
@@ -209,6 +210,19 @@ def train_threat(
         (writer.path / "metrics.json").write_text(json.dumps(metrics.as_dict(), indent=2), encoding="utf-8")
     config = threat_config(schema, name=name, threshold=threshold, instance_count=instance_count, device=device)
     final = writer.commit(config)
+    # The same version fed feature matrices, for bulk scans through the server (see engine.threat.matrix).
+    write_matrix_version(
+        repo,
+        final,
+        matrix_config(
+            features,
+            name=name,
+            threshold=threshold,
+            max_batch_size=MAX_BATCH,
+            instance_kind=config.instance_kind,
+            instance_count=instance_count,
+        ),
+    )
     return TrainResult(
         version=writer.version,
         path=final,

@@ -21,4 +21,4 @@ def test_demo_scores_customers_and_scans_the_log(tmp_path: Path, capsys: pytest.
     assert hit >= attackers / 2 and hit <= named
     alerts = [json.loads(line) for line in (tmp_path / "demo" / "alerts.jsonl").read_text().splitlines()]
     assert len({a["source"]["ip"] for a in alerts}) == named
-    assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["churn", "threat"]
+    assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["churn", "threat", "threat_features"]

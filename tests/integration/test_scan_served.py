@@ -26,9 +26,18 @@ def scan_file(tmp_path_factory: pytest.TempPathFactory, events: pl.DataFrame) ->
     return path
 
 
-@pytest.mark.parametrize("shared_memory", [True, False], ids=["shm", "grpc"])
+@pytest.mark.parametrize(
+    ("shared_memory", "matrix"),
+    [(True, True), (False, True), (True, False), (False, False)],
+    ids=["shm-matrix", "grpc-matrix", "shm-raw", "grpc-raw"],
+)
 def test_served_scan_equals_local_scan(
-    server: TritonServer, threat_trained: TrainResult, scan_file: Path, tmp_path: Path, shared_memory: bool
+    server: TritonServer,
+    threat_trained: TrainResult,
+    scan_file: Path,
+    tmp_path: Path,
+    shared_memory: bool,
+    matrix: bool,
 ) -> None:
     local = tmp_path / "local.jsonl"
     scan([scan_file], local, spec=LocalSpec(str(threat_trained.path)), batch_rows=1000, progress=False)
@@ -36,11 +45,12 @@ def test_served_scan_equals_local_scan(
     summary = scan(
         [scan_file],
         served,
-        spec=ServerSpec(server.grpc_url, "threat", shared_memory=shared_memory, request_rows=300),
+        spec=ServerSpec(server.grpc_url, "threat", shared_memory=shared_memory, request_rows=300, matrix=matrix),
         batch_rows=1000,
         progress=False,
     )
-    assert summary.transport == ("SharedMemoryModelClient" if shared_memory else "ModelClient")
+    client = "SharedMemoryModelClient" if shared_memory else "ModelClient"
+    assert summary.transport == f"{client}, {'feature matrices' if matrix else 'raw columns'}"
     assert summary.rejected == 1 and summary.scored == 2499
     assert summary.version == threat_trained.path.name
     a, b = read_alerts(local), read_alerts(served)

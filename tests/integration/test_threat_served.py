@@ -72,3 +72,16 @@ def test_a_request_for_the_score_alone_gets_no_reasons(
     assert set(some) == {"anomaly_score", "is_threat"}
     np.testing.assert_array_equal(some["anomaly_score"], every["anomaly_score"])
     assert every["top_features"].shape == (50, 3)
+
+
+def test_matrix_twin_is_served_and_refuses_a_wrong_width(server: TritonServer, threat_scorer: ThreatScorer) -> None:
+    width = len(threat_scorer.features.names)
+    with ModelClient(server.grpc_url, "threat_features") as client:
+        assert [(i.name, i.datatype) for i in client.inputs] == [("features", "FP32")]
+        out = client.infer_arrays({"features": np.zeros((4, width), np.float32)})
+        assert out["top_columns"].shape == (4, 3) and out["top_columns"].dtype == np.int32
+        with pytest.raises(InvalidInputError):
+            client.infer_arrays({"features": np.zeros((4, width + 1), np.float32)})
+        np.testing.assert_array_equal(
+            client.infer_arrays({"features": np.zeros((4, width), np.float32)})["anomaly_score"], out["anomaly_score"]
+        )

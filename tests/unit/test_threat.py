@@ -153,3 +153,49 @@ def test_training_errors_are_one_sentence(tmp_path: Path, events: pl.DataFrame) 
 def test_loading_an_untrained_folder_says_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(ModelNotReadyError, match="finscore train threat"):
         ThreatScorer.load(tmp_path)
+
+
+def test_matrix_twin_scores_like_the_raw_model(threat_trained: TrainResult, events: pl.DataFrame) -> None:
+    from engine.threat.matrix import ThreatMatrixScorer, features_from_parameters, matrix_config
+
+    repo = ModelRepository(threat_trained.path.parent.parent)
+    twin_dir = repo.latest("threat_features")
+    assert twin_dir.name == threat_trained.path.name  # written together, same version number
+    twin = ThreatMatrixScorer.load(twin_dir)
+    raw = ThreatScorer.load(threat_trained.path)
+    # A client rebuilds the features from the config's parameters alone.
+    config = matrix_config(raw.features, name="threat", threshold=raw.threshold, max_batch_size=8)
+    features = features_from_parameters(config.parameters)
+    frame = events.head(400)
+    x = features.matrix(frame)
+    out = twin.score(twin.validate({"features": x}))
+    expected = raw.score_frame(frame)
+    np.testing.assert_allclose(out["anomaly_score"], expected["anomaly_score"], rtol=1e-6)
+    assert (out["is_threat"] == expected["is_threat"]).all()
+    names = np.asarray([*raw.schema.names, ""], dtype=object)[out["top_columns"]]
+    flagged = expected["is_threat"]
+    assert flagged.any()
+    assert (names[flagged] == expected["top_features"][flagged]).all()
+    assert (out["top_columns"][~flagged] == -1).all()
+
+
+@pytest.mark.parametrize(
+    ("columns", "message"),
+    [
+        ({}, "takes one input, 'features'"),
+        ({"x": np.zeros((2, 3), np.float32)}, "takes one input"),
+        ({"features": np.zeros((2, 3), np.float32)}, "must be FP32 \\[batch, "),
+        ({"features": np.zeros((2, 5))}, "got float64"),
+    ],
+)
+def test_matrix_twin_rejects_what_is_not_its_matrix(threat_trained: TrainResult, columns, message) -> None:  # noqa: ANN001
+    from engine.threat.matrix import ThreatMatrixScorer
+
+    twin = ThreatMatrixScorer.load(ModelRepository(threat_trained.path.parent.parent).latest("threat_features"))
+    with pytest.raises(InvalidInputError, match=message):
+        twin.validate(columns)
+    width = len(twin.features.names)
+    x = np.zeros((3, width), np.float32)
+    x[1, 0] = np.nan
+    with pytest.raises(InvalidInputError, match="missing or infinite value at row 1"):
+        twin.validate({"features": x})

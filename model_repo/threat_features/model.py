@@ -1,0 +1,11 @@
+"""Triton python-backend shell for the threat model fed feature matrices: all logic lives in ``engine``."""
+
+import triton_python_backend_utils as pb_utils
+
+from engine.serving import BackendModel
+from engine.threat.matrix import ThreatMatrixScorer
+
+
+class TritonPythonModel(BackendModel):
+    pb_utils = pb_utils
+    scorer_class = ThreatMatrixScorer
