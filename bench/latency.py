@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
-import platform
 import tempfile
 import threading
 import time
@@ -25,6 +23,8 @@ from typing import Any
 
 import numpy as np
 import tritonclient.grpc as grpcclient
+
+from bench.report import machine_facts, machine_line, save_figures
 
 __all__ = ["Result", "main", "run"]
 
@@ -186,15 +186,6 @@ def _table(results: list[Result]) -> str:
     return "\n".join([line(header), line(tuple("-" * w for w in widths)), *(line(row) for row in rows)])
 
 
-def _cpu_name() -> str:
-    try:
-        lines = Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines()
-    except OSError:
-        lines = []
-    names = [text.split(":", 1)[1].strip() for text in lines if text.startswith("model name")]
-    return names[0] if names else platform.processor() or platform.machine()
-
-
 def run(
     *, concurrency: list[int], duration: float = 10.0, warmup: float = 2.0, rows: int = 256, repo: Path | None = None
 ) -> dict[str, Any]:
@@ -257,14 +248,11 @@ def run(
         if not np.allclose(served.reshape(-1), local.reshape(-1), atol=1e-6):
             print(f"warning: served probability {served.ravel()} differs from in-process {local.ravel()}")
         results.append(_in_process(scorer, pool, warmup=warmup, duration=duration))
-    machine = {
-        "cores": os.cpu_count(),
-        "cpu": _cpu_name(),
-        "load_1m_before": round(load_before, 2),
-        "python": platform.python_version(),
-        "tritonserver": server_version,
-        "tritonclient": dist_version("tritonclient"),
-    }
+    machine = machine_facts(
+        load_before,
+        tritonserver=server_version,
+        tritonclient=dist_version("tritonclient"),
+    )
     settings = {"concurrency": concurrency, "duration_s": duration, "warmup_s": warmup, "pool_rows": len(pool)}
     return {"machine": machine, "settings": settings, "results": [asdict(r) for r in results]}
 
@@ -306,14 +294,8 @@ def main(argv: list[str] | None = None) -> None:
     if len(grpc) > 1 and grpc[0].rps:
         print(f"throughput {grpc[-1].path} / {grpc[0].path}: {grpc[-1].rps / grpc[0].rps:.2f}x")
     m = figures["machine"]
-    print(
-        f"machine: {m['cores']} cores ({m['cpu']}), Python {m['python']}, tritonserver {m['tritonserver']}, "
-        f"tritonclient {m['tritonclient']}, 1-min load average before the run {m['load_1m_before']}"
-    )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(figures, indent=2), encoding="utf-8")
-        print(f"figures written to {args.json}")
+    print(machine_line(m))
+    save_figures(figures, args.json)
 
 
 if __name__ == "__main__":

@@ -27,9 +27,7 @@ which is checked), the baseline's from its own timed run. Figures are printed, n
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import shutil
 import statistics
 import tempfile
@@ -44,6 +42,8 @@ import numpy as np
 import pandas as pd
 import polars as pl
 from sklearn.metrics import roc_auc_score
+
+from bench.report import machine_facts, machine_line, save_figures
 
 __all__ = ["Result", "SocBaseline", "main", "run"]
 
@@ -291,7 +291,6 @@ def run(
         ``machine`` (cores, CPU, load, versions), ``settings``, ``training`` and ``results`` (one
         :class:`Result` each, the baseline first).
     """
-    from bench.latency import _cpu_name
     from engine.demo_data import network_events
     from engine.repo import ModelRepository
     from engine.scan import LocalSpec
@@ -351,20 +350,17 @@ def run(
             )
             results.extend(served)
 
-    machine = {
-        "cores": os.cpu_count(),
-        "cpu": _cpu_name(),
-        "load_1m_before": round(load_before, 2),
-        "python": platform.python_version(),
-        "polars": pl.__version__,
-        "polars_threads": pl.thread_pool_size(),
-        "onnxruntime": dist_version("onnxruntime"),
-        "scikit-learn": dist_version("scikit-learn"),
-        "pandas": pd.__version__,
-        "pyarrow": dist_version("pyarrow"),
-        "tritonserver": server_version,
-        "nvidia-pytriton": dist_version("nvidia-pytriton"),
-    }
+    machine = machine_facts(
+        load_before,
+        polars=pl.__version__,
+        polars_threads=pl.thread_pool_size(),
+        onnxruntime=dist_version("onnxruntime"),
+        **{"scikit-learn": dist_version("scikit-learn")},
+        pandas=pd.__version__,
+        pyarrow=dist_version("pyarrow"),
+        tritonserver=server_version,
+        **{"nvidia-pytriton": dist_version("nvidia-pytriton")},
+    )
     settings = {
         "rows": rows,
         "train_rows": train_rows,
@@ -482,16 +478,8 @@ def main(argv: list[str] | None = None) -> None:
     for r in results:
         if r.triton_seconds is not None:
             print(f"{r.path}: Triton computed for {r.triton_seconds:.2f} s of the {r.seconds:.2f} s")
-    print(
-        f"machine: {m['cores']} cores ({m['cpu']}), Python {m['python']}, polars {m['polars']} "
-        f"({m['polars_threads']} threads), onnxruntime {m['onnxruntime']}, scikit-learn {m['scikit-learn']}, "
-        f"pandas {m['pandas']}, tritonserver {m['tritonserver']}, 1-min load average before the run "
-        f"{m['load_1m_before']}"
-    )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(figures, indent=2), encoding="utf-8")
-        print(f"figures written to {args.json}")
+    print(machine_line(m))
+    save_figures(figures, args.json)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,7 @@ Figures are printed, never asserted on.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import tempfile
 import time
 from collections.abc import Iterator
@@ -25,6 +23,8 @@ from typing import Any
 
 import numpy as np
 import tritonclient.grpc as grpcclient
+
+from bench.report import machine_facts, machine_line, save_figures
 
 __all__ = ["Row", "churn_server", "main", "run"]
 
@@ -176,7 +176,6 @@ def run(*, rows: list[int], repeats: int = 30, warmup: int = 3, repo: Path | Non
     dict
         ``machine`` (cores, CPU, load, versions), ``settings`` and ``results`` (one :class:`Row` each).
     """
-    from bench.latency import _cpu_name
     from clients import ModelClient, SharedMemoryModelClient, encode_inputs
 
     load_before = os.getloadavg()[0]
@@ -199,14 +198,11 @@ def run(*, rows: list[int], repeats: int = 30, warmup: int = 3, repo: Path | Non
                 mb_in, mb_out = _wire_bytes(arrays) / 1e6, _wire_bytes(want) / 1e6
                 (grpc_ms, grpc_rest), (shm_ms, shm_rest) = p50["grpc"], p50["shm"]
                 results.append(Row(n, mb_in, mb_out, repeats, grpc_ms, shm_ms, grpc_rest, shm_rest))
-    machine = {
-        "cores": os.cpu_count(),
-        "cpu": _cpu_name(),
-        "load_1m_before": round(load_before, 2),
-        "python": platform.python_version(),
-        "tritonserver": server_version,
-        "tritonclient": dist_version("tritonclient"),
-    }
+    machine = machine_facts(
+        load_before,
+        tritonserver=server_version,
+        tritonclient=dist_version("tritonclient"),
+    )
     settings = {"rows": rows, "repeats": repeats, "warmup": warmup}
     return {
         "machine": machine,
@@ -285,14 +281,8 @@ def main(argv: list[str] | None = None) -> None:
     print(_table(results))
     print("transport ms: p50 of (round trip - Triton's compute input/infer/output for that request)")
     m = figures["machine"]
-    print(
-        f"machine: {m['cores']} cores ({m['cpu']}), Python {m['python']}, tritonserver {m['tritonserver']}, "
-        f"tritonclient {m['tritonclient']}, 1-min load average before the run {m['load_1m_before']}"
-    )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(figures, indent=2), encoding="utf-8")
-        print(f"figures written to {args.json}")
+    print(machine_line(m))
+    save_figures(figures, args.json)
 
 
 if __name__ == "__main__":

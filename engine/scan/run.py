@@ -13,6 +13,7 @@ alerts of a single-process one.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -225,6 +226,20 @@ def _finish(state: Path, out: Path, summary: ScanSummary, started: datetime, thr
     shutil.rmtree(state)
 
 
+def _closing_backends(fn: Callable[..., ScanSummary]) -> Callable[..., ScanSummary]:
+    """Close server clients (and their shared memory) when the scan ends, however it ends."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> ScanSummary:
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            close_backends()
+
+    return wrapper
+
+
+@_closing_backends
 def scan(
     paths: Sequence[str | os.PathLike[str]],
     out: str | os.PathLike[str],
@@ -241,25 +256,6 @@ def scan(
     An unfinished earlier scan to the same ``out`` with the same inputs and model is resumed (``restart``
     starts over). ``dask`` is the address of a Dask scheduler to spread the units over.
     """
-    try:
-        return _scan(
-            paths, out, spec=spec, batch_rows=batch_rows, every=every, dask=dask, restart=restart, progress=progress
-        )
-    finally:
-        close_backends()
-
-
-def _scan(
-    paths: Sequence[str | os.PathLike[str]],
-    out: str | os.PathLike[str],
-    *,
-    spec: LocalSpec | ServerSpec,
-    batch_rows: int = 65_536,
-    every: str = "10m",
-    dask: str | None = None,
-    restart: bool = False,
-    progress: bool = True,
-) -> ScanSummary:
     if batch_rows < 1:
         msg = f"batch rows must be positive, got {batch_rows}"
         raise InvalidInputError(msg)
