@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.finscore-installed
 
-.PHONY: run test bench lint clean
+.PHONY: run test bench bench-scan eval-threat lint clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,14 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.latency
+
+# 1M generated rows scanned in-process and through Triton, beside pandas + IsolationForest.
+bench-scan: $(STAMP)
+	$(BIN)/python -m bench.scan --repeats 3
+
+# The threat model against IsolationForest on NSL-KDD (reads ../shared/data/nsl-kdd when present).
+eval-threat: $(STAMP)
+	$(BIN)/python -m bench.nslkdd
 
 lint: $(STAMP)
 	$(BIN)/ruff check engine kernels clients bench tests model_repo
