@@ -51,7 +51,7 @@ def run_demo(
     )
 
     ports = ServerPorts.free()
-    models = ["churn", "threat"]
+    models = ["churn", "threat", "threat_features"]
     with TritonServer(repository, ports=ports, models=models, log_path=workdir / "triton.log") as server:
         print(f"3. Triton is serving churn and threat on gRPC {server.grpc_url}")
         customers = pl.read_parquet(data)
