@@ -121,11 +121,17 @@ def plan_units(files: Sequence[Path], *, needed: Sequence[str], unit_rows: int) 
 
 
 def unit_batches(
-    unit: Unit, *, batch_rows: int, every: str = "10m", lines: dict[str, int] | None = None
+    unit: Unit,
+    *,
+    batch_rows: int,
+    every: str = "10m",
+    lines: dict[str, int] | None = None,
+    columns: Sequence[str] | None = None,
 ) -> Iterator[tuple[int, pl.DataFrame]]:
     """``(first row within the file, frame)`` for each batch of the unit, always cut the same way.
 
-    For an auth log the rows are its windows; ``lines`` (if given) receives its line counts.
+    For an auth log the rows are its windows; ``lines`` (if given) receives its line counts. ``columns``
+    limits a Parquet read to the columns of these names that the file has.
     """
     if unit.kind == "authlog":
         from engine.sshlog import read_auth_log
@@ -141,7 +147,11 @@ def unit_batches(
         if not unit.row_groups:
             return
         # The unit's rows in one read, then zero-copy slices: Arrow's row groups rarely align with batches.
-        table = pl.scan_parquet(unit.path).slice(unit.first_row, unit.rows).collect()
+        lazy = pl.scan_parquet(unit.path)
+        if columns is not None:
+            present = set(lazy.collect_schema().names())
+            lazy = lazy.select([c for c in dict.fromkeys(columns) if c in present])
+        table = lazy.slice(unit.first_row, unit.rows).collect()
         for start in range(0, table.height, batch_rows):
             yield unit.first_row + start, table.slice(start, batch_rows)
         return

@@ -111,7 +111,10 @@ def run_unit(
     done = {p.name for p in d.glob(f"u{unit.index:05d}-*.done")}
     counts = dict.fromkeys((*_COUNTS, "resumed"), 0)
     lines: dict[str, int] = {}
-    for b, (first_row, frame) in enumerate(unit_batches(unit, batch_rows=batch_rows, every=every, lines=lines)):
+    # What alerts and scoring read: the model's inputs, its id column, an auth-log window's entity.
+    wanted = [*(n for n, _ in backend.inputs), *filter(None, (backend.id_column, "source_ip", "window_start"))]
+    batches = unit_batches(unit, batch_rows=batch_rows, every=every, lines=lines, columns=wanted)
+    for b, (first_row, frame) in enumerate(batches):
         if stop is not None and stop.is_set():
             break
         stem = f"u{unit.index:05d}-b{b:06d}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,9 @@ class ThreatFeatures:
     #: Per number column: (center, scale) of its log-compressed training values.
     scaling: Mapping[str, tuple[float, float]]
     clip: float = CLIP
+    _exprs: dict[tuple[tuple[str, str], ...], list[pl.Expr]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def fit(cls, schema: TableSchema, df: pl.DataFrame, *, engine: object = "cpu") -> ThreatFeatures:
@@ -105,12 +108,20 @@ class ThreatFeatures:
     ) -> np.ndarray:
         """The feature matrix (float32, rows × features, no missing values)."""
         if exprs is None:
-            exprs = self.expressions(df.collect_schema() if isinstance(df, pl.LazyFrame) else df.schema)
+            exprs = self._cached_expressions(df.collect_schema() if isinstance(df, pl.LazyFrame) else df.schema)
         if engine == "cpu" and isinstance(df, pl.DataFrame):
             out = df.select(exprs)
         else:
             out = df.lazy().select(exprs).collect(engine=engine)  # type: ignore[call-overload]
-        return np.ascontiguousarray(out.to_numpy(), dtype=np.float32)
+        # Row-major straight from Polars: a quarter of the cost of converting a column-major copy.
+        return np.ascontiguousarray(out.to_numpy(order="c"), dtype=np.float32)
+
+    def _cached_expressions(self, dtypes: Mapping[str, pl.DataType]) -> list[pl.Expr]:
+        """:meth:`expressions` for frames of one shape, built once (a scan's batches all share it)."""
+        key = tuple((c.name, str(dtypes.get(c.name))) for c in self.schema.columns)
+        if key not in self._exprs:
+            self._exprs[key] = self.expressions(dtypes)
+        return self._exprs[key]
 
     def to_json(self) -> str:
         return json.dumps({"scaling": {k: list(v) for k, v in self.scaling.items()}, "clip": self.clip}, indent=2)
