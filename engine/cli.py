@@ -278,16 +278,20 @@ def _scan(args: argparse.Namespace) -> int:
         spec = ServerSpec(
             s.url, args.model, shared_memory=False if args.no_shared_memory else None, request_rows=args.request_rows
         )
-    summary = scan(
-        args.paths,
-        args.out,
-        spec=spec,
-        batch_rows=args.batch_rows,
-        every=args.every,
-        dask=args.dask,
-        restart=args.restart,
-        progress=not args.no_progress,
-    )
+    try:
+        summary = scan(
+            args.paths,
+            args.out,
+            spec=spec,
+            batch_rows=args.batch_rows,
+            every=args.every,
+            dask=args.dask,
+            restart=args.restart,
+            progress=not args.no_progress,
+        )
+    except KeyboardInterrupt:
+        print("Interrupted: run the same command again to resume from the checkpoint.", file=sys.stderr)
+        return 130
     print(f"{args.out}: {summary.line()}")
     print(
         f"model {summary.model} version {summary.version} ({summary.transport}); summary in "

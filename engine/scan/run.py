@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,7 +29,7 @@ from typing import Any
 
 import polars as pl
 
-from engine.errors import InvalidInputError
+from engine.errors import InvalidInputError, ServerUnavailableError
 from engine.scan.alerts import ALERT_SCHEMA, alert_frame, write_alerts
 from engine.scan.backends import LocalSpec, ServerSpec, close_backends, open_backend
 from engine.scan.plan import Unit, discover, fingerprint, plan_units, unit_batches
@@ -36,6 +37,7 @@ from engine.scan.plan import Unit, discover, fingerprint, plan_units, unit_batch
 __all__ = ["ScanSummary", "run_unit", "scan"]
 
 _REJECT_SCHEMA = {"file": pl.String, "row": pl.Int64, "column": pl.String, "reason": pl.String}
+OUTPUT_SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet", ".pq")
 _COUNTS = ("rows", "scored", "rejected", "alerts", "lines", "unparsed")
 
 
@@ -172,7 +174,12 @@ def _run_dask(
     from distributed import Client, as_completed
 
     results = []
-    with Client(address, timeout="30s") as client:
+    try:
+        client = Client(address, timeout="10s")
+    except (OSError, TimeoutError):
+        msg = f"no Dask scheduler answers at {address}: start one (`dask scheduler`) or leave out --dask"
+        raise ServerUnavailableError(msg) from None
+    with client:
         futures = client.map(
             run_unit, units, spec=spec, state=str(state), batch_rows=batch_rows, every=every, pure=False
         )
@@ -197,7 +204,17 @@ def _run_threads(
 
     pool = ThreadPoolExecutor(max_workers=min(2, len(units)) or 1, thread_name_prefix="finscore-unit")
     try:
-        return list(pool.map(one, units))
+        futures = [pool.submit(one, unit) for unit in units]
+        results = []
+        for future in futures:
+            # Wake now and then: Ctrl-C reaches only the main thread, and only between waits.
+            while True:
+                try:
+                    results.append(future.result(timeout=0.2))
+                    break
+                except FutureTimeout:
+                    continue
+        return results
     except BaseException:
         stop.set()
         raise
@@ -264,6 +281,14 @@ def scan(
         raise InvalidInputError(msg)
     t0 = time.perf_counter()
     out_path = Path(out).resolve()
+    if out_path.suffix.lower() not in OUTPUT_SUFFIXES:
+        msg = (
+            f"{out}: alerts are written as .jsonl (ECS JSON lines) or .parquet, not {out_path.suffix or 'no suffix'!r}"
+        )
+        raise InvalidInputError(msg)
+    if out_path.is_dir():
+        msg = f"{out}: is a folder; give the alerts file's name, e.g. {Path(out) / 'alerts.jsonl'}"
+        raise InvalidInputError(msg)
     files = discover(paths)
     backend = open_backend(spec)
     units = plan_units(files, needed=[n for n, _ in backend.inputs], unit_rows=batch_rows)

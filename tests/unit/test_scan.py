@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from engine.errors import DataFileError
+from engine.errors import DataFileError, InvalidInputError
 from engine.repo import ModelRepository
 from engine.scan import LocalSpec, scan
 from engine.scan.backends import open_backend
@@ -183,6 +183,17 @@ def test_dask_scan_writes_the_same_alerts(
     assert read_alerts(out) == read_alerts(reference)
 
 
+def test_a_dask_scheduler_that_is_not_there_is_one_sentence(
+    scan_inputs: tuple[Path, int], spec: LocalSpec, tmp_path: Path
+) -> None:
+    from engine.errors import ServerUnavailableError
+    from engine.server import free_port
+
+    address = f"tcp://127.0.0.1:{free_port()}"
+    with pytest.raises(ServerUnavailableError, match=f"no Dask scheduler answers at {address}"):
+        scan([scan_inputs[0]], tmp_path / "a.jsonl", spec=spec, dask=address, progress=False)
+
+
 def test_bad_inputs_fail_before_anything_is_written(spec: LocalSpec, events: pl.DataFrame, tmp_path: Path) -> None:
     out = tmp_path / "alerts.jsonl"
     events.drop("service").head(10).write_parquet(tmp_path / "short.parquet")
@@ -191,6 +202,11 @@ def test_bad_inputs_fail_before_anything_is_written(spec: LocalSpec, events: pl.
     (tmp_path / "x.json").write_text("{}", encoding="utf-8")
     with pytest.raises(DataFileError, match="unsupported file type '.json'"):
         scan([tmp_path / "x.json"], out, spec=spec, progress=False)
+    with pytest.raises(InvalidInputError, match="written as .jsonl .* or .parquet, not '.csv'"):
+        scan([tmp_path / "short.parquet"], tmp_path / "alerts.csv", spec=spec, progress=False)
+    with pytest.raises(InvalidInputError, match="is a folder"):
+        (tmp_path / "dir.jsonl").mkdir()
+        scan([tmp_path / "short.parquet"], tmp_path / "dir.jsonl", spec=spec, progress=False)
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(DataFileError, match="holds no .parquet, .csv or .log file"):
