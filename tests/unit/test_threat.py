@@ -199,3 +199,10 @@ def test_matrix_twin_rejects_what_is_not_its_matrix(threat_trained: TrainResult,
     x[1, 0] = np.nan
     with pytest.raises(InvalidInputError, match="missing or infinite value at row 1"):
         twin.validate({"features": x})
+
+
+def test_versions_carry_the_committed_shells(threat_trained: TrainResult) -> None:
+    shells = Path(__file__).resolve().parents[2] / "model_repo"
+    twin = ModelRepository(threat_trained.path.parent.parent).latest("threat_features")
+    assert (threat_trained.path / "model.py").read_text() == (shells / "threat" / "model.py").read_text()
+    assert (twin / "model.py").read_text() == (shells / "threat_features" / "model.py").read_text()
