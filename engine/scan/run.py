@@ -30,6 +30,7 @@ from typing import Any
 import polars as pl
 
 from engine.errors import InvalidInputError, ServerUnavailableError
+from engine.io import require_columns
 from engine.scan.alerts import ALERT_SCHEMA, alert_frame, write_alerts
 from engine.scan.backends import LocalSpec, ServerSpec, close_backends, open_backend
 from engine.scan.plan import Unit, discover, fingerprint, plan_units, unit_batches
@@ -119,6 +120,8 @@ def run_unit(
     for b, (first_row, frame) in enumerate(batches):
         if stop is not None and stop.is_set():
             break
+        if b == 0 and unit.kind == "authlog":  # a log's columns exist only once it is parsed
+            require_columns(frame.columns, [n for n, _ in backend.inputs], source=f"{unit.path} (auth-log windows)")
         stem = f"u{unit.index:05d}-b{b:06d}"
         if f"{stem}.done" in done:
             counts["resumed"] += 1
@@ -313,8 +316,12 @@ def scan(
             results = _run_dask(dask, units, spec, state, batch_rows, every, bar)
         else:
             on_batch = bar.update if bar is not None else None
-
             results = _run_threads(units, spec, state, batch_rows, every, on_batch)
+    except BaseException:
+        # Keep a checkpoint worth resuming from; one with no finished batch is only clutter.
+        if not any(state.glob("*.done")):
+            shutil.rmtree(state, ignore_errors=True)
+        raise
     finally:
         if bar is not None:
             bar.close()

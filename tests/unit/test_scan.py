@@ -199,6 +199,11 @@ def test_bad_inputs_fail_before_anything_is_written(spec: LocalSpec, events: pl.
     events.drop("service").head(10).write_parquet(tmp_path / "short.parquet")
     with pytest.raises(DataFileError, match="missing column 'service' required by the model"):
         scan([tmp_path / "short.parquet"], out, spec=spec, progress=False)
+    from engine.demo_logs import write_ssh_auth_log
+
+    write_ssh_auth_log(tmp_path / "auth.log", 300, seed=1)
+    with pytest.raises(DataFileError, match=r"auth.log \(auth-log windows\): missing columns 'protocol'"):
+        scan([tmp_path / "auth.log"], out, spec=spec, progress=False)
     (tmp_path / "x.json").write_text("{}", encoding="utf-8")
     with pytest.raises(DataFileError, match="unsupported file type '.json'"):
         scan([tmp_path / "x.json"], out, spec=spec, progress=False)
