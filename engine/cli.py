@@ -21,6 +21,9 @@ from engine.errors import FinscoreError
 __all__ = ["main"]
 
 
+_ENTITY = {"ip": "source_ip", "user": "user"}
+
+
 def _add_repo(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--repo", type=Path, help="model repository folder (default: model_repo/ of the source tree, or FINSCORE_REPO)"
@@ -61,6 +64,10 @@ def _parser() -> argparse.ArgumentParser:
     threat.add_argument("--fpr", type=float, default=0.01, help="target false-positive rate of alerts (default 0.01)")
     threat.add_argument("--id", dest="id_column", help="id column, carried to alerts, never a feature")
     threat.add_argument("--name", default="threat", help="served model name (default threat)")
+    threat.add_argument(
+        "--entity", choices=("ip", "user"), default="ip", help="auth logs: windows per source IP or per user (ip)"
+    )
+    threat.add_argument("--every", default="10m", help="auth logs: window length (default 10m)")
     threat.add_argument("--seed", type=int, default=42, help="split and training seed (default 42)")
     threat.add_argument("--instances", type=int, default=1, help="Triton instances of the served model (default 1)")
     threat.add_argument("--device", help="auto, cpu or gpu (default auto)")
@@ -90,6 +97,9 @@ def _parser() -> argparse.ArgumentParser:
     scan.add_argument("--request-rows", type=int, default=8192, help="rows per server request (default 8192)")
     scan.add_argument("--no-shared-memory", action="store_true", help="send rows over gRPC even to a local server")
     scan.add_argument("--every", default="10m", help="window of auth-log features (default 10m)")
+    scan.add_argument(
+        "--entity", choices=("ip", "user"), default="ip", help="auth-log windows per source IP or per user (ip)"
+    )
     scan.add_argument(
         "--threads", type=int, help="ONNX Runtime threads per unit with --local (default: half the cores; 2 units run)"
     )
@@ -204,6 +214,8 @@ def _train_threat(args: argparse.Namespace, repo: Any, device: Any) -> int:
         normal=args.normal,
         fpr=args.fpr,
         id_column=args.id_column,
+        entity=_ENTITY[args.entity],
+        every=args.every,
         name=args.name,
         repo=repo,
         seed=args.seed,
@@ -285,6 +297,7 @@ def _scan(args: argparse.Namespace) -> int:
             spec=spec,
             batch_rows=args.batch_rows,
             every=args.every,
+            entity=_ENTITY[args.entity],
             dask=args.dask,
             restart=args.restart,
             progress=not args.no_progress,

@@ -17,7 +17,7 @@ import polars as pl
 
 from engine.backend import polars_engine, resolve_device
 from engine.errors import DataFileError, InvalidInputError
-from kernels.sshlog import SSHD_LINE, parse_auth_lines, window_features
+from kernels.sshlog import ENTITIES, SSHD_LINE, parse_auth_lines, window_features
 
 __all__ = ["AuthLogTable", "is_auth_log", "read_auth_log"]
 
@@ -35,7 +35,8 @@ class AuthLogTable:
     Attributes
     ----------
     features : pl.DataFrame
-        One row per source IP and window, as :func:`kernels.sshlog.window_features` writes it.
+        One row per source IP (or user, ``by="user"``) and window, as :func:`kernels.sshlog.window_features`
+        writes it.
     lines : int
         Non-blank lines in the file.
     parsed : int
@@ -111,7 +112,12 @@ def _scan_lines(path: Path) -> pl.LazyFrame:
 
 
 def read_auth_log(
-    path: str | os.PathLike[str], *, year: int | None = None, every: str = "10m", device: str = "cpu"
+    path: str | os.PathLike[str],
+    *,
+    year: int | None = None,
+    every: str = "10m",
+    by: str = "source_ip",
+    device: str = "cpu",
 ) -> AuthLogTable:
     """Parse an OpenSSH auth log and summarise each source IP per window of ``every``.
 
@@ -125,6 +131,8 @@ def read_auth_log(
         New Year is dated right); a copied file has a new modification time, so pass ``year`` for it.
     every : str
         The window length: a fixed duration such as ``"10m"``, ``"1h"`` or ``"1h30m"``.
+    by : str
+        What a window is about: ``"source_ip"`` (default) or ``"user"``.
     device : str
         ``"cpu"``, ``"gpu"`` or ``"auto"``: where Polars runs the parsing and the features.
 
@@ -140,6 +148,9 @@ def read_auth_log(
     InvalidInputError
         ``every`` is not a fixed positive duration, or ``year`` is outside 1..9999.
     """
+    if by not in ENTITIES:
+        msg = f"windows are per source IP or per user ('source_ip' or 'user'), not {by!r}"
+        raise InvalidInputError(msg)
     if not _DURATION.fullmatch(every) or not re.search(r"[1-9]", every):
         msg = f"every: expected a positive duration such as '10m' or '1h', got {every!r}"
         raise InvalidInputError(msg)
@@ -173,7 +184,7 @@ def read_auth_log(
     if parsed == 0:
         msg = f"{p}: none of its {events.height} lines is an OpenSSH (sshd) syslog line"
         raise DataFileError(msg)
-    features = window_features(events.lazy(), every=every).collect(engine=engine)
+    features = window_features(events.lazy(), every=every, by=by).collect(engine=engine)
     return AuthLogTable(
         features=features,
         lines=events.height,

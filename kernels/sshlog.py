@@ -57,7 +57,17 @@ from itertools import pairwise
 
 import polars as pl
 
-__all__ = ["EVENTS", "FEATURES", "SSHD_LINE", "parse_auth_lines", "window_features", "window_features_ref"]
+__all__ = [
+    "ENTITIES",
+    "EVENTS",
+    "FEATURES",
+    "SSHD_LINE",
+    "USER_FEATURES",
+    "entity_features",
+    "parse_auth_lines",
+    "window_features",
+    "window_features_ref",
+]
 
 #: The closed set of event names ``parse_auth_lines`` writes (see the module docstring).
 EVENTS = (
@@ -90,6 +100,21 @@ FEATURES = (
     "min_gap_s",
     "distinct_ports",
 )
+
+#: The features of a user's windows: as a source's, with the distinct source addresses the user came from in
+#: place of the distinct users a source tried.
+USER_FEATURES = tuple("distinct_sources" if f == "distinct_users" else f for f in FEATURES)
+#: What windows can be about: a source address, or a user name.
+ENTITIES = ("source_ip", "user")
+
+
+def entity_features(by: str) -> tuple[str, ...]:
+    """The feature columns of :func:`window_features` for windows of ``by`` (one of :data:`ENTITIES`)."""
+    if by not in ENTITIES:
+        msg = f"windows are per 'source_ip' or 'user', not {by!r}"
+        raise ValueError(msg)
+    return FEATURES if by == "source_ip" else USER_FEATURES
+
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -221,8 +246,9 @@ def parse_auth_lines(lines: pl.LazyFrame, *, year: int, not_after: datetime | No
     )
 
 
-def window_features(events: pl.LazyFrame, *, every: str = "10m") -> pl.LazyFrame:
-    """Per source IP and tumbling window of ``every``: counts and timing of its events.
+def window_features(events: pl.LazyFrame, *, every: str = "10m", by: str = "source_ip") -> pl.LazyFrame:
+    """Per source IP (or per user, ``by="user"``) and tumbling window of ``every``: counts and timing of its
+    events.
 
     Parameters
     ----------
@@ -241,10 +267,13 @@ def window_features(events: pl.LazyFrame, *, every: str = "10m") -> pl.LazyFrame
         ``distinct_users``, ``break_in_attempts``, ``disconnects``, ``failure_ratio`` (failures / events),
         ``mean_gap_s`` and ``min_gap_s`` (seconds between consecutive events of the source in the window,
         null for a lone event) and ``distinct_ports``; counts Int64, the rest Float64. Sorted by
-        ``window_start`` then ``source_ip``.
+        ``window_start`` then ``source_ip``. With ``by="user"`` the rows are users' (``user`` first, events
+        without a user left out) and ``distinct_users`` becomes ``distinct_sources``.
     """
+    names = entity_features(by)
+    other = "source_ip" if by == "user" else "user"
     ts = pl.col("timestamp").cast(pl.Datetime("us"))
-    key = ["source_ip", "window_start"]
+    key = [by, "window_start"]
     event = pl.col("event")
     # Gaps from a sort and a shift rather than a window function (.over), which the GPU engine runs less of.
     same_window = pl.all_horizontal(pl.col(k) == pl.col(k).shift(1) for k in key).fill_null(False)
@@ -257,7 +286,7 @@ def window_features(events: pl.LazyFrame, *, every: str = "10m") -> pl.LazyFrame
         "disconnects": event == "disconnect",
     }
     return (
-        events.filter(pl.col("source_ip").is_not_null() & pl.col("timestamp").is_not_null())
+        events.filter(pl.col(by).is_not_null() & pl.col("timestamp").is_not_null())
         .select(
             pl.col("source_ip").cast(pl.String),
             ts.dt.truncate(every).alias("window_start"),
@@ -273,18 +302,18 @@ def window_features(events: pl.LazyFrame, *, every: str = "10m") -> pl.LazyFrame
         .agg(
             pl.len().cast(pl.Int64).alias("events"),
             *(flag.sum().cast(pl.Int64).alias(name) for name, flag in counts.items()),
-            pl.col("user").drop_nulls().n_unique().cast(pl.Int64).alias("distinct_users"),
+            pl.col(other).drop_nulls().n_unique().cast(pl.Int64).alias(names[FEATURES.index("distinct_users")]),
             pl.col("gap_s").mean().alias("mean_gap_s"),
             pl.col("gap_s").min().alias("min_gap_s"),
             pl.col("port").drop_nulls().n_unique().cast(pl.Int64).alias("distinct_ports"),
         )
         .with_columns((pl.col("failures") / pl.col("events")).cast(pl.Float64).alias("failure_ratio"))
-        .select(*key, *FEATURES)
-        .sort(["window_start", "source_ip"])
+        .select(*key, *names)
+        .sort(["window_start", by])
     )
 
 
-def window_features_ref(events: list[dict], every_seconds: int) -> list[dict]:
+def window_features_ref(events: list[dict], every_seconds: int, by: str = "source_ip") -> list[dict]:
     """Plain-Python twin of :func:`window_features` (windows of ``every_seconds``), for tests.
 
     ``events`` are dicts with the keys ``timestamp`` (datetime), ``event``, ``user``, ``invalid_user``,
@@ -293,26 +322,29 @@ def window_features_ref(events: list[dict], every_seconds: int) -> list[dict]:
     """
     every = timedelta(seconds=every_seconds)
     groups: dict[tuple[str, datetime], list[dict]] = defaultdict(list)
+    other = "source_ip" if by == "user" else "user"
     for e in events:
-        if e["source_ip"] is None or e["timestamp"] is None:
+        if e[by] is None or e["timestamp"] is None:
             continue
         start = _EPOCH + (e["timestamp"] - _EPOCH) // every * every
-        groups[(e["source_ip"], start)].append(e)
+        groups[(e[by], start)].append(e)
     rows = []
-    for (ip, start), evs in groups.items():
+    for (entity, start), evs in groups.items():
         times = sorted(e["timestamp"] for e in evs)
         gaps = [(b - a).total_seconds() for a, b in pairwise(times)]
         kinds = [e["event"] for e in evs]
         failures = sum(k in ("failed_password", "auth_failure") for k in kinds)
         rows.append(
             {
-                "source_ip": ip,
+                by: entity,
                 "window_start": start,
                 "events": len(evs),
                 "failures": failures,
                 "accepted": sum(k in ("accepted_password", "accepted_publickey") for k in kinds),
                 "invalid_users": sum(bool(e["invalid_user"]) for e in evs),
-                "distinct_users": len({e["user"] for e in evs if e["user"] is not None}),
+                ("distinct_sources" if by == "user" else "distinct_users"): len(
+                    {e[other] for e in evs if e[other] is not None}
+                ),
                 "break_in_attempts": kinds.count("break_in_attempt"),
                 "disconnects": kinds.count("disconnect"),
                 "failure_ratio": failures / len(evs),
@@ -321,4 +353,4 @@ def window_features_ref(events: list[dict], every_seconds: int) -> list[dict]:
                 "distinct_ports": len({e["port"] for e in evs if e["port"] is not None}),
             }
         )
-    return sorted(rows, key=lambda r: (r["window_start"], r["source_ip"]))
+    return sorted(rows, key=lambda r: (r["window_start"], r[by]))

@@ -6,7 +6,7 @@ largest reconstruction error). Raw column values are never copied into alerts.
 
 ECS fields used: ``@timestamp``, ``event.kind`` = ``alert``, ``event.category`` = ``intrusion_detection``,
 ``event.module``, ``event.dataset``, ``event.risk_score``, ``event.start`` (window start), ``rule.name``,
-``rule.version``, ``log.file.path``, ``source.ip``; finscore's own fields sit under ``finscore.*``, as
+``rule.version``, ``log.file.path``, ``source.ip``, ``user.name``; finscore's own fields sit under ``finscore.*``, as
 ECS asks of custom fields.
 """
 
@@ -18,13 +18,17 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-__all__ = ["ALERT_SCHEMA", "alert_frame", "write_alerts"]
+__all__ = ["ALERT_SCHEMA", "ENTITY_COLUMNS", "alert_frame", "write_alerts"]
+
+#: The columns of an auth-log window that say what it is about (carried into alerts, never scored).
+ENTITY_COLUMNS = ("source_ip", "user", "window_start")
 
 ALERT_SCHEMA = {
     "file": pl.String,
     "row": pl.Int64,
     "record_id": pl.String,
     "source_ip": pl.String,
+    "user_name": pl.String,
     "window_start": pl.Datetime("us"),
     "anomaly_score": pl.Float32,
     "top_features": pl.List(pl.String),
@@ -71,6 +75,7 @@ def alert_frame(
             "row": (first_row + rows).astype(np.int64),
             "record_id": column(id_column, pl.String()),
             "source_ip": column("source_ip", pl.String()),
+            "user_name": column("user", pl.String()),
             "window_start": column("window_start", pl.Datetime("us")),
             "anomaly_score": scores,
             "top_features": _reasons(top),
@@ -81,6 +86,8 @@ def alert_frame(
 
 def _ecs(alerts: pl.DataFrame, *, model: str, version: str, threshold: float | None, timestamp: str) -> pl.DataFrame:
     has_source = alerts.get_column("source_ip").is_not_null().any()
+    has_user = alerts.get_column("user_name").is_not_null().any()
+    has_window = alerts.get_column("window_start").is_not_null().any()
     event = [
         pl.lit("alert").alias("kind"),
         pl.lit(["intrusion_detection"]).alias("category"),
@@ -89,7 +96,7 @@ def _ecs(alerts: pl.DataFrame, *, model: str, version: str, threshold: float | N
         pl.lit(f"finscore.{model}").alias("dataset"),
         pl.col("anomaly_score").cast(pl.Float64).alias("risk_score"),
     ]
-    if has_source:
+    if has_window:
         event.append(pl.col("window_start").dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").alias("start"))
     cols = [
         pl.lit(timestamp).alias("@timestamp"),
@@ -101,6 +108,8 @@ def _ecs(alerts: pl.DataFrame, *, model: str, version: str, threshold: float | N
     ]
     if has_source:
         cols.append(pl.struct(pl.col("source_ip").alias("ip")).alias("source"))
+    if has_user:
+        cols.append(pl.struct(pl.col("user_name").alias("name")).alias("user"))
     cols.append(
         pl.struct(
             pl.col("row"),

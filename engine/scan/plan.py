@@ -20,10 +20,18 @@ import pyarrow.parquet as pq
 from engine.errors import DataFileError
 from engine.io import iter_batches, require_columns
 
-__all__ = ["Unit", "discover", "fingerprint", "plan_units", "unit_batches"]
+__all__ = ["Unit", "Windows", "discover", "fingerprint", "plan_units", "unit_batches"]
 
 Kind = Literal["parquet", "csv", "authlog"]
 _KINDS: dict[str, Kind] = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".log": "authlog"}
+
+
+@dataclass(frozen=True)
+class Windows:
+    """How an auth log becomes rows: windows of ``every`` per ``by`` (``"source_ip"`` or ``"user"``)."""
+
+    every: str = "10m"
+    by: str = "source_ip"
 
 
 @dataclass(frozen=True)
@@ -124,7 +132,7 @@ def unit_batches(
     unit: Unit,
     *,
     batch_rows: int,
-    every: str = "10m",
+    windows: Windows = Windows(),  # noqa: B008 - frozen, so one shared default is safe
     lines: dict[str, int] | None = None,
     columns: Sequence[str] | None = None,
 ) -> Iterator[tuple[int, pl.DataFrame]]:
@@ -136,7 +144,7 @@ def unit_batches(
     if unit.kind == "authlog":
         from engine.sshlog import read_auth_log
 
-        log = read_auth_log(unit.path, every=every)
+        log = read_auth_log(unit.path, every=windows.every, by=windows.by)
         if lines is not None:
             lines.update(lines=log.lines, unparsed=log.unparsed)
         table = log.features

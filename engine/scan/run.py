@@ -31,9 +31,9 @@ import polars as pl
 
 from engine.errors import InvalidInputError, ServerUnavailableError
 from engine.io import require_columns
-from engine.scan.alerts import ALERT_SCHEMA, alert_frame, write_alerts
+from engine.scan.alerts import ALERT_SCHEMA, ENTITY_COLUMNS, alert_frame, write_alerts
 from engine.scan.backends import LocalSpec, ServerSpec, close_backends, open_backend
-from engine.scan.plan import Unit, discover, fingerprint, plan_units, unit_batches
+from engine.scan.plan import Unit, Windows, discover, fingerprint, plan_units, unit_batches
 
 __all__ = ["ScanSummary", "run_unit", "scan"]
 
@@ -103,7 +103,7 @@ def run_unit(
     state: str,
     *,
     batch_rows: int,
-    every: str = "10m",
+    windows: Windows = Windows(),  # noqa: B008 - frozen, so one shared default is safe
     on_batch: Callable[[int], None] | None = None,
     stop: threading.Event | None = None,
 ) -> dict[str, int]:
@@ -115,8 +115,8 @@ def run_unit(
     counts = dict.fromkeys((*_COUNTS, "resumed"), 0)
     lines: dict[str, int] = {}
     # What alerts and scoring read: the model's inputs, its id column, an auth-log window's entity.
-    wanted = [*(n for n, _ in backend.inputs), *filter(None, (backend.id_column, "source_ip", "window_start"))]
-    batches = unit_batches(unit, batch_rows=batch_rows, every=every, lines=lines, columns=wanted)
+    wanted = [*(n for n, _ in backend.inputs), *filter(None, (backend.id_column, *ENTITY_COLUMNS))]
+    batches = unit_batches(unit, batch_rows=batch_rows, windows=windows, lines=lines, columns=wanted)
     for b, (first_row, frame) in enumerate(batches):
         if stop is not None and stop.is_set():
             break
@@ -151,9 +151,15 @@ def run_unit(
     return counts
 
 
-def _manifest(files: list[Path], spec: LocalSpec | ServerSpec, version: str, batch_rows: int, every: str) -> dict:
+def _manifest(files: list[Path], spec: LocalSpec | ServerSpec, version: str, batch_rows: int, windows: Windows) -> dict:
     target = spec.version_dir if isinstance(spec, LocalSpec) else f"{spec.url}/{spec.model}"
-    return {"inputs": fingerprint(files), "model": target, "version": version, "batch_rows": batch_rows, "every": every}
+    return {
+        "inputs": fingerprint(files),
+        "model": target,
+        "version": version,
+        "batch_rows": batch_rows,
+        "windows": [windows.every, windows.by],
+    }
 
 
 def _prepare_state(out: Path, manifest: dict[str, Any], restart: bool) -> tuple[Path, datetime]:
@@ -172,7 +178,7 @@ def _prepare_state(out: Path, manifest: dict[str, Any], restart: bool) -> tuple[
 
 
 def _run_dask(
-    address: str, units: list[Unit], spec: Any, state: Path, batch_rows: int, every: str, bar: Any
+    address: str, units: list[Unit], spec: Any, state: Path, batch_rows: int, windows: Windows, bar: Any
 ) -> list[dict[str, int]]:
     from distributed import Client, as_completed
 
@@ -184,7 +190,7 @@ def _run_dask(
         raise ServerUnavailableError(msg) from None
     with client:
         futures = client.map(
-            run_unit, units, spec=spec, state=str(state), batch_rows=batch_rows, every=every, pure=False
+            run_unit, units, spec=spec, state=str(state), batch_rows=batch_rows, windows=windows, pure=False
         )
         for future in as_completed(futures):
             counts = future.result()
@@ -195,7 +201,7 @@ def _run_dask(
 
 
 def _run_threads(
-    units: list[Unit], spec: Any, state: Path, batch_rows: int, every: str, on_batch: Any
+    units: list[Unit], spec: Any, state: Path, batch_rows: int, windows: Windows, on_batch: Any
 ) -> list[dict[str, int]]:
     """Two units at a time: one's Python work (reading, alerts, checkpoint) overlaps the other's kernels and
     network, which release the GIL. Parts are per batch, so the order units finish in does not matter. On an
@@ -203,7 +209,7 @@ def _run_threads(
     stop = threading.Event()
 
     def one(unit: Unit) -> dict[str, int]:
-        return run_unit(unit, spec, str(state), batch_rows=batch_rows, every=every, on_batch=on_batch, stop=stop)
+        return run_unit(unit, spec, str(state), batch_rows=batch_rows, windows=windows, on_batch=on_batch, stop=stop)
 
     pool = ThreadPoolExecutor(max_workers=min(2, len(units)) or 1, thread_name_prefix="finscore-unit")
     try:
@@ -270,6 +276,7 @@ def scan(
     spec: LocalSpec | ServerSpec,
     batch_rows: int = 65_536,
     every: str = "10m",
+    entity: str = "source_ip",
     dask: str | None = None,
     restart: bool = False,
     progress: bool = True,
@@ -277,8 +284,10 @@ def scan(
     """Scan ``paths`` (files or folders) with the model ``spec`` names and write the alerts to ``out``.
 
     An unfinished earlier scan to the same ``out`` with the same inputs and model is resumed (``restart``
-    starts over). ``dask`` is the address of a Dask scheduler to spread the units over.
+    starts over). ``dask`` is the address of a Dask scheduler to spread the units over. Auth logs become
+    windows of ``every`` per ``entity`` (``"source_ip"`` or ``"user"``), as the model was trained on.
     """
+    windows = Windows(every, entity)
     if batch_rows < 1:
         msg = f"batch rows must be positive, got {batch_rows}"
         raise InvalidInputError(msg)
@@ -295,7 +304,7 @@ def scan(
     files = discover(paths)
     backend = open_backend(spec)
     units = plan_units(files, needed=[n for n, _ in backend.inputs], unit_rows=batch_rows)
-    manifest = _manifest(files, spec, backend.version, batch_rows, every)
+    manifest = _manifest(files, spec, backend.version, batch_rows, windows)
     state, started = _prepare_state(out_path, manifest, restart)
     summary = ScanSummary(
         files=len(files),
@@ -313,10 +322,10 @@ def scan(
         bar = tqdm(total=total, unit=" rows", unit_scale=True, desc="scanning", leave=False)
     try:
         if dask:
-            results = _run_dask(dask, units, spec, state, batch_rows, every, bar)
+            results = _run_dask(dask, units, spec, state, batch_rows, windows, bar)
         else:
             on_batch = bar.update if bar is not None else None
-            results = _run_threads(units, spec, state, batch_rows, every, on_batch)
+            results = _run_threads(units, spec, state, batch_rows, windows, on_batch)
     except BaseException:
         # Keep a checkpoint worth resuming from; one with no finished batch is only clutter.
         if not any(state.glob("*.done")):

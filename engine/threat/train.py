@@ -105,14 +105,16 @@ def _attack_labels(df: pl.DataFrame, label: str | None, normal: str | None) -> t
     return np.where(raw.is_null().to_numpy(), -1, np.where(is_normal, 0, 1)).astype(np.int8), value
 
 
-def _read(data: str | os.PathLike[str] | pl.DataFrame) -> tuple[pl.DataFrame, tuple[str, ...]]:
+def _read(
+    data: str | os.PathLike[str] | pl.DataFrame, entity: str, every: str
+) -> tuple[pl.DataFrame, tuple[str, ...]]:
     """The table to learn from, and the columns that name what a row is about (never features)."""
     if isinstance(data, pl.DataFrame):
         return data, ()
     from engine.sshlog import is_auth_log, read_auth_log
 
     if is_auth_log(data):
-        return read_auth_log(data).features, ("source_ip", "window_start")
+        return read_auth_log(data, by=entity, every=every).features, (entity, "window_start")
     return read_table(data), ()
 
 
@@ -123,6 +125,8 @@ def train_threat(
     normal: str | None = None,
     fpr: float = 0.01,
     id_column: str | None = None,
+    entity: str = "source_ip",
+    every: str = "10m",
     name: str = MODEL_NAME,
     repo: ModelRepository | None = None,
     seed: int = 42,
@@ -130,7 +134,11 @@ def train_threat(
     instance_count: int = 1,
     threads: int | None = None,
 ) -> TrainResult:
-    """Train a threat autoencoder on ``data`` and write it as the next version of ``name`` in ``repo``."""
+    """Train a threat autoencoder on ``data`` and write it as the next version of ``name`` in ``repo``.
+
+    ``data`` is a table (CSV, Parquet, a frame) or an OpenSSH auth log, learnt as windows of ``every`` per
+    ``entity`` (``"source_ip"`` or ``"user"``).
+    """
     started = time.perf_counter()
     if not 0.0 < fpr < 0.5:
         msg = f"the target false-positive rate must be between 0 and 0.5, got {fpr}"
@@ -140,10 +148,10 @@ def train_threat(
         raise ValueError(msg)
     repo = repo or ModelRepository()
     threads = threads or os.cpu_count() or 1
-    df, entity = _read(data)
+    df, about = _read(data, entity, every)
     y, normal_value = _attack_labels(df, label, normal)
-    schema = infer_schema(df.drop([c for c in (label, *entity) if c]), id_column=id_column)
-    excluded = {**dict.fromkeys(entity, "entity of an auth-log window"), **schema.excluded}
+    schema = infer_schema(df.drop([c for c in (label, *about) if c]), id_column=id_column)
+    excluded = {**dict.fromkeys(about, "entity of an auth-log window"), **schema.excluded}
     schema = TableSchema(schema.columns, label, normal_value, schema.id_column, excluded)
 
     rng = np.random.default_rng(seed)

@@ -238,3 +238,19 @@ def test_auth_log_scan_flags_the_attackers(tmp_path: Path) -> None:
     assert len(flagged & attackers) >= 0.6 * len(attackers)
     assert len(flagged & attackers) / len(flagged) > 0.3
     assert all(a["event"]["start"] for a in read_alerts(out))
+
+
+def test_auth_log_scan_per_user(tmp_path: Path) -> None:
+    from engine.demo_logs import write_ssh_auth_log
+
+    log = tmp_path / "auth.log"
+    write_ssh_auth_log(log, 12_000, seed=6)
+    trained = train_threat(log, entity="user", every="30m", repo=ModelRepository(tmp_path / "repo"), threads=1)
+    assert "distinct_sources" in trained.schema.names and "user" in trained.schema.excluded
+    out = tmp_path / "alerts.jsonl"
+    scan([log], out, spec=LocalSpec(str(trained.path)), entity="user", every="30m", progress=False)
+    alerts = read_alerts(out)
+    assert alerts and all(a["user"]["name"] and "source" not in a for a in alerts)
+    # The windows scanned are the ones trained on: the same model over source-IP windows is refused.
+    with pytest.raises(DataFileError, match="missing column 'distinct_sources'"):
+        scan([log], tmp_path / "ip.jsonl", spec=LocalSpec(str(trained.path)), progress=False)

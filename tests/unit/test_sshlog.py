@@ -15,7 +15,14 @@ from engine.backend import gpu_available
 from engine.demo_logs import ssh_auth_log, write_ssh_auth_log
 from engine.errors import DataFileError, InvalidInputError, UnsupportedOnGPU
 from engine.sshlog import is_auth_log, read_auth_log
-from kernels.sshlog import EVENTS, FEATURES, parse_auth_lines, window_features, window_features_ref
+from kernels.sshlog import (
+    EVENTS,
+    FEATURES,
+    entity_features,
+    parse_auth_lines,
+    window_features,
+    window_features_ref,
+)
 
 HEAD = "Mar  4 10:00:01 gw1 sshd[4242]: "
 PAM = "pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost="
@@ -183,14 +190,15 @@ def events_as_dicts(df: pl.DataFrame) -> list[dict]:
     return df.select("timestamp", "event", "user", "invalid_user", "source_ip", "port").to_dicts()
 
 
+@pytest.mark.parametrize("by", ["source_ip", "user"])
 @pytest.mark.parametrize("seed", [1, 2, 3])
 @pytest.mark.parametrize(("every", "seconds"), [("10m", 600), ("1h", 3600), ("90s", 90)])
-def test_window_features_match_reference_on_generated_logs(seed: int, every: str, seconds: int) -> None:
+def test_window_features_match_reference_on_generated_logs(seed: int, every: str, seconds: int, by: str) -> None:
     lines, _ = ssh_auth_log(4000, seed=seed, attack_share=0.08)
     events = parse(lines)
-    got = window_features(events.lazy(), every=every).collect()
-    assert got.columns == ["source_ip", "window_start", *FEATURES]
-    assert_rows_equal(got.to_dicts(), window_features_ref(events_as_dicts(events), seconds))
+    got = window_features(events.lazy(), every=every, by=by).collect()
+    assert got.columns == [by, "window_start", *entity_features(by)]
+    assert_rows_equal(got.to_dicts(), window_features_ref(events_as_dicts(events), seconds, by=by))
 
 
 IPS = st.sampled_from(["192.0.2.1", "192.0.2.2", "2001:db8::3", None])
@@ -210,8 +218,9 @@ IPS = st.sampled_from(["192.0.2.1", "192.0.2.2", "2001:db8::3", None])
         max_size=60,
     ),
     st.sampled_from([1, 60, 600, 3600]),
+    st.sampled_from(["source_ip", "user"]),
 )
-def test_window_features_match_reference_on_random_events(rows: list[tuple], seconds: int) -> None:
+def test_window_features_match_reference_on_random_events(rows: list[tuple], seconds: int, by: str) -> None:
     events = [
         {
             "timestamp": datetime(2024, 3, 4) + timedelta(microseconds=us),
@@ -231,8 +240,8 @@ def test_window_features_match_reference_on_random_events(rows: list[tuple], sec
         "source_ip": pl.String,
         "port": pl.Int64,
     }
-    got = window_features(pl.LazyFrame(events, schema=schema), every=f"{seconds}s").collect()
-    assert_rows_equal(got.to_dicts(), window_features_ref(events, seconds))
+    got = window_features(pl.LazyFrame(events, schema=schema), every=f"{seconds}s", by=by).collect()
+    assert_rows_equal(got.to_dicts(), window_features_ref(events, seconds, by=by))
 
 
 def test_lone_events_have_null_gaps_and_types_are_numeric() -> None:
