@@ -194,15 +194,17 @@ def _train(args: argparse.Namespace) -> int:
         instance_count=args.instances,
     )
     print(f"churn version {result.version} written to {result.path} ({result.rounds} trees, {result.seconds:.1f} s)")
-    print(
-        f"features: {len(result.schema.columns)}; left out: "
-        + (", ".join(f"{k} ({v})" for k, v in result.schema.excluded.items()) or "none")
-    )
+    print(f"features: {len(result.schema.columns)}; left out: {_left_out(result.schema)}")
     if result.rows_without_label:
         print(f"rows without a label, left out of training: {result.rows_without_label:,}")
     print("held-out metrics (stratified 20%):")
     print(result.metrics.table())
     return 0
+
+
+def _left_out(schema: Any) -> str:
+    """The columns training did not use, each with its reason."""
+    return ", ".join(f"{k} ({v})" for k, v in schema.excluded.items()) or "none"
 
 
 def _train_threat(args: argparse.Namespace, repo: Any, device: Any) -> int:
@@ -223,10 +225,7 @@ def _train_threat(args: argparse.Namespace, repo: Any, device: Any) -> int:
         instance_count=args.instances,
     )
     print(f"{args.name} version {r.version} written to {r.path} ({r.epochs} epochs, {r.seconds:.1f} s)")
-    print(
-        f"columns: {len(r.schema.columns)}; left out: "
-        + (", ".join(f"{k} ({v})" for k, v in r.schema.excluded.items()) or "none")
-    )
+    print(f"columns: {len(r.schema.columns)}; left out: {_left_out(r.schema)}")
     rows = r.rows
     print(
         f"rows: {rows['train']:,} trained on, {rows['validation']:,} for early stopping, "

@@ -37,10 +37,7 @@ ALERT_SCHEMA = {
 
 def _reasons(top: np.ndarray) -> pl.Series:
     """``[rows, k]`` names (str, or bytes from the server) as a list column without the empty slots."""
-    flat = pl.Series(top.ravel())
-    if flat.dtype == pl.Binary:
-        flat = flat.cast(pl.String)
-    nested = flat.cast(pl.String).reshape(top.shape).arr.to_list()
+    nested = pl.Series(top.ravel()).cast(pl.String).reshape(top.shape).arr.to_list()
     return nested.list.eval(pl.element().filter(pl.element() != ""))
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import polars as pl
 
 from engine.bulk import Reject, score_isolating
+from engine.threat.scorer import N_TOP
 from kernels import parse_number
 
 __all__ = ["Backend", "LocalSpec", "ServerSpec", "check_rows", "close_backends", "open_backend"]
@@ -198,7 +199,7 @@ class _RawServer(_Server):
         scores = client.infer_arrays(part, outputs=self.SCORES)
         if self.explains:
             flagged = np.flatnonzero(np.asarray(scores["is_threat"]).ravel())
-            top = np.full((len(scores["is_threat"]), 3), b"", dtype=object)
+            top = np.full((len(scores["is_threat"]), N_TOP), b"", dtype=object)
             if len(flagged):
                 asked = {k: v[flagged] for k, v in part.items()}
                 top[flagged] = client.infer_arrays(asked, outputs=["top_features"])["top_features"]

@@ -30,10 +30,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from engine.threat.scorer import INPUT_NAME, OUTPUT_NAMES
+
 __all__ = ["Autoencoder", "FitHistory", "error_scale", "export_onnx", "fit_autoencoder", "layer_sizes"]
 
-INPUT_NAME = "features"
-OUTPUT_NAMES = ("anomaly_score", "column_error")
 
 
 def layer_sizes(n_features: int) -> tuple[int, int]:

@@ -19,12 +19,14 @@ from engine.errors import ModelNotReadyError
 from engine.requests import rows_frame, validate_columns
 from engine.schema import TableSchema
 from engine.threat.features import ThreatFeatures
-from engine.threat.network import INPUT_NAME, OUTPUT_NAMES
 from engine.triton_config import TensorSpec
 
 __all__ = ["MODEL_FILE", "OUTPUTS", "PARAMS_FILE", "ThreatScorer", "top_columns"]
 
 MODEL_FILE = "model.onnx"
+#: The exported graph's tensors (engine.threat.network writes them); scoring needs no torch.
+INPUT_NAME = "features"
+OUTPUT_NAMES = ("anomaly_score", "column_error")
 PARAMS_FILE = "threat.json"
 FEATURES_FILE = "features.json"
 N_TOP = 3
