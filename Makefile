@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.finscore-installed
 
-.PHONY: run test bench bench-scan eval-threat lint clean
+.PHONY: run test bench bench-tools bench-scan eval-threat lint clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,8 +18,16 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-bench: $(STAMP)
-	$(BIN)/python -m bench.latency
+# perf_analyzer 2.51 (from the tritonclient wheel) with the two libraries it needs linked from nvidia-pytriton.
+bench-tools: $(STAMP)
+	$(BIN)/python -m bench.perf_analyzer
+
+# churn trained on generated customers into build/bench, then the whole suite: closed and open loops,
+# perf_analyzer, the in-process and FastAPI baselines, and the configuration sweep. Reports in build/bench/.
+bench: bench-tools
+	$(BIN)/finscore demo-data churn --out build/bench/customers.parquet
+	$(BIN)/finscore train churn --data build/bench/customers.parquet --label churned --id customer_id --repo build/bench/model_repo
+	$(BIN)/finscore bench churn --repo build/bench/model_repo --data build/bench/customers.parquet --sweep --json build/bench/churn.json
 
 # 1M generated rows scanned in-process and through Triton, beside pandas + IsolationForest.
 bench-scan: $(STAMP)

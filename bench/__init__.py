@@ -1,6 +1,7 @@
-"""Benchmarks for finscore: run each as a module, e.g. ``python -m bench.latency`` (``make bench``).
+"""Benchmarks for finscore: ``finscore bench MODEL`` (:mod:`bench.suite`, ``make bench``) for served models, and
+modules run on their own, e.g. ``python -m bench.scan`` (``make bench-scan``).
 
-Benchmarks print figures (and optionally write them as JSON); they never assert on a time.
+Benchmarks print figures (and write them as JSON); they never assert on a time.
 """
 
 __all__: list[str] = []

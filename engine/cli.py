@@ -119,6 +119,10 @@ def _parser() -> argparse.ArgumentParser:
         dd.add_argument("--seed", type=int, default=7)
         dd.add_argument("--out", required=True, type=Path)
 
+    from bench.cli import add_arguments
+
+    add_arguments(sub.add_parser("bench", help="latency and throughput of a served model, beside perf_analyzer"))
+
     demo = sub.add_parser("demo", help="the main job: demo data, train churn and threat, serve, score, scan, print")
     demo.add_argument("--rows", type=int, default=5000)
     demo.add_argument("--workdir", type=Path, default=Path("build/demo"))
@@ -328,6 +332,12 @@ def _demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from bench.cli import bench_command
+
+    return bench_command(args)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from engine.demo import run_demo
 
@@ -342,6 +352,7 @@ _COMMANDS = {
     "score": _score,
     "scan": _scan,
     "demo-data": _demo_data,
+    "bench": _bench,
     "demo": _demo,
 }
 

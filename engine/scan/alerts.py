@@ -23,7 +23,7 @@ __all__ = ["ALERT_SCHEMA", "ENTITY_COLUMNS", "alert_frame", "write_alerts"]
 #: The columns of an auth-log window that say what it is about (carried into alerts, never scored).
 ENTITY_COLUMNS = ("source_ip", "user", "window_start")
 
-ALERT_SCHEMA = {
+ALERT_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "file": pl.String,
     "row": pl.Int64,
     "record_id": pl.String,

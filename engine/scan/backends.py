@@ -95,7 +95,7 @@ class _Local:
         self.name = self.scorer.name
         self.version = self.scorer.version
         self.threshold: float | None = self.scorer.threshold
-        self.inputs = [(c.name, c.wire) for c in self.scorer.schema.columns]
+        self.inputs: list[tuple[str, str]] = [(c.name, c.wire) for c in self.scorer.schema.columns]
         self.id_column = self.scorer.schema.id_column
 
     def score(self, frame: pl.DataFrame) -> tuple[dict[str, np.ndarray], np.ndarray, list[Reject]]:
@@ -112,6 +112,9 @@ class _Server:
     the next request while the server scores the last."""
 
     MODE = ""
+    #: (name, wire datatype) of each model input; set by the subclass from the server's metadata.
+    inputs: list[tuple[str, str]]
+    id_column: str | None
 
     def __init__(self, spec: ServerSpec, model: str) -> None:
         from clients.shm import bulk_client

@@ -1,0 +1,140 @@
+"""The ``finscore bench`` command's options and body (the suite itself is :mod:`bench.suite`)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+__all__ = ["add_arguments", "bench_command"]
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _rates(text: str) -> list[float] | None:
+    if text == "auto":
+        return None
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or comma-separated requests/s, got {text!r}") from None
+    if any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"rates must be positive, got {text!r}")
+    return values
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="the served model to measure (e.g. churn)")
+    p.add_argument("--concurrency", type=_ints, default=[1, 4, 16], help="closed-loop levels (default 1,4,16)")
+    p.add_argument(
+        "--rate", type=_rates, default=None,
+        help="open-loop requests/s, comma-separated; 'auto' (default): 0.5x and 1.5x the best closed-loop throughput; "
+        "'0' or an empty list is not allowed: use --arrivals none to skip open loops",
+    )  # fmt: skip
+    p.add_argument("--arrivals", default="constant,poisson", help="open-loop arrivals: constant,poisson or none")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds measured per point (default 10)")
+    p.add_argument("--warmup", type=float, default=2.0, help="seconds run unmeasured before each point (default 2)")
+    p.add_argument("--batch", type=int, default=1, help="rows per request (default 1)")
+    p.add_argument(
+        "--client", choices=("stub", "tritonclient"), default="stub",
+        help="gRPC requests serialised once (stub, as perf_analyzer) or sent with tritonclient's infer",
+    )  # fmt: skip
+    p.add_argument("--url", help="a running server's gRPC HOST:PORT (default: start the bundled server on free ports)")
+    p.add_argument("--repo", type=Path, help="model repository (default: model_repo/ or FINSCORE_REPO)")
+    p.add_argument("--data", type=Path, help="CSV or Parquet rows to send (default: random values per input)")
+    p.add_argument("--no-baselines", action="store_true", help="skip the in-process and FastAPI baselines")
+    p.add_argument("--fastapi-workers", type=int, default=1, help="uvicorn worker processes (default 1)")
+    p.add_argument("--no-perf-analyzer", action="store_true", help="skip the perf_analyzer cross-check")
+    p.add_argument("--sweep", action="store_true", help="also sweep instances x queue delay x max batch size")
+    p.add_argument("--sweep-instances", type=_ints, default=[1, 2], help="instance counts (default 1,2)")
+    p.add_argument("--sweep-delay", type=_ints, default=[0, 500], help="queue delays in µs (default 0,500)")
+    p.add_argument("--sweep-max-batch", type=_ints, default=[256, 4096], help="max batch sizes (default 256,4096)")
+    p.add_argument("--p99-budget", type=float, default=20.0, help="the sweep's p99 budget in ms (default 20)")
+    p.add_argument("--apply", action="store_true", help="write the sweep's choice into the model's config.pbtxt")
+    p.add_argument("--json", type=Path, help="figures file (default build/bench/<model>-<time>.json)")
+    p.add_argument("--compare", type=Path, help="an earlier figures file: list regressions, exit 1 if any")
+    p.add_argument("--tolerance", type=float, default=0.10, help="regression tolerance, a fraction (default 0.10)")
+
+
+def _check(args: argparse.Namespace) -> None:
+    from engine.errors import InvalidInputError
+
+    arrivals = [] if args.arrivals == "none" else [a.strip() for a in args.arrivals.split(",") if a.strip()]
+    unknown = [a for a in arrivals if a not in ("constant", "poisson")]
+    problems = [
+        (args.duration <= 0, "--duration must be positive"),
+        (args.warmup < 0, "--warmup must not be negative"),
+        (args.batch < 1, "--batch must be at least 1"),
+        (0 in args.concurrency, "--concurrency levels must be at least 1"),
+        (bool(unknown), f"--arrivals takes constant, poisson or none, not {', '.join(unknown)}"),
+        (args.tolerance <= 0, "--tolerance must be a positive fraction, e.g. 0.1"),
+        (args.apply and not args.sweep, "--apply writes the sweep's choice: add --sweep"),
+    ]
+    for bad, msg in problems:
+        if bad:
+            raise InvalidInputError(msg)
+    args.arrivals = arrivals
+
+
+def bench_command(args: argparse.Namespace) -> int:
+    from bench.report_files import compare, compare_table, load_figures, markdown, write_reports
+    from bench.suite import Plan, run
+    from engine.config import resolve_settings
+
+    _check(args)
+    old = load_figures(args.compare) if args.compare else None  # a bad file fails before minutes of measuring
+    repo = resolve_settings(repo=args.repo).repo
+    plan = Plan(
+        model=args.model, concurrency=args.concurrency, rates=args.rate, arrivals=args.arrivals,
+        duration=args.duration, warmup=args.warmup, batch=args.batch, client=args.client, url=args.url, repo=repo,
+        data=args.data,
+        baselines=not args.no_baselines, fastapi_workers=args.fastapi_workers, perf_analyzer=not args.no_perf_analyzer,
+        sweep=args.sweep, sweep_instances=args.sweep_instances, sweep_delays_us=args.sweep_delay,
+        sweep_max_batches=args.sweep_max_batch, p99_budget_ms=args.p99_budget,
+    )  # fmt: skip
+    figures = run(plan)
+    out = args.json or Path("build/bench") / f"{args.model}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    paths = write_reports(figures, out)
+    print()
+    print(markdown(figures))
+    _headline(figures)
+    print("written: " + ", ".join(str(p) for p in paths))
+    chosen = (figures.get("sweep") or {}).get("chosen")
+    if args.apply and chosen:
+        from bench.sweep import apply
+
+        config = Path(repo) / args.model / "config.pbtxt"
+        apply(config, chosen)
+        print(f"wrote the chosen configuration into {config}; restart the server to use it")
+    if old is None:
+        return 0
+    rows = compare(figures, old, tolerance=args.tolerance)
+    print(compare_table(rows, args.tolerance))
+    return 1 if any(r["regression"] for r in rows) else 0
+
+
+def _headline(figures: dict) -> None:
+    """The two comparisons the suite exists for: finscore vs perf_analyzer, Triton vs the FastAPI baseline."""
+    closed = {
+        (r["target"], r["level"]): r for r in figures["runs"] if r["mode"] == "closed" and r["config"] == "default"
+    }
+    for (target, level), pa in sorted(closed.items()):
+        ours = closed.get(("triton", level))
+        if target == "perf_analyzer" and ours and pa["throughput"]:
+            diff = ours["throughput"] / pa["throughput"] - 1
+            print(
+                f"c={level}: finscore {ours['throughput']:,.0f}/s p50 {ours['p50_ms']:.2f} ms, perf_analyzer "
+                f"{pa['throughput']:,.0f}/s p50 {pa['p50_ms']:.2f} ms: throughput {diff:+.1%}"
+            )
+        api = closed.get(("fastapi", level))
+        if target == "triton" and api and api["throughput"]:
+            ratio = ours["throughput"] / api["throughput"] if ours else float("nan")
+            print(f"c={level}: Triton {ratio:.2f}x the FastAPI baseline's throughput")

@@ -1,0 +1,253 @@
+"""The load generator: closed loops and open loops against any target, latencies in HDR histograms.
+
+A *target* is what answers a request: Triton over gRPC (requests serialised once, sent with gRPC's own stub so
+the client adds as little as perf_analyzer does), a FastAPI JSON endpoint, or the scorer in this process.
+Every target is driven by the same two loops:
+
+- closed loop (:func:`closed_loop`): ``concurrency`` workers, each sending its next request as soon as the
+  last is answered; latency is measured from the actual send;
+- open loop (:func:`open_loop`): requests are due at a constant rate or as a Poisson process, whatever the
+  answers do; latency is measured from each request's *intended* send time, so time spent waiting behind a
+  slow answer is counted (the coordinated omission a closed loop hides). The time from the actual send is
+  kept beside it (``service_*``) to show the difference.
+
+Latencies go into ``hdrh`` histograms (1 µs to 10 min, 3 significant digits), one per worker, merged at the end.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from hdrh.histogram import HdrHistogram
+
+__all__ = ["Measurement", "Target", "arrival_times", "by_second", "closed_loop", "new_histogram", "open_loop"]
+
+#: HDR range in microseconds: 1 µs to 10 minutes, 3 significant digits.
+_LOWEST_US, _HIGHEST_US, _DIGITS = 1, 600_000_000, 3
+#: Requests in flight at once in an open loop before new ones wait for a free slot (their wait is counted).
+OPEN_LOOP_SLOTS = 256
+
+
+def new_histogram() -> HdrHistogram:
+    return HdrHistogram(_LOWEST_US, _HIGHEST_US, _DIGITS)
+
+
+class Target(Protocol):
+    """What a loop sends requests to. ``call(i)`` sends request ``i`` (modulo the target's pool) and returns
+    when it is answered; it raises on an error answer. ``worker()`` returns a ``call`` for one thread."""
+
+    name: str
+    batch: int
+
+    def worker(self) -> Callable[[int], None]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class Measurement:
+    """What one loop measured inside its window. Latencies in milliseconds; throughput in inferences (rows)
+    per second."""
+
+    requests: int
+    errors: int
+    seconds: float
+    batch: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    p999_ms: float
+    max_ms: float
+    first_error: str = ""
+    #: Open loops: percentiles from the actual send (what a closed loop would report), and sends that were late.
+    service: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def throughput(self) -> float:
+        return self.requests * self.batch / self.seconds if self.seconds else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "seconds": self.seconds,
+            "batch": self.batch,
+            "throughput": self.throughput,
+            "p50_ms": self.p50_ms,
+            "p90_ms": self.p90_ms,
+            "p99_ms": self.p99_ms,
+            "p999_ms": self.p999_ms,
+            "max_ms": self.max_ms,
+            "first_error": self.first_error,
+            **({"service": self.service} if self.service else {}),
+        }
+
+
+def _percentiles(hist: HdrHistogram) -> dict[str, float]:
+    if hist.get_total_count() == 0:
+        return dict.fromkeys(("p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms"), float("nan"))
+    ms = {k: hist.get_value_at_percentile(q) / 1000.0 for k, q in (("p50_ms", 50), ("p90_ms", 90), ("p99_ms", 99))}
+    ms["p999_ms"] = hist.get_value_at_percentile(99.9) / 1000.0
+    ms["max_ms"] = hist.get_max_value() / 1000.0
+    return ms
+
+
+def _merged(hists: list[HdrHistogram]) -> HdrHistogram:
+    out = new_histogram()
+    for h in hists:
+        out.add(h)
+    return out
+
+
+def _record(hist: HdrHistogram, ns: int) -> None:
+    hist.record_value(min(max(ns // 1000, _LOWEST_US), _HIGHEST_US))
+
+
+def closed_loop(target: Target, *, concurrency: int, duration: float, warmup: float = 1.0) -> Measurement:
+    """``concurrency`` threads, each with its own connection, sending back to back for ``warmup`` + ``duration``
+    seconds; requests sent and answered inside the last ``duration`` seconds are measured."""
+    calls = [target.worker() for _ in range(concurrency)]
+    hists = [new_histogram() for _ in range(concurrency)]
+    errors = [0] * concurrency
+    first_error: list[str] = []
+    start = time.perf_counter_ns() + int(warmup * 1e9)
+    end = start + int(duration * 1e9)
+
+    def work(k: int) -> None:
+        call, hist, i = calls[k], hists[k], k * 7919  # workers start at different requests of the pool
+        while (t0 := time.perf_counter_ns()) < end:
+            try:
+                call(i)
+            except Exception as exc:  # an error answer is counted, never fatal to the loop
+                if t0 >= start:
+                    errors[k] += 1
+                    first_error[:] = first_error or [str(exc).splitlines()[0][:300]]
+            else:
+                t1 = time.perf_counter_ns()
+                if t0 >= start and t1 <= end:
+                    _record(hist, t1 - t0)
+            i += 1
+
+    threads = [threading.Thread(target=work, args=(k,), daemon=True) for k in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    hist = _merged(hists)
+    return Measurement(
+        int(hist.get_total_count()), sum(errors), duration, target.batch, **_percentiles(hist),
+        first_error=first_error[0] if first_error else "",
+    )  # fmt: skip
+
+
+def arrival_times(rate: float, duration: float, *, arrivals: str = "constant", seed: int = 0) -> np.ndarray:
+    """Intended send times (seconds from the start) of an open loop: every ``1/rate`` s, or a Poisson process
+    of that mean rate (exponential gaps)."""
+    if rate <= 0:
+        msg = f"an open loop needs a positive rate, got {rate}"
+        raise ValueError(msg)
+    n = max(1, int(rate * duration))
+    if arrivals == "constant":
+        return np.arange(n, dtype=np.float64) / rate
+    if arrivals == "poisson":
+        gaps = np.random.default_rng(seed).exponential(1.0 / rate, size=n)
+        times = np.cumsum(gaps) - gaps[0]
+        return times[times < duration]
+    msg = f"arrivals are 'constant' or 'poisson', not {arrivals!r}"
+    raise ValueError(msg)
+
+
+def by_second(offsets: np.ndarray, latency_ns: np.ndarray, duration: float) -> list[float]:
+    """The median latency (ms) of the requests due in each second of the measured window (``offsets`` in s from
+    its start; negative ones are warm-up; latency -1 = unanswered): above capacity it climbs second by second."""
+    out = []
+    for second in range(int(np.ceil(duration))):
+        due = (offsets >= second) & (offsets < second + 1) & (latency_ns >= 0)
+        out.append(round(float(np.median(latency_ns[due])) / 1e6, 3) if due.any() else float("nan"))
+    return out
+
+
+def open_loop(
+    target: Target,
+    *,
+    rate: float,
+    duration: float,
+    arrivals: str = "constant",
+    warmup: float = 1.0,
+    drain: float = 30.0,
+    seed: int = 0,
+    slots: int = OPEN_LOOP_SLOTS,
+) -> Measurement:
+    """Send at ``rate`` requests/s (``arrivals``: ``"constant"`` or ``"poisson"``) whatever the answers do.
+
+    A dispatcher hands each request to a pool of ``slots`` senders at its intended time; when
+    all are busy the request waits, and that wait is part of its latency. The first ``warmup`` seconds run at
+    the same rate unmeasured. Requests still unanswered ``drain`` seconds after the last intended send are
+    counted as errors. Throughput is the answers that arrived inside the measured window per second.
+    """
+    schedule = arrival_times(rate, warmup + duration, arrivals=arrivals, seed=seed)
+    local = threading.local()
+    lock = threading.Lock()
+    intended_hist, service_hist = new_histogram(), new_histogram()
+    state = {"errors": 0, "late": 0, "answered_in_window": 0}
+    latency_ns = np.full(len(schedule), -1, dtype=np.int64)  # per request, for the by-second timeline
+    first_error: list[str] = []
+    t_start = time.perf_counter_ns() + 50_000_000  # time to get the dispatcher going
+    measure_from = t_start + int(warmup * 1e9)
+    measure_to = measure_from + int(duration * 1e9)
+
+    def send(i: int, intended: int) -> None:
+        call = getattr(local, "call", None)
+        if call is None:
+            call = local.call = target.worker()
+        sent = time.perf_counter_ns()
+        try:
+            call(i)
+        except Exception as exc:
+            with lock:
+                if intended >= measure_from:
+                    state["errors"] += 1
+                    first_error[:] = first_error or [str(exc).splitlines()[0][:300]]
+            return
+        done = time.perf_counter_ns()
+        if intended < measure_from:
+            return
+        latency_ns[i] = done - intended
+        with lock:
+            _record(intended_hist, done - intended)
+            _record(service_hist, done - sent)
+            state["late"] += sent - intended > 1_000_000
+            state["answered_in_window"] += measure_from <= done <= measure_to
+
+    pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="finscore-open-loop")
+    futures = []
+    try:
+        for i, offset in enumerate(schedule):
+            intended = t_start + int(offset * 1e9)
+            # Sleeping, not spinning: the server shares these cores. A late send is still timed from its due time.
+            if (wait := intended - time.perf_counter_ns()) > 0:
+                time.sleep(wait / 1e9)
+            futures.append(pool.submit(send, i, intended))
+        deadline = time.perf_counter() + drain
+        for f in futures:
+            f.result(timeout=max(0.0, deadline - time.perf_counter()))
+    except TimeoutError:
+        unanswered = sum(not f.done() for f in futures)
+        state["errors"] += unanswered
+        first_error[:] = first_error or [f"{unanswered} requests unanswered {drain:g} s after the last send"]
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    measured = sum(1 for offset in schedule if t_start + int(offset * 1e9) >= measure_from)
+    service = {k.replace("_ms", ""): v for k, v in _percentiles(service_hist).items()}
+    service = {f"{k}_ms": v for k, v in service.items()} | {"late_sends": state["late"], "scheduled": measured}
+    service["p50_by_second_ms"] = by_second(schedule - warmup, latency_ns, duration)
+    return Measurement(
+        state["answered_in_window"], state["errors"], duration, target.batch, **_percentiles(intended_hist),
+        first_error=first_error[0] if first_error else "", service=service,
+    )  # fmt: skip

@@ -1,0 +1,233 @@
+"""``finscore bench MODEL``: latency and throughput of a served model, beside perf_analyzer and the baselines.
+
+One run, on one server (the bundled Triton started on free ports against ``--repo``, or the one at ``--url``):
+
+1. closed loops of batch-``--batch`` requests at each ``--concurrency``, with Triton's own per-stage times
+   (queue, compute input, infer, output) and average executed batch from its statistics API, each followed by
+   perf_analyzer (the 2.51 binary) at the same concurrency on the same rows;
+2. open loops at each ``--rate`` (``auto``: half and one and a half times the best closed-loop throughput), with
+   constant and Poisson arrivals, latency from each request's intended send time;
+3. (the sweep, when asked, last: it reloads the model);
+4. the baselines under the same load generator: the scorer in this process, and a FastAPI + uvicorn JSON
+   endpoint serving the same version folder (both need the repository, so not with ``--url`` alone);
+5. with ``--sweep``, instances × queue delay × max batch size, the best configuration under ``--p99-budget``.
+
+Figures go to ``--json`` (default ``build/bench/<model>-<time>.json``) with a Markdown summary and PNG plots
+beside it; ``--compare OLD.json`` lists regressions beyond ``--tolerance`` and exits with status 1 if any.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from importlib.metadata import version as dist_version
+from pathlib import Path
+from typing import Any
+
+import tritonclient.grpc as grpcclient
+
+from bench import load
+from bench.report import machine_facts
+from bench.targets import HttpTarget, InProcessTarget, TritonTarget, request_pool
+
+__all__ = ["Plan", "run", "server_breakdown"]
+
+_STAGES = (("queue", "queue_us"), ("compute_input", "compute_input_us"), ("compute_infer", "compute_infer_us"))
+_STAGES += (("compute_output", "compute_output_us"),)
+
+
+@dataclass
+class Plan:
+    """What one ``finscore bench`` run measures (the command line's options)."""
+
+    model: str
+    concurrency: list[int] = field(default_factory=lambda: [1, 4, 16])
+    rates: list[float] | None = None  # None: automatic, from the closed loops' best throughput
+    arrivals: list[str] = field(default_factory=lambda: ["constant", "poisson"])
+    duration: float = 10.0
+    warmup: float = 2.0
+    batch: int = 1
+    #: "stub" (requests serialised once, as perf_analyzer) or "tritonclient" (the Python client's infer).
+    client: str = "stub"
+    url: str | None = None
+    repo: Path = Path("model_repo")
+    data: Path | None = None
+    baselines: bool = True
+    fastapi_workers: int = 1
+    perf_analyzer: bool = True
+    sweep: bool = False
+    sweep_instances: list[int] = field(default_factory=lambda: [1, 2])
+    sweep_delays_us: list[int] = field(default_factory=lambda: [0, 500])
+    sweep_max_batches: list[int] = field(default_factory=lambda: [256, 4096])
+    p99_budget_ms: float = 20.0
+
+
+def _stats(client: grpcclient.InferenceServerClient, model: str) -> dict[str, int]:
+    totals = dict.fromkeys(["inferences", "executions"] + [f"{s}_{k}" for s, _ in _STAGES for k in ("ns", "n")], 0)
+    for s in client.get_inference_statistics(model_name=model).model_stats:
+        totals["inferences"] += s.inference_count
+        totals["executions"] += s.execution_count
+        for stage, _ in _STAGES:
+            duration = getattr(s.inference_stats, stage)
+            totals[f"{stage}_ns"] += duration.ns
+            totals[f"{stage}_n"] += duration.count
+    return totals
+
+
+def server_breakdown(before: dict[str, int], after: dict[str, int]) -> dict[str, float | None] | None:
+    """Triton's mean time per request in each stage (µs) and its average executed batch between two snapshots."""
+    d = {k: after[k] - before[k] for k in after}
+    if not d["executions"]:
+        return None
+    out: dict[str, float | None] = {
+        key: d[f"{stage}_ns"] / d[f"{stage}_n"] / 1000 if d[f"{stage}_n"] else None for stage, key in _STAGES
+    }
+    out["avg_batch"] = d["inferences"] / d["executions"]
+    return out
+
+
+def _record(target: str, config: str, mode: str, level: float, m: load.Measurement, server: Any = None) -> dict:
+    return {"target": target, "config": config, "mode": mode, "level": level, **m.as_dict(), "server": server}
+
+
+class _Runner:
+    """Measures one target after another on the same server, printing a line per point."""
+
+    def __init__(self, plan: Plan, url: str, stats: grpcclient.InferenceServerClient) -> None:
+        self.plan, self.url, self.stats = plan, url, stats
+        self.runs: list[dict[str, Any]] = []
+
+    def say(self, what: str) -> None:
+        print(f"  {what}", flush=True)
+
+    def closed(self, target: Any, level: int, *, config: str = "default", server: bool = False) -> dict:
+        p = self.plan
+        before = _stats(self.stats, p.model) if server else None
+        m = load.closed_loop(target, concurrency=level, duration=p.duration, warmup=p.warmup)
+        breakdown = server_breakdown(before, _stats(self.stats, p.model)) if before is not None else None
+        rec = _record(target.name, config, "closed", level, m, breakdown)
+        self.runs.append(rec)
+        self.say(f"{target.name} closed c={level}: {m.throughput:,.0f}/s, p99 {m.p99_ms:.2f} ms, {m.errors} errors")
+        return rec
+
+    def opened(self, target: Any, rate: float, arrivals: str) -> dict:
+        p = self.plan
+        before = _stats(self.stats, p.model)
+        m = load.open_loop(target, rate=rate, duration=p.duration, arrivals=arrivals, warmup=p.warmup)
+        rec = _record(target.name, "default", arrivals, rate, m, server_breakdown(before, _stats(self.stats, p.model)))
+        self.runs.append(rec)
+        self.say(
+            f"{target.name} {arrivals} {rate:,.0f}/s: answered {m.throughput:,.0f}/s, p99 from intended send "
+            f"{m.p99_ms:.2f} ms (from actual send {m.service.get('p99_ms', float('nan')):.2f} ms), {m.errors} errors"
+        )
+        self.say("    p50 from intended send, second by second (ms): " + " ".join(
+            f"{v:.3g}" for v in m.service["p50_by_second_ms"]))  # fmt: skip
+        return rec
+
+
+def _auto_rates(runs: list[dict[str, Any]], batch: int) -> list[float]:
+    best = max((r["throughput"] for r in runs if r["target"] == "triton"), default=0.0) / batch
+    return [round(best * 0.5), round(best * 1.5)] if best else []
+
+
+def _triton(runner: _Runner, plan: Plan, target: TritonTarget, pool: dict) -> None:
+    """Closed loops, each followed by perf_analyzer at the same level (same server state, so the two agree or
+    disagree for their own reasons), then the open loops."""
+    print(
+        f"Triton {plan.model} over gRPC, batch {plan.batch}"
+        + (", each level beside perf_analyzer:" if plan.perf_analyzer else ":"),
+        flush=True,
+    )
+    for level in plan.concurrency:
+        runner.closed(target, level, server=True)
+        if plan.perf_analyzer:
+            _perf_analyzer(runner, plan, runner.url, pool, level)
+    rates = plan.rates if plan.rates is not None else _auto_rates(runner.runs, plan.batch)
+    for rate in rates:
+        for arrivals in plan.arrivals:
+            runner.opened(target, rate, arrivals)
+
+
+def _perf_analyzer(runner: _Runner, plan: Plan, url: str, pool: dict, level: int) -> None:
+    from bench import perf_analyzer
+
+    for rec in perf_analyzer.run(url, plan.model, pool, concurrency=[level], duration=plan.duration, batch=plan.batch):
+        runner.runs.append(rec)
+        runner.say(
+            f"perf_analyzer c={level} (-s 100 --max-trials 3): {rec['throughput']:,.0f}/s, p99 {rec['p99_ms']:.2f} ms"
+        )
+
+
+def _baselines(runner: _Runner, plan: Plan, version_dir: Path, pool: dict) -> None:
+    from bench.fastapi_app import FastAPIServer
+
+    print(f"baselines on {version_dir}:", flush=True)
+    runner.closed(InProcessTarget(plan.model, version_dir, pool, batch=plan.batch), 1)
+    with FastAPIServer(plan.model, version_dir, workers=plan.fastapi_workers) as api:
+        target = HttpTarget(api.host, api.port, pool, batch=plan.batch)
+        for level in plan.concurrency:
+            runner.closed(target, level)
+        target.close()
+
+
+def _sweep(runner: _Runner, plan: Plan, target: TritonTarget) -> dict[str, Any]:
+    from bench.sweep import sweep
+
+    level = max(plan.concurrency)
+    print(f"configuration sweep at concurrency {level}, p99 budget {plan.p99_budget_ms:g} ms:", flush=True)
+
+    def measure() -> dict[str, Any]:
+        m = load.closed_loop(target, concurrency=level, duration=plan.duration, warmup=plan.warmup)
+        runner.say(f"{m.throughput:,.0f}/s, p99 {m.p99_ms:.2f} ms, {m.errors} errors")
+        return {"throughput": m.throughput, "p99_ms": m.p99_ms, "errors": m.errors}
+
+    result = sweep(
+        runner.url, plan.model, measure, instances=plan.sweep_instances, delays_us=plan.sweep_delays_us,
+        max_batches=plan.sweep_max_batches, budget_p99_ms=plan.p99_budget_ms, on_config=runner.say,
+    )  # fmt: skip
+    return {**result, "concurrency": level}
+
+
+def run(plan: Plan) -> dict[str, Any]:
+    """Measure everything ``plan`` asks for; the figures (see :mod:`bench.report_files`)."""
+    from engine.repo import ModelRepository
+    from engine.server import ServerPorts, TritonServer
+
+    load_before = os.getloadavg()[0]
+    version_dir = None
+    with ExitStack() as stack:
+        url, repo = plan.url, ModelRepository(plan.repo)
+        if url is None:
+            version_dir = repo.latest(plan.model)  # one sentence if untrained
+        elif plan.baselines and plan.model in repo.trained_models():
+            version_dir = repo.latest(plan.model)
+        elif plan.baselines:
+            print(f"baselines skipped: {plan.repo} has no trained {plan.model} to serve them from (--repo DIR)")
+        if url is None:
+            server = TritonServer(plan.repo, ports=ServerPorts.free(), models=[plan.model])
+            url = stack.enter_context(server).grpc_url
+        stats = stack.enter_context(grpcclient.InferenceServerClient(url=url))
+        from clients import ModelClient
+
+        with ModelClient(url, plan.model) as probe:  # one sentence if the server is down or lacks the model
+            probe.inputs  # noqa: B018 - reads the metadata
+        metadata = stats.get_model_metadata(plan.model)
+        pool = request_pool(metadata.inputs, data=plan.data, model=plan.model)
+        target = TritonTarget(url, plan.model, pool, metadata, batch=plan.batch, client=plan.client)
+        stack.callback(target.close)
+        runner = _Runner(plan, url, stats)
+        _triton(runner, plan, target, pool)
+        if plan.baselines and version_dir is not None:
+            _baselines(runner, plan, version_dir, pool)
+        sweep = _sweep(runner, plan, target) if plan.sweep else None
+        server_version = stats.get_server_metadata().version
+    machine = machine_facts(load_before, tritonserver=server_version, tritonclient=dist_version("tritonclient"))
+    settings = {
+        "model": plan.model, "url": plan.url or "bundled server", "version_dir": str(version_dir or ""),
+        "batch": plan.batch, "client": plan.client, "duration_s": plan.duration, "warmup_s": plan.warmup,
+        "data": str(plan.data or "random"),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }  # fmt: skip
+    return {"machine": machine, "settings": settings, "runs": runner.runs, "sweep": sweep}

@@ -1,0 +1,52 @@
+"""``finscore bench`` end to end: its own bundled Triton, perf_analyzer, both baselines and a two-point sweep."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from engine.churn import TrainResult
+from engine.cli import main
+from engine.server import free_port
+
+
+def test_bench_measures_every_target_and_writes_reports(
+    trained: TrainResult, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "bench" / "churn.json"
+    args = ["bench", "churn", "--repo", str(trained.path.parent.parent), "--concurrency", "1,4", "--duration", "1",
+            "--warmup", "0.3", "--sweep", "--sweep-instances", "1,2", "--sweep-delay", "0", "--sweep-max-batch",
+            "256", "--p99-budget", "10000", "--json", str(out)]  # fmt: skip
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    figures = json.loads(out.read_text(encoding="utf-8"))
+    runs = figures["runs"]
+    assert {r["target"] for r in runs} == {"triton", "perf_analyzer", "in-process", "fastapi"}
+    assert all(r["errors"] == 0 and r["throughput"] > 0 for r in runs), [r["first_error"] for r in runs]
+    closed = [r for r in runs if r["target"] == "triton" and r["mode"] == "closed"]
+    assert [r["level"] for r in closed] == [1, 4]
+    for r in closed:
+        assert r["server"]["compute_infer_us"] > 0 and r["server"]["avg_batch"] >= 1
+        assert r["p50_ms"] <= r["p99_ms"] <= r["p999_ms"]
+    open_runs = [r for r in runs if r["mode"] in ("constant", "poisson")]
+    assert sorted({r["mode"] for r in open_runs}) == ["constant", "poisson"] and len(open_runs) == 4
+    assert all(r["service"]["scheduled"] > 0 for r in open_runs)
+    assert [r["level"] for r in runs if r["target"] == "perf_analyzer"] == [1, 4]
+    sweep = figures["sweep"]
+    assert [c["instances"] for c in sweep["configs"]] == [1, 2] and sweep["chosen"] in sweep["configs"]
+    for suffix in (".md", "-latency.png", "-server.png", "-openloop.png"):
+        assert (out.parent / f"churn{suffix}").is_file()
+    assert "x the FastAPI baseline's throughput" in printed and "perf_analyzer" in printed
+    assert figures["machine"]["tritonserver"] == "2.51.0"
+
+
+def test_bench_says_what_is_wrong(trained: TrainResult, capsys: pytest.CaptureFixture[str]) -> None:
+    repo = str(trained.path.parent.parent)
+    assert main(["bench", "nosuch", "--repo", repo]) == 1
+    assert "nosuch" in capsys.readouterr().err
+    down = f"127.0.0.1:{free_port()}"
+    assert main(["bench", "churn", "--url", down, "--no-baselines", "--duration", "1"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("Error: ") and down in err and len(err.splitlines()) == 1

@@ -1,0 +1,202 @@
+"""The benchmark suite's parts without a server: the loops, the requests, the sweep's choice and the command."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.grpc import service_pb2
+
+from bench import load
+from bench.cli import bench_command
+from bench.sweep import apply, choose, with_settings
+from bench.targets import _infer_request, _json_rows, request_pool
+from engine.churn.train import churn_config
+from engine.cli import main
+from engine.errors import InvalidInputError
+from engine.schema import infer_schema
+from engine.triton_config import render_config
+
+
+class OneAtATime:
+    """A fake server that answers one request at a time, each taking ``service`` seconds; request numbers that
+    are multiples of ``fail_every`` get an error answer."""
+
+    name, batch = "fake", 1
+
+    def __init__(self, service: float, fail_every: int = 0) -> None:
+        self.service, self.fail_every = service, fail_every
+        self.lock = threading.Lock()
+
+    def worker(self):  # noqa: ANN201 - the Target protocol's shape
+        def call(i: int) -> None:
+            with self.lock:
+                time.sleep(self.service)
+            if self.fail_every and i % self.fail_every == 0:
+                raise RuntimeError("bad request")
+
+        return call
+
+    def close(self) -> None:
+        pass
+
+
+def test_hdr_percentiles_agree_with_numpy() -> None:
+    values_us = np.random.default_rng(1).lognormal(7, 1, size=20_000).astype(np.int64) + 1
+    hist = load.new_histogram()
+    for v in values_us:
+        hist.record_value(int(v))
+    got = load._percentiles(hist)
+    for key, q in (("p50_ms", 50), ("p99_ms", 99), ("p999_ms", 99.9)):
+        assert got[key] == pytest.approx(np.percentile(values_us, q) / 1000, rel=0.01)
+    assert got["max_ms"] == pytest.approx(values_us.max() / 1000, rel=0.001)
+
+
+def test_arrival_times_constant_and_poisson() -> None:
+    constant = load.arrival_times(100, 2.0)
+    assert len(constant) == 200 and np.allclose(np.diff(constant), 0.01)
+    poisson = load.arrival_times(1000, 20.0, arrivals="poisson", seed=3)
+    assert len(poisson) == pytest.approx(20_000, rel=0.05)
+    gaps = np.diff(poisson)
+    assert gaps.std() / gaps.mean() == pytest.approx(1.0, abs=0.05)  # exponential gaps: CV 1
+    assert np.array_equal(poisson, load.arrival_times(1000, 20.0, arrivals="poisson", seed=3))
+    with pytest.raises(ValueError, match="constant' or 'poisson"):
+        load.arrival_times(10, 1.0, arrivals="bursty")
+
+
+def test_closed_loop_counts_answers_and_errors() -> None:
+    m = load.closed_loop(OneAtATime(0.002, fail_every=4), concurrency=3, duration=0.6, warmup=0.1)
+    assert m.requests > 0 and m.errors > 0
+    assert m.first_error == "bad request"
+    assert m.errors == pytest.approx((m.requests + m.errors) / 4, rel=0.5)
+    assert m.throughput == m.requests / 0.6
+
+
+def test_open_loop_above_capacity_counts_the_wait_a_closed_loop_hides() -> None:
+    # 200 answers/s at most, 400 asked for, 4 requests in flight at most: the backlog grows every second.
+    m = load.open_loop(OneAtATime(0.005), rate=400, duration=2.0, warmup=0.0, drain=30, slots=4)
+    assert m.errors == 0 and m.service["scheduled"] == 800
+    assert m.p99_ms > 5 * m.service["p99_ms"]  # from the intended send vs from the actual send
+    timeline = m.service["p50_by_second_ms"]
+    assert len(timeline) == 2 and timeline[1] > timeline[0]
+    below = load.open_loop(OneAtATime(0.001), rate=50, duration=1.0, warmup=0.0)
+    assert below.requests == pytest.approx(50, abs=3) and below.p99_ms < m.p50_ms
+
+
+def test_infer_request_carries_the_bytes_tritonclient_would_send() -> None:
+    arrays = {
+        "amount": np.array([[1.5], [np.nan]], dtype=np.float32),
+        "plan": np.array([[b"gold"], [b""]], dtype=object),
+    }
+    req = _infer_request("churn", arrays, {"amount": "FP32", "plan": "BYTES"}, ["churn_probability"])
+    decoded = service_pb2.ModelInferRequest.FromString(req.SerializeToString())
+    for k, (name, arr) in enumerate(arrays.items()):
+        expected = grpcclient.InferInput(name, list(arr.shape), "BYTES" if arr.dtype == object else "FP32")
+        expected.set_data_from_numpy(arr)
+        assert decoded.raw_input_contents[k] == expected._get_content()
+        assert list(decoded.inputs[k].shape) == [2, 1]
+    assert [o.name for o in decoded.outputs] == ["churn_probability"]
+
+
+def test_request_pool_from_metadata_and_json_bodies() -> None:
+    inputs = [
+        SimpleNamespace(name="x", datatype="FP32", shape=[-1, 1]),
+        SimpleNamespace(name="features", datatype="FP32", shape=[-1, 5]),
+        SimpleNamespace(name="plan", datatype="BYTES", shape=[-1, 1]),
+    ]
+    pool = request_pool(inputs, rows=10)
+    assert pool["x"].shape == (10, 1) and pool["x"].dtype == np.float32
+    assert pool["features"].shape == (10, 5)
+    assert pool["plan"].dtype == object and isinstance(pool["plan"][0, 0], bytes)
+    body = json.loads(_json_rows({"x": np.array([[1.0], [np.nan]], dtype=np.float32), "plan": pool["plan"][:2]}))
+    assert body["inputs"]["x"] == [1.0, None]
+    assert body["inputs"]["plan"] == [v.decode() for v in pool["plan"][:2, 0]]
+    with pytest.raises(InvalidInputError, match="cannot generate"):
+        request_pool([SimpleNamespace(name="d", datatype="TUPLE", shape=[-1, 1])], rows=2)
+
+
+def test_with_settings_changes_only_the_three_settings() -> None:
+    config = {"name": "churn", "max_batch_size": 4096, "instance_group": [{"count": 1, "kind": "KIND_CPU"}],
+              "dynamic_batching": {"max_queue_delay_microseconds": "0", "preserve_ordering": False,
+                                   "preferred_batch_size": [4096]}}  # fmt: skip
+    out = with_settings(config, instances=2, delay_us=500, max_batch=256)
+    assert out["instance_group"] == [{"count": 2, "kind": "KIND_CPU"}]
+    assert out["dynamic_batching"] == {"max_queue_delay_microseconds": 500, "preserve_ordering": False}
+    assert out["max_batch_size"] == 256 and out["name"] == "churn"
+    assert with_settings(config, instances=1, delay_us=0, max_batch=4096)["dynamic_batching"][
+        "preferred_batch_size"
+    ] == [4096]
+    assert config["max_batch_size"] == 4096  # the original is untouched
+
+
+def test_choose_takes_the_fastest_within_budget_and_without_errors() -> None:
+    configs = [
+        {"instances": 1, "throughput": 1000.0, "p99_ms": 5.0, "errors": 0},
+        {"instances": 2, "throughput": 3000.0, "p99_ms": 30.0, "errors": 0},  # over budget
+        {"instances": 3, "throughput": 2500.0, "p99_ms": 8.0, "errors": 2},  # errors
+        {"instances": 4, "throughput": 1800.0, "p99_ms": 9.0, "errors": 0},
+    ]
+    assert choose(configs, 10.0)["instances"] == 4
+    assert choose(configs, 50.0)["instances"] == 2
+    assert choose(configs, 1.0) is None
+
+
+def test_apply_rewrites_a_finscore_config(tmp_path: Path, customers) -> None:  # noqa: ANN001
+    schema = infer_schema(customers, label="churned", id_column="customer_id")
+    path = tmp_path / "config.pbtxt"
+    path.write_text(render_config(churn_config(schema)), encoding="utf-8")
+    apply(path, {"instances": 2, "delay_us": 250, "max_batch": 8192})
+    text = path.read_text(encoding="utf-8")
+    assert "max_batch_size: 8192" in text and "count: 2 kind: KIND_CPU" in text
+    assert "max_queue_delay_microseconds: 250" in text
+    (tmp_path / "other.pbtxt").write_text('name: "x"\nbackend: "onnxruntime"\n', encoding="utf-8")
+    with pytest.raises(InvalidInputError, match="not written by finscore"):
+        apply(tmp_path / "other.pbtxt", {"instances": 1, "delay_us": 0, "max_batch": 8})
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--arrivals", "bursty"], "--arrivals takes constant, poisson or none, not bursty"),
+        (["--apply"], "--apply writes the sweep's choice: add --sweep"),
+        (["--duration", "0"], "--duration must be positive"),
+        (["--concurrency", "0,4"], "--concurrency levels must be at least 1"),
+    ],
+)
+def test_bad_options_are_one_sentence(args: list[str], fragment: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "churn", *args]) == 1
+    assert capsys.readouterr().err.strip() == f"Error: {fragment}"
+
+
+def _figures(throughput: float) -> dict:
+    run = {"target": "triton", "config": "default", "mode": "closed", "level": 16, "batch": 1, "requests": 10,
+           "errors": 0, "seconds": 1.0, "throughput": throughput, "p50_ms": 1.0, "p90_ms": 2.0, "p99_ms": 3.0,
+           "p999_ms": 4.0, "max_ms": 5.0, "server": None}  # fmt: skip
+    machine = {"cores": 2, "cpu": "test", "python": "3.11", "load_1m_before": 0.0, "tritonserver": "2.51.0"}
+    return {"machine": machine, "settings": {"model": "churn"}, "runs": [run], "sweep": None}
+
+
+def test_compare_exits_1_on_a_regression(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:  # noqa: ANN001
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(_figures(2000.0)), encoding="utf-8")
+    monkeypatch.setattr("bench.suite.run", lambda plan: _figures(1000.0))
+    args = ["bench", "churn", "--json", str(tmp_path / "new.json"), "--compare", str(old)]
+    assert main(args) == 1
+    assert "REGRESSION" in capsys.readouterr().out
+    monkeypatch.setattr("bench.suite.run", lambda plan: _figures(1980.0))
+    assert main(args) == 0
+    assert (tmp_path / "new.md").is_file() and (tmp_path / "new-latency.png").is_file()
+    assert bench_command  # the command body main() dispatches to
+
+
+def test_triton_target_names_its_clients() -> None:
+    from bench.targets import TritonTarget
+
+    with pytest.raises(InvalidInputError, match="'stub' or 'tritonclient', not 'rest'"):
+        TritonTarget("127.0.0.1:1", "churn", {}, SimpleNamespace(inputs=[], outputs=[]), client="rest")
