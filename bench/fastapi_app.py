@@ -19,17 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 __all__ = ["FastAPIServer", "create_app", "from_env"]
 
 _ENV_MODEL, _ENV_DIR = "FINSCORE_BENCH_MODEL", "FINSCORE_BENCH_VERSION_DIR"
-
-
-def _jsonable(arr: np.ndarray) -> list[Any]:
-    if arr.dtype == object:
-        return [v.decode("utf-8") if isinstance(v, bytes) else v for v in arr.reshape(-1)]
-    return arr.reshape(len(arr), -1).tolist() if arr.ndim > 1 and arr.shape[1] > 1 else arr.reshape(-1).tolist()
 
 
 def create_app(model: str, version_dir: str | Path) -> Any:
@@ -37,7 +29,7 @@ def create_app(model: str, version_dir: str | Path) -> Any:
     from fastapi import Body, FastAPI, HTTPException
 
     from bench.targets import scorer_class
-    from clients.tensors import InputSpec, encode_inputs
+    from clients.tensors import InputSpec, decode_outputs, encode_inputs
     from engine.errors import InvalidInputError
 
     scorer = scorer_class(model).load(version_dir)
@@ -58,7 +50,7 @@ def create_app(model: str, version_dir: str | Path) -> Any:
             outputs = scorer.score(encode_inputs(inputs, specs, model=model))
         except InvalidInputError as exc:
             raise HTTPException(status_code=400, detail=str(exc)) from None
-        return {name: _jsonable(arr) for name, arr in outputs.items()}
+        return {name: arr.tolist() for name, arr in decode_outputs(outputs).items()}
 
     return app
 

@@ -105,6 +105,11 @@ def _merged(hists: list[HdrHistogram]) -> HdrHistogram:
     return out
 
 
+def _first_line(exc: BaseException) -> str:
+    """An error answer as one short line (gRPC errors print several)."""
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:300]
+
+
 def _record(hist: HdrHistogram, ns: int) -> None:
     hist.record_value(min(max(ns // 1000, _LOWEST_US), _HIGHEST_US))
 
@@ -127,7 +132,7 @@ def closed_loop(target: Target, *, concurrency: int, duration: float, warmup: fl
             except Exception as exc:  # an error answer is counted, never fatal to the loop
                 if t0 >= start:
                     errors[k] += 1
-                    first_error[:] = first_error or [str(exc).splitlines()[0][:300]]
+                    first_error[:] = first_error or [_first_line(exc)]
             else:
                 t1 = time.perf_counter_ns()
                 if t0 >= start and t1 <= end:
@@ -213,7 +218,7 @@ def open_loop(
             with lock:
                 if intended >= measure_from:
                     state["errors"] += 1
-                    first_error[:] = first_error or [str(exc).splitlines()[0][:300]]
+                    first_error[:] = first_error or [_first_line(exc)]
             return
         done = time.perf_counter_ns()
         if intended < measure_from:

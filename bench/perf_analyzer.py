@@ -81,9 +81,8 @@ def input_data(pool: dict[str, np.ndarray], path: Path, *, rows: int = 64) -> Pa
             if arr.dtype == object:
                 content: list[Any] = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in row]
             else:
-                content = [None if isinstance(v, float) and np.isnan(v) else v for v in row.tolist()]
-                if any(v is None for v in content):  # perf_analyzer's JSON has no missing value
-                    content = [0.0 if v is None else v for v in content]
+                # perf_analyzer's JSON has no missing value: NaN is sent as 0.0.
+                content = [0.0 if isinstance(v, float) and np.isnan(v) else v for v in row.tolist()]
             entry[name] = {"content": content, "shape": list(arr.shape[1:])}
         entries.append(entry)
     path.write_text(json.dumps({"data": entries}), encoding="utf-8")

@@ -98,8 +98,8 @@ def _slices(pool: Arrays, batch: int, count: int) -> list[Arrays]:
 def _infer_request(model: str, arrays: Arrays, datatypes: dict[str, str], outputs: Sequence[str]) -> Any:
     request = service_pb2.ModelInferRequest(model_name=model)
     for name, arr in arrays.items():
-        tensor = request.inputs.add(name=name, datatype=datatypes[name], shape=list(arr.shape))
-        del tensor  # the tensor's bytes travel in raw_input_contents, in the same order
+        # The tensor's bytes travel in raw_input_contents, in the same order as the inputs.
+        request.inputs.add(name=name, datatype=datatypes[name], shape=list(arr.shape))
         if datatypes[name] == "BYTES":
             serialized = serialize_byte_tensor(arr)  # as tritonclient's InferInput does it
             request.raw_input_contents.append(serialized.item() if serialized.size else b"")
