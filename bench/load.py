@@ -107,6 +107,9 @@ def _merged(hists: list[HdrHistogram]) -> HdrHistogram:
 
 def _first_line(exc: BaseException) -> str:
     """An error answer as one short line (gRPC errors print several)."""
+    details = getattr(exc, "details", None)
+    if callable(details) and details():
+        return str(details()).splitlines()[0][:300]
     return (str(exc).splitlines() or [type(exc).__name__])[0][:300]
 
 

@@ -1,12 +1,14 @@
 """Typed gRPC clients for finscore's served models."""
 
 from clients.errors import map_error
+from clients.fraud import FraudClient
 from clients.grpc import AsyncModelClient, ModelClient
 from clients.shm import SharedMemoryModelClient, SharedMemoryUnavailableError, bulk_client, is_local
 from clients.tensors import InputSpec, columns_of, decode_outputs, encode_inputs
 
 __all__ = [
     "AsyncModelClient",
+    "FraudClient",
     "InputSpec",
     "ModelClient",
     "SharedMemoryModelClient",

@@ -28,6 +28,8 @@ class TensorSpec:
     name: str
     datatype: Datatype
     dims: tuple[int, ...] = (1,)
+    #: An input a request may leave out (the model decides what a request without it means).
+    optional: bool = False
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,8 @@ def _quote(text: str) -> str:
 
 def _tensor(spec: TensorSpec) -> str:
     dims = ", ".join(str(d) for d in spec.dims)
-    return f"  {{ name: {_quote(spec.name)} data_type: {_CONFIG_TYPE[spec.datatype]} dims: [ {dims} ] }}"
+    optional = " optional: true" if spec.optional else ""
+    return f"  {{ name: {_quote(spec.name)} data_type: {_CONFIG_TYPE[spec.datatype]} dims: [ {dims} ]{optional} }}"
 
 
 def render_config(cfg: ModelConfig) -> str:

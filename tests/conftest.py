@@ -14,6 +14,8 @@ import pytest
 from engine.backend import gpu_available
 from engine.churn import ChurnScorer, TrainResult, train_churn
 from engine.demo_data import CHURN_ID, CHURN_LABEL, EVENT_LABEL, churn_customers, network_events
+from engine.fraud import FraudColumns, FraudTrainResult, train_fraud
+from engine.fraud.synthetic import synthetic_transactions
 from engine.repo import ModelRepository
 from engine.threat import ThreatScorer, train_threat
 from engine.threat import TrainResult as ThreatTrainResult
@@ -115,3 +117,50 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(params=["cpu", pytest.param("gpu", marks=pytest.mark.gpu)])
 def backend(request: pytest.FixtureRequest) -> Iterator[str]:
     yield request.param
+
+
+#: Column names of the generated transactions, as a user passes them to ``finscore train fraud``.
+FRAUD_COLUMNS = FraudColumns(
+    card="card_id", time="timestamp", amount="amount", label="is_fraud", terminal="terminal_id", id="transaction_id"
+)
+FRAUD_DELAY_US = 86_400_000_000  # one day
+
+
+@pytest.fixture(scope="session")
+def transactions() -> pl.DataFrame:
+    """Ten days of generated transactions, with a few authorizations of a card at the very same microsecond
+    (the tie rule is where batch and online most easily part)."""
+    tx = synthetic_transactions(cards=300, terminals=600, days=10, seed=3)
+    rng = np.random.default_rng(4)
+    twins = tx[rng.choice(tx.height, 25, replace=False).tolist()].with_columns(
+        pl.col("transaction_id") + 1_000_000, (pl.col("amount") * 1.5).round(2)
+    )
+    return pl.concat([tx, twins]).sort("timestamp", maintain_order=True)
+
+
+@pytest.fixture(scope="session")
+def fraud_split(transactions: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(history, the last day): a server trained on the history then serves the last day."""
+    last_day = transactions["timestamp"].max().replace(hour=0, minute=0, second=0, microsecond=0)  # type: ignore[union-attr]
+    before = pl.col("timestamp") < last_day
+    return transactions.filter(before), transactions.filter(~before)
+
+
+@pytest.fixture(scope="session")
+def fraud_trained(
+    repository: ModelRepository,
+    fraud_split: tuple[pl.DataFrame, pl.DataFrame],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> FraudTrainResult:
+    path = tmp_path_factory.mktemp("fraud") / "history.parquet"
+    fraud_split[0].write_parquet(path)
+    return train_fraud(
+        path,
+        columns=FRAUD_COLUMNS,
+        delay_us=FRAUD_DELAY_US,
+        train_days=5,
+        gap_days=1,
+        test_days=3,
+        repo=repository,
+        threads=2,
+    )

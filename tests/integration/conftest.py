@@ -5,16 +5,20 @@ from collections.abc import Iterator
 import pytest
 
 from engine.churn import TrainResult
+from engine.fraud import FraudTrainResult
 from engine.server import ServerPorts, TritonServer
 from engine.threat import TrainResult as ThreatTrainResult
 
 
 @pytest.fixture(scope="session")
 def server(
-    trained: TrainResult, threat_trained: ThreatTrainResult, tmp_path_factory: pytest.TempPathFactory
+    trained: TrainResult,
+    threat_trained: ThreatTrainResult,
+    fraud_trained: FraudTrainResult,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[TritonServer]:
-    """The real bundled tritonserver on free ports, serving the trained churn and threat versions; always
-    stopped."""
+    """The real bundled tritonserver on free ports, serving the trained churn, threat and fraud versions;
+    always stopped."""
     log = tmp_path_factory.mktemp("triton") / "triton.log"
     srv = TritonServer(
         trained.path.parent.parent,

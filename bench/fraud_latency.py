@@ -1,0 +1,192 @@
+"""One card authorization over gRPC, state update included: latency at concurrency 1 (and more).
+
+Generates transactions (``engine.fraud.synthetic``), trains ``fraud`` on them into ``build/bench-fraud``, starts
+the bundled Triton on free ports (or uses ``--url``), then sends fresh authorizations of the generated cards
+back to back: each has a new transaction id and a later time than the card's last, so each is scored from the
+card's and terminal's history and recorded. Each worker owns its cards, so its times never go backwards.
+
+Two client paths: ``stub`` (the request serialised per call and sent through gRPC's own stub, as
+perf_analyzer's C++ client costs) and ``tritonclient`` (``FraudClient.authorize``, what an application in
+Python sees). Triton's statistics give the server's share. In-process (the scorer alone) for comparison.
+
+    python -m bench.fraud_latency [--duration 10] [--concurrency 1,4] [--url HOST:PORT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import itertools
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import tritonclient.grpc as grpcclient
+
+from bench.load import closed_loop
+from bench.suite import _stats, server_breakdown
+from bench.targets import _MODEL_INFER, _infer_request
+from clients import FraudClient
+from engine.fraud import FraudColumns, FraudScorer, train_fraud
+from engine.fraud.synthetic import synthetic_transactions
+from engine.repo import ModelRepository
+from engine.server import ServerPorts, TritonServer
+
+__all__ = ["main"]
+
+OUTPUTS = ["fraud_probability", "reason_codes", "decision"]
+DATATYPES = {
+    "transaction_id": "BYTES",
+    "card_id": "BYTES",
+    "terminal_id": "BYTES",
+    "amount": "FP64",
+    "timestamp": "INT64",
+}
+COLUMNS = FraudColumns(
+    card="card_id", time="timestamp", amount="amount", label="is_fraud", terminal="terminal_id", id="transaction_id"
+)
+
+
+class Authorizations:
+    """Fresh authorizations for ``workers`` workers, each over its own cards, times moving forward."""
+
+    def __init__(self, cards: list[str], terminals: list[str], start_us: int, *, workers: int, seed: int = 0) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.cards = [cards[k::workers] for k in range(workers)]
+        self.terminals = terminals
+        self.clock = itertools.count(start_us, 1_000_000)  # a second apart: windows keep moving
+        self.ids = itertools.count()
+        self.run = f"{time.time_ns():x}"
+
+    def next(self, worker: int) -> dict[str, np.ndarray]:
+        mine = self.cards[worker]
+        return {
+            "transaction_id": np.array([[f"b{self.run}-{next(self.ids)}".encode()]], dtype=object),
+            "card_id": np.array([[mine[int(self.rng.integers(len(mine)))].encode()]], dtype=object),
+            "terminal_id": np.array(
+                [[self.terminals[int(self.rng.integers(len(self.terminals)))].encode()]], dtype=object
+            ),
+            "amount": np.array([[round(float(self.rng.gamma(2.0, 30.0)), 2)]]),
+            "timestamp": np.array([[next(self.clock)]], dtype=np.int64),
+        }
+
+
+class _Target:
+    name = "triton"
+    batch = 1
+
+    def __init__(self, url: str, auths: Authorizations, client: str) -> None:
+        self.url, self.auths, self.client = url, auths, client
+        self.channel = grpc.insecure_channel(url)
+        self.infer = self.channel.unary_unary(_MODEL_INFER)
+        self.workers = itertools.count()
+        self.opened: list[Any] = []
+
+    def worker(self) -> Callable[[int], None]:
+        k = next(self.workers)
+        if self.client == "tritonclient":
+            fraud = FraudClient(self.url)
+            self.opened.append(fraud)
+
+            def call_client(i: int) -> None:
+                fraud.authorize({n: a.ravel() for n, a in self.auths.next(k).items()})
+
+            return call_client
+
+        def call_stub(i: int) -> None:
+            self.infer(_infer_request("fraud", self.auths.next(k), DATATYPES, OUTPUTS).SerializeToString(), timeout=30)
+
+        return call_stub
+
+    def close(self) -> None:
+        self.channel.close()
+        for c in self.opened:
+            c.close()
+
+
+def _prepare(root: Path, cards: int, days: int) -> tuple[Path, list[str], list[str], int]:
+    tx = synthetic_transactions(cards=cards, terminals=cards * 2, days=days, seed=7)
+    data = root / "transactions.parquet"
+    root.mkdir(parents=True, exist_ok=True)
+    tx.write_parquet(data)
+    # A fresh repository: a live state left by an earlier run would hold these cards at later times.
+    shutil.rmtree(root / "model_repo", ignore_errors=True)
+    repo = ModelRepository(root / "model_repo")
+    r = train_fraud(
+        data, columns=COLUMNS, delay_us=86_400_000_000, train_days=days - 8, gap_days=1, test_days=7, repo=repo
+    )
+    print(f"trained fraud version {r.version} on {tx.height:,} generated transactions ({r.rounds} trees)")
+    end = int(tx["timestamp"].cast(int).max()) + 1_000_000  # type: ignore[arg-type]
+    return r.path, sorted(set(tx["card_id"].cast(str))), sorted(set(tx["terminal_id"].cast(str))), end
+
+
+def _line(label: str, m: Any, server: dict[str, Any] | None = None) -> None:
+    extra = ""
+    if server:
+        extra = "; server µs/request: " + ", ".join(
+            f"{k} {v:.0f}" for k, v in server.items() if v is not None and k != "avg_batch"
+        )
+        extra += f", avg batch {server['avg_batch']:.2f}"
+    print(
+        f"  {label:<28} {m.throughput:8,.0f} auth/s  p50 {m.p50_ms:6.3f} ms  p90 {m.p90_ms:6.3f}  p99 {m.p99_ms:6.3f}"
+        f"  p99.9 {m.p999_ms:6.3f}  errors {m.errors}{' (' + m.first_error + ')' if m.errors else ''}{extra}"
+    )
+
+
+def _in_process(version: Path, auths: Authorizations, duration: float) -> None:
+    scorer = FraudScorer.load(version)
+    scorer.live_state = None  # a benchmark never writes the live snapshot
+    gc.collect()
+    gc.freeze()  # as the served model does after loading its state
+    times = []
+    end = time.perf_counter() + duration
+    while time.perf_counter() < end:
+        body = {n: a.ravel() for n, a in auths.next(0).items()}
+        t0 = time.perf_counter_ns()
+        x = scorer.features(scorer.validate(body))
+        t1 = time.perf_counter_ns()
+        scorer.predict(x, outputs=OUTPUTS)
+        times.append((t1 - t0, time.perf_counter_ns() - t1))
+    a = np.array(times) / 1e3
+    print(
+        f"  {'in-process (no transport)':<28} features+state p50 {np.median(a[:, 0]):.0f} µs, "
+        f"XGBoost (+TreeSHAP when flagged) p50 {np.median(a[:, 1]):.0f} µs, "
+        f"total p99 {np.percentile(a.sum(axis=1), 99):.0f} µs"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.fraud_latency", description=__doc__.splitlines()[0])
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds measured per point (default 10)")
+    ap.add_argument("--warmup", type=float, default=2.0, help="seconds before measuring (default 2)")
+    ap.add_argument("--concurrency", default="1,4", help="comma-separated concurrency levels (default 1,4)")
+    ap.add_argument("--cards", type=int, default=2000, help="generated cards (default 2000)")
+    ap.add_argument("--days", type=int, default=30, help="generated days of history (default 30)")
+    ap.add_argument(
+        "--root", type=Path, default=Path("build/bench-fraud"), help="work folder (default build/bench-fraud)"
+    )
+    args = ap.parse_args(argv)
+    levels = [int(c) for c in args.concurrency.split(",")]
+    version, cards, terminals, start = _prepare(args.root, args.cards, args.days)
+    auths = Authorizations(cards, terminals, start, workers=max(levels))
+    print(f"one authorization per request, {args.duration:g} s per point after {args.warmup:g} s warm-up:")
+    with TritonServer(version.parent.parent, ports=ServerPorts.free(), models=["fraud"]) as server:
+        stats = grpcclient.InferenceServerClient(server.grpc_url)
+        for client in ("stub", "tritonclient"):
+            for level in levels:
+                target = _Target(server.grpc_url, auths, client)
+                before = _stats(stats, "fraud")
+                m = closed_loop(target, concurrency=level, duration=args.duration, warmup=args.warmup)
+                _line(f"gRPC {client}, c={level}", m, server_breakdown(before, _stats(stats, "fraud")))
+                target.close()
+        stats.close()
+    _in_process(version, auths, min(args.duration, 5.0))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

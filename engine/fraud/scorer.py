@@ -1,0 +1,246 @@
+"""Scoring authorizations: features from the kept state, XGBoost, reason codes and a decision.
+
+:class:`FraudScorer` is what the served ``fraud`` model runs and what in-process scoring uses. A batch of
+authorizations is checked whole before any of it touches the state (a bad request changes nothing), then
+each row's features are computed in arrival order, each seeing the rows before it, and the batch is
+predicted in one call. A request carrying ``label`` reports the fraud label of an earlier authorization.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Collection, Mapping
+from pathlib import Path
+
+import numpy as np
+import xgboost as xgb
+
+from engine.backend import Device, xgboost_device
+from engine.errors import InvalidInputError, ModelNotReadyError
+from engine.fraud.state import FraudState
+from engine.triton_config import ModelConfig, TensorSpec
+from kernels.transactions import feature_names
+
+__all__ = [
+    "AUTHORIZATION",
+    "INITIAL_STATE",
+    "KEY_FILE",
+    "LIVE_STATE",
+    "MODEL_FILE",
+    "OUTPUTS",
+    "PARAMS_FILE",
+    "FraudScorer",
+    "fraud_config",
+]
+
+log = logging.getLogger("finscore.fraud")
+
+MODEL_FILE = "model.ubj"
+PARAMS_FILE = "fraud.json"
+INITIAL_STATE = "state.json.gz"
+#: Kept beside the versions: the state a running server snapshots, restored by the next load of any version.
+LIVE_STATE = "state/live.json.gz"
+KEY_FILE = "card-key.bin"
+N_REASONS = 3
+DECISIONS = ("approve", "review", "decline")
+
+#: The inputs of one authorization; ``label`` alone with ``transaction_id`` reports a fraud label.
+AUTHORIZATION = (
+    TensorSpec("transaction_id", "BYTES"),
+    TensorSpec("card_id", "BYTES", optional=True),
+    TensorSpec("terminal_id", "BYTES", optional=True),
+    TensorSpec("amount", "FP64", optional=True),
+    TensorSpec("timestamp", "INT64", optional=True),
+    TensorSpec("label", "INT32", optional=True),
+)
+OUTPUTS = (
+    TensorSpec("fraud_probability", "FP32", (1,)),
+    TensorSpec("reason_codes", "BYTES", (N_REASONS,)),
+    TensorSpec("decision", "BYTES", (1,)),
+    TensorSpec("features", "FP64", (len(feature_names()),)),
+)
+_REQUIRED = ("card_id", "amount", "timestamp")
+
+
+def fraud_config(*, device: Device = "cpu") -> ModelConfig:
+    """The served ``fraud`` model's config. One instance: the state lives in that process (several
+    instances or servers share it through Redis instead)."""
+    return ModelConfig(
+        name="fraud",
+        inputs=AUTHORIZATION,
+        outputs=OUTPUTS,
+        max_batch_size=4096,
+        instance_kind="KIND_GPU" if device == "gpu" else "KIND_CPU",
+        instance_count=1,
+    )
+
+
+def _text(values: np.ndarray, name: str) -> list[str]:
+    out = []
+    for v in values.ravel().tolist():
+        s = v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+        if not s:
+            msg = f"input {name!r} must not be empty"
+            raise InvalidInputError(msg)
+        out.append(s)
+    return out
+
+
+class FraudScorer:
+    """A trained fraud version and the state it scores from."""
+
+    def __init__(
+        self,
+        booster: xgb.Booster,
+        params: Mapping[str, object],
+        state: FraudState,
+        *,
+        device: Device = "cpu",
+        version: str = "",
+        live_state: Path | None = None,
+    ) -> None:
+        self.booster = booster
+        self.params = dict(params)
+        thresholds = params["thresholds"]
+        assert isinstance(thresholds, Mapping)
+        self.review = float(thresholds["review"])
+        self.decline = float(thresholds["decline"])
+        self.state = state
+        self.device = device
+        self.version = version
+        self.live_state = live_state
+        self.names = feature_names()
+        self._name_array = np.asarray(self.names, dtype=object)
+        self.booster.set_param({"device": xgboost_device(device), "nthread": 1})
+
+    @classmethod
+    def load(cls, version_dir: str | Path, *, device: Device = "cpu") -> FraudScorer:
+        """Load a version written by :func:`engine.fraud.train.train_fraud`, with the live state if one was
+        snapshotted (by an earlier load of any version), else the version's starting state."""
+        d = Path(version_dir)
+        if not (d / MODEL_FILE).is_file():
+            msg = f"{d} holds no trained fraud model ({MODEL_FILE} missing): run `finscore train fraud`"
+            raise ModelNotReadyError(msg)
+        booster = xgb.Booster()
+        try:
+            booster.load_model(d / MODEL_FILE)
+            params = json.loads((d / PARAMS_FILE).read_text(encoding="utf-8"))
+            secret = (d.parent / KEY_FILE).read_bytes()
+        except (xgb.core.XGBoostError, OSError, ValueError) as exc:
+            msg = f"{d} is not a readable fraud version ({type(exc).__name__}); retrain with `finscore train fraud`"
+            raise ModelNotReadyError(msg) from None
+        if params.get("features") != feature_names():
+            msg = f"{d} was trained on other features than this finscore computes; retrain with `finscore train fraud`"
+            raise ModelNotReadyError(msg)
+        live = d.parent / LIVE_STATE
+        state = None
+        if live.is_file():
+            state = FraudState.restore(live, secret=secret)
+            if state.delay_us != params["delay_us"]:
+                log.warning(
+                    "live state %s has another label delay than version %s: starting from its own", live, d.name
+                )
+                state = None
+        if state is None:
+            state = FraudState.restore(d / INITIAL_STATE, secret=secret)
+        return cls(booster, params, state, device=device, version=d.name, live_state=live)
+
+    def snapshot(self) -> Path | None:
+        """Write the live state beside the versions (what the next load restores)."""
+        return self.state.snapshot(self.live_state) if self.live_state is not None else None
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        return list(AUTHORIZATION)
+
+    def validate(self, columns: Mapping[str, object]) -> dict[str, object]:
+        """Check one request: an authorization batch or a label report. Raises :class:`InvalidInputError`."""
+        present = {k: np.asarray(v) for k, v in columns.items() if v is not None}
+        if "transaction_id" not in present:
+            msg = "input 'transaction_id' is missing from the request"
+            raise InvalidInputError(msg)
+        txids = _text(present["transaction_id"], "transaction_id")
+        n = len(txids)
+        for name, arr in present.items():
+            if arr.size != n:
+                msg = f"input {name!r} has {arr.size} rows but 'transaction_id' has {n}"
+                raise InvalidInputError(msg)
+        if "label" in present:
+            labels = present["label"].ravel().astype(np.int64).tolist()
+            self.state.check_labels(txids, labels)
+            return {"kind": "label", "transaction_id": txids, "label": labels}
+        missing = [name for name in _REQUIRED if name not in present]
+        if missing:
+            msg = (
+                f"input {missing[0]!r} is missing from the request (an authorization needs card_id, amount, timestamp)"
+            )
+            raise InvalidInputError(msg)
+        amount = present["amount"].ravel().astype(np.float64)
+        if not np.isfinite(amount).all():
+            msg = "input 'amount' must be a finite number (NaN or infinity sent)"
+            raise InvalidInputError(msg)
+        terminal = _text(present["terminal_id"], "terminal_id") if "terminal_id" in present else [""] * n
+        rows = {
+            "kind": "authorization",
+            "transaction_id": txids,
+            "card_id": _text(present["card_id"], "card_id"),
+            "terminal_id": terminal,
+            "amount": amount.tolist(),
+            "timestamp": present["timestamp"].ravel().astype(np.int64).tolist(),
+        }
+        self.state.check(rows["transaction_id"], rows["card_id"], rows["timestamp"])  # type: ignore[arg-type]
+        return rows
+
+    def features(self, rows: Mapping[str, object]) -> np.ndarray:
+        """Features of a validated authorization batch, each row recorded into the state after it is read."""
+        args = zip(
+            rows["transaction_id"],
+            rows["card_id"],
+            rows["terminal_id"],
+            rows["amount"],
+            rows["timestamp"],
+            strict=True,  # type: ignore[call-overload]
+        )
+        return np.vstack([self.state.authorize(*a) for a in args])
+
+    def predict(self, x: np.ndarray, *, outputs: Collection[str] | None = None) -> dict[str, np.ndarray]:
+        """Probability, decision and reasons for feature rows (``x`` as :meth:`features` returns).
+
+        Reason codes (XGBoost's TreeSHAP: the three features that raise the score most) are given for the
+        rows the decision flags, review or decline; an approval carries none. TreeSHAP costs twice the
+        prediction itself, and an approval is what nobody asks the reasons of, in the authorization path.
+        """
+        wanted = set(outputs or (o.name for o in OUTPUTS))
+        x32 = np.ascontiguousarray(x, dtype=np.float32)
+        prob = self.booster.inplace_predict(x32, validate_features=False).astype(np.float32).reshape(-1)
+        decision = np.where(
+            prob >= self.decline, DECISIONS[2], np.where(prob >= self.review, DECISIONS[1], DECISIONS[0])
+        )
+        out: dict[str, np.ndarray] = {
+            "fraud_probability": prob,
+            "decision": decision.astype(object),
+            "features": x,
+        }
+        if "reason_codes" in wanted:
+            reasons = np.full((len(x), N_REASONS), "", dtype=object)
+            flagged = np.flatnonzero(prob >= self.review)
+            if len(flagged):
+                dm = xgb.DMatrix(x32[flagged], feature_names=self.names)
+                contribs = self.booster.predict(dm, pred_contribs=True, validate_features=False)[:, :-1]
+                top = np.argsort(-contribs, axis=1, kind="stable")[:, :N_REASONS]
+                reasons[flagged] = np.where(np.take_along_axis(contribs, top, axis=1) > 0, self._name_array[top], "")
+            out["reason_codes"] = reasons
+        return out
+
+    def score(self, columns: Mapping[str, object]) -> dict[str, np.ndarray]:
+        """Validate, compute features (updating the state) and predict one authorization batch."""
+        rows = self.validate(columns)
+        if rows["kind"] == "label":
+            self.report(rows)
+            return {}
+        return self.predict(self.features(rows))
+
+    def report(self, rows: Mapping[str, object]) -> None:
+        for txid, label in zip(rows["transaction_id"], rows["label"], strict=True):  # type: ignore[call-overload]
+            self.state.report(txid, label)
