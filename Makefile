@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.finscore-installed
 
-.PHONY: run test bench bench-tools bench-scan eval-threat lint clean
+.PHONY: run test bench bench-tools bench-scan bench-fraud-latency eval-fraud bench-fraud eval-threat lint clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,22 @@ bench: bench-tools
 # 1M generated rows scanned in-process and through Triton, beside pandas + IsolationForest.
 bench-scan: $(STAMP)
 	$(BIN)/python -m bench.scan --repeats 3
+
+# Card-transaction features on 10M generated rows: finscore's kernel beside pandas groupby-rolling.
+bench-fraud: $(STAMP)
+	$(BIN)/python -m bench.fraud_kernels
+
+# One fraud authorization over gRPC with its state update (generated cards, own server), c=1 and c=4.
+bench-fraud-latency: $(STAMP)
+	$(BIN)/python -m bench.fraud_latency
+
+# finscore train fraud on the Fraud Detection Handbook's simulated transactions (read from ../shared/data when
+# present): the handbook's weeks, with labels arriving 7 days late (its assumption) and 1 day late.
+HANDBOOK ?= ../shared/data/fraud-handbook-simulated/transactions_2018-07-25_2018-08-14.parquet
+HANDBOOK_COLUMNS := --label TX_FRAUD --time TX_DATETIME --card CUSTOMER_ID --terminal TERMINAL_ID --amount TX_AMOUNT --id TRANSACTION_ID
+eval-fraud: $(STAMP)
+	$(BIN)/finscore train fraud --data $(HANDBOOK) $(HANDBOOK_COLUMNS) --label-delay 7d --repo build/eval-fraud
+	$(BIN)/finscore train fraud --data $(HANDBOOK) $(HANDBOOK_COLUMNS) --label-delay 1d --repo build/eval-fraud
 
 # The threat model against IsolationForest on NSL-KDD (reads ../shared/data/nsl-kdd when present).
 eval-threat: $(STAMP)

@@ -66,3 +66,6 @@ class FraudClient(ModelClient):
             "label": _column("label", list(labels), np.int32),
         }
         self.infer_arrays(arrays, outputs=["decision"])
+
+    def __enter__(self) -> FraudClient:
+        return self

@@ -89,6 +89,24 @@ class BackendModel:
         code = getattr(self.pb_utils.TritonError, code_name)
         return self.pb_utils.InferenceResponse(error=self.pb_utils.TritonError(msg, code))
 
+    def _answer(
+        self,
+        responses: list[Any],
+        sizes: list[tuple[int, int]],
+        outputs: dict[str, np.ndarray],
+        wanted: dict[int, list[str]],
+    ) -> None:
+        """Cut the batch's ``outputs`` into one response per request: ``sizes`` holds (request, rows) in order."""
+        start = 0
+        for i, n in sizes:
+            stop = start + n
+            tensors = [
+                self.pb_utils.Tensor(name, _as_output(name, outputs[name][start:stop], self.output_dims[name]))
+                for name in wanted[i]
+            ]
+            responses[i] = self.pb_utils.InferenceResponse(output_tensors=tensors)
+            start = stop
+
     def execute(self, requests: list[Any]) -> list[Any]:
         responses: list[Any] = [None] * len(requests)
         frames: list[tuple[int, dict[str, np.ndarray]]] = []
@@ -107,15 +125,8 @@ class BackendModel:
                 # for the rows it alerts on).
                 union = {name for names in wanted.values() for name in names}
                 outputs = self.scorer.score_rows(_concat([f for _, f in frames]), outputs=union)
-                start = 0
-                for i, frame in frames:
-                    stop = start + len(next(iter(frame.values())))
-                    tensors = [
-                        self.pb_utils.Tensor(name, _as_output(name, outputs[name][start:stop], self.output_dims[name]))
-                        for name in wanted[i]
-                    ]
-                    responses[i] = self.pb_utils.InferenceResponse(output_tensors=tensors)
-                    start = stop
+                sizes = [(i, len(next(iter(frame.values())))) for i, frame in frames]
+                self._answer(responses, sizes, outputs, wanted)
             except FinscoreError as exc:
                 for i, _ in frames:
                     responses[i] = self._error(str(exc), "INVALID_ARG")

@@ -74,15 +74,7 @@ class FraudBackendModel(BackendModel):
             wanted = {i: self._requested(requests[i]) for i, _ in scored}
             union = {name for names in wanted.values() for name in names}
             outputs = self.scorer.predict(np.vstack([x for _, x in scored]), outputs=union)
-            start = 0
-            for i, x in scored:
-                stop = start + len(x)
-                tensors = [
-                    self.pb_utils.Tensor(name, _as_output(name, outputs[name][start:stop], self.output_dims[name]))
-                    for name in wanted[i]
-                ]
-                responses[i] = self.pb_utils.InferenceResponse(output_tensors=tensors)
-                start = stop
+            self._answer(responses, [(i, len(x)) for i, x in scored], outputs, wanted)
         except Exception:
             self._log_error(f"unexpected error scoring fraud:\n{traceback.format_exc()}")
             for i, _ in scored:

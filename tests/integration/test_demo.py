@@ -21,4 +21,8 @@ def test_demo_scores_customers_and_scans_the_log(tmp_path: Path, capsys: pytest.
     assert hit >= attackers / 2 and hit <= named
     alerts = [json.loads(line) for line in (tmp_path / "demo" / "alerts.jsonl").read_text().splitlines()]
     assert len({a["source"]["ip"] for a in alerts}) == named
-    assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["churn", "threat", "threat_features"]
+    assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["churn", "fraud", "threat", "threat_features"]
+    fraud = re.search(r"scored 4 card authorizations.*?\n\n(.*?)\n   demo-3", out, re.S)
+    assert fraud is not None
+    decisions = {line.split()[0]: line.split()[3] for line in fraud.group(1).splitlines()[2:]}
+    assert decisions["demo-3"] in {"review", "decline"} and decisions["demo-1"] == "approve"
