@@ -165,10 +165,11 @@ def _terminal_exprs(delay_us: int) -> list[pl.Expr]:
 
     exprs: list[pl.Expr] = []
     end = t.search_sorted(t - delay_us, side="right").over("terminal").cast(pl.Int64)
+    frauds_to_end = frauds_before(end)  # every window ends at the delay
     for w, size in TERMINAL_WINDOWS.items():
         start = t.search_sorted(t - delay_us - size, side="right").over("terminal").cast(pl.Int64)
         count = end - start
-        frauds = frauds_before(end) - frauds_before(start)
+        frauds = frauds_to_end - frauds_before(start)
         exprs += [
             count.alias(f"terminal_count_{w}"),
             pl.when(count > 0).then(frauds / count).otherwise(0.0).alias(f"terminal_risk_{w}"),

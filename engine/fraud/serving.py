@@ -45,7 +45,7 @@ class FraudBackendModel(BackendModel):
         """The answer to a label report: every asked output, empty, and the decision ``recorded``."""
         filled = {
             "fraud_probability": np.full(n, np.nan, dtype=np.float32),
-            "reason_codes": np.full((n, 3), b"", dtype=object),
+            "reason_codes": np.full((n, *self.output_dims["reason_codes"]), b"", dtype=object),
             "decision": np.full(n, b"recorded", dtype=object),
             "features": np.full((n, *self.output_dims["features"]), np.nan),
         }

@@ -69,7 +69,7 @@ class _Terminal:
 
 
 class FraudState:
-    """Card and terminal histories for online features (one process; see ``engine.fraud.redis_state`` for shared)."""
+    """Card and terminal histories for online features, held by one process."""
 
     def __init__(self, *, delay_us: int, secret: bytes) -> None:
         self.delay_us = int(delay_us)
