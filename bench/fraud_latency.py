@@ -9,7 +9,9 @@ Two client paths: ``stub`` (the request serialised per call and sent through gRP
 perf_analyzer's C++ client costs) and ``tritonclient`` (``FraudClient.authorize``, what an application in
 Python sees). Triton's statistics give the server's share. In-process (the scorer alone) for comparison.
 
-    python -m bench.fraud_latency [--duration 10] [--concurrency 1,4] [--url HOST:PORT]
+    python -m bench.fraud_latency [--duration 10] [--concurrency 1,4] [--redis redis://HOST:PORT/DB]
+
+With ``--redis`` the state lives in that Redis (as several servers would share it) instead of the model's process.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import gc
 import itertools
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -32,6 +35,7 @@ from bench.suite import _stats, server_breakdown
 from bench.targets import _MODEL_INFER, _infer_request
 from clients import FraudClient
 from engine.fraud import FraudColumns, FraudScorer, train_fraud
+from engine.fraud.redis_state import ENV_VAR
 from engine.fraud.synthetic import synthetic_transactions
 from engine.repo import ModelRepository
 from engine.server import ServerPorts, TritonServer
@@ -169,12 +173,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--root", type=Path, default=Path("build/bench-fraud"), help="work folder (default build/bench-fraud)"
     )
+    ap.add_argument("--redis", metavar="URL", help="keep the state in this Redis (default: in the server process)")
     args = ap.parse_args(argv)
+    env = {ENV_VAR: args.redis} if args.redis else {}
+    os.environ.update(env)  # the in-process scorer reads it too
     levels = [int(c) for c in args.concurrency.split(",")]
     version, cards, terminals, start = _prepare(args.root, args.cards, args.days)
     auths = Authorizations(cards, terminals, start, workers=max(levels))
-    print(f"one authorization per request, {args.duration:g} s per point after {args.warmup:g} s warm-up:")
-    with TritonServer(version.parent.parent, ports=ServerPorts.free(), models=["fraud"]) as server:
+    where = f"state in Redis at {args.redis}" if args.redis else "state in the server process"
+    print(f"one authorization per request, {where}, {args.duration:g} s per point after {args.warmup:g} s warm-up:")
+    with TritonServer(version.parent.parent, ports=ServerPorts.free(), models=["fraud"], env=env) as server:
         stats = grpcclient.InferenceServerClient(server.grpc_url)
         for client in ("stub", "tritonclient"):
             for level in levels:

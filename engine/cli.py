@@ -44,6 +44,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--models", help="comma-separated models to load (default: every trained model)")
     serve.add_argument("--log", type=Path, help="server log file")
     serve.add_argument("--verbose", action="store_true", help="verbose Triton log")
+    serve.add_argument(
+        "--fraud-redis",
+        metavar="URL",
+        help="keep the fraud model's card and terminal state in this Redis (redis://HOST:PORT/DB), shared with "
+        "every server given the same URL (default: in the server process; FINSCORE_FRAUD_REDIS does the same)",
+    )
 
     train = sub.add_parser("train", help="train a model and write a new version into the repository")
     train_sub = train.add_subparsers(dest="model", required=True, metavar="MODEL")
@@ -172,6 +178,7 @@ def _serve(args: argparse.Namespace) -> int:
         models=models,
         log_path=args.log,
         verbose=args.verbose,
+        env={"FINSCORE_FRAUD_REDIS": args.fraud_redis} if args.fraud_redis else None,
     )
     stopping = False
 

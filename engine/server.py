@@ -22,6 +22,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -168,6 +169,7 @@ class TritonServer:
         log_path: str | os.PathLike[str] | None = None,
         ready_timeout: float = 120.0,
         verbose: bool = False,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.repo = repository if isinstance(repository, ModelRepository) else ModelRepository(repository)
         self.ports = ports or ServerPorts()
@@ -175,6 +177,7 @@ class TritonServer:
         self.models = models
         self.ready_timeout = ready_timeout
         self.verbose = verbose
+        self.env = dict(env or {})  # added to the server's environment (read by the models as they load)
         self.log_path = (
             Path(log_path) if log_path else Path(tempfile.gettempdir()) / f"finscore-triton-{self.ports.grpc}.log"
         )
@@ -240,7 +243,7 @@ class TritonServer:
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             self._command(paths, models),
-            env=server_env(paths),
+            env={**server_env(paths), **self.env},
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +21,7 @@ from engine.demo_data import CHURN_ID, CHURN_LABEL, EVENT_LABEL, churn_customers
 from engine.fraud import FraudColumns, FraudTrainResult, train_fraud
 from engine.fraud.synthetic import synthetic_transactions
 from engine.repo import ModelRepository
+from engine.server import free_port
 from engine.threat import ThreatScorer, train_threat
 from engine.threat import TrainResult as ThreatTrainResult
 
@@ -164,3 +169,56 @@ def fraud_trained(
         repo=repository,
         threads=2,
     )
+
+
+@contextmanager
+def running_redis(folder: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A real ``redis-server`` on a free port, without persistence, kept in ``folder``: (its URL, its process).
+    Skips the test where Redis is not installed (``make test`` installs it when it can); FINSCORE_REQUIRE_REDIS=1,
+    as ``.ci/run`` sets, makes that a failure."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        reason = "redis-server is not installed (make test installs it with apt-get when run as root)"
+        if os.environ.get("FINSCORE_REQUIRE_REDIS", "").lower() in {"1", "true", "yes"}:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    import redis
+
+    port = free_port()
+    cmd = [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(folder)]
+    with (folder / "redis.log").open("wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"redis-server did not start: {(folder / 'redis.log').read_text()[-500:]}")
+                time.sleep(0.05)
+        yield url, proc
+    finally:
+        client.close()
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """:func:`running_redis` for the whole session: its URL."""
+    with running_redis(tmp_path_factory.mktemp("redis")) as (url, _):
+        yield url
+
+
+@pytest.fixture()
+def redis_url(redis_server: str) -> str:
+    """:func:`redis_server`, emptied for this test."""
+    import redis
+
+    with redis.Redis.from_url(redis_server) as client:
+        client.flushall()
+    return redis_server

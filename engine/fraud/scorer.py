@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Collection, Mapping
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import xgboost as xgb
 
 from engine.backend import Device, xgboost_device
 from engine.errors import InvalidInputError, ModelNotReadyError
+from engine.fraud.redis_state import ENV_VAR, RedisFraudState
 from engine.fraud.state import FraudState
 from engine.triton_config import ModelConfig, TensorSpec
 from kernels.transactions import feature_names
@@ -64,8 +66,8 @@ _REQUIRED = ("card_id", "amount", "timestamp")
 
 
 def fraud_config(*, device: Device = "cpu") -> ModelConfig:
-    """The served ``fraud`` model's config. One instance: the state lives in that process (several
-    instances or servers share it through Redis instead)."""
+    """The served ``fraud`` model's config. One instance: the state lives in that process (several servers
+    share it through Redis instead, see :mod:`engine.fraud.redis_state`)."""
     return ModelConfig(
         name="fraud",
         inputs=AUTHORIZATION,
@@ -74,6 +76,16 @@ def fraud_config(*, device: Device = "cpu") -> ModelConfig:
         instance_kind="KIND_GPU" if device == "gpu" else "KIND_CPU",
         instance_count=1,
     )
+
+
+def _starting_state(version: Path, live: Path, delay_us: int, secret: bytes) -> FraudState:
+    """The live state snapshotted by an earlier load of any version, else the version's own starting state."""
+    if live.is_file():
+        state = FraudState.restore(live, secret=secret)
+        if state.delay_us == delay_us:
+            return state
+        log.warning("live state %s has another label delay than version %s: starting from its own", live, version.name)
+    return FraudState.restore(version / INITIAL_STATE, secret=secret)
 
 
 def _text(values: np.ndarray, name: str) -> list[str]:
@@ -94,7 +106,7 @@ class FraudScorer:
         self,
         booster: xgb.Booster,
         params: Mapping[str, object],
-        state: FraudState,
+        state: FraudState | RedisFraudState,
         *,
         device: Device = "cpu",
         version: str = "",
@@ -117,7 +129,9 @@ class FraudScorer:
     @classmethod
     def load(cls, version_dir: str | Path, *, device: Device = "cpu") -> FraudScorer:
         """Load a version written by :func:`engine.fraud.train.train_fraud`, with the live state if one was
-        snapshotted (by an earlier load of any version), else the version's starting state."""
+        snapshotted (by an earlier load of any version), else the version's starting state; or, where
+        ``FINSCORE_FRAUD_REDIS`` names a Redis server, with the state shared there (filled from the same
+        starting state if empty)."""
         d = Path(version_dir)
         if not (d / MODEL_FILE).is_file():
             msg = f"{d} holds no trained fraud model ({MODEL_FILE} missing): run `finscore train fraud`"
@@ -134,16 +148,15 @@ class FraudScorer:
             msg = f"{d} was trained on other features than this finscore computes; retrain with `finscore train fraud`"
             raise ModelNotReadyError(msg)
         live = d.parent / LIVE_STATE
-        state = None
-        if live.is_file():
-            state = FraudState.restore(live, secret=secret)
-            if state.delay_us != params["delay_us"]:
-                log.warning(
-                    "live state %s has another label delay than version %s: starting from its own", live, d.name
-                )
-                state = None
-        if state is None:
-            state = FraudState.restore(d / INITIAL_STATE, secret=secret)
+        delay_us = int(params["delay_us"])
+        url = os.environ.get(ENV_VAR, "").strip()
+        state: FraudState | RedisFraudState
+        if url:
+            state = RedisFraudState.connect(
+                url, delay_us=delay_us, secret=secret, seed=lambda: _starting_state(d, live, delay_us, secret)
+            )
+        else:
+            state = _starting_state(d, live, delay_us, secret)
         return cls(booster, params, state, device=device, version=d.name, live_state=live)
 
     def snapshot(self) -> Path | None:
@@ -189,20 +202,17 @@ class FraudScorer:
             "amount": amount.tolist(),
             "timestamp": present["timestamp"].ravel().astype(np.int64).tolist(),
         }
-        self.state.check(rows["transaction_id"], rows["card_id"], rows["timestamp"])  # type: ignore[arg-type]
         return rows
 
     def features(self, rows: Mapping[str, object]) -> np.ndarray:
         """Features of a validated authorization batch, each row recorded into the state after it is read."""
-        args = zip(
-            rows["transaction_id"],
-            rows["card_id"],
-            rows["terminal_id"],
-            rows["amount"],
-            rows["timestamp"],
-            strict=True,  # type: ignore[call-overload]
+        return self.state.authorize_batch(
+            rows["transaction_id"],  # type: ignore[arg-type]
+            rows["card_id"],  # type: ignore[arg-type]
+            rows["terminal_id"],  # type: ignore[arg-type]
+            rows["amount"],  # type: ignore[arg-type]
+            rows["timestamp"],  # type: ignore[arg-type]
         )
-        return np.vstack([self.state.authorize(*a) for a in args])
 
     def predict(self, x: np.ndarray, *, outputs: Collection[str] | None = None) -> dict[str, np.ndarray]:
         """Probability, decision and reasons for feature rows (``x`` as :meth:`features` returns).

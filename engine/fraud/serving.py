@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from engine.errors import FinscoreError
+from engine.fraud.redis_state import StateUnavailableError
 from engine.fraud.scorer import FraudScorer
 from engine.serving import BackendModel, _as_output
 
@@ -63,6 +64,8 @@ class FraudBackendModel(BackendModel):
                     responses[i] = self._recorded(len(rows["transaction_id"]), self._requested(request))
                 else:
                     scored.append((i, self.scorer.features(rows)))
+            except StateUnavailableError as exc:
+                responses[i] = self._error(str(exc), "UNAVAILABLE")
             except FinscoreError as exc:
                 responses[i] = self._error(str(exc), "INVALID_ARG")
             except Exception:

@@ -26,11 +26,12 @@ import numpy as np
 from engine.errors import InvalidInputError, ModelNotReadyError
 from kernels.transactions import CARD_WINDOWS, DAY_US, HOUR_US, TERMINAL_WINDOWS, feature_names
 
-__all__ = ["FraudState", "card_key"]
+__all__ = ["FraudState", "card_key", "check_amount", "check_label", "features"]
 
 SNAPSHOT_VERSION = 1
 _CARD_SPAN = max(CARD_WINDOWS.values())
 _TERMINAL_SPAN = max(TERMINAL_WINDOWS.values())
+_N_FEATURES = len(feature_names())
 
 
 def card_key(card: str, secret: bytes) -> str:
@@ -51,6 +52,18 @@ def _check_order(last: int | None, time: int) -> None:
         raise InvalidInputError(msg)
 
 
+def check_amount(amount: float) -> None:
+    if not math.isfinite(amount):
+        msg = "input 'amount' must be a finite number"
+        raise InvalidInputError(msg)
+
+
+def check_label(label: int) -> None:
+    if label not in (0, 1):
+        msg = f"input 'label' must be 0 or 1, got {label}"
+        raise InvalidInputError(msg)
+
+
 @dataclass
 class _Card:
     times: list[int] = field(default_factory=list)  # transactions within the longest window, oldest first
@@ -61,11 +74,74 @@ class _Card:
     count: int = 0
     last: int | None = None
 
+    def record(self, amount: float, time: int) -> _Card:
+        """Remember a transaction (after its features were read) and forget what left the longest window."""
+        # The kernel's arithmetic: running sums include the amount, "before" is the running sum less it.
+        cs = self.total + amount
+        self.times.append(time)
+        self.before.append(cs - amount)
+        self.amounts.append(amount)
+        self.total = cs
+        self.squares += amount**2
+        self.count += 1
+        self.last = time
+        drop = bisect_right(self.times, time - _CARD_SPAN)
+        if drop:
+            del self.times[:drop], self.before[:drop], self.amounts[:drop]
+        return self
+
 
 @dataclass
 class _Terminal:
     times: list[int] = field(default_factory=list)  # sorted
     frauds: list[int] = field(default_factory=list)  # times of transactions reported as fraud, sorted
+
+    def record(self, time: int, delay_us: int) -> _Terminal:
+        """Remember a transaction's time and forget what no window can read any more."""
+        if not self.times or time >= self.times[-1]:
+            self.times.append(time)
+        else:
+            insort(self.times, time)
+        horizon = time - delay_us - _TERMINAL_SPAN
+        drop = bisect_right(self.times, horizon)
+        if drop:
+            del self.times[:drop]
+            del self.frauds[: bisect_right(self.frauds, horizon)]
+        return self
+
+
+def features(c: _Card, amount: float, time: int, terminal: list[tuple[int, int]]) -> np.ndarray:
+    """One authorization's features (float64, :func:`feature_names` order) from its card's history and its
+    terminal's (transactions, frauds) per window: the arithmetic of :func:`kernels.transactions.transaction_features`
+    (running sums, differences of running sums, the same window bounds). Every state computes features here."""
+    out = np.empty(_N_FEATURES, dtype=np.float64)
+    out[0] = amount
+    out[1] = (time // HOUR_US) % 24
+    out[2] = (time // DAY_US + 3) % 7
+    cs = c.total + amount
+    before = cs - amount  # not c.total: the kernel's arithmetic, rounding included
+    j = 3
+    for size in CARD_WINDOWS.values():
+        first = bisect_right(c.times, time - size)
+        count = len(c.times) - first + 1
+        start = c.before[first] if first < len(c.times) else before
+        total = cs - start
+        out[j : j + 4] = (count, total, total / count, max([amount, *c.amounts[first:]]))
+        j += 4
+    out[j] = (time - c.last) / 1e6 if c.last is not None else np.nan
+    n = float(c.count)
+    zscore = np.nan
+    if n >= 2:
+        sq_before = (c.squares + amount**2) - amount**2
+        var = (sq_before - before * before / n) / (n - 1)
+        if var > 0:
+            zscore = (amount - before / n) / math.sqrt(var)
+    out[j + 1] = zscore
+    j += 2
+    for count, frauds in terminal:
+        out[j : j + 2] = (count, frauds / count if count > 0 else 0.0)
+        j += 2
+    return out
 
 
 class FraudState:
@@ -77,7 +153,6 @@ class FraudState:
         self.cards: dict[str, _Card] = {}
         self.terminals: dict[str, _Terminal] = {}
         self.labels: dict[str, tuple[str, int, int]] = {}  # transaction id → (terminal, time, label)
-        self.names = feature_names()
 
     def check(self, transaction_ids: list[str], cards: list[str], times: list[int]) -> None:
         """Raise :class:`InvalidInputError` if any row of this batch could not be recorded (checked before
@@ -98,90 +173,49 @@ class FraudState:
     # -- one authorization -------------------------------------------------------------------------------
     def authorize(self, transaction_id: str, card: str, terminal: str, amount: float, time: int) -> np.ndarray:
         """The features of this authorization (float64, :func:`feature_names` order); then remember it."""
-        if not math.isfinite(amount):
-            msg = "input 'amount' must be a finite number"
-            raise InvalidInputError(msg)
+        check_amount(amount)
         key = card_key(card, self.secret)
         c = self.cards.get(key)
         _check_order(c.last if c is not None else None, time)
         if transaction_id in self.labels:
             raise InvalidInputError(_SCORED_TWICE)
         c = c or _Card()
-        out = np.empty(len(self.names), dtype=np.float64)
-        out[0] = amount
-        out[1] = (time // HOUR_US) % 24
-        out[2] = (time // DAY_US + 3) % 7
-        cs = c.total + amount
-        cq = c.squares + amount**2
-        before = cs - amount
-        j = 3
-        for size in CARD_WINDOWS.values():
-            first = bisect_right(c.times, time - size)
-            count = len(c.times) - first + 1
-            start = c.before[first] if first < len(c.times) else before
-            total = cs - start
-            out[j : j + 4] = (count, total, total / count, max([amount, *c.amounts[first:]]))
-            j += 4
-        out[j] = (time - c.last) / 1e6 if c.last is not None else np.nan
-        n = float(c.count)
-        zscore = np.nan
-        if n >= 2:
-            sq_before = cq - amount**2
-            var = (sq_before - before * before / n) / (n - 1)
-            if var > 0:
-                zscore = (amount - before / n) / math.sqrt(var)
-        out[j + 1] = zscore
-        j += 2
         t = self.terminals.get(terminal) or _Terminal()
-        end = bisect_right(t.times, time - self.delay_us)
-        fraud_end = bisect_right(t.frauds, time - self.delay_us)
-        for size in TERMINAL_WINDOWS.values():
-            edge = time - self.delay_us - size
-            count = end - bisect_right(t.times, edge)
-            frauds = fraud_end - bisect_right(t.frauds, edge)
-            out[j : j + 2] = (count, frauds / count if count > 0 else 0.0)
-            j += 2
-        self._record(key, c, terminal, t, transaction_id, amount, time, cs, cq)
+        out = features(c, amount, time, self.terminal_counts(t, time))
+        self.cards[key] = c.record(amount, time)
+        self.terminals[terminal] = t.record(time, self.delay_us)
+        self.labels[transaction_id] = (terminal, time, 0)
         return out
 
-    def _record(
-        self, key: str, c: _Card, terminal: str, t: _Terminal, txid: str, amount: float, time: int, cs: float, cq: float
-    ) -> None:
-        c.times.append(time)
-        c.before.append(cs - amount)
-        c.amounts.append(amount)
-        c.total, c.squares, c.count, c.last = cs, cq, c.count + 1, time
-        drop = bisect_right(c.times, time - _CARD_SPAN)
-        if drop:
-            del c.times[:drop], c.before[:drop], c.amounts[:drop]
-        self.cards[key] = c
-        if not t.times or time >= t.times[-1]:
-            t.times.append(time)
-        else:
-            insort(t.times, time)
-        horizon = time - self.delay_us - _TERMINAL_SPAN
-        drop = bisect_right(t.times, horizon)
-        if drop:
-            del t.times[:drop]
-            del t.frauds[: bisect_right(t.frauds, horizon)]
-        self.terminals[terminal] = t
-        self.labels[txid] = (terminal, time, 0)
+    def authorize_batch(
+        self, transaction_ids: list[str], cards: list[str], terminals: list[str], amounts: list[float], times: list[int]
+    ) -> np.ndarray:
+        """:meth:`authorize` for each row in order, after :meth:`check` (all or nothing)."""
+        self.check(transaction_ids, cards, times)
+        rows = zip(transaction_ids, cards, terminals, amounts, times, strict=True)
+        return np.vstack([self.authorize(*row) for row in rows])
+
+    def terminal_counts(self, t: _Terminal, time: int) -> list[tuple[int, int]]:
+        """(transactions, frauds) of each terminal window, which ends the label delay before ``time``."""
+        end = bisect_right(t.times, time - self.delay_us)
+        fraud_end = bisect_right(t.frauds, time - self.delay_us)
+        out = []
+        for size in TERMINAL_WINDOWS.values():
+            edge = time - self.delay_us - size
+            out.append((end - bisect_right(t.times, edge), fraud_end - bisect_right(t.frauds, edge)))
+        return out
 
     # -- labels arriving late ------------------------------------------------------------------------------
     def check_labels(self, transaction_ids: list[str], labels: list[int]) -> None:
         """Raise :class:`InvalidInputError` if any label of this batch could not be recorded."""
         for txid, label in zip(transaction_ids, labels, strict=True):
-            if label not in (0, 1):
-                msg = f"input 'label' must be 0 or 1, got {label}"
-                raise InvalidInputError(msg)
+            check_label(label)
             if txid not in self.labels:
                 raise InvalidInputError(_UNKNOWN_TX)
 
     def report(self, transaction_id: str, label: int) -> None:
         """Record the fraud label (1) or its withdrawal (0) of an authorization scored earlier."""
-        if label not in (0, 1):
-            msg = f"input 'label' must be 0 or 1, got {label}"
-            raise InvalidInputError(msg)
+        check_label(label)
         known = self.labels.get(transaction_id)
         if known is None:
             raise InvalidInputError(_UNKNOWN_TX)

@@ -1,0 +1,161 @@
+"""The fraud state in a real Redis: the same features as the batch kernels, no update lost when two states
+(two servers) score the same card at once, all-or-nothing batches, and a clear error when Redis is away."""
+
+from __future__ import annotations
+
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from engine.errors import InvalidInputError
+from engine.fraud import FraudScorer, FraudTrainResult, canonical, replay_state
+from engine.fraud.redis_state import ENV_VAR, RedisFraudState, StateUnavailableError
+from engine.fraud.state import FraudState
+from engine.server import free_port
+from kernels.transactions import feature_names, transaction_features
+from tests.conftest import FRAUD_COLUMNS, FRAUD_DELAY_US
+
+NAMES = feature_names()
+COUNTS = [j for j, n in enumerate(NAMES) if "count" in n or n in {"hour", "weekday"}]
+COUNT_1H, SUM_1H = NAMES.index("card_count_1h"), NAMES.index("card_sum_1h")
+T0 = 1_900_000_000_000_000
+SECRET = b"k" * 32
+
+
+def _state(url: str) -> RedisFraudState:
+    return RedisFraudState.connect(url, delay_us=FRAUD_DELAY_US, secret=SECRET)
+
+
+def _batch(tx: pl.DataFrame) -> pl.DataFrame:
+    return transaction_features(tx.lazy(), delay_us=FRAUD_DELAY_US).collect()
+
+
+def _assert_same(got: np.ndarray, want: np.ndarray) -> None:
+    np.testing.assert_array_equal(got[:, COUNTS], want[:, COUNTS])
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-6)
+
+
+def test_a_day_replayed_through_redis_equals_the_batch_kernels(
+    redis_url: str, transactions: pl.DataFrame, fraud_split: tuple[pl.DataFrame, pl.DataFrame]
+) -> None:
+    history, day = (canonical(f, FRAUD_COLUMNS) for f in fraud_split)
+    first, second = _state(redis_url), _state(redis_url)  # two servers sharing one Redis
+    first.load(replay_state(history, delay_us=FRAUD_DELAY_US, secret=SECRET))
+    online = []
+    for i, row in enumerate(day.iter_rows(named=True)):
+        server = (first, second)[i % 2]
+        online.append(server.authorize(row["transaction_id"], row["card"], row["terminal"], row["amount"], row["time"]))
+        if row["label"]:
+            (second, first)[i % 2].report(row["transaction_id"], 1)
+    want = _batch(canonical(transactions, FRAUD_COLUMNS)).tail(day.height).select(NAMES).to_numpy()
+    assert len(online) == day.height > 100
+    _assert_same(np.vstack(online), want)
+
+
+def test_one_batch_of_days_counts_its_own_earlier_rows_in_terminal_windows(
+    redis_url: str, fraud_split: tuple[pl.DataFrame, pl.DataFrame]
+) -> None:
+    history = canonical(fraud_split[0], FRAUD_COLUMNS).sort("time", maintain_order=True)
+    got = _state(redis_url).authorize_batch(
+        [str(t) for t in history["transaction_id"].to_list()],
+        history["card"].to_list(),
+        history["terminal"].to_list(),
+        history["amount"].to_list(),
+        history["time"].to_list(),
+    )
+    # No label was reported during the batch, so compare with the kernels over the same rows unlabelled.
+    want = _batch(history.with_columns(pl.lit(None, dtype=pl.Int8).alias("label"))).select(NAMES).to_numpy()
+    assert got[:, NAMES.index("terminal_count_30d")].max() > 0
+    _assert_same(got, want)
+
+
+def test_two_servers_scoring_one_card_at_once_lose_no_update(redis_url: str) -> None:
+    a, b = _state(redis_url), _state(redis_url)
+    n = 40
+
+    def score(i: int) -> None:
+        (a, b)[i % 2].authorize(f"race-{i}", "hot-card", "t1", float(i + 1), T0)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(score, range(n)))
+    probe = a.authorize("race-probe", "hot-card", "t1", 1.0, T0 + 1)
+    assert probe[COUNT_1H] == n + 1
+    assert probe[SUM_1H] == n * (n + 1) / 2 + 1
+
+
+def test_a_bad_batch_records_nothing(redis_url: str) -> None:
+    state = _state(redis_url)
+    state.authorize("seen", "c1", "t1", 5.0, T0)
+    with pytest.raises(InvalidInputError, match="already scored"):
+        state.authorize_batch(["fresh", "seen"], ["c1", "c1"], ["t1", "t1"], [7.0, 9.0], [T0 + 1, T0 + 2])
+    with pytest.raises(InvalidInputError, match="earlier than this card"):
+        state.authorize_batch(["fresh"], ["c1"], ["t1"], [7.0], [T0 - 1])
+    with pytest.raises(InvalidInputError, match="finite"):
+        state.authorize_batch(["fresh"], ["c1"], ["t1"], [float("nan")], [T0 + 1])
+    out = state.authorize("fresh", "c1", "t1", 7.0, T0 + 1)  # "fresh" was never recorded
+    assert out[COUNT_1H] == 2 and out[SUM_1H] == 12.0
+
+
+def test_labels_reported_through_one_server_reach_the_other(redis_url: str) -> None:
+    a, b = _state(redis_url), _state(redis_url)
+    a.authorize("lab-1", "c1", "shop", 5.0, T0)
+    with pytest.raises(InvalidInputError, match="names no authorization"):
+        b.check_labels(["never-scored"], [1])
+    b.report("lab-1", 1)
+    b.report("lab-1", 1)  # twice: nothing changes
+    later = a.authorize("lab-2", "c2", "shop", 5.0, T0 + FRAUD_DELAY_US + 1)
+    assert later[NAMES.index("terminal_risk_1d")] == 1.0
+    a.report("lab-1", 0)  # withdrawn
+    again = b.authorize("lab-3", "c3", "shop", 5.0, T0 + FRAUD_DELAY_US + 2)
+    assert again[NAMES.index("terminal_risk_1d")] == 0.0
+
+
+def test_redis_gives_the_same_features_as_the_process_state(redis_url: str) -> None:
+    mine = FraudState(delay_us=FRAUD_DELAY_US, secret=SECRET)
+    shared = _state(redis_url)
+    rng = np.random.default_rng(0)
+    for i in range(300):
+        when = T0 + i * 600_000_000
+        args = (f"x{i}", f"card-{rng.integers(5)}", f"t{rng.integers(3)}", round(float(rng.gamma(2, 30)), 2), when)
+        np.testing.assert_array_equal(shared.authorize(*args), mine.authorize(*args))
+        if rng.random() < 0.1:
+            shared.report(f"x{i}", 1)
+            mine.report(f"x{i}", 1)
+
+
+def test_an_unreachable_redis_is_one_clear_sentence() -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    with pytest.raises(StateUnavailableError, match=rf"Redis at {url} does not answer: start Redis"):
+        RedisFraudState.connect(url, delay_us=FRAUD_DELAY_US, secret=SECRET)
+    with pytest.raises(StateUnavailableError, match="not a Redis URL"):
+        RedisFraudState.connect("http://nowhere", delay_us=FRAUD_DELAY_US, secret=SECRET)
+
+
+def test_the_scorer_fills_an_empty_redis_once_and_keeps_what_it_scored(
+    redis_url: str, fraud_trained: FraudTrainResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = tmp_path / "fraud"
+    shutil.copytree(fraud_trained.path.parent, model, ignore=shutil.ignore_patterns("state"))
+    version = model / fraud_trained.path.name
+    monkeypatch.setenv(ENV_VAR, redis_url)
+    first = FraudScorer.load(version)
+    assert isinstance(first.state, RedisFraudState)
+    auth = {
+        "transaction_id": np.array([b"keep-1"], dtype=object),
+        "card_id": np.array([b"kept-card"], dtype=object),
+        "terminal_id": np.array([b"t1"], dtype=object),
+        "amount": np.array([10.0]),
+        "timestamp": np.array([T0], dtype=np.int64),
+    }
+    first.score(auth)
+    second = FraudScorer.load(version)  # a reload, or another server: not filled again, sees keep-1
+    with pytest.raises(InvalidInputError, match="already scored"):
+        second.score(auth)
+    auth["transaction_id"] = np.array([b"keep-2"], dtype=object)
+    auth["timestamp"] = np.array([T0 + 1], dtype=np.int64)
+    assert second.score(auth)["features"][0, COUNT_1H] == 2
+    assert first.snapshot() is None and not (model / "state").exists()  # Redis keeps it; no file written
