@@ -48,6 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="gRPC requests serialised once (stub, as perf_analyzer) or sent with tritonclient's infer",
     )  # fmt: skip
     p.add_argument("--url", help="a running server's gRPC HOST:PORT (default: start the bundled server on free ports)")
+    p.add_argument("--tls-ca", type=Path, help="with --url: gRPC over TLS, the CA (PEM) that signed the server's cert")
+    p.add_argument("--tls-cert", type=Path, help="with --url: mutual TLS, this client's certificate (PEM)")
+    p.add_argument("--tls-key", type=Path, help="with --url: mutual TLS, this client's private key (PEM)")
     p.add_argument("--repo", type=Path, help="model repository (default: model_repo/ or FINSCORE_REPO)")
     p.add_argument("--data", type=Path, help="CSV or Parquet rows to send (default: random values per input)")
     p.add_argument("--no-baselines", action="store_true", help="skip the in-process and FastAPI baselines")
@@ -77,6 +80,10 @@ def _check(args: argparse.Namespace) -> None:
         (bool(unknown), f"--arrivals takes constant, poisson or none, not {', '.join(unknown)}"),
         (args.tolerance <= 0, "--tolerance must be a positive fraction, e.g. 0.1"),
         (args.apply and not args.sweep, "--apply writes the sweep's choice: add --sweep"),
+        (
+            bool(args.tls_ca or args.tls_cert or args.tls_key) and (not args.url or args.sweep),
+            "--tls-ca/--tls-cert/--tls-key reach a running server: give its --url (not --sweep, which starts its own)",
+        ),
     ]
     for bad, msg in problems:
         if bad:
@@ -87,6 +94,7 @@ def _check(args: argparse.Namespace) -> None:
 def bench_command(args: argparse.Namespace) -> int:
     from bench.report_files import compare, compare_table, load_figures, markdown, write_reports
     from bench.suite import Plan, run
+    from clients.tls import Tls
     from engine.config import resolve_settings
 
     _check(args)
@@ -95,6 +103,7 @@ def bench_command(args: argparse.Namespace) -> int:
     plan = Plan(
         model=args.model, concurrency=args.concurrency, rates=args.rate, arrivals=args.arrivals,
         duration=args.duration, warmup=args.warmup, batch=args.batch, client=args.client, url=args.url, repo=repo,
+        tls=Tls.from_files(args.tls_ca, args.tls_cert, args.tls_key),
         data=args.data,
         baselines=not args.no_baselines, fastapi_workers=args.fastapi_workers, perf_analyzer=not args.no_perf_analyzer,
         sweep=args.sweep, sweep_instances=args.sweep_instances, sweep_delays_us=args.sweep_delay,

@@ -118,7 +118,7 @@ def _row(record: dict[str, str], *, batch: int) -> dict[str, Any]:
 
 def run(
     url: str, model: str, pool: dict[str, np.ndarray], *, concurrency: Sequence[int], duration: float,
-    batch: int = 1, config: str = "default",
+    batch: int = 1, config: str = "default", tls: Any = None,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """perf_analyzer at each concurrency (``-s 100 --max-trials 3``, windows of ``duration`` s), the suite's rows."""
     exe, env = binary(), _env()
@@ -132,6 +132,11 @@ def run(
                 f"--concurrency-range={level}:{level}", "-s", "100", "--max-trials", "3",
                 "-p", str(int(duration * 1000)), "--input-data", str(data), "-f", str(csv_path),
             ]  # fmt: skip
+            if tls is not None:  # clients.Tls
+                cmd.append("--ssl-grpc-use-ssl")
+                cmd += [f"--ssl-grpc-root-certifications-file={tls.ca}"] if tls.ca else []
+                if tls.cert:
+                    cmd += [f"--ssl-grpc-certificate-chain-file={tls.cert}", f"--ssl-grpc-private-key-file={tls.key}"]
             done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60 + 6 * duration)
             if done.returncode != 0 or not csv_path.is_file():
                 lines = (done.stdout + done.stderr).strip().splitlines()

@@ -52,6 +52,8 @@ class Plan:
     #: "stub" (requests serialised once, as perf_analyzer) or "tritonclient" (the Python client's infer).
     client: str = "stub"
     url: str | None = None
+    #: gRPC over TLS to the server at ``url`` (clients.Tls; None: plaintext).
+    tls: Any = None
     repo: Path = Path("model_repo")
     data: Path | None = None
     baselines: bool = True
@@ -153,7 +155,9 @@ def _triton(runner: _Runner, plan: Plan, target: TritonTarget, pool: dict) -> No
 def _perf_analyzer(runner: _Runner, plan: Plan, url: str, pool: dict, level: int) -> None:
     from bench import perf_analyzer
 
-    for rec in perf_analyzer.run(url, plan.model, pool, concurrency=[level], duration=plan.duration, batch=plan.batch):
+    for rec in perf_analyzer.run(
+        url, plan.model, pool, concurrency=[level], duration=plan.duration, batch=plan.batch, tls=plan.tls
+    ):
         runner.runs.append(rec)
         runner.say(
             f"perf_analyzer c={level} (-s 100 --max-trials 3): {rec['throughput']:,.0f}/s, p99 {rec['p99_ms']:.2f} ms"
@@ -208,14 +212,16 @@ def run(plan: Plan) -> dict[str, Any]:
         if url is None:
             server = TritonServer(plan.repo, ports=ServerPorts.free(), models=[plan.model])
             url = stack.enter_context(server).grpc_url
-        stats = stack.enter_context(grpcclient.InferenceServerClient(url=url))
+        tls_kwargs = plan.tls.client_kwargs() if plan.tls else {}
+        stats = stack.enter_context(grpcclient.InferenceServerClient(url=url, **tls_kwargs))
         from clients import ModelClient
 
-        with ModelClient(url, plan.model) as probe:  # one sentence if the server is down or lacks the model
+        # One sentence if the server is down or lacks the model.
+        with ModelClient(url, plan.model, tls=plan.tls) as probe:
             probe.inputs  # noqa: B018 - reads the metadata
         metadata = stats.get_model_metadata(plan.model)
         pool = request_pool(metadata.inputs, data=plan.data, model=plan.model)
-        target = TritonTarget(url, plan.model, pool, metadata, batch=plan.batch, client=plan.client)
+        target = TritonTarget(url, plan.model, pool, metadata, batch=plan.batch, client=plan.client, tls=plan.tls)
         stack.callback(target.close)
         runner = _Runner(plan, url, stats)
         _triton(runner, plan, target, pool)

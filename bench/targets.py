@@ -120,7 +120,7 @@ class TritonTarget:
 
     def __init__(
         self, url: str, model: str, pool: Arrays, metadata: Any, *, batch: int = 1, requests: int = 64,
-        timeout: float = 60.0, client: str = "stub",
+        timeout: float = 60.0, client: str = "stub", tls: Any = None,
     ) -> None:  # fmt: skip
         if client not in ("stub", "tritonclient"):
             msg = f"the gRPC client is 'stub' or 'tritonclient', not {client!r}"
@@ -136,7 +136,13 @@ class TritonTarget:
         self.requests = [_infer_request(model, a, datatypes, outputs).SerializeToString() for a in self.arrays]
         self.clients: list[Any] = []
         options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
-        self.channel = grpc.insecure_channel(url, options=options)
+        self.tls = tls  # clients.Tls, or None for plaintext
+        if tls is None:
+            self.channel = grpc.insecure_channel(url, options=options)
+        else:
+            read = lambda p: p.read_bytes() if p else None  # noqa: E731
+            creds = grpc.ssl_channel_credentials(read(tls.ca), read(tls.key), read(tls.cert))
+            self.channel = grpc.secure_channel(url, creds, options=options)
         # Bytes in, bytes out: the requests are serialised once, and the answers' tensors are not needed.
         self.infer = self.channel.unary_unary(_MODEL_INFER)
 
@@ -153,7 +159,7 @@ class TritonTarget:
     def _tritonclient_worker(self) -> Callable[[int], None]:
         import tritonclient.grpc as grpcclient
 
-        client = grpcclient.InferenceServerClient(url=self.url)
+        client = grpcclient.InferenceServerClient(url=self.url, **(self.tls.client_kwargs() if self.tls else {}))
         self.clients.append(client)
         datatypes, outputs = self.io
         prepared = []

@@ -5,6 +5,7 @@ from clients.fraud import FraudClient
 from clients.grpc import AsyncModelClient, ModelClient
 from clients.shm import SharedMemoryModelClient, SharedMemoryUnavailableError, bulk_client, is_local
 from clients.tensors import InputSpec, columns_of, decode_outputs, encode_inputs
+from clients.tls import Tls
 
 __all__ = [
     "AsyncModelClient",
@@ -13,6 +14,7 @@ __all__ = [
     "ModelClient",
     "SharedMemoryModelClient",
     "SharedMemoryUnavailableError",
+    "Tls",
     "bulk_client",
     "columns_of",
     "decode_outputs",

@@ -16,10 +16,32 @@ from engine.errors import (
 __all__ = ["map_error"]
 
 
-def map_error(exc: InferenceServerException, *, url: str, model: str) -> FinscoreError:
-    """A domain error with one sentence for ``exc`` (raised by a call to ``model`` at ``url``)."""
+def _tls_error(message: str, *, url: str, tls: bool) -> FinscoreError | None:
+    """A sentence for a connection that TLS (or its absence) broke; None when the failure is something else."""
+    text = message.lower()
+    if "handshake" in text and "certificate_verify_failed" in text.replace(" ", "_"):
+        return ServerError(f"TLS with {url} failed: the server's certificate is not signed by the CA given (--tls-ca)")
+    if "handshake" in text or "ssl" in text:
+        return ServerError(f"TLS with {url} failed: {message.split(': ')[-1] or 'handshake refused'}")
+    if "socket closed" in text:
+        if tls:
+            return ServerError(
+                f"TLS with {url} failed: the server closed the connection (it wants a client certificate signed by "
+                "its CA: --tls-cert and --tls-key, or it does not speak TLS)"
+            )
+        return ServerError(f"the server at {url} closed the connection: it may require TLS (--tls-ca)")
+    return None
+
+
+def map_error(exc: InferenceServerException, *, url: str, model: str, tls: bool = False) -> FinscoreError:
+    """A domain error with one sentence for ``exc`` (raised by a call to ``model`` at ``url``; ``tls``: whether
+    the client spoke TLS)."""
     status = str(exc.status() or "")
     message = (exc.message() or str(exc)).strip()
+    if "UNAVAILABLE" in status:
+        broken = _tls_error(message, url=url, tls=tls)
+        if broken is not None:
+            return broken
     if "UNAVAILABLE" in status and ("connect" in message.lower() or "socket" in message.lower() or not message):
         return ServerUnavailableError(f"no Triton server answers at {url}: start one with `finscore serve`")
     if "INVALID_ARGUMENT" in status:

@@ -15,6 +15,7 @@ import numpy as np
 
 from clients.grpc import DEFAULT_URL, ModelClient
 from clients.tensors import columns_of, decode_outputs
+from clients.tls import Tls
 from engine.errors import InvalidInputError
 
 __all__ = ["AUTHORIZATION_FIELDS", "FraudClient"]
@@ -46,8 +47,10 @@ def _column(name: str, values: Any, dtype: Any) -> np.ndarray:
 class FraudClient(ModelClient):
     """The ``fraud`` model over gRPC."""
 
-    def __init__(self, url: str = DEFAULT_URL, model: str = "fraud", *, timeout: float | None = 30.0) -> None:
-        super().__init__(url, model, timeout=timeout)
+    def __init__(
+        self, url: str = DEFAULT_URL, model: str = "fraud", *, timeout: float | None = 30.0, tls: Tls | None = None
+    ) -> None:
+        super().__init__(url, model, timeout=timeout, tls=tls)
 
     def authorize(self, data: Any, *, features: bool = False) -> dict[str, np.ndarray]:
         """Score authorizations (a dict, DataFrame or Arrow table) in order; the server records each.

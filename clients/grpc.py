@@ -16,6 +16,7 @@ from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from clients.errors import map_error
 from clients.tensors import InputSpec, decode_outputs, encode_inputs
+from clients.tls import Tls
 
 __all__ = ["AsyncModelClient", "ModelClient"]
 
@@ -41,11 +42,14 @@ def _request(arrays: dict[str, np.ndarray], outputs: list[str], module: Any) -> 
 class ModelClient:
     """A synchronous client for one served model."""
 
-    def __init__(self, url: str = DEFAULT_URL, model: str = "churn", *, timeout: float | None = 30.0) -> None:
+    def __init__(
+        self, url: str = DEFAULT_URL, model: str = "churn", *, timeout: float | None = 30.0, tls: Tls | None = None
+    ) -> None:
         self.url = url
         self.model = model
         self.timeout = timeout
-        self._client = grpcclient.InferenceServerClient(url=url)
+        self.tls = tls
+        self._client = grpcclient.InferenceServerClient(url=url, **(tls.client_kwargs() if tls else {}))
         self._inputs: list[InputSpec] | None = None
         self._outputs: list[str] = []
 
@@ -53,7 +57,7 @@ class ModelClient:
         try:
             return fn(*args, **kwargs)
         except InferenceServerException as exc:
-            raise map_error(exc, url=self.url, model=self.model) from None
+            raise map_error(exc, url=self.url, model=self.model, tls=self.tls is not None) from None
 
     @property
     def inputs(self) -> list[InputSpec]:
@@ -121,11 +125,14 @@ class ModelClient:
 class AsyncModelClient:
     """The asyncio twin of :class:`ModelClient`."""
 
-    def __init__(self, url: str = DEFAULT_URL, model: str = "churn", *, timeout: float | None = 30.0) -> None:
+    def __init__(
+        self, url: str = DEFAULT_URL, model: str = "churn", *, timeout: float | None = 30.0, tls: Tls | None = None
+    ) -> None:
         self.url = url
         self.model = model
         self.timeout = timeout
-        self._client = aioclient.InferenceServerClient(url=url)
+        self.tls = tls
+        self._client = aioclient.InferenceServerClient(url=url, **(tls.client_kwargs() if tls else {}))
         self._inputs: list[InputSpec] | None = None
         self._outputs: list[str] = []
 
@@ -133,7 +140,7 @@ class AsyncModelClient:
         try:
             return await coro
         except InferenceServerException as exc:
-            raise map_error(exc, url=self.url, model=self.model) from None
+            raise map_error(exc, url=self.url, model=self.model, tls=self.tls is not None) from None
 
     async def load_metadata(self) -> list[InputSpec]:
         if self._inputs is None:

@@ -38,6 +38,7 @@ from tritonclient.utils import InferenceServerException, np_to_triton_dtype, ser
 
 from clients.errors import map_error
 from clients.grpc import DEFAULT_URL, ModelClient
+from clients.tls import Tls
 from engine.errors import InvalidInputError, ServerError, ServerUnavailableError
 
 __all__ = ["SharedMemoryModelClient", "SharedMemoryUnavailableError", "bulk_client", "is_local"]
@@ -275,8 +276,9 @@ class SharedMemoryModelClient(ModelClient):
         *,
         timeout: float | None = 30.0,
         min_region_bytes: int = 1 << 20,
+        tls: Tls | None = None,
     ) -> None:
-        super().__init__(url, model, timeout=timeout)
+        super().__init__(url, model, timeout=timeout, tls=tls)
         self.min_region_bytes = max(int(min_region_bytes), _PAGE)
         self.region_prefix = f"finscore-{os.getpid()}-{secrets.token_hex(4)}"
         self._regions = _Regions(self._client, self.region_prefix)
@@ -304,7 +306,7 @@ class SharedMemoryModelClient(ModelClient):
 
     def _shm_error(self, exc: Exception, *, size: int) -> Exception:
         if isinstance(exc, InferenceServerException):
-            mapped = map_error(exc, url=self.url, model=self.model)
+            mapped = map_error(exc, url=self.url, model=self.model, tls=self.tls is not None)
             if isinstance(mapped, ServerUnavailableError):
                 return mapped
             reason = (exc.message() or str(exc)).strip()
@@ -375,7 +377,7 @@ class SharedMemoryModelClient(ModelClient):
                     if attempt == 1 and "NOT_FOUND" in str(exc.status()) and "shared memory" in (exc.message() or ""):
                         self._regions.forget()
                         continue
-                    raise map_error(exc, url=self.url, model=self.model) from None
+                    raise map_error(exc, url=self.url, model=self.model, tls=self.tls is not None) from None
                 break
             return {name: self._read(result, name, fixed.get(name), region_out) for name in names}
 
@@ -409,6 +411,7 @@ def bulk_client(
     *,
     shared_memory: bool | None = None,
     timeout: float | None = 30.0,
+    tls: Tls | None = None,
 ) -> ModelClient:
     """A client for bulk scoring: through shared memory when the server is on this host, plain gRPC otherwise.
 
@@ -419,5 +422,5 @@ def bulk_client(
     """
     use = is_local(url) if shared_memory is None else shared_memory
     if use:
-        return SharedMemoryModelClient(url, model, timeout=timeout)
-    return ModelClient(url, model, timeout=timeout)
+        return SharedMemoryModelClient(url, model, timeout=timeout, tls=tls)
+    return ModelClient(url, model, timeout=timeout, tls=tls)

@@ -44,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--models", help="comma-separated models to load (default: every trained model)")
     serve.add_argument("--log", type=Path, help="server log file")
     serve.add_argument("--verbose", action="store_true", help="verbose Triton log")
+    serve.add_argument("--tls-cert", type=Path, help="server certificate (PEM): gRPC over TLS, HTTP off")
+    serve.add_argument("--tls-key", type=Path, help="the server certificate's private key (PEM)")
+    serve.add_argument("--tls-ca", type=Path, help="CA (PEM) that signs client certificates: mutual TLS")
     serve.add_argument(
         "--fraud-redis",
         metavar="URL",
@@ -109,6 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     sc.add_argument("--data", required=True, type=Path, help="CSV or Parquet customer table")
     sc.add_argument("--out", required=True, type=Path, help="output .parquet or .csv")
     sc.add_argument("--url", help="server gRPC address HOST:PORT (default 127.0.0.1:8001)")
+    _add_client_tls(sc)
     sc.add_argument("--local", action="store_true", help="score in this process with the latest version")
     sc.add_argument("--request-rows", type=int, default=1024, help="rows per request (default 1024, max 4096)")
     sc.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -121,6 +125,7 @@ def _parser() -> argparse.ArgumentParser:
     scan.add_argument("--out", required=True, type=Path, help="alerts: .jsonl (ECS JSON lines) or .parquet")
     scan.add_argument("--model", default="threat", help="served model name (default threat)")
     scan.add_argument("--url", help="server gRPC address HOST:PORT (default 127.0.0.1:8001)")
+    _add_client_tls(scan)
     scan.add_argument("--local", action="store_true", help="score in this process with the latest version")
     scan.add_argument("--dask", metavar="ADDRESS", help="Dask scheduler address: spread files and row groups over it")
     scan.add_argument("--batch-rows", type=int, default=65_536, help="rows per batch and checkpoint (default 65536)")
@@ -160,8 +165,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_client_tls(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tls-ca", type=Path, help="gRPC over TLS: the CA (PEM) that signed the server's certificate")
+    p.add_argument("--tls-cert", type=Path, help="mutual TLS: this client's certificate (PEM)")
+    p.add_argument("--tls-key", type=Path, help="mutual TLS: this client's private key (PEM)")
+
+
+def _client_tls(args: argparse.Namespace) -> Any:
+    from clients.tls import Tls
+
+    return Tls.from_files(args.tls_ca, args.tls_cert, args.tls_key)
+
+
 def _serve(args: argparse.Namespace) -> int:
-    from engine.server import ServerPorts, TritonServer
+    from engine.server import ServerPorts, ServerTls, TritonServer
 
     s = resolve_settings(
         repo=args.repo,
@@ -179,6 +196,7 @@ def _serve(args: argparse.Namespace) -> int:
         log_path=args.log,
         verbose=args.verbose,
         env={"FINSCORE_FRAUD_REDIS": args.fraud_redis} if args.fraud_redis else None,
+        tls=ServerTls.from_files(args.tls_cert, args.tls_key, args.tls_ca),
     )
     stopping = False
 
@@ -189,9 +207,11 @@ def _serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     server.start()
+    transport = "" if server.tls is None else " (mutual TLS)" if server.tls.ca else " (TLS)"
     print(
         f"Triton is serving {', '.join(server.loaded)} from {server.repo.root}\n"
-        f"  gRPC {server.grpc_url}   HTTP {server.http_url}   metrics :{s.metrics_port}\n"
+        f"  gRPC {server.grpc_url}{transport}   HTTP {'off (TLS)' if server.tls else server.http_url}   "
+        f"metrics :{s.metrics_port}\n"
         f"  log {server.log_path}\nPress Ctrl-C to stop.",
         flush=True,
     )
@@ -342,7 +362,7 @@ def _score(args: argparse.Namespace) -> int:
     else:
         from clients import ModelClient
 
-        with ModelClient(s.url, "churn") as client:
+        with ModelClient(s.url, "churn", tls=_client_tls(args)) as client:
             summary = score_file_through(
                 client, args.data, args.out, request_rows=args.request_rows, progress=not args.no_progress
             )
@@ -367,7 +387,11 @@ def _scan(args: argparse.Namespace) -> int:
         spec = LocalSpec(str(version), threads=args.threads or max(1, (os.cpu_count() or 2) // 2))
     else:
         spec = ServerSpec(
-            s.url, args.model, shared_memory=False if args.no_shared_memory else None, request_rows=args.request_rows
+            s.url,
+            args.model,
+            shared_memory=False if args.no_shared_memory else None,
+            request_rows=args.request_rows,
+            tls=_client_tls(args),
         )
     try:
         summary = scan(

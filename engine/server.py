@@ -30,7 +30,7 @@ from types import TracebackType
 from engine.errors import ModelNotReadyError, PortInUseError, ServerError, ServerStartError
 from engine.repo import ModelRepository
 
-__all__ = ["ServerPorts", "TritonServer", "free_port", "triton_paths"]
+__all__ = ["ServerPorts", "ServerTls", "TritonServer", "free_port", "triton_paths"]
 
 
 @dataclass(frozen=True)
@@ -153,6 +153,38 @@ def _load_errors(log_text: str) -> list[str]:
     return found
 
 
+@dataclass(frozen=True)
+class ServerTls:
+    """gRPC over TLS: the server's certificate and key (PEM); with ``ca``, mutual TLS (clients must present a
+    certificate that CA signed). Triton's HTTP endpoint has no TLS, so a server with TLS serves gRPC only."""
+
+    cert: Path
+    key: Path
+    ca: Path | None = None
+
+    @classmethod
+    def from_files(
+        cls, cert: str | os.PathLike[str] | None, key: str | os.PathLike[str] | None, ca: str | os.PathLike[str] | None
+    ) -> ServerTls | None:
+        if cert is None and key is None and ca is None:
+            return None
+        if cert is None or key is None:
+            msg = "TLS needs both --tls-cert and --tls-key (--tls-ca adds mutual TLS)"
+            raise ServerStartError(msg)
+        paths = [Path(p) for p in (cert, key, *([ca] if ca is not None else []))]
+        for p, what in zip(paths, ("--tls-cert", "--tls-key", "--tls-ca"), strict=False):
+            if not p.is_file():
+                msg = f"{what} {p} is not a readable file"
+                raise ServerStartError(msg)
+        return cls(paths[0], paths[1], paths[2] if ca is not None else None)
+
+    def flags(self) -> list[str]:
+        out = ["--grpc-use-ssl=true", f"--grpc-server-cert={self.cert}", f"--grpc-server-key={self.key}"]
+        if self.ca is not None:
+            out += [f"--grpc-root-cert={self.ca}", "--grpc-use-ssl-mutual=true"]
+        return out + ["--allow-http=false"]
+
+
 class TritonServer:
     """The bundled ``tritonserver`` serving a model repository, as a context manager.
 
@@ -170,6 +202,7 @@ class TritonServer:
         ready_timeout: float = 120.0,
         verbose: bool = False,
         env: Mapping[str, str] | None = None,
+        tls: ServerTls | None = None,
     ) -> None:
         self.repo = repository if isinstance(repository, ModelRepository) else ModelRepository(repository)
         self.ports = ports or ServerPorts()
@@ -177,6 +210,7 @@ class TritonServer:
         self.models = models
         self.ready_timeout = ready_timeout
         self.verbose = verbose
+        self.tls = tls
         self.env = dict(env or {})  # added to the server's environment (read by the models as they load)
         self.log_path = (
             Path(log_path) if log_path else Path(tempfile.gettempdir()) / f"finscore-triton-{self.ports.grpc}.log"
@@ -211,6 +245,7 @@ class TritonServer:
             "--exit-timeout-secs=5",
             "--strict-readiness=true",
             f"--log-verbose={1 if self.verbose else 0}",
+            *(self.tls.flags() if self.tls else []),
         ]
         from engine.backend import gpu_available
 
@@ -234,7 +269,7 @@ class TritonServer:
         self.ports.check_distinct()
         for port, role, flag in (
             (self.ports.grpc, "gRPC", "--grpc-port"),
-            (self.ports.http, "HTTP", "--http-port"),
+            *([] if self.tls else [(self.ports.http, "HTTP", "--http-port")]),
             (self.ports.metrics, "metrics", "--metrics-port"),
         ):
             _check_port(self.host, port, role, flag)
@@ -274,19 +309,25 @@ class TritonServer:
         tail = " | ".join(line.strip() for line in text.strip().splitlines()[-3:])
         return ServerStartError(f"Triton {what}; its log ({self.log_path}) ends: {tail}")
 
+    def _ready(self) -> bool:
+        if self.tls is not None:
+            # No HTTP under TLS, and a probe over gRPC would need a client certificate: Triton starts its gRPC
+            # service only once the models given by --load-model have loaded (a failed load stops it).
+            return "Started GRPCInferenceService" in self.log_text()
+        try:
+            with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=1) as resp:
+                return bool(resp.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
     def _wait_ready(self) -> None:
         assert self.process is not None
         deadline = time.monotonic() + self.ready_timeout
-        url = f"{self.http_url}/v2/health/ready"
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise self._failure(f"exited during start-up (code {self.process.returncode})")
-            try:
-                with urllib.request.urlopen(url, timeout=1) as resp:
-                    if resp.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
+            if self._ready():
+                return
             time.sleep(0.1)
         raise self._failure(f"was not ready after {self.ready_timeout:.0f} s")
 

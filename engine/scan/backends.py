@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import polars as pl
@@ -23,6 +23,9 @@ import polars as pl
 from engine.bulk import Reject, score_isolating
 from engine.threat.scorer import N_TOP
 from kernels import parse_number
+
+if TYPE_CHECKING:
+    from clients.tls import Tls
 
 __all__ = ["Backend", "LocalSpec", "ServerSpec", "check_rows", "close_backends", "open_backend"]
 
@@ -47,6 +50,8 @@ class ServerSpec:
     in_flight: int = 2
     #: Send feature matrices to the ``<model>_features`` twin (None: when the server has it loaded).
     matrix: bool | None = None
+    #: gRPC over TLS (None: plaintext).
+    tls: Tls | None = None
 
 
 class Backend(Protocol):
@@ -122,10 +127,10 @@ class _Server:
         self.spec = spec
         self.name = spec.model
         self.clients: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self.client = bulk_client(spec.url, model, shared_memory=spec.shared_memory)
+        self.client = bulk_client(spec.url, model, shared_memory=spec.shared_memory, tls=spec.tls)
         self.clients.put(self.client)
         for _ in range(spec.in_flight - 1):
-            self.clients.put(bulk_client(spec.url, model, shared_memory=spec.shared_memory))
+            self.clients.put(bulk_client(spec.url, model, shared_memory=spec.shared_memory, tls=spec.tls))
         self.pool = ThreadPoolExecutor(max_workers=spec.in_flight, thread_name_prefix="finscore-scan")
         self.parameters = self.client.parameters()
         self.version = self.client.served_version()
@@ -243,7 +248,7 @@ def _served(spec: ServerSpec) -> _Server:
         from clients import ModelClient
         from engine.threat.matrix import SUFFIX
 
-        with ModelClient(spec.url, spec.model + SUFFIX) as probe:
+        with ModelClient(spec.url, spec.model + SUFFIX, tls=spec.tls) as probe:
             ready = probe.is_ready()
         if ready:
             return _MatrixServer(spec)
