@@ -162,6 +162,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--rows", type=int, default=5000)
     demo.add_argument("--workdir", type=Path, default=Path("build/demo"))
     _add_repo(demo)
+    from engine.protect import add_protect_arguments
+
+    add_protect_arguments(sub)
     return parser
 
 
@@ -454,6 +457,8 @@ _COMMANDS = {
     "demo-data": _demo_data,
     "bench": _bench,
     "demo": _demo,
+    "protect": lambda a: a.func(a),  # engine.protect sets func
+    "protect-keys": lambda a: a.func(a),
 }
 
 
