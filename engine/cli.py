@@ -165,6 +165,9 @@ def _parser() -> argparse.ArgumentParser:
     from engine.protect import add_protect_arguments
 
     add_protect_arguments(sub)
+    from engine.audit import add_audit_arguments
+
+    add_audit_arguments(sub)
     return parser
 
 
@@ -459,6 +462,7 @@ _COMMANDS = {
     "demo": _demo,
     "protect": lambda a: a.func(a),  # engine.protect sets func
     "protect-keys": lambda a: a.func(a),
+    "audit": lambda a: a.func(a),  # engine.audit sets func
 }
 
 

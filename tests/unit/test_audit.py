@@ -1,0 +1,438 @@
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import MappingProxyType
+
+import pytest
+
+from engine.audit import AuditLog, add_audit_arguments, head, load_key, pseudonym, verify
+from engine.errors import DataFileError, InvalidInputError
+
+KEY = bytes(range(32))
+PSEUDONYM_KEY = b"pseudonym key, not the audit key"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def make_log(path: Path, *, key: bytes | None = None, decisions: int = 7) -> list[str]:
+    """A model load, then ``decisions`` approvals in one batch; returns the lines."""
+    log = AuditLog(path, key=key)
+    log.append("model_load", model="churn", version=3)
+    log.append_many(
+        [
+            {"event": "decision", "model": "churn", "version": 3, "request_id": pseudonym(f"r{i}", PSEUDONYM_KEY),
+             "decision": "approve", "score": 0.125}
+            for i in range(decisions)
+        ]
+    )  # fmt: skip
+    return lines(path)
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines(keepends=True)
+
+
+def write(path: Path, content: list[str]) -> None:
+    path.write_text("".join(content))
+
+
+def sign(unsigned: str, key: bytes | None) -> str:
+    """The documented hash, written again here: over the line without its hash member, closed by '}'."""
+    data = (unsigned + "}").encode()
+    return hmac.new(key, data, "sha256").hexdigest() if key else hashlib.sha256(data).hexdigest()
+
+
+def rechain(content: list[str], start: int, key: bytes | None) -> list[str]:
+    """What an attacker who can write the file does after editing line ``start``: recompute every hash from it."""
+    out = content[:start]
+    prev = json.loads(out[-1])["hash"] if out else "0" * 64
+    for line in content[start:]:
+        unsigned = line[: line.rindex(',"prev":')] + f',"prev":"{prev}"'
+        prev = sign(unsigned, key)
+        out.append(f'{unsigned},"hash":"{prev}"}}\n')
+    return out
+
+
+def test_fresh_log_verifies_and_lines_follow_the_documented_format(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    content = make_log(path)
+    first = re.fullmatch(
+        r'\{"seq":0,"time":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z","event":"model_load","model":"churn",'
+        r'"version":3,"prev":"0{64}","hash":"([0-9a-f]{64})"\}\n',
+        content[0],
+    )
+    assert first is not None
+    assert first.group(1) == sign(content[0][: content[0].rindex(',"hash":')], None)
+    records = [json.loads(line) for line in content]
+    assert [r["seq"] for r in records] == list(range(8))
+    assert all(b["prev"] == a["hash"] for a, b in zip(records, records[1:], strict=False))
+    members = ["seq", "time", "event", "model", "version", "request_id", "decision", "score", "prev", "hash"]
+    assert list(records[1]) == members
+    report = verify(path)
+    assert report.ok and report.lines == 8 and report.problem is None and report.line is None
+    assert report.head == head(path) == (7, records[-1]["hash"])
+
+
+def test_append_returns_the_record_it_wrote(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "a.jsonl", key=KEY)
+    record = log.append("decision", model="fraud", version=1, decision="review")
+    assert record == json.loads(lines(tmp_path / "a.jsonl")[0])
+    assert log.append_many([{"event": "decision", "decision": "approve"}] * 3) == head(tmp_path / "a.jsonl")
+    assert head(tmp_path / "a.jsonl")[0] == 3
+    log.append_many([{"decision": "approve", "event": "decision"}, MappingProxyType({"model": "x", "event": "load"})])
+    last = [json.loads(line) for line in lines(tmp_path / "a.jsonl")[-2:]]
+    assert list(last[0]) == ["seq", "time", "event", "decision", "prev", "hash"]
+    assert list(last[1]) == ["seq", "time", "event", "model", "prev", "hash"]
+    assert verify(tmp_path / "a.jsonl", key=KEY).lines == 6
+
+
+@pytest.mark.parametrize("key", [None, KEY], ids=["unkeyed", "keyed"])
+def test_an_edited_line_is_caught_at_that_line(tmp_path: Path, key: bytes | None) -> None:
+    path = tmp_path / "audit.jsonl"
+    content = make_log(path, key=key)
+    content[2] = content[2].replace('"decision":"approve"', '"decision":"decline"')
+    write(path, content)
+    report = verify(path, key=key)
+    assert not report.ok and report.line == 3 and report.lines == 2
+    assert report.problem == "its hash does not match its content, so the line was edited"
+
+
+def test_a_deleted_middle_line_is_caught(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    content = make_log(path)
+    del content[4]
+    write(path, content)
+    report = verify(path)
+    assert not report.ok and report.line == 5
+    assert report.problem == "it has seq 5 where 4 was expected, so lines before it were deleted or reordered"
+
+
+def test_a_deleted_first_line_is_caught(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    write(path, make_log(path)[1:])
+    report = verify(path)
+    assert not report.ok and report.line == 1 and "seq 1 where 0 was expected" in str(report.problem)
+
+
+def test_a_swapped_pair_is_caught(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    content = make_log(path)
+    content[3], content[4] = content[4], content[3]
+    write(path, content)
+    report = verify(path)
+    assert not report.ok and report.line == 4 and "seq 4 where 3 was expected" in str(report.problem)
+
+
+def test_a_line_from_another_chain_is_caught_by_prev(tmp_path: Path) -> None:
+    path, other = tmp_path / "audit.jsonl", tmp_path / "other.jsonl"
+    content = make_log(path)
+    content[5] = make_log(other)[5]  # the same seq and a sound hash, but another chain
+    write(path, content)
+    report = verify(path)
+    assert not report.ok and report.line == 6 and "does not follow the line before it" in str(report.problem)
+
+
+@pytest.mark.parametrize(
+    ("garbage", "problem"),
+    [
+        ("not json at all\n", "not valid JSON"),
+        ("\n", "not valid JSON"),
+        ('{"seq":3,"decision":"approve"}\n', "not an audit line"),
+        ("cut", "not valid JSON"),
+    ],
+)
+def test_a_garbled_line_is_caught(tmp_path: Path, garbage: str, problem: str) -> None:
+    path = tmp_path / "audit.jsonl"
+    content = make_log(path)
+    content[3] = garbage
+    write(path, content)
+    report = verify(path)
+    assert not report.ok and report.line == 4 and problem in str(report.problem)
+
+
+def test_a_duplicate_member_is_caught(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    content = make_log(path)
+    content[2] = content[2].replace('"decision":"approve"', '"decision":"approve","decision":"decline"')
+    write(path, content)
+    assert verify(path).line == 3
+
+
+@pytest.mark.parametrize("cut", [40, -1], ids=["mid-line", "newline-only"])
+def test_a_line_cut_by_a_crash_is_caught_and_appends_refuse_to_follow_it(tmp_path: Path, cut: int) -> None:
+    path = tmp_path / "audit.jsonl"
+    content = make_log(path)
+    content[-1] = content[-1][:cut]  # without its newline the last line is whole JSON, but the next would join it
+    write(path, content)
+    report = verify(path)
+    assert not report.ok and report.line == 8 and "incomplete" in str(report.problem)
+    before = path.read_bytes()
+    with pytest.raises(DataFileError, match="last line is not a whole audit line"):
+        AuditLog(path).append("decision", decision="approve")
+    with pytest.raises(DataFileError):
+        head(path)
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("written", "checked", "problem"),
+    [
+        (KEY, b"another key of 32 bytes, wrong!!", "the key is wrong or the line was edited"),
+        (KEY, None, "the log is keyed and needs its key"),
+        (None, KEY, "hashed without a key, but a key was given"),
+    ],
+)
+def test_the_wrong_key_fails_at_line_1(
+    tmp_path: Path, written: bytes | None, checked: bytes | None, problem: str
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    make_log(path, key=written)
+    assert verify(path, key=written).ok
+    report = verify(path, key=checked)
+    assert not report.ok and report.line == 1 and problem in str(report.problem)
+
+
+def test_a_recomputed_chain_passes_unkeyed_and_is_caught_keyed(tmp_path: Path) -> None:
+    plain, keyed = tmp_path / "plain.jsonl", tmp_path / "keyed.jsonl"
+    for path, key in ((plain, None), (keyed, KEY)):
+        content = make_log(path, key=key)
+        content[2] = content[2].replace('"decision":"approve"', '"decision":"decline"')
+        write(path, rechain(content, 2, None))  # the attacker has no key
+    forged = verify(plain)
+    assert forged.ok and forged.lines == 8  # the documented limit of the unkeyed form
+    assert json.loads(lines(plain)[2])["decision"] == "decline"
+    report = verify(keyed, key=KEY)
+    assert not report.ok and report.line == 3 and "edited" in str(report.problem)
+    write(keyed, rechain(lines(keyed), 2, b"a guessed key, 32 bytes long....."))
+    assert verify(keyed, key=KEY).line == 3
+    write(keyed, rechain(lines(keyed), 2, KEY))  # with the key it can be done: keep the key from writers
+    assert verify(keyed, key=KEY).ok
+
+
+def test_truncation_shows_only_against_a_recorded_head(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    make_log(path)
+    recorded = head(path)
+    assert verify(path, expect_head=recorded).ok
+    write(path, lines(path)[:-2])
+    assert verify(path).ok  # a chain alone cannot see lines cut from its end
+    report = verify(path, expect_head=recorded)
+    assert not report.ok and report.line == 7
+    assert report.problem == "the log has 6 lines but the recorded head is seq 7, so lines were cut from its end"
+    write(path, [])
+    assert verify(path, expect_head=recorded).line == 1
+
+
+def test_a_rewritten_log_is_caught_against_a_recorded_head(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    make_log(path)
+    recorded = head(path)
+    content = lines(path)
+    content[2] = content[2].replace('"decision":"approve"', '"decision":"decline"')
+    write(path, rechain(content, 2, None))
+    assert verify(path).ok
+    report = verify(path, expect_head=recorded)
+    assert not report.ok and report.line == 8 and "not the recorded head" in str(report.problem)
+
+
+def test_head_of_an_empty_or_missing_log(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    path.touch()
+    assert head(path) == (-1, "0" * 64)
+    assert verify(path, expect_head=(-1, "0" * 64)).ok
+    AuditLog(path).append("model_load", model="threat", version=1)
+    assert head(path)[0] == 0
+    with pytest.raises(DataFileError, match="cannot be read"):
+        head(tmp_path / "missing.jsonl")
+    with pytest.raises(DataFileError, match="cannot be read"):
+        verify(tmp_path / "missing.jsonl")
+
+
+_WORKER = """
+import pathlib, sys, time
+from engine.audit import AuditLog
+path, name, ready, go = sys.argv[1:]
+log = AuditLog(path)
+pathlib.Path(ready).touch()
+while not pathlib.Path(go).exists():
+    time.sleep(0.001)
+for i in range(100):
+    log.append("decision", writer=name, i=i)
+for j in range(10):
+    log.append_many([{"event": "decision", "writer": name, "i": 100 + 10 * j + k} for k in range(10)])
+"""
+
+
+def test_concurrent_appends_from_several_processes_keep_one_chain(tmp_path: Path) -> None:
+    path, go = tmp_path / "audit.jsonl", tmp_path / "go"
+    ready = [tmp_path / f"ready{n}" for n in range(4)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _WORKER, str(path), f"w{n}", str(ready[n]), str(go)], cwd=ROOT)
+        for n in range(4)
+    ]
+    try:
+        deadline = time.monotonic() + 30
+        while not all(r.exists() for r in ready) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        go.touch()
+        assert [p.wait(timeout=60) for p in procs] == [0, 0, 0, 0]
+    finally:
+        for p in procs:
+            p.kill()
+    records = [json.loads(line) for line in lines(path)]
+    assert [r["seq"] for r in records] == list(range(800))
+    for n in range(4):
+        assert sorted(r["i"] for r in records if r["writer"] == f"w{n}") == list(range(200))
+    writers = [r["writer"] for r in records]
+    assert sum(a != b for a, b in zip(writers, writers[1:], strict=False)) > 3  # the writers did interleave
+    assert verify(path).ok
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["4111111111111111", "4111 1111 1111 1111", "4111-1111-1111-1111", "card 5555555555554444 used", 4111111111111111,
+     "378282246310005"],
+)  # fmt: skip
+def test_a_card_number_in_a_field_is_refused_and_nothing_is_written(tmp_path: Path, value: str | int) -> None:
+    path = tmp_path / "audit.jsonl"
+    make_log(path)
+    before = path.read_bytes()
+    with pytest.raises(InvalidInputError, match="'customer' .*looks like a card number") as caught:
+        AuditLog(path).append_many([{"event": "decision", "decision": "approve"}, {"event": "x", "customer": value}])
+    assert "4111" not in str(caught.value) and "5555" not in str(caught.value) and "3782" not in str(caught.value)
+    assert "event 1 of the batch" in str(caught.value)
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["4111111111111112", "91a0f3e8c2d6b7a04111111111111111", "1718000000000006", 1718000000000006, 12345, "abc"],
+)
+def test_values_that_are_not_card_numbers_pass(tmp_path: Path, value: str | int) -> None:
+    # 1718000000000006 passes Luhn, but starts with 1 like an epoch time in microseconds, which no card does.
+    AuditLog(tmp_path / "a.jsonl").append("decision", customer=value)
+    assert verify(tmp_path / "a.jsonl").ok
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"extra": {"nested": 1}}, "must be a str, int, float, bool or None, not dict"),
+        ({"extra": [1, 2]}, "not list"),
+        ({"score": float("nan")}, "finite number"),
+        ({"seq": 4}, "may not be named seq, time, prev or hash"),
+        ({"hash": "x"}, "may not be named"),
+    ],
+)
+def test_fields_must_be_json_scalars_with_free_names(tmp_path: Path, fields: dict[str, object], message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        AuditLog(tmp_path / "a.jsonl").append("decision", **fields)
+    with pytest.raises(InvalidInputError, match="'event' name"):
+        AuditLog(tmp_path / "a.jsonl").append_many([{"decision": "approve"}])
+    assert not (tmp_path / "a.jsonl").exists() or (tmp_path / "a.jsonl").stat().st_size == 0
+
+
+def test_a_failed_write_leaves_no_part_of_the_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "audit.jsonl"
+    make_log(path)
+    before = path.read_bytes()
+    calls = []
+    real_write = os.write
+
+    def failing_write(fd: int, data: bytes) -> int:
+        calls.append(len(data))
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", failing_write)
+    with pytest.raises(OSError, match="No space"):
+        AuditLog(path).append_many([{"event": "decision", "decision": "approve", "note": "x" * 300}] * 5000)
+    monkeypatch.undo()
+    assert len(calls) == 2 and path.read_bytes() == before
+    assert verify(path).ok
+
+
+def test_pseudonym_is_keyed_stable_and_short() -> None:
+    p = pseudonym("customer-0042", PSEUDONYM_KEY)
+    assert re.fullmatch(r"[0-9a-f]{32}", p)
+    assert p == pseudonym("customer-0042", PSEUDONYM_KEY)
+    assert p != pseudonym("customer-0043", PSEUDONYM_KEY)
+    assert p != pseudonym("customer-0042", b"another key, also long enough..")
+    with pytest.raises(InvalidInputError, match="16 to 64 bytes"):
+        pseudonym("customer-0042", b"short")
+    with pytest.raises(InvalidInputError, match="at least 16 bytes"):
+        AuditLog("x.jsonl", key=b"short")
+
+
+def test_key_files_hold_raw_bytes_or_hex(tmp_path: Path) -> None:
+    (tmp_path / "raw").write_bytes(KEY)
+    (tmp_path / "hex").write_text(KEY.hex().upper() + "\n")
+    (tmp_path / "bad").write_text("not a key\n")
+    assert load_key(tmp_path / "raw") == load_key(tmp_path / "hex") == KEY
+    with pytest.raises(InvalidInputError, match="32 raw bytes or 64 hex digits, not 10 bytes"):
+        load_key(tmp_path / "bad")
+    with pytest.raises(DataFileError, match="cannot be read"):
+        load_key(tmp_path / "missing")
+
+
+def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    """Through the parser as engine/cli.py builds it: subcommands, then ``func`` or the command's name."""
+    parser = argparse.ArgumentParser(prog="finscore")
+    add_audit_arguments(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    assert args.command == "audit"
+    code = args.func(args)
+    return code, capsys.readouterr().out
+
+
+def test_cli_verify_and_head(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FINSCORE_AUDIT_KEY_FILE", raising=False)
+    path = tmp_path / "audit.jsonl"
+    make_log(path)
+    code, out = cli(capsys, "audit", "head", str(path))
+    seq_hash = out.strip()
+    assert code == 0 and seq_hash == "{}:{}".format(*head(path))
+    code, out = cli(capsys, "audit", "verify", str(path), "--head", seq_hash)
+    assert code == 0
+    assert out == f"audit log OK: 8 lines, head {seq_hash} (no key: a recomputed chain would also pass)\n"
+    content = lines(path)
+    content[2] = content[2].replace('"decision":"approve"', '"decision":"decline"')
+    write(path, content)
+    code, out = cli(capsys, "audit", "verify", str(path))
+    assert code == 1
+    assert out == "audit log BROKEN at line 3: its hash does not match its content, so the line was edited\n"
+    write(path, lines(path)[:2])
+    code, out = cli(capsys, "audit", "verify", str(path), "--head", seq_hash)
+    assert code == 1 and out.startswith(
+        "audit log BROKEN at line 3: the log has 2 lines but the recorded head is seq 7"
+    )
+    with pytest.raises(SystemExit) as exit_:
+        cli(capsys, "audit", "verify", str(path), "--head", "7:nothex")
+    assert exit_.value.code == 2
+
+
+def test_cli_key_from_flag_or_environment(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FINSCORE_AUDIT_KEY_FILE", raising=False)
+    path, key_file = tmp_path / "audit.jsonl", tmp_path / "audit.key"
+    key_file.write_text(KEY.hex())
+    make_log(path, key=KEY)
+    code, out = cli(capsys, "audit", "verify", str(path))
+    assert code == 1 and "line 1" in out and "needs its key" in out
+    code, out = cli(capsys, "audit", "verify", str(path), "--key-file", str(key_file))
+    assert code == 0 and out.startswith("audit log OK: 8 lines") and "(HMAC key checked)" in out
+    monkeypatch.setenv("FINSCORE_AUDIT_KEY_FILE", str(key_file))
+    code, out = cli(capsys, "audit", "verify", str(path))
+    assert code == 0 and "(HMAC key checked)" in out
