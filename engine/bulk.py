@@ -8,6 +8,7 @@ leaves nothing behind and a rerun produces the same file, never duplicates.
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -21,10 +22,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from engine.errors import InvalidInputError
+from engine.guard import OutputGuard, drop_subject
 from engine.io import iter_batches, require_columns, table_format
+from engine.protect import mask_text
+from engine.trail import DecisionAudit
 from kernels import parse_number
 
 __all__ = ["BulkSummary", "Reject", "score_file", "score_file_through", "score_isolating"]
+
+log = logging.getLogger("finscore.bulk")
 
 #: ``arrays shaped [rows, 1] -> outputs by name`` (a served model or an in-process scorer).
 ScoreFn = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
@@ -176,12 +182,18 @@ def score_file(
     id_column: str | None = None,
     request_rows: int = 1024,
     progress: bool = True,
+    guard: OutputGuard | None = None,
+    audit: DecisionAudit | None = None,
 ) -> BulkSummary:
     """Score every row of ``data`` with ``score`` and write ``out`` (CSV or Parquet).
 
-    ``inputs`` are the model's ``(name, datatype)`` pairs; ``id_column`` is carried to the output when the
-    file has it. Rows that cannot be scored are counted and listed in ``<out>.rejected.csv``.
+    ``inputs`` are the model's ``(name, datatype)`` pairs; ``id_column`` is carried to the output (as
+    ``id``) when the file has it. Rows that cannot be scored are counted and listed in
+    ``<out>.rejected.csv``. ``guard`` treats every output part before it is written (card numbers in ``id``
+    are masked even without one); ``audit`` records each decision written and, at the end, whether the
+    output was.
     """
+    guard = guard or OutputGuard.build(("id",))
     started = time.perf_counter()
     out_path = Path(out)
     summary = BulkSummary(out=out_path)
@@ -213,36 +225,52 @@ def score_file(
                     summary.rejects.append(Reject(first + r.row, r.column, r.reason))
                 if outputs is not None:
                     kept_rows = np.asarray(kept)
-                    writer.write(
+                    frame = guard.apply(
                         _output_frame(
                             [ids[i] for i in kept_rows] if ids is not None else None, first + kept_rows, outputs
                         )
                     )
+                    writer.write(drop_subject(frame))
+                    if audit is not None:
+                        audit.record(frame)
                     summary.scored += len(kept_rows)
             if bar is not None:
                 bar.update(batch.num_rows)
         if not checked:
             msg = f"{data}: the table has no rows"
             raise InvalidInputError(msg)
+        if audit is not None:
+            audit.flush()  # every decision is on record before the output appears
     except BaseException:
         writer.abort()
+        if audit is not None:
+            _close_failed(audit, summary)
         raise
     finally:
         if bar is not None:
             bar.close()
     writer.close(pl.DataFrame({"row": pl.Series([], dtype=pl.Int64)}))
     summary.rejected = len(summary.rejects)
+    if audit is not None:
+        audit.close("written", rows=summary.rows_read, scored=summary.scored, rejected=summary.rejected)
     rejects_path = out_path.with_name(out_path.stem + ".rejected.csv")
     if summary.rejects:
         with rejects_path.open("w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)
             w.writerow(["row", "column", "reason"])
-            w.writerows((r.row, r.column, r.reason) for r in summary.rejects)
+            w.writerows((r.row, r.column, mask_text(r.reason)) for r in summary.rejects)
         summary.rejects_path = rejects_path
     else:
         rejects_path.unlink(missing_ok=True)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _close_failed(audit: DecisionAudit, summary: BulkSummary) -> None:
+    try:
+        audit.close("failed", rows=summary.rows_read, scored=summary.scored)
+    except Exception:  # the error on its way out says more than a second one about the log
+        log.exception("could not record the failed run in the audit log")
 
 
 def score_file_through(
@@ -252,6 +280,8 @@ def score_file_through(
     *,
     request_rows: int = 1024,
     progress: bool = True,
+    guard: OutputGuard | None = None,
+    audit: DecisionAudit | None = None,
 ) -> BulkSummary:
     """:func:`score_file` through a served model: its inputs from the model's metadata, its id column from
     the model's config (``client`` is a :class:`clients.ModelClient`)."""
@@ -263,4 +293,6 @@ def score_file_through(
         id_column=client.id_column(),
         request_rows=request_rows,
         progress=progress,
+        guard=guard,
+        audit=audit,
     )

@@ -116,6 +116,7 @@ def _parser() -> argparse.ArgumentParser:
     sc.add_argument("--local", action="store_true", help="score in this process with the latest version")
     sc.add_argument("--request-rows", type=int, default=1024, help="rows per request (default 1024, max 4096)")
     sc.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_output_protection(sc, "id")
     _add_repo(sc)
 
     scan = sub.add_parser("scan", help="scan tables or OpenSSH auth logs for threats; resumable, alerts as ECS")
@@ -140,6 +141,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     scan.add_argument("--restart", action="store_true", help="ignore the checkpoint of an unfinished scan")
     scan.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_output_protection(scan, "record_id, user_name, source_ip or file")
     _add_repo(scan)
 
     demo_data = sub.add_parser("demo-data", help="write a synthetic data set with a known signal")
@@ -169,6 +171,34 @@ def _parser() -> argparse.ArgumentParser:
 
     add_audit_arguments(sub)
     return parser
+
+
+def _add_output_protection(p: argparse.ArgumentParser, columns: str) -> None:
+    p.add_argument(
+        "--tokenize", action="append", default=[], metavar="COL", help=f"write {columns} as keyed tokens (repeatable)"
+    )
+    p.add_argument(
+        "--encrypt", action="append", default=[], metavar="COL", help=f"write {columns} encrypted (AES-GCM; repeatable)"
+    )
+    p.add_argument(
+        "--keys", type=Path, metavar="FILE", help="key file for --tokenize/--encrypt (or FINSCORE_PROTECT_KEYS)"
+    )
+
+
+def _guard(args: argparse.Namespace, carried: Sequence[str], subject: Sequence[str], trail: Any) -> Any:
+    """The output guard of ``score``/``scan``: card numbers masked always, columns tokenized or encrypted."""
+    from engine.guard import OutputGuard
+    from engine.protect import KeyRing
+
+    keys = KeyRing.from_env_or_file(args.keys) if args.tokenize or args.encrypt else None
+    return OutputGuard.build(
+        carried,
+        tokenize=args.tokenize,
+        encrypt=args.encrypt,
+        keys=keys,
+        subject=subject,
+        pseudonym_key=trail.pseudonym_key,
+    )
 
 
 def _add_client_tls(p: argparse.ArgumentParser) -> None:
@@ -346,16 +376,32 @@ def _train_fraud(args: argparse.Namespace, repo: Any, device: Any) -> int:
 
 def _score(args: argparse.Namespace) -> int:
     from engine.bulk import score_file, score_file_through
+    from engine.trail import DecisionAudit, Trail
 
     s = resolve_settings(repo=args.repo, url=args.url)
     if not 1 <= args.request_rows <= 4096:
         print("Error: --request-rows must be between 1 and 4096 (the model's max batch size)", file=sys.stderr)
         return 2
+    trail = Trail.from_env()
+    guard = _guard(args, ("id",), ("id",), trail)
+
+    def audit(version: str) -> DecisionAudit:
+        return DecisionAudit(
+            trail,
+            command="score",
+            model="churn",
+            version=version,
+            decision="retention_action",
+            score="churn_probability",
+        )
+
     if args.local:
         from engine.churn import ChurnScorer
         from engine.repo import ModelRepository
 
-        scorer = ChurnScorer.load(ModelRepository(s.repo).latest("churn"))
+        version_dir = ModelRepository(s.repo).latest("churn")
+        scorer = ChurnScorer.load(version_dir)
+        trail.model_load("churn", version_dir.name, where="in-process")
         summary = score_file(
             args.data,
             args.out,
@@ -364,15 +410,24 @@ def _score(args: argparse.Namespace) -> int:
             id_column=scorer.schema.id_column,
             request_rows=args.request_rows,
             progress=not args.no_progress,
+            guard=guard,
+            audit=audit(version_dir.name),
         )
     else:
         from clients import ModelClient
 
         with ModelClient(s.url, "churn", tls=_client_tls(args)) as client:
             summary = score_file_through(
-                client, args.data, args.out, request_rows=args.request_rows, progress=not args.no_progress
+                client,
+                args.data,
+                args.out,
+                request_rows=args.request_rows,
+                progress=not args.no_progress,
+                guard=guard,
+                audit=audit(client.served_version()),
             )
     print(f"{args.out}: {summary.line()}")
+    print(f"decisions recorded in the audit log {trail.path}")
     return 0
 
 
@@ -380,6 +435,8 @@ def _scan(args: argparse.Namespace) -> int:
     import os
 
     from engine.scan import LocalSpec, ServerSpec, scan
+    from engine.scan.run import CARRIED, SUBJECTS
+    from engine.trail import Trail
 
     s = resolve_settings(repo=args.repo, url=args.url)
     if not 1 <= args.request_rows <= 32768:
@@ -399,6 +456,7 @@ def _scan(args: argparse.Namespace) -> int:
             request_rows=args.request_rows,
             tls=_client_tls(args),
         )
+    trail = Trail.from_env()
     try:
         summary = scan(
             args.paths,
@@ -410,6 +468,8 @@ def _scan(args: argparse.Namespace) -> int:
             dask=args.dask,
             restart=args.restart,
             progress=not args.no_progress,
+            guard=_guard(args, CARRIED, SUBJECTS, trail),
+            trail=trail,
         )
     except KeyboardInterrupt:
         print("Interrupted: run the same command again to resume from the checkpoint.", file=sys.stderr)
@@ -419,6 +479,7 @@ def _scan(args: argparse.Namespace) -> int:
         f"model {summary.model} version {summary.version} ({summary.transport}); summary in "
         f"{Path(summary.out).with_name(Path(summary.out).stem + '.summary.json')}"
     )
+    print(f"alerts recorded in the audit log {trail.path}")
     return 0
 
 

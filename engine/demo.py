@@ -3,6 +3,7 @@ one Triton serves them all → score over gRPC → scan the log through the serv
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,12 +17,15 @@ from engine.demo_logs import write_ssh_auth_log
 from engine.fraud import FraudColumns, train_fraud
 from engine.fraud.scorer import LIVE_STATE
 from engine.fraud.synthetic import synthetic_transactions
+from engine.guard import OutputGuard
 from engine.io import write_table
 from engine.repo import ModelRepository
 from engine.scan import ServerSpec, scan
+from engine.scan.run import CARRIED, SUBJECTS
 from engine.server import ServerPorts, TritonServer
 from engine.sshlog import read_auth_log
 from engine.threat import train_threat
+from engine.trail import DecisionAudit, Trail
 from kernels.transactions import DAY_US
 
 __all__ = ["run_demo"]
@@ -56,6 +60,7 @@ def run_demo(
 
     fraud_start = _train_fraud(workdir, repository)
 
+    trail = Trail.from_env()
     ports = ServerPorts.free()
     models = ["churn", "threat", "threat_features", "fraud"]
     with TritonServer(repository, ports=ports, models=models, log_path=workdir / "triton.log") as server:
@@ -84,7 +89,21 @@ def run_demo(
                 )
             ]
             print(_table(table, ("customer", "churn_probability", "reason_codes", "retention_action")))
-            summary = score_file_through(client, data, workdir / "scores.parquet", progress=False)
+            summary = score_file_through(
+                client,
+                data,
+                workdir / "scores.parquet",
+                progress=False,
+                guard=OutputGuard.build(("id",), subject=("id",), pseudonym_key=trail.pseudonym_key),
+                audit=DecisionAudit(
+                    trail,
+                    command="demo",
+                    model="churn",
+                    version=client.served_version(),
+                    decision="retention_action",
+                    score="churn_probability",
+                ),
+            )
         scores = pl.read_parquet(workdir / "scores.parquet")
         at_risk = int((scores.get_column("churn_probability").to_numpy() >= result.metrics.threshold).sum())
         print(f"\n5. bulk-scored {data.name} through the server: {summary.line()}")
@@ -101,9 +120,27 @@ def run_demo(
         print(f"   written to {summary.out}")
         mean = float(np.mean(scores.get_column("churn_probability").to_numpy()))
         print(f"   mean churn probability {mean:.3f}")
-        _threat_demo(server.grpc_url, log, attackers, workdir)
+        _threat_demo(server.grpc_url, log, attackers, workdir, trail)
         _fraud_demo(server.grpc_url, *fraud_start)
     print("9. Triton stopped.")
+    _audit_summary(trail)
+
+
+def _audit_summary(trail: Trail) -> None:
+    from collections import Counter
+
+    from engine.audit import verify
+
+    report = verify(trail.path)
+    events: Counter[str] = Counter()
+    with trail.path.open(encoding="utf-8") as fh:
+        for line in fh:
+            events[json.loads(line)["event"]] += 1
+    print(
+        f"10. audit log {trail.path}: {report.lines:,} lines ("
+        + ", ".join(f"{n:,} {e}" for e, n in events.most_common())
+        + f"); no raw customer id or card number in it. `finscore audit verify {trail.path}`: {report.sentence()}"
+    )
 
 
 def _auth_log(workdir: Path) -> tuple[Path, set[str]]:
@@ -113,7 +150,7 @@ def _auth_log(workdir: Path) -> tuple[Path, set[str]]:
     return log, attackers
 
 
-def _threat_demo(url: str, log: Path, attackers: set[str], workdir: Path) -> None:
+def _threat_demo(url: str, log: Path, attackers: set[str], workdir: Path, trail: Trail) -> None:
     from clients import ModelClient
 
     windows = read_auth_log(log).features
@@ -135,7 +172,16 @@ def _threat_demo(url: str, log: Path, attackers: set[str], workdir: Path) -> Non
         )
     ]
     print(_table(rows, ("source_ip", "window", "anomaly_score", "is_threat", "top_features")))
-    summary = scan([log], workdir / "alerts.jsonl", spec=ServerSpec(url, "threat"), progress=False, restart=True)
+    guard = OutputGuard.build(CARRIED, subject=SUBJECTS, pseudonym_key=trail.pseudonym_key)
+    summary = scan(
+        [log],
+        workdir / "alerts.jsonl",
+        spec=ServerSpec(url, "threat"),
+        progress=False,
+        restart=True,
+        guard=guard,
+        trail=trail,
+    )
     alerts = pl.read_ndjson(workdir / "alerts.jsonl")
     flagged = set(alerts.get_column("source").struct.field("ip").to_list()) if alerts.height else set()
     print(f"\n7. scanned {log.name} through the server ({summary.transport}): {summary.line()}")

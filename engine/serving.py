@@ -19,6 +19,7 @@ import numpy as np
 
 from engine.backend import resolve_device
 from engine.errors import FinscoreError, InvalidInputError
+from engine.trail import Trail
 
 __all__ = ["BackendModel", "Scorer"]
 
@@ -61,6 +62,14 @@ class BackendModel:
         version_dir = Path(args["model_repository"]) / args["model_version"]
         device = resolve_device(args.get("model_instance_kind", "CPU"))
         self.scorer = self.scorer_class.load(version_dir, device=device)
+        # A load no audit line records does not happen: a failing log fails the load, with its sentence.
+        Trail.from_env().model_load(
+            self.model_name,
+            args["model_version"],
+            where="triton",
+            instance=args.get("model_instance_name", ""),
+            device=device,
+        )
 
     def _inputs(self, request: Any) -> dict[str, np.ndarray]:
         columns = {}

@@ -25,6 +25,45 @@ from engine.server import free_port
 from engine.threat import ThreatScorer, train_threat
 from engine.threat import TrainResult as ThreatTrainResult
 
+_BASETEMP = pytest.StashKey[Path]()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def finscore_home(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Iterator[Path]:
+    """finscore's records (audit log, pseudonym key) in the session's temporary folder, for every process the
+    tests start (servers inherit it); the folder is scanned for leaks when the session ends."""
+    home = tmp_path_factory.mktemp("finscore-home")
+    saved = {k: os.environ.get(k) for k in ("FINSCORE_HOME", "FINSCORE_AUDIT_LOG", "FINSCORE_PSEUDONYM_KEY_FILE")}
+    os.environ["FINSCORE_HOME"] = str(home)
+    for k in ("FINSCORE_AUDIT_LOG", "FINSCORE_PSEUDONYM_KEY_FILE"):
+        os.environ.pop(k, None)
+    pytestconfig.stash[_BASETEMP] = tmp_path_factory.getbasetemp()
+    yield home
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The log scan: a card number or raw customer id in any server log, alert file or audit log the suites
+    left behind fails the run."""
+    root = session.config.stash.get(_BASETEMP, None)
+    if root is None or not root.is_dir():
+        return
+    from tests.leak_scan import find_leaks, scanned_files
+
+    files = scanned_files(root)
+    leaks = find_leaks(files)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"log scan: {len(files)} server logs, alert files and audit logs, {len(leaks)} with leaks")
+        for line in leaks:
+            reporter.write_line(f"LEAK {line}", red=True)
+    if leaks:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
 
 @pytest.fixture(scope="session")
 def customers_path(tmp_path_factory: pytest.TempPathFactory) -> Path:

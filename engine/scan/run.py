@@ -30,10 +30,19 @@ from typing import Any
 import polars as pl
 
 from engine.errors import InvalidInputError, ServerUnavailableError
+from engine.guard import OutputGuard, drop_subject
 from engine.io import require_columns
+from engine.protect import mask_text
 from engine.scan.alerts import ALERT_SCHEMA, ENTITY_COLUMNS, alert_frame, write_alerts
 from engine.scan.backends import LocalSpec, ServerSpec, close_backends, open_backend
 from engine.scan.plan import Unit, Windows, discover, fingerprint, plan_units, unit_batches
+from engine.trail import SUBJECT, DecisionAudit, Trail
+
+#: What an alert carries from its input row: card numbers in them are masked, --tokenize/--encrypt apply.
+CARRIED = ("record_id", "user_name", "source_ip", "file")
+#: Whom an alert is about: the user of an auth-log window, else its address, else the record.
+SUBJECTS = ("user_name", "source_ip", "record_id")
+_AUDITED = "audited"
 
 __all__ = ["ScanSummary", "run_unit", "scan"]
 
@@ -105,9 +114,12 @@ def run_unit(
     windows: Windows = Windows(),  # noqa: B008 - frozen, so one shared default is safe
     on_batch: Callable[[int], None] | None = None,
     stop: threading.Event | None = None,
+    guard: OutputGuard | None = None,
 ) -> dict[str, int]:
     """Score every unfinished batch of ``unit``, writing its parts under ``state``; counts of this call.
-    ``stop`` (set by an interrupted scan) ends the unit after its current batch."""
+    ``stop`` (set by an interrupted scan) ends the unit after its current batch. ``guard`` protects the
+    alerts before their part is written (card numbers are masked without one too)."""
+    guard = guard or OutputGuard.build(CARRIED)
     backend = open_backend(spec)
     d = Path(state)
     done = {p.name for p in d.glob(f"u{unit.index:05d}-*.done")}
@@ -127,14 +139,14 @@ def run_unit(
             continue
         outputs, kept, rejects = backend.score(frame)
         alerts = alert_frame(frame, kept, outputs, file=unit.path, first_row=first_row, id_column=backend.id_column)
-        _atomic_parquet(alerts, d / f"{stem}.alerts.parquet")
+        _atomic_parquet(guard.apply(alerts), d / f"{stem}.alerts.parquet")
         if rejects:
             rej = pl.DataFrame(
                 {
                     "file": [unit.path] * len(rejects),
                     "row": [first_row + r.row for r in rejects],
                     "column": [r.column for r in rejects],
-                    "reason": [r.reason for r in rejects],
+                    "reason": [mask_text(r.reason) for r in rejects],
                 },
                 schema=_REJECT_SCHEMA,
             )
@@ -177,7 +189,14 @@ def _prepare_state(out: Path, manifest: dict[str, Any], restart: bool) -> tuple[
 
 
 def _run_dask(
-    address: str, units: list[Unit], spec: Any, state: Path, batch_rows: int, windows: Windows, bar: Any
+    address: str,
+    units: list[Unit],
+    spec: Any,
+    state: Path,
+    batch_rows: int,
+    windows: Windows,
+    bar: Any,
+    guard: OutputGuard,
 ) -> list[dict[str, int]]:
     from distributed import Client, as_completed
 
@@ -189,7 +208,14 @@ def _run_dask(
         raise ServerUnavailableError(msg) from None
     with client:
         futures = client.map(
-            run_unit, units, spec=spec, state=str(state), batch_rows=batch_rows, windows=windows, pure=False
+            run_unit,
+            units,
+            spec=spec,
+            state=str(state),
+            batch_rows=batch_rows,
+            windows=windows,
+            guard=guard,
+            pure=False,
         )
         for future in as_completed(futures):
             counts = future.result()
@@ -200,7 +226,7 @@ def _run_dask(
 
 
 def _run_threads(
-    units: list[Unit], spec: Any, state: Path, batch_rows: int, windows: Windows, on_batch: Any
+    units: list[Unit], spec: Any, state: Path, batch_rows: int, windows: Windows, on_batch: Any, guard: OutputGuard
 ) -> list[dict[str, int]]:
     """Two units at a time: one's Python work (reading, alerts, checkpoint) overlaps the other's kernels and
     network, which release the GIL. Parts are per batch, so the order units finish in does not matter. On an
@@ -208,7 +234,16 @@ def _run_threads(
     stop = threading.Event()
 
     def one(unit: Unit) -> dict[str, int]:
-        return run_unit(unit, spec, str(state), batch_rows=batch_rows, windows=windows, on_batch=on_batch, stop=stop)
+        return run_unit(
+            unit,
+            spec,
+            str(state),
+            batch_rows=batch_rows,
+            windows=windows,
+            on_batch=on_batch,
+            stop=stop,
+            guard=guard,
+        )
 
     pool = ThreadPoolExecutor(max_workers=min(2, len(units)) or 1, thread_name_prefix="finscore-unit")
     try:
@@ -230,7 +265,32 @@ def _run_threads(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _finish(state: Path, out: Path, summary: ScanSummary, started: datetime, threshold: float | None) -> None:
+def _audit_alerts(alerts: pl.DataFrame, files: list[str], audit: DecisionAudit, state: Path) -> None:
+    """One ``decision`` line per alert, request id ``<run>/<file number>:<row>``; once per scan, even resumed."""
+    if (state / _AUDITED).is_file():
+        return
+    number = {f: i for i, f in enumerate(files)}
+    audit.record(
+        alerts.select(
+            pl.format("{}:{}", pl.col("file").replace_strict(number, default=-1), pl.col("row")).alias("row"),
+            pl.lit("alert").alias("decision"),
+            pl.col("anomaly_score"),
+            *(pl.col(c) for c in alerts.columns if c == SUBJECT),
+        )
+    )
+    audit.flush()
+    _atomic_json({"decisions": audit.written, "run": audit.run}, state / _AUDITED)
+
+
+def _finish(
+    state: Path,
+    out: Path,
+    summary: ScanSummary,
+    started: datetime,
+    threshold: float | None,
+    audit: DecisionAudit | None = None,
+    files: list[str] | None = None,
+) -> None:
     markers = sorted(state.glob("u*.done"))
     for m in markers:
         counts = json.loads(m.read_text(encoding="utf-8"))
@@ -242,7 +302,10 @@ def _finish(state: Path, out: Path, summary: ScanSummary, started: datetime, thr
         summary.unparsed_lines += counts.get("unparsed", 0)
     stems = [m.name[: -len(".done")] for m in markers]
     parts = [pl.read_parquet(state / f"{s}.alerts.parquet") for s in stems]
-    alerts = pl.concat(parts, how="vertical") if parts else pl.DataFrame(schema=ALERT_SCHEMA)
+    alerts = pl.concat(parts, how="diagonal_relaxed") if parts else pl.DataFrame(schema=ALERT_SCHEMA)
+    if audit is not None:
+        _audit_alerts(alerts, files or [], audit, state)
+    alerts = drop_subject(alerts)
     write_alerts(alerts, out, model=summary.model, version=summary.version, threshold=threshold, started=started)
     rejects_path = out.with_name(out.stem + ".rejected.csv")
     rejected = [state / f"{s}.rejects.parquet" for s in stems if (state / f"{s}.rejects.parquet").is_file()]
@@ -251,6 +314,10 @@ def _finish(state: Path, out: Path, summary: ScanSummary, started: datetime, thr
         summary.rejects_path = str(rejects_path)
     else:
         rejects_path.unlink(missing_ok=True)
+    if audit is not None:
+        audit.close(
+            "written", rows=summary.rows_read, scored=summary.scored, rejected=summary.rejected, alerts=summary.alerts
+        )
     shutil.rmtree(state)
 
 
@@ -279,14 +346,19 @@ def scan(
     dask: str | None = None,
     restart: bool = False,
     progress: bool = True,
+    guard: OutputGuard | None = None,
+    trail: Trail | None = None,
 ) -> ScanSummary:
     """Scan ``paths`` (files or folders) with the model ``spec`` names and write the alerts to ``out``.
 
     An unfinished earlier scan to the same ``out`` with the same inputs and model is resumed (``restart``
     starts over). ``dask`` is the address of a Dask scheduler to spread the units over. Auth logs become
     windows of ``every`` per ``entity`` (``"source_ip"`` or ``"user"``), as the model was trained on.
+    ``guard`` protects what alerts carry (card numbers are masked without one too); with ``trail``, an
+    in-process model load, each alert and the finished run are appended to its audit log.
     """
     windows = Windows(every, entity)
+    guard = guard or OutputGuard.build(CARRIED)
     if batch_rows < 1:
         msg = f"batch rows must be positive, got {batch_rows}"
         raise InvalidInputError(msg)
@@ -304,7 +376,20 @@ def scan(
     backend = open_backend(spec)
     units = plan_units(files, needed=[n for n, _ in backend.inputs], unit_rows=batch_rows)
     manifest = _manifest(files, spec, backend.version, batch_rows, windows)
+    manifest["protection"] = {"tokenize": list(guard.tokenize), "encrypt": list(guard.encrypt)}
     state, started = _prepare_state(out_path, manifest, restart)
+    audit = None
+    if trail is not None:
+        if isinstance(spec, LocalSpec):
+            trail.model_load(backend.name, backend.version, where="in-process")
+        audit = DecisionAudit(
+            trail,
+            command="scan",
+            model=backend.name,
+            version=backend.version,
+            decision="decision",
+            score="anomaly_score",
+        )
     summary = ScanSummary(
         files=len(files),
         units=len(units),
@@ -321,10 +406,10 @@ def scan(
         bar = tqdm(total=total, unit=" rows", unit_scale=True, desc="scanning", leave=False)
     try:
         if dask:
-            results = _run_dask(dask, units, spec, state, batch_rows, windows, bar)
+            results = _run_dask(dask, units, spec, state, batch_rows, windows, bar, guard)
         else:
             on_batch = bar.update if bar is not None else None
-            results = _run_threads(units, spec, state, batch_rows, windows, on_batch)
+            results = _run_threads(units, spec, state, batch_rows, windows, on_batch, guard)
     except BaseException:
         # Keep a checkpoint worth resuming from; one with no finished batch is only clutter.
         if not any(state.glob("*.done")):
@@ -335,7 +420,7 @@ def scan(
             bar.close()
     summary.resumed_batches = sum(r["resumed"] for r in results)
     summary.rows_this_run = sum(r["rows"] for r in results)
-    _finish(state, out_path, summary, started, backend.threshold)
+    _finish(state, out_path, summary, started, backend.threshold, audit, [str(f) for f in files])
     summary.seconds = time.perf_counter() - t0
     summary_path = out_path.with_name(out_path.stem + ".summary.json")
     summary_path.write_text(json.dumps(asdict(summary), indent=2, default=str), encoding="utf-8")

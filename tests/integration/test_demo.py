@@ -11,7 +11,10 @@ import pytest
 from engine.demo import run_demo
 
 
-def test_demo_scores_customers_and_scans_the_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_scores_customers_and_scans_the_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FINSCORE_HOME", str(tmp_path / "home"))  # its own audit log, counted below
     run_demo(rows=1500, workdir=tmp_path / "demo", repo=tmp_path / "repo")
     out = capsys.readouterr().out
     assert "scored 8 customers over gRPC" in out and "Triton stopped." in out
@@ -26,3 +29,7 @@ def test_demo_scores_customers_and_scans_the_log(tmp_path: Path, capsys: pytest.
     assert fraud is not None
     decisions = {line.split()[0]: line.split()[3] for line in fraud.group(1).splitlines()[2:]}
     assert decisions["demo-3"] in {"review", "decline"} and decisions["demo-1"] == "approve"
+    audit = re.search(r"10\. audit log .*?: ([\d,]+) lines \((.*?)\).*audit log OK", out)
+    assert audit is not None, out[-600:]
+    counts = {e: int(n.replace(",", "")) for n, e in (part.split() for part in audit.group(2).split(", "))}
+    assert counts["decision"] >= 1500 and counts["model_load"] == 4 and counts["run"] == 2

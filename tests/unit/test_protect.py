@@ -424,7 +424,7 @@ def test_protect_file_counts_values_masked_and_card_numbers_left(tmp_path: Path)
 
 def test_scan_files_walks_folders_and_skips_binary(tmp_path: Path) -> None:
     rng = random.Random(10)
-    logs = tmp_path / "logs"
+    logs = tmp_path / "leak-scan-selftest-logs"  # planted card numbers: the log scan after the suites skips it
     logs.mkdir()
     (logs / "server.log").write_text(f"I0512 ok\nrequest card={make_pan(rng)}\n{grouped(make_pan(rng), '-')} x\n")
     (logs / "clean.log").write_text(f"I0512 request id {non_luhn(make_pan(rng))}\n")

@@ -1,0 +1,249 @@
+"""Where finscore keeps its own records, and the audit trail its commands and served models append to.
+
+Everything lives under one folder, ``FINSCORE_HOME`` (default ``$XDG_STATE_HOME/finscore``, else
+``~/.local/state/finscore``), created mode 0700:
+
+- ``audit.jsonl``: the hash-chained audit log of :mod:`engine.audit` (``FINSCORE_AUDIT_LOG`` names another
+  file). ``FINSCORE_AUDIT_KEY_FILE`` keys its chain with HMAC-SHA-256.
+- ``pseudonym.key``: 32 random bytes, made mode 0600 on first use (``FINSCORE_PSEUDONYM_KEY_FILE`` names
+  another file). Audit lines name a customer, card or address only by its keyed pseudonym, so whoever holds
+  the key can find a customer's lines (for an access or erasure request) and nobody else can.
+
+A served model appends ``model_load`` when Triton loads it; ``finscore score`` and ``scan`` append one
+``decision`` per decision they write and a closing ``run`` line saying whether the output was written;
+``finscore forget`` appends ``erasure``. In a container, set ``FINSCORE_HOME`` to a mounted volume.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import uuid
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from engine.audit import ENV_KEY_FILE, AuditLog, load_key, pseudonym
+from engine.errors import DataFileError
+from engine.protect import find_pans
+
+__all__ = [
+    "ENV_HOME",
+    "ENV_LOG",
+    "ENV_PSEUDONYM_KEY",
+    "DecisionAudit",
+    "Trail",
+    "finscore_home",
+    "new_run_id",
+    "subject_of",
+]
+
+ENV_HOME = "FINSCORE_HOME"
+ENV_LOG = "FINSCORE_AUDIT_LOG"
+ENV_PSEUDONYM_KEY = "FINSCORE_PSEUDONYM_KEY_FILE"
+#: Lines appended under one lock and one fsync: big enough that fsync is not the cost, small enough to stream.
+BATCH = 8192
+#: The column an output frame may carry its rows' subject pseudonyms in, dropped before the output is written.
+SUBJECT = "_subject"
+
+
+def finscore_home() -> Path:
+    """The folder finscore keeps its own records in (created 0700 if missing)."""
+    env = os.environ.get(ENV_HOME, "").strip()
+    if env:
+        home = Path(env).expanduser()
+    else:
+        base = os.environ.get("XDG_STATE_HOME", "").strip()
+        home = (Path(base) if base else Path.home() / ".local" / "state") / "finscore"
+    try:
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        msg = f"{home}: finscore cannot create its records folder ({exc.strerror}); set {ENV_HOME} to a writable one"
+        raise DataFileError(msg) from None
+    return home
+
+
+def _pseudonym_key(path: Path) -> bytes:
+    """The key in ``path``, made first if missing: written aside and linked in, so two processes starting at
+    once agree on one key and neither reads half of it."""
+    if not path.exists():
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, secrets.token_bytes(32))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    try:
+        key = path.read_bytes()
+    except OSError as exc:
+        msg = f"{path}: the pseudonym key cannot be read ({exc.strerror})"
+        raise DataFileError(msg) from None
+    if not 16 <= len(key) <= 64:
+        msg = f"{path}: a pseudonym key file holds 16 to 64 raw bytes, not {len(key)}"
+        raise DataFileError(msg)
+    return key
+
+
+def subject_of(value: object, key: bytes) -> str | None:
+    """:meth:`Trail.subject` with the key given: for code that runs where the trail is not (a Dask worker)."""
+    if value is None:
+        return None
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    text = text.strip()
+    if not text:
+        return None
+    if find_pans(text) == [(0, len(text))]:
+        text = text.replace(" ", "").replace("-", "")
+    return pseudonym(text, key)
+
+
+def new_run_id() -> str:
+    """A fresh id for one command's run: request ids are ``<run>/<row>``."""
+    return uuid.uuid4().hex[:16]
+
+
+class Trail:
+    """The audit log and pseudonym key of this environment; :meth:`from_env` is the usual way in."""
+
+    def __init__(self, log: AuditLog, pseudonym_key: bytes) -> None:
+        self.log = log
+        self._key = pseudonym_key
+
+    @classmethod
+    def from_env(cls) -> Trail:
+        home: Path | None = None
+        log_path = os.environ.get(ENV_LOG, "").strip()
+        if not log_path:
+            home = finscore_home()
+            log_path = str(home / "audit.jsonl")
+        key_file = os.environ.get(ENV_KEY_FILE, "").strip()
+        pseudo = os.environ.get(ENV_PSEUDONYM_KEY, "").strip()
+        pseudo_path = Path(pseudo) if pseudo else (home or finscore_home()) / "pseudonym.key"
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        return cls(AuditLog(log_path, key=load_key(key_file) if key_file else None), _pseudonym_key(pseudo_path))
+
+    @property
+    def path(self) -> Path:
+        return self.log.path
+
+    @property
+    def pseudonym_key(self) -> bytes:
+        """For :func:`subject_of` where the trail is not at hand; as secret as the key file."""
+        return self._key
+
+    def subject(self, value: object) -> str | None:
+        """The pseudonym of a customer id, card number or address (None for a missing value).
+
+        Text is stripped; a card number written with spaces or dashes is compacted first, so every spelling
+        of one card gives one pseudonym.
+        """
+        return subject_of(value, self._key)
+
+    def event(self, event: str, **fields: object) -> None:
+        """Append one line (fields are JSON scalars, never a raw identifier)."""
+        self.log.append(event, **fields)
+
+    def model_load(self, model: str, version: str | int, *, where: str, **fields: object) -> None:
+        """Record that ``model`` ``version`` was loaded, ``where`` = ``triton`` or ``in-process``."""
+        self.log.append("model_load", model=model, version=str(version), where=where, pid=os.getpid(), **fields)
+
+    def decisions(self, model: str, version: str | int, rows: Iterable[Mapping[str, object]]) -> int:
+        """Append one ``decision`` line per row (``request_id``, ``subject``, ``decision``, ``score``...);
+        returns how many. Written in batches of :data:`BATCH` lines, each whole or not at all."""
+        batch: list[dict[str, object]] = []
+        n = 0
+        for row in rows:
+            batch.append({"event": "decision", "model": model, "version": str(version), **row})
+            if len(batch) >= BATCH:
+                self.log.append_many(batch)
+                n += len(batch)
+                batch = []
+        if batch:
+            self.log.append_many(batch)
+            n += len(batch)
+        return n
+
+
+class DecisionAudit:
+    """The audit of one batch command's run: ``decision`` lines as outputs are written, one ``run`` line at
+    the end.
+
+    ``decision`` and ``score`` name the output columns carrying the decision and its score; ``subject`` the
+    column of the raw id (pseudonymised here, before anything else sees it). Request ids are
+    ``<run>/<row>``, the row counted from 0 in the input, so a decision can be traced to its input row.
+    """
+
+    def __init__(
+        self,
+        trail: Trail,
+        *,
+        command: str,
+        model: str,
+        version: str | int,
+        decision: str,
+        score: str,
+        subject: str | None = None,
+    ) -> None:
+        self.trail = trail
+        self.command = command
+        self.model = model
+        self.version = str(version)
+        self.decision = decision
+        self.score = score
+        self.subject = subject
+        self.run = new_run_id()
+        self.written = 0
+        self._pending: list[dict[str, object]] = []
+
+    def record(self, frame: object) -> None:
+        """Queue a decision line per row of ``frame`` (a Polars frame with ``row`` and the named columns);
+        lines are appended :data:`BATCH` at a time, and by :meth:`flush`."""
+        import polars as pl
+
+        assert isinstance(frame, pl.DataFrame)
+        if not frame.height:
+            return
+        rows = frame.get_column("row").to_list()
+        decisions = frame.get_column(self.decision).cast(pl.String).to_list()
+        scores = frame.get_column(self.score).cast(pl.Float64).to_list()
+        if SUBJECT in frame.columns:  # pseudonymised already, where the raw value was read
+            subjects = frame.get_column(SUBJECT).to_list()
+        elif self.subject and self.subject in frame.columns:
+            subjects = [self.trail.subject(v) for v in frame.get_column(self.subject).to_list()]
+        else:
+            subjects = [None] * frame.height
+        for r, s, d, p in zip(rows, subjects, decisions, scores, strict=True):
+            self._pending.append({"request_id": f"{self.run}/{r}", "subject": s, "decision": d, "score": _rounded(p)})
+        if len(self._pending) >= BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        """Append the queued decision lines."""
+        if self._pending:
+            self.written += self.trail.decisions(self.model, self.version, self._pending)
+            self._pending = []
+
+    def close(self, status: str, **counts: object) -> None:
+        """The closing ``run`` line: ``status`` is ``written`` (the output holds these decisions) or
+        ``failed`` (it does not: the decisions of this run id never reached a file)."""
+        self.flush()
+        self.trail.event(
+            "run",
+            command=self.command,
+            model=self.model,
+            version=self.version,
+            run=self.run,
+            status=status,
+            decisions=self.written,
+            **counts,
+        )
+
+
+def _rounded(p: float | None) -> float | None:
+    return None if p is None or p != p else round(p, 6)
