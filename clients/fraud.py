@@ -4,6 +4,7 @@
 >>> #     fraud.authorize({"transaction_id": ["t1"], "card_id": ["c9"], "terminal_id": ["m4"],
 >>> #                      "amount": [25.0], "timestamp": [1_700_000_000_000_000]})["decision"]
 >>> #     fraud.report(["t1"], [1])
+>>> #     fraud.forget(["c9"])  # erasure: [True], the server held the card and no longer does
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ AUTHORIZATION_FIELDS = {
     "timestamp": np.int64,
 }
 SCORES = ("fraud_probability", "reason_codes", "decision")
+#: Cards per forget request (the model's max batch size is 4096).
+FORGET_ROWS = 1024
 
 
 def _column(name: str, values: Any, dtype: Any) -> np.ndarray:
@@ -69,6 +72,20 @@ class FraudClient(ModelClient):
             "label": _column("label", list(labels), np.int32),
         }
         self.infer_arrays(arrays, outputs=["decision"])
+
+    def forget(self, cards: Sequence[Any]) -> list[bool]:
+        """Erase cards from the server's state (GDPR erasure, what ``finscore forget`` sends): True for each
+        card the server held. The card's next authorization is scored as its first."""
+        held: list[bool] = []
+        for start in range(0, len(cards), FORGET_ROWS):
+            part = list(cards[start : start + FORGET_ROWS])
+            arrays = {
+                "card_id": _column("card_id", part, object),
+                "forget": np.ones((len(part), 1), dtype=np.int32),
+            }
+            decision = decode_outputs(self.infer_arrays(arrays, outputs=["decision"]))["decision"]
+            held.extend(str(d) == "forgotten" for d in np.asarray(decision).ravel())
+        return held
 
     def __enter__(self) -> FraudClient:
         return self

@@ -170,6 +170,9 @@ def _parser() -> argparse.ArgumentParser:
     from engine.audit import add_audit_arguments
 
     add_audit_arguments(sub)
+    from engine.erasure import add_forget_arguments
+
+    add_forget_arguments(sub)
     return parser
 
 
@@ -524,6 +527,7 @@ _COMMANDS = {
     "protect": lambda a: a.func(a),  # engine.protect sets func
     "protect-keys": lambda a: a.func(a),
     "audit": lambda a: a.func(a),  # engine.audit sets func
+    "forget": lambda a: a.func(a),  # engine.erasure sets func
 }
 
 

@@ -29,9 +29,10 @@ import hashlib
 import struct
 import time as _time
 from bisect import bisect_right, insort
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
@@ -51,13 +52,23 @@ from engine.fraud.state import (
 )
 from kernels.transactions import DAY_US, TERMINAL_WINDOWS
 
-__all__ = ["ENV_VAR", "RedisFraudState", "StateUnavailableError"]
+__all__ = ["ENV_VAR", "RedisFraudState", "StateUnavailableError", "redacted_url"]
 
 ENV_VAR = "FINSCORE_FRAUD_REDIS"
 _HEADER = struct.Struct("<ddqqq")  # total, squares, count, last, n kept
 _SEP = "\x1f"
 _RETRIES = 50
 _SEED_CHUNK = 5000
+
+
+def redacted_url(url: str) -> str:
+    """``url`` without its password, for messages, printed lines and the audit log."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class StateUnavailableError(FinscoreError):
@@ -97,7 +108,7 @@ class RedisFraudState:
         self.client = client
         self.delay_us = int(delay_us)
         self.secret = secret
-        self.url = url
+        self.url = redacted_url(url)  # for messages only: the client holds the real one
         space = hashlib.blake2b(str(self.delay_us).encode(), key=secret, digest_size=8).hexdigest()
         self.prefix = f"finscore:fraud:{space}:"
         # A transaction's label matters until no terminal window can reach it: the delay plus the longest window
@@ -115,7 +126,7 @@ class RedisFraudState:
         try:
             client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
         except ValueError as exc:
-            msg = f"{ENV_VAR}={url!r} is not a Redis URL such as redis://127.0.0.1:6379/0 ({exc})"
+            msg = f"{ENV_VAR}={redacted_url(url)!r} is not a Redis URL such as redis://127.0.0.1:6379/0 ({exc})"
             raise StateUnavailableError(msg) from None
         state = cls(client, delay_us=delay_us, secret=secret, url=url)
         with state._reachable():
@@ -309,6 +320,18 @@ class RedisFraudState:
                     continue
         msg = "the label kept changing under this report in Redis; retry it"
         raise StateUnavailableError(msg)
+
+    # -- erasure ----------------------------------------------------------------------------------------------
+    def forget(self, cards: Sequence[str]) -> list[bool]:
+        """Erase these cards' histories (a GDPR erasure): True for each card that was held. One key per card;
+        a batch of authorizations watching it meanwhile is read again and finds the card new."""
+        if not cards:
+            return []
+        names = [self._key("card", card_key(card, self.secret)) for card in cards]
+        with self._reachable(), self.client.pipeline(transaction=True) as pipe:
+            for name in names:
+                pipe.delete(name)
+            return [bool(n) for n in pipe.execute()]
 
     def prune_labels(self, now: int) -> None:
         """Nothing to do: Redis expires labels and trims terminal windows as it writes."""

@@ -3,7 +3,8 @@
 :class:`FraudScorer` is what the served ``fraud`` model runs and what in-process scoring uses. A batch of
 authorizations is checked whole before any of it touches the state (a bad request changes nothing), then
 each row's features are computed in arrival order, each seeing the rows before it, and the batch is
-predicted in one call. A request carrying ``label`` reports the fraud label of an earlier authorization.
+predicted in one call. A request carrying ``label`` reports the fraud label of an earlier authorization; one
+carrying ``card_id`` and ``forget`` = 1 erases those cards from the state (``finscore forget``).
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ from kernels.transactions import feature_names
 
 __all__ = [
     "AUTHORIZATION",
+    "FORGOTTEN",
     "INITIAL_STATE",
     "KEY_FILE",
     "LIVE_STATE",
     "MODEL_FILE",
     "OUTPUTS",
     "PARAMS_FILE",
+    "UNKNOWN",
     "FraudScorer",
     "fraud_config",
 ]
@@ -46,15 +49,20 @@ LIVE_STATE = "state/live.json.gz"
 KEY_FILE = "card-key.bin"
 N_REASONS = 3
 DECISIONS = ("approve", "review", "decline")
+#: The decision answering a forget request: the card was held and is erased, or it was not held.
+FORGOTTEN, UNKNOWN = "forgotten", "unknown"
 
-#: The inputs of one authorization; ``label`` alone with ``transaction_id`` reports a fraud label.
+#: The inputs of one authorization (``transaction_id`` is required there, see :meth:`FraudScorer.validate`);
+#: ``label`` alone with ``transaction_id`` reports a fraud label; ``forget`` = 1 alone with ``card_id`` erases
+#: those cards.
 AUTHORIZATION = (
-    TensorSpec("transaction_id", "BYTES"),
+    TensorSpec("transaction_id", "BYTES", optional=True),
     TensorSpec("card_id", "BYTES", optional=True),
     TensorSpec("terminal_id", "BYTES", optional=True),
     TensorSpec("amount", "FP64", optional=True),
     TensorSpec("timestamp", "INT64", optional=True),
     TensorSpec("label", "INT32", optional=True),
+    TensorSpec("forget", "INT32", optional=True),
 )
 OUTPUTS = (
     TensorSpec("fraud_probability", "FP32", (1,)),
@@ -88,14 +96,43 @@ def _starting_state(version: Path, live: Path, delay_us: int, secret: bytes) -> 
     return FraudState.restore(version / INITIAL_STATE, secret=secret)
 
 
+def _validate_forget(present: Mapping[str, np.ndarray]) -> dict[str, object]:
+    """A forget request: ``card_id`` and ``forget`` = 1 on every row, nothing else (so no authorization or
+    label report is ever taken for one, nor one for them)."""
+    extra = sorted(set(present) - {"card_id", "forget"})
+    if extra:
+        msg = f"input {extra[0]!r} cannot come with 'forget': a forget request carries card_id and forget only"
+        raise InvalidInputError(msg)
+    if "card_id" not in present:
+        msg = "input 'card_id' is missing from the request (a forget request names the cards to erase)"
+        raise InvalidInputError(msg)
+    cards = _text(present["card_id"], "card_id")
+    flags = present["forget"].ravel()
+    if flags.size != len(cards):
+        msg = f"input 'forget' has {flags.size} rows but 'card_id' has {len(cards)}"
+        raise InvalidInputError(msg)
+    if not np.issubdtype(flags.dtype, np.integer) or (flags != 1).any():
+        msg = "input 'forget' must be 1 on every row (it asks to erase the row's card)"
+        raise InvalidInputError(msg)
+    return {"kind": "forget", "card_id": cards}
+
+
+#: The longest id the state keeps: ids are remembered for weeks, so a client sending megabyte ids would grow
+#: the server by a megabyte an authorization.
+MAX_ID_BYTES = 256
+
+
 def _text(values: np.ndarray, name: str) -> list[str]:
     out = []
     for v in values.ravel().tolist():
-        s = v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
-        if not s:
+        raw = v if isinstance(v, bytes) else str(v).encode("utf-8")
+        if not raw:
             msg = f"input {name!r} must not be empty"
             raise InvalidInputError(msg)
-        out.append(s)
+        if len(raw) > MAX_ID_BYTES:
+            msg = f"input {name!r} holds a value of {len(raw):,} bytes; ids are at most {MAX_ID_BYTES} bytes"
+            raise InvalidInputError(msg)
+        out.append(raw.decode("utf-8", "replace"))
     return out
 
 
@@ -168,8 +205,11 @@ class FraudScorer:
         return list(AUTHORIZATION)
 
     def validate(self, columns: Mapping[str, object]) -> dict[str, object]:
-        """Check one request: an authorization batch or a label report. Raises :class:`InvalidInputError`."""
+        """Check one request: an authorization batch, a label report or a forget request. Raises
+        :class:`InvalidInputError`."""
         present = {k: np.asarray(v) for k, v in columns.items() if v is not None}
+        if "forget" in present:
+            return _validate_forget(present)
         if "transaction_id" not in present:
             msg = "input 'transaction_id' is missing from the request"
             raise InvalidInputError(msg)
@@ -244,13 +284,20 @@ class FraudScorer:
         return out
 
     def score(self, columns: Mapping[str, object]) -> dict[str, np.ndarray]:
-        """Validate, compute features (updating the state) and predict one authorization batch."""
+        """Validate, compute features (updating the state) and predict one authorization batch; a label report
+        answers nothing, a forget request its ``decision`` per card (``forgotten`` or ``unknown``)."""
         rows = self.validate(columns)
         if rows["kind"] == "label":
             self.report(rows)
             return {}
+        if rows["kind"] == "forget":
+            return {"decision": np.array([FORGOTTEN if held else UNKNOWN for held in self.forget(rows)], dtype=object)}
         return self.predict(self.features(rows))
 
     def report(self, rows: Mapping[str, object]) -> None:
         for txid, label in zip(rows["transaction_id"], rows["label"], strict=True):  # type: ignore[call-overload]
             self.state.report(txid, label)
+
+    def forget(self, rows: Mapping[str, object]) -> list[bool]:
+        """Erase the cards of a validated forget request: True for each card the state held."""
+        return self.state.forget(rows["card_id"])  # type: ignore[arg-type]

@@ -2,8 +2,9 @@
 
 Each request of a dynamic batch is checked against the state as the requests before it left it, then
 recorded; the batch's feature rows are predicted in one call at the end. A bad request gets INVALID_ARG and
-changes nothing; the others are scored. The state is snapshotted when the model is unloaded (a reload or a
-server stop) and restored by the next load.
+changes nothing; the others are scored. A label report is answered ``recorded``, a forget request (``finscore
+forget``) ``forgotten`` or ``unknown`` per card; the cards are never logged. The state is snapshotted when the
+model is unloaded (a reload or a server stop) and restored by the next load.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 
 from engine.errors import FinscoreError
 from engine.fraud.redis_state import StateUnavailableError
-from engine.fraud.scorer import FraudScorer
+from engine.fraud.scorer import FORGOTTEN, UNKNOWN, FraudScorer
 from engine.serving import BackendModel, _as_output
 
 __all__ = ["FraudBackendModel"]
@@ -42,12 +43,13 @@ class FraudBackendModel(BackendModel):
                 columns[name] = tensor.as_numpy()
         return columns
 
-    def _recorded(self, n: int, names: list[str]) -> Any:
-        """The answer to a label report: every asked output, empty, and the decision ``recorded``."""
+    def _recorded(self, decisions: list[str], names: list[str]) -> Any:
+        """The answer to a label report or a forget request: every asked output, empty, and ``decisions``."""
+        n = len(decisions)
         filled = {
             "fraud_probability": np.full(n, np.nan, dtype=np.float32),
             "reason_codes": np.full((n, *self.output_dims["reason_codes"]), b"", dtype=object),
-            "decision": np.full(n, b"recorded", dtype=object),
+            "decision": np.array([d.encode("utf-8") for d in decisions], dtype=object),
             "features": np.full((n, *self.output_dims["features"]), np.nan),
         }
         tensors = [self.pb_utils.Tensor(k, _as_output(k, filled[k], self.output_dims[k])) for k in names]
@@ -61,7 +63,11 @@ class FraudBackendModel(BackendModel):
                 rows = self.scorer.validate(self._inputs(request))
                 if rows["kind"] == "label":
                     self.scorer.report(rows)
-                    responses[i] = self._recorded(len(rows["transaction_id"]), self._requested(request))
+                    responses[i] = self._recorded(["recorded"] * len(rows["transaction_id"]), self._requested(request))
+                elif rows["kind"] == "forget":
+                    held = self.scorer.forget(rows)
+                    decisions = [FORGOTTEN if h else UNKNOWN for h in held]
+                    responses[i] = self._recorded(decisions, self._requested(request))
                 else:
                     scored.append((i, self.scorer.features(rows)))
             except StateUnavailableError as exc:

@@ -18,6 +18,7 @@ import json
 import math
 import os
 from bisect import bisect_right, insort
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -236,6 +237,12 @@ class FraudState:
         horizon = now - self.delay_us - _TERMINAL_SPAN
         self.labels = {k: v for k, v in self.labels.items() if v[1] > horizon}
 
+    # -- erasure ----------------------------------------------------------------------------------------------
+    def forget(self, cards: Sequence[str]) -> list[bool]:
+        """Erase these cards' histories (a GDPR erasure): True for each card that was held. Terminals and
+        labels stay: they hold transactions, not cards. The card's next authorization is its first."""
+        return [self.cards.pop(card_key(card, self.secret), None) is not None for card in cards]
+
     # -- snapshots --------------------------------------------------------------------------------------------
     def snapshot(self, path: str | os.PathLike[str]) -> Path:
         """Write the whole state to ``path`` (atomically: a reader sees the old file or the new one)."""
@@ -250,7 +257,9 @@ class FraudState:
             "terminals": {k: [t.times, t.frauds] for k, t in self.terminals.items()},
             "labels": self.labels,
         }
-        tmp = p.with_name(f".{p.name}.partial")
+        # One partial file per process: a server snapshotting on unload and `finscore forget` rewriting the same
+        # snapshot must not write into one partial file.
+        tmp = p.with_name(f".{p.name}.{os.getpid()}.partial")
         with gzip.open(tmp, "wt", encoding="utf-8", compresslevel=3) as fh:
             json.dump(body, fh, separators=(",", ":"))
         tmp.replace(p)

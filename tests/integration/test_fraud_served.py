@@ -103,6 +103,8 @@ def test_a_bad_authorization_fails_alone(server: TritonServer) -> None:
             (_auth("bad-2", "bad-card", T0 + 20_000_000, amount=float("nan")), "finite"),
             (_auth("bad-0", "bad-card", T0 + 30_000_000), "already scored"),
             ({k: v for k, v in _auth("bad-3", "bad-card", T0).items() if k != "amount"}, "'amount' is missing"),
+            # The state keeps ids for weeks: a megabyte id would grow the server a megabyte at a time.
+            (_auth("bad-5", "bad-card", T0 + 50_000_000, terminal="T" * (1 << 20)), "at most 256 bytes"),
         ]
         with ThreadPoolExecutor(max_workers=len(cases) + 1) as pool:
             good = pool.submit(fraud.authorize, _auth("good-1", "good-card", T0), features=True)

@@ -223,6 +223,6 @@ def test_train_fraud_cli(
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "fraud version 1 written" in out and "average precision" in out
-    assert (tmp_path / "repo" / "fraud" / "config.pbtxt").read_text().count("optional: true") == 5
+    assert (tmp_path / "repo" / "fraud" / "config.pbtxt").read_text().count("optional: true") == 7
     assert main([*argv[:-2], "--label-delay", "soon", "--repo", str(tmp_path / "repo")]) == 1
     assert "a duration must be" in capsys.readouterr().err

@@ -133,6 +133,10 @@ def test_an_unreachable_redis_is_one_clear_sentence() -> None:
         RedisFraudState.connect(url, delay_us=FRAUD_DELAY_US, secret=SECRET)
     with pytest.raises(StateUnavailableError, match="not a Redis URL"):
         RedisFraudState.connect("http://nowhere", delay_us=FRAUD_DELAY_US, secret=SECRET)
+    port = free_port()
+    with pytest.raises(StateUnavailableError) as info:  # a password never reaches a message (or a log)
+        RedisFraudState.connect(f"redis://fraud:s3cret@127.0.0.1:{port}/0", delay_us=FRAUD_DELAY_US, secret=SECRET)
+    assert "s3cret" not in str(info.value) and f"redis://fraud:***@127.0.0.1:{port}/0" in str(info.value)
 
 
 def test_the_scorer_fills_an_empty_redis_once_and_keeps_what_it_scored(
