@@ -22,7 +22,10 @@ def _tls_error(message: str, *, url: str, tls: bool) -> FinscoreError | None:
     if "handshake" in text and "certificate_verify_failed" in text.replace(" ", "_"):
         return ServerError(f"TLS with {url} failed: the server's certificate is not signed by the CA given (--tls-ca)")
     if "handshake" in text or "ssl" in text:
-        return ServerError(f"TLS with {url} failed: {message.split(': ')[-1] or 'handshake refused'}")
+        detail = message.split(": ")[-1].strip()
+        if detail.upper() in {"", "OK"}:  # gRPC's own status text, which says nothing about the handshake
+            detail = "the handshake was refused (does the server speak TLS, with this certificate?)"
+        return ServerError(f"TLS with {url} failed: {detail}")
     if "socket closed" in text:
         if tls:
             return ServerError(

@@ -7,13 +7,22 @@ True
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from engine.errors import InvalidInputError
 
-__all__ = ["Tls"]
+__all__ = ["Tls", "add_tls_arguments"]
+
+
+def add_tls_arguments(p: argparse.ArgumentParser) -> None:
+    """``--tls-ca``, ``--tls-cert``, ``--tls-key`` of a command that calls a server; :meth:`Tls.from_files` reads
+    them."""
+    p.add_argument("--tls-ca", type=Path, help="gRPC over TLS: the CA (PEM) that signed the server's certificate")
+    p.add_argument("--tls-cert", type=Path, help="mutual TLS: this client's certificate (PEM)")
+    p.add_argument("--tls-key", type=Path, help="mutual TLS: this client's private key (PEM)")
 
 
 def _file(path: str | Path | None, what: str) -> Path | None:

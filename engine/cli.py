@@ -205,9 +205,9 @@ def _guard(args: argparse.Namespace, carried: Sequence[str], subject: Sequence[s
 
 
 def _add_client_tls(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tls-ca", type=Path, help="gRPC over TLS: the CA (PEM) that signed the server's certificate")
-    p.add_argument("--tls-cert", type=Path, help="mutual TLS: this client's certificate (PEM)")
-    p.add_argument("--tls-key", type=Path, help="mutual TLS: this client's private key (PEM)")
+    from clients.tls import add_tls_arguments
+
+    add_tls_arguments(p)
 
 
 def _client_tls(args: argparse.Namespace) -> Any:

@@ -178,6 +178,8 @@ def forget(subjects: Sequence[str], ctx: ErasureContext, *, trail: Trail | None 
 # -- the command --------------------------------------------------------------------------------------------------
 def add_forget_arguments(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``forget`` to the CLI's subcommands, with ``func`` set to :func:`forget_command`."""
+    from clients.tls import add_tls_arguments
+
     p = sub.add_parser(
         "forget", help="erase customers from every store finscore keeps (GDPR), recorded in the audit log"
     )
@@ -191,9 +193,7 @@ def add_forget_arguments(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p.add_argument(
         "--no-server", action="store_true", help="do not ask a running server (none runs on this repository)"
     )
-    p.add_argument("--tls-ca", type=Path, help="gRPC over TLS: the CA (PEM) that signed the server's certificate")
-    p.add_argument("--tls-cert", type=Path, help="mutual TLS: this client's certificate (PEM)")
-    p.add_argument("--tls-key", type=Path, help="mutual TLS: this client's private key (PEM)")
+    add_tls_arguments(p)
     p.add_argument(
         "--fraud-redis",
         metavar="URL",

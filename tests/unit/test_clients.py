@@ -27,6 +27,7 @@ SPECS = [InputSpec("fee", "FP32"), InputSpec("plan", "BYTES")]
         ("StatusCode.NOT_FOUND", "Request for unknown model", NotFoundError, "not served"),
         ("StatusCode.UNAVAILABLE", "model is not ready", ModelNotReadyError, "not ready"),
         ("StatusCode.INTERNAL", "boom", ServerError, "failed"),
+        ("StatusCode.UNAVAILABLE", "Ssl handshake failed: OK", ServerError, "TLS with 127.0.0.1:1 failed: the hand"),
     ],
 )
 def test_server_errors_map_to_domain_errors(status: str, message: str, error: type, text: str) -> None:
