@@ -123,23 +123,28 @@ def run_demo(
         _threat_demo(server.grpc_url, log, attackers, workdir, trail)
         _fraud_demo(server.grpc_url, *fraud_start)
     print("9. Triton stopped.")
-    _audit_summary(trail)
+    _audit_summary(trail, set(customers.get_column(CHURN_ID).to_list()))
 
 
-def _audit_summary(trail: Trail) -> None:
+def _audit_summary(trail: Trail, ids: set[str]) -> None:
+    """Count the audit log's lines, look for the customers' ids in it, and verify its chain."""
     from collections import Counter
 
     from engine.audit import verify
 
     report = verify(trail.path)
     events: Counter[str] = Counter()
+    leaked = 0
     with trail.path.open(encoding="utf-8") as fh:
         for line in fh:
-            events[json.loads(line)["event"]] += 1
+            record = json.loads(line)
+            events[record["event"]] += 1
+            leaked += sum(1 for v in record.values() if isinstance(v, str) and v in ids)
     print(
         f"10. audit log {trail.path}: {report.lines:,} lines ("
         + ", ".join(f"{n:,} {e}" for e, n in events.most_common())
-        + f"); no raw customer id or card number in it. `finscore audit verify {trail.path}`: {report.sentence()}"
+        + f"); {leaked} of them name a customer by id rather than pseudonym; the log refuses card numbers itself. "
+        f"`finscore audit verify {trail.path}`: {report.sentence()}"
     )
 
 
