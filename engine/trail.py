@@ -22,6 +22,8 @@ import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+import polars as pl
+
 from engine.audit import ENV_KEY_FILE, AuditLog, load_key, pseudonym
 from engine.errors import DataFileError
 from engine.protect import find_pans
@@ -201,12 +203,9 @@ class DecisionAudit:
         self.written = 0
         self._pending: list[dict[str, object]] = []
 
-    def record(self, frame: object) -> None:
+    def record(self, frame: pl.DataFrame) -> None:
         """Queue a decision line per row of ``frame`` (a Polars frame with ``row`` and the named columns);
         lines are appended :data:`BATCH` at a time, and by :meth:`flush`."""
-        import polars as pl
-
-        assert isinstance(frame, pl.DataFrame)
         if not frame.height:
             return
         rows = frame.get_column("row").to_list()

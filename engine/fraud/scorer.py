@@ -291,13 +291,15 @@ class FraudScorer:
             self.report(rows)
             return {}
         if rows["kind"] == "forget":
-            return {"decision": np.array([FORGOTTEN if held else UNKNOWN for held in self.forget(rows)], dtype=object)}
+            return {"decision": np.array(self.forget(rows), dtype=object)}
         return self.predict(self.features(rows))
 
     def report(self, rows: Mapping[str, object]) -> None:
         for txid, label in zip(rows["transaction_id"], rows["label"], strict=True):  # type: ignore[call-overload]
             self.state.report(txid, label)
 
-    def forget(self, rows: Mapping[str, object]) -> list[bool]:
-        """Erase the cards of a validated forget request: True for each card the state held."""
-        return self.state.forget(rows["card_id"])  # type: ignore[arg-type]
+    def forget(self, rows: Mapping[str, object]) -> list[str]:
+        """Erase the cards of a validated forget request: the decision per card, ``forgotten`` (it was held)
+        or ``unknown``."""
+        held = self.state.forget(rows["card_id"])  # type: ignore[arg-type]
+        return [FORGOTTEN if h else UNKNOWN for h in held]

@@ -17,7 +17,7 @@ import numpy as np
 
 from engine.errors import FinscoreError
 from engine.fraud.redis_state import StateUnavailableError
-from engine.fraud.scorer import FORGOTTEN, UNKNOWN, FraudScorer
+from engine.fraud.scorer import FraudScorer
 from engine.serving import BackendModel, _as_output
 
 __all__ = ["FraudBackendModel"]
@@ -65,9 +65,7 @@ class FraudBackendModel(BackendModel):
                     self.scorer.report(rows)
                     responses[i] = self._recorded(["recorded"] * len(rows["transaction_id"]), self._requested(request))
                 elif rows["kind"] == "forget":
-                    held = self.scorer.forget(rows)
-                    decisions = [FORGOTTEN if h else UNKNOWN for h in held]
-                    responses[i] = self._recorded(decisions, self._requested(request))
+                    responses[i] = self._recorded(self.scorer.forget(rows), self._requested(request))
                 else:
                     scored.append((i, self.scorer.features(rows)))
             except StateUnavailableError as exc:

@@ -275,7 +275,7 @@ def _audit_alerts(alerts: pl.DataFrame, files: list[str], audit: DecisionAudit, 
             pl.format("{}:{}", pl.col("file").replace_strict(number, default=-1), pl.col("row")).alias("row"),
             pl.lit("alert").alias("decision"),
             pl.col("anomaly_score"),
-            *(pl.col(c) for c in alerts.columns if c == SUBJECT),
+            *([pl.col(SUBJECT)] if SUBJECT in alerts.columns else []),
         )
     )
     audit.flush()
