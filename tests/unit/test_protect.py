@@ -355,6 +355,15 @@ def test_protect_frame_keeps_nulls_and_other_columns() -> None:
     assert reveal_frame(out, decrypt=["iban"], keys=KEYS)["iban"].to_list() == df["iban"].to_list()
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.text(alphabet="0123456789 -ab", max_size=30), st.sampled_from(TEST_PANS))))
+def test_masking_a_column_masks_each_value_as_mask_text_does(values: list[str | None]) -> None:
+    """Only the rows Polars picks as candidates reach Python; each must land back at its own row."""
+    out = protect_frame(pl.DataFrame({"note": values, "n": range(len(values))}, strict=False), mask=["note"])
+    assert out["note"].to_list() == [None if v is None else mask_text(v) for v in values]
+    assert out["n"].to_list() == list(range(len(values)))
+
+
 def test_reveal_names_the_row_and_column_of_a_bad_value() -> None:
     out = protect_frame(customers(5), encrypt=["iban", "note"], keys=KEYS)
     swapped = out.with_columns(
