@@ -22,6 +22,7 @@ from engine.online import OnlineFeatures, polars_matrix
 from engine.requests import validate_columns
 from engine.schema import TableSchema
 from engine.triton_config import TensorSpec
+from kernels.treeshap import ShallowTreeShap
 
 __all__ = ["MODEL_FILE", "OUTPUTS", "PARAMS_FILE", "ChurnScorer", "Calibration"]
 
@@ -78,6 +79,17 @@ class ChurnScorer:
         self._name_array = np.asarray(self._names, dtype=object)
         # One thread per Triton instance: instances, not threads, use the cores.
         self.booster.set_param({"device": xgboost_device(device), "nthread": threads})
+        # On the CPU, shallow trees' TreeSHAP is a table look-up (kernels.treeshap); the GPU runs XGBoost's
+        # GPUTreeShap, and so do models too deep for the tables.
+        self._shap = self._tables() if device == "cpu" else None
+
+    def _tables(self) -> ShallowTreeShap | None:
+        n = len(self._names)
+        empty = xgb.DMatrix(
+            np.full((1, n), np.nan, dtype=np.float32), feature_types=self._feature_types, enable_categorical=True
+        )
+        bias = float(self.booster.predict(empty, pred_contribs=True, validate_features=False)[0, -1])
+        return ShallowTreeShap.from_model(self.booster.save_raw("json"), n_features=n, bias=bias)
 
     @classmethod
     def load(cls, version_dir: str | Path, *, device: Device = "cpu", threads: int = 1) -> ChurnScorer:
@@ -122,15 +134,20 @@ class ChurnScorer:
             return self._online.matrix(rows)
         return polars_matrix(self.schema, self._exprs, rows, engine=self._engine)
 
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        """TreeSHAP contributions of a feature matrix, ``[rows, features + 1]``, the last column the bias."""
+        if self._shap is not None:
+            return self._shap.contributions(x)
+        # Columns are in schema order by construction: skip XGBoost's per-call name check.
+        dm = xgb.DMatrix(x, feature_types=self._feature_types, enable_categorical=True)
+        return self.booster.predict(dm, pred_contribs=True, validate_features=False)
+
     def score_rows(
         self, rows: Mapping[str, np.ndarray], *, outputs: Collection[str] | None = None
     ) -> dict[str, np.ndarray]:
         """Score validated rows (as :meth:`validate` returns); every output is computed (TreeSHAP gives the
         probability and the reasons in one pass), whatever ``outputs`` asks for."""
-        x = self.features(rows)
-        # Columns are in schema order by construction: skip XGBoost's per-call name check.
-        dm = xgb.DMatrix(x, feature_types=self._feature_types, enable_categorical=True)
-        contribs = self.booster.predict(dm, pred_contribs=True, validate_features=False)
+        contribs = self.contributions(self.features(rows))
         prob = self.calibration(contribs.sum(axis=1))  # TreeSHAP is additive: the row sum is the margin
         contribs = contribs[:, :-1]  # the last column is the bias
         top = np.argsort(-contribs, axis=1, kind="stable")[:, :N_REASONS]
