@@ -39,6 +39,25 @@ def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 
+def _merged(
+    read: list[tuple[int, dict[str, np.ndarray]]],
+) -> tuple[list[tuple[int, int]], dict[str, np.ndarray]] | None:
+    """Several requests' columns joined into one batch, or ``None`` when a request's shape is off (its own
+    check then says how): different names, an array not ``[rows, 1]``, columns of different lengths, no rows."""
+    if len(read) < 2:
+        return None
+    names = list(read[0][1])
+    sizes = []
+    for i, columns in read:
+        if list(columns) != names or not all(isinstance(a, np.ndarray) for a in columns.values()):
+            return None
+        lengths = {a.shape[0] if a.ndim == 2 and a.shape[1] == 1 else -1 for a in columns.values()}
+        if len(lengths) != 1 or min(lengths) < 1:
+            return None
+        sizes.append((i, lengths.pop()))
+    return sizes, {name: np.concatenate([c[name] for _, c in read]) for name in names}
+
+
 def _as_output(name: str, value: np.ndarray, dims: list[int]) -> np.ndarray:
     arr = np.asarray(value)
     if arr.dtype == object:
@@ -116,32 +135,56 @@ class BackendModel:
             responses[i] = self.pb_utils.InferenceResponse(output_tensors=tensors)
             start = stop
 
-    def execute(self, requests: list[Any]) -> list[Any]:
-        responses: list[Any] = [None] * len(requests)
-        frames: list[tuple[int, dict[str, np.ndarray]]] = []
-        for i, request in enumerate(requests):
+    def _validated(
+        self, read: list[tuple[int, dict[str, np.ndarray]]], responses: list[Any]
+    ) -> tuple[list[tuple[int, int]], dict[str, np.ndarray]]:
+        """The valid requests as (request, rows) and their rows as one batch; each invalid request gets its
+        INVALID_ARG response. The whole batch is checked at once first (one check per column, not one per
+        column and request); only when that finds a fault is each request checked on its own."""
+        merged = _merged(read)
+        if merged is not None:
             try:
-                frames.append((i, self.scorer.validate(self._inputs(request))))
+                return merged[0], self.scorer.validate(merged[1])
+            except Exception:  # noqa: S110 - a request is at fault: the checks below name it
+                pass
+        frames: list[tuple[int, dict[str, np.ndarray]]] = []
+        for i, columns in read:
+            try:
+                frames.append((i, self.scorer.validate(columns)))
             except FinscoreError as exc:
                 responses[i] = self._error(str(exc), "INVALID_ARG")
             except Exception:
                 self._log_error(f"unexpected error reading a {self.model_name} request:\n{traceback.format_exc()}")
                 responses[i] = self._error("internal error while reading the request", "INTERNAL")
-        if frames:
+        sizes = [(i, len(next(iter(frame.values())))) for i, frame in frames]
+        return sizes, _concat([f for _, f in frames]) if frames else {}
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        responses: list[Any] = [None] * len(requests)
+        read: list[tuple[int, dict[str, np.ndarray]]] = []
+        for i, request in enumerate(requests):
             try:
-                wanted = {i: self._requested(requests[i]) for i, _ in frames}
+                read.append((i, self._inputs(request)))
+            except FinscoreError as exc:
+                responses[i] = self._error(str(exc), "INVALID_ARG")
+            except Exception:
+                self._log_error(f"unexpected error reading a {self.model_name} request:\n{traceback.format_exc()}")
+                responses[i] = self._error("internal error while reading the request", "INTERNAL")
+        sizes, rows = self._validated(read, responses)
+        if sizes:
+            try:
+                wanted = {i: self._requested(requests[i]) for i, _ in sizes}
                 # Outputs no request of the batch asks for are not computed (a scan asks for reasons only
                 # for the rows it alerts on).
                 union = {name for names in wanted.values() for name in names}
-                outputs = self.scorer.score_rows(_concat([f for _, f in frames]), outputs=union)
-                sizes = [(i, len(next(iter(frame.values())))) for i, frame in frames]
+                outputs = self.scorer.score_rows(rows, outputs=union)
                 self._answer(responses, sizes, outputs, wanted)
             except FinscoreError as exc:
-                for i, _ in frames:
+                for i, _ in sizes:
                     responses[i] = self._error(str(exc), "INVALID_ARG")
             except Exception:
                 self._log_error(f"unexpected error scoring {self.model_name}:\n{traceback.format_exc()}")
-                for i, _ in frames:
+                for i, _ in sizes:
                     responses[i] = self._error("internal error while scoring", "INTERNAL")
         return responses
 

@@ -133,3 +133,30 @@ def test_each_request_gets_the_outputs_it_asked_for(model: Any, scorer: ChurnSco
     assert list(some.outputs) == ["retention_action"]
     assert set(every.outputs) == {"churn_probability", "reason_codes", "retention_action"}
     np.testing.assert_array_equal(some.outputs["retention_action"], every.outputs["retention_action"])
+
+
+def test_a_request_whose_columns_differ_in_length_fails_alone_even_when_the_batch_adds_up(
+    model: Any, scorer: ChurnScorer, customers: pl.DataFrame
+) -> None:
+    """Batched checks join requests: two requests whose faults cancel out in the join must still be caught."""
+    first, second = request_arrays(scorer, customers.head(2)), request_arrays(scorer, customers.head(2))
+    a = scorer.schema.names[0]
+    # Column a has 1 row in the first request and 3 in the second, every other column 2 and 2: 4 rows each.
+    first[a], second[a] = first[a][:1], request_arrays(scorer, customers.head(3))[a]
+    good = request_arrays(scorer, customers.slice(2, 3))
+    responses = model.execute([FakeRequest(first), FakeRequest(good), FakeRequest(second)])
+    assert responses[0].error.code == "INVALID_ARG" and "rows" in responses[0].error.message
+    assert responses[2].error.code == "INVALID_ARG" and "rows" in responses[2].error.message
+    assert responses[1].error is None
+    alone = scorer.score(request_arrays(scorer, customers.slice(2, 3)))["churn_probability"]
+    np.testing.assert_allclose(responses[1].outputs["churn_probability"][:, 0], alone, atol=1e-6)
+
+
+def test_an_empty_request_in_a_batch_is_refused_and_the_others_are_scored(
+    model: Any, scorer: ChurnScorer, customers: pl.DataFrame
+) -> None:
+    empty = request_arrays(scorer, customers.head(0))
+    good = request_arrays(scorer, customers.head(2))
+    responses = model.execute([FakeRequest(good), FakeRequest(empty), FakeRequest(good)])
+    assert responses[1].error.code == "INVALID_ARG" and "no rows" in responses[1].error.message
+    assert [r.outputs["churn_probability"].shape for r in (responses[0], responses[2])] == [(2, 1), (2, 1)]
