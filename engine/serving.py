@@ -90,10 +90,16 @@ class BackendModel:
             device=device,
         )
 
+    def _given(self, request: Any) -> dict[str, Any]:
+        """The request's input tensors by name, fetched from the stub in one call (one call per name costs
+        five times as much: 19 churn inputs of 8 requests, 0.33 ms against 0.06 ms)."""
+        return {t.name(): t for t in request.inputs()}
+
     def _inputs(self, request: Any) -> dict[str, np.ndarray]:
+        given = self._given(request)
         columns = {}
         for name in self.input_names:
-            tensor = self.pb_utils.get_input_tensor_by_name(request, name)
+            tensor = given.get(name)
             if tensor is None:
                 msg = f"input {name!r} is missing from the request"
                 raise InvalidInputError(msg)
@@ -125,13 +131,13 @@ class BackendModel:
         wanted: dict[int, list[str]],
     ) -> None:
         """Cut the batch's ``outputs`` into one response per request: ``sizes`` holds (request, rows) in order."""
+        asked = {name for names in wanted.values() for name in names}
+        # Text is encoded once for the batch; each response gets a slice.
+        ready = {name: _as_output(name, outputs[name], self.output_dims[name]) for name in asked}
         start = 0
         for i, n in sizes:
             stop = start + n
-            tensors = [
-                self.pb_utils.Tensor(name, _as_output(name, outputs[name][start:stop], self.output_dims[name]))
-                for name in wanted[i]
-            ]
+            tensors = [self.pb_utils.Tensor(name, ready[name][start:stop]) for name in wanted[i]]
             responses[i] = self.pb_utils.InferenceResponse(output_tensors=tensors)
             start = stop
 

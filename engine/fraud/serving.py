@@ -36,12 +36,8 @@ class FraudBackendModel(BackendModel):
         gc.freeze()
 
     def _inputs(self, request: Any) -> dict[str, np.ndarray]:
-        columns = {}
-        for name in self.input_names:
-            tensor = self.pb_utils.get_input_tensor_by_name(request, name)
-            if tensor is not None:
-                columns[name] = tensor.as_numpy()
-        return columns
+        given = self._given(request)
+        return {name: given[name].as_numpy() for name in self.input_names if name in given}
 
     def _recorded(self, decisions: list[str], names: list[str]) -> Any:
         """The answer to a label report or a forget request: every asked output, empty, and ``decisions``."""

@@ -43,8 +43,11 @@ class FakeResponse:
 
 class FakeRequest:
     def __init__(self, arrays: dict[str, np.ndarray], outputs: list[str] | None = None) -> None:
-        self.inputs = {k: FakeTensor(k, v) for k, v in arrays.items()}
+        self.tensors = {k: FakeTensor(k, v) for k, v in arrays.items()}
         self.outputs = outputs or []
+
+    def inputs(self) -> list[FakeTensor]:
+        return list(self.tensors.values())
 
     def requested_output_names(self) -> list[str]:
         return self.outputs
@@ -55,7 +58,6 @@ def fake_pb_utils() -> types.ModuleType:
     mod.Tensor = FakeTensor  # type: ignore[attr-defined]
     mod.TritonError = FakeError  # type: ignore[attr-defined]
     mod.InferenceResponse = FakeResponse  # type: ignore[attr-defined]
-    mod.get_input_tensor_by_name = lambda request, name: request.inputs.get(name)  # type: ignore[attr-defined]
     return mod
 
 
