@@ -6,9 +6,11 @@ size in another; BYTES outputs, whose size is unknown before the model runs, com
 Only the request's description crosses the socket, which for big batches is several times faster.
 
 Regions are created on the first request, re-created larger (doubling) only when a request needs more, and
-named ``finscore-<pid>-<random>-in|out`` so clients and processes never collide. ``close()`` unregisters and
-removes them; a client that is garbage collected, or still open when the interpreter exits normally, does the
-same (``weakref.finalize``), so nothing is left in ``/dev/shm``.
+named ``finscore-<pid namespace>-<pid>-<random>-in|out`` so clients and processes never collide. ``close()``
+unregisters and removes them; a client that is garbage collected, or still open when the interpreter exits
+normally, does the same (``weakref.finalize``). A process that is killed cannot: the first region a later
+process creates first reaps what dead processes of its own pid namespace left, on the server and in
+``/dev/shm`` (:func:`reap_stale_regions`), so killed scans do not fill the host's shared memory.
 
 >>> # with bulk_client("127.0.0.1:8001", "churn") as client:   # shared memory when the server is local
 >>> #     outputs = client.infer_arrays(arrays)
@@ -41,7 +43,7 @@ from clients.grpc import DEFAULT_URL, ModelClient
 from clients.tls import Tls
 from engine.errors import InvalidInputError, ServerError, ServerUnavailableError
 
-__all__ = ["SharedMemoryModelClient", "SharedMemoryUnavailableError", "bulk_client", "is_local"]
+__all__ = ["SharedMemoryModelClient", "SharedMemoryUnavailableError", "bulk_client", "is_local", "reap_stale_regions"]
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +157,66 @@ def is_local(url: str) -> bool:
 # --- regions --------------------------------------------------------------------------------------------------
 
 
+_DEV_SHM = "/dev/shm"
+
+
+def _pid_namespace() -> str:
+    """This process's pid namespace (the inode of ``/proc/self/ns/pid``): a pid means something only inside
+    it, so regions of other containers sharing ``/dev/shm`` are never judged by it."""
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return "0"
+
+
+def _region_prefix() -> str:
+    return f"finscore-{_pid_namespace()}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def _dead_owner(name: str, namespace: str) -> bool:
+    """Whether ``name`` is a finscore region of ``namespace`` whose process no longer exists."""
+    parts = name.split("-")
+    if len(parts) != 5 or parts[0] != "finscore" or parts[1] != namespace or not parts[2].isdigit():
+        return False
+    try:
+        os.kill(int(parts[2]), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, someone else's
+        return False
+    return False
+
+
+def reap_stale_regions(server: grpcclient.InferenceServerClient, *, shm_dir: str = _DEV_SHM) -> list[str]:
+    """Unregister from ``server`` and remove from ``shm_dir`` the regions left by dead processes of this pid
+    namespace (a scan killed with SIGKILL); the names reaped. Best effort: a failure is logged, never raised."""
+    namespace = _pid_namespace()
+    try:
+        local = {n for n in os.listdir(shm_dir) if _dead_owner(n, namespace)}
+    except OSError:
+        local = set()
+    try:
+        status = server.get_system_shared_memory_status(client_timeout=_RELEASE_TIMEOUT)
+        on_server = {n for n in status.regions if _dead_owner(n, namespace)}
+    except Exception as exc:  # an old server, a closed channel: the files still go
+        log.debug("could not list the server's shared memory regions: %s", exc)
+        on_server = set()
+    for name in sorted(on_server):
+        try:  # the server keeps the region mapped until it is unregistered, file or not
+            server.unregister_system_shared_memory(name, client_timeout=_RELEASE_TIMEOUT)
+        except Exception as exc:
+            log.debug("could not unregister stale shared memory region %s: %s", name, exc)
+    for name in sorted(local):
+        try:
+            os.unlink(os.path.join(shm_dir, name))
+        except OSError as exc:
+            log.warning("could not remove stale shared memory region %s/%s: %s", shm_dir, name, exc)
+    reaped = sorted(local | on_server)
+    if reaped:
+        log.info("removed %d shared memory regions left by processes that were killed", len(reaped))
+    return reaped
+
+
 def _round_up(n: int, to: int) -> int:
     return -(-n // to) * to
 
@@ -184,6 +246,7 @@ class _Regions:
         self.pid = os.getpid()  # a forked child must not remove its parent's regions
         self.by_role: dict[str, _Region] = {}
         self.closed = False
+        self.reaped = False
 
     def get(self, role: str, needed: int, *, floor: int) -> _Region:
         """The ``role`` region, created or re-created so that it holds at least ``needed`` bytes.
@@ -197,6 +260,9 @@ class _Regions:
         if region is not None and region.size >= needed:
             return region
         size = _round_up(max(needed, floor, 2 * region.size if region else 0), _PAGE)
+        if not self.reaped:
+            self.reaped = True
+            reap_stale_regions(self.server)
         if region is not None:
             self._drop(role)
         name = f"{self.prefix}-{role}"
@@ -280,7 +346,7 @@ class SharedMemoryModelClient(ModelClient):
     ) -> None:
         super().__init__(url, model, timeout=timeout, tls=tls)
         self.min_region_bytes = max(int(min_region_bytes), _PAGE)
-        self.region_prefix = f"finscore-{os.getpid()}-{secrets.token_hex(4)}"
+        self.region_prefix = _region_prefix()
         self._regions = _Regions(self._client, self.region_prefix)
         self._release = weakref.finalize(self, self._regions.release)
         self._lock = threading.Lock()

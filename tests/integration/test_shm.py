@@ -160,6 +160,36 @@ def test_process_that_exits_without_close_leaves_nothing(
     assert files(prefix) == [] and not registered(server, prefix)
 
 
+def test_regions_of_a_killed_process_are_reaped_by_the_next_client(
+    server: TritonServer, scorer: ChurnScorer, customers: pl.DataFrame, tmp_path: Path
+) -> None:
+    customers.head(5).write_parquet(tmp_path / "rows.parquet")
+    script = textwrap.dedent(
+        f"""
+        import os, signal, sys
+        import polars as pl
+        from clients import SharedMemoryModelClient
+        client = SharedMemoryModelClient({server.grpc_url!r}, "churn")
+        client.infer(pl.read_parquet({str(tmp_path / "rows.parquet")!r}))
+        print(client.region_prefix, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)  # no finalizer runs: as a scan killed with kill -9
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[2]
+    )
+    assert done.returncode == -9, done.stderr
+    prefix = done.stdout.split()[0]
+    assert len(files(prefix)) == 2 and len(registered(server, prefix)) == 2  # left behind
+    with SharedMemoryModelClient(server.grpc_url, "churn") as client:
+        assert_same(
+            client.infer_arrays(request_arrays(scorer, customers.head(3))),
+            plain(server, request_arrays(scorer, customers.head(3))),
+        )
+        assert files(prefix) == [] and not registered(server, prefix)
+        assert len(client.region_names) == 2  # its own are untouched
+
+
 def test_wrong_dtype_is_the_same_domain_error_and_the_next_request_succeeds(
     server: TritonServer, scorer: ChurnScorer, customers: pl.DataFrame
 ) -> None:

@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import polars as pl
@@ -77,3 +82,43 @@ def test_other_numeric_datatypes_keep_their_type() -> None:
     assert [arrays[k].dtype for k in ("n", "d", "b")] == [np.int64, np.float64, np.bool_]
     with pytest.raises(InvalidInputError, match="cannot be read as INT64"):
         encode_inputs({"n": ["x"], "d": [1.0], "b": [True]}, specs, model="m")
+
+
+class _Status:
+    def __init__(self, names: list[str]) -> None:
+        self.regions = dict.fromkeys(names)
+
+
+class _Server:
+    """What reap_stale_regions asks of a tritonclient: the registered regions, and unregistering one."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = list(names)
+        self.unregistered: list[str] = []
+
+    def get_system_shared_memory_status(self, client_timeout: float) -> _Status:
+        return _Status(self.names)
+
+    def unregister_system_shared_memory(self, name: str, client_timeout: float) -> None:
+        self.unregistered.append(name)
+
+
+def test_only_dead_processes_of_this_pid_namespace_are_reaped(tmp_path: Path) -> None:
+    from clients.shm import _pid_namespace, reap_stale_regions
+
+    ns = _pid_namespace()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    gone = int(dead.stdout)
+    names = {
+        "dead": f"finscore-{ns}-{gone}-abcd1234-in",
+        "alive": f"finscore-{ns}-{os.getpid()}-abcd1234-in",
+        "other_container": f"finscore-{int(ns) + 1 if ns.isdigit() else 1}-{gone}-abcd1234-in",
+        "not_ours": f"someone-{ns}-{gone}-abcd1234-in",
+    }
+    for name in names.values():
+        (tmp_path / name).write_bytes(b"x")
+    server = _Server([names["dead"], names["alive"], names["other_container"], f"finscore-{ns}-{gone}-ffff0000-out"])
+    reaped = reap_stale_regions(server, shm_dir=str(tmp_path))  # type: ignore[arg-type]
+    assert reaped == sorted([names["dead"], f"finscore-{ns}-{gone}-ffff0000-out"])
+    assert server.unregistered == sorted(reaped)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(v for k, v in names.items() if k != "dead")
