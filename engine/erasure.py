@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.config import resolve_settings
-from engine.errors import FinscoreError, InvalidInputError
+from engine.errors import DataFileError, FinscoreError, InvalidInputError
 
 if TYPE_CHECKING:
     from engine.trail import Trail
@@ -176,6 +176,20 @@ def forget(subjects: Sequence[str], ctx: ErasureContext, *, trail: Trail | None 
 
 
 # -- the command --------------------------------------------------------------------------------------------------
+def read_ids(path: str) -> list[str]:
+    """The ids in ``path`` (``-``: standard input), one per line; blank lines are skipped."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        msg = f"--ids-file {path}: cannot be read ({type(exc).__name__}); give a UTF-8 text file, one id per line"
+        raise DataFileError(msg) from None
+    ids = [line.strip() for line in text.splitlines() if line.strip()]
+    if not ids:
+        msg = f"--ids-file {path}: holds no id (one per line)"
+        raise InvalidInputError(msg)
+    return ids
+
+
 def add_forget_arguments(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``forget`` to the CLI's subcommands, with ``func`` set to :func:`forget_command`."""
     from clients.tls import add_tls_arguments
@@ -183,7 +197,13 @@ def add_forget_arguments(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p = sub.add_parser(
         "forget", help="erase customers from every store finscore keeps (GDPR), recorded in the audit log"
     )
-    p.add_argument("ids", nargs="+", metavar="ID", help="customer or card ids to erase")
+    p.add_argument("ids", nargs="*", metavar="ID", help="customer or card ids to erase")
+    p.add_argument(
+        "--ids-file",
+        metavar="FILE",
+        help="read the ids from FILE, one per line ('-': standard input), so they stay out of the process list "
+        "and the shell's history",
+    )
     p.add_argument(
         "--repo", type=Path, help="model repository folder (default: model_repo/ of the source tree, or FINSCORE_REPO)"
     )
@@ -208,6 +228,10 @@ def forget_command(args: argparse.Namespace) -> int:
     from clients.tls import Tls
     from engine.fraud.redis_state import ENV_VAR
 
+    ids = [*args.ids, *(read_ids(args.ids_file) if args.ids_file else [])]
+    if not ids:
+        msg = "give the ids to erase: finscore forget ID... or --ids-file FILE"
+        raise InvalidInputError(msg)
     s = resolve_settings(repo=args.repo, url=args.url)
     ctx = ErasureContext(
         repo=s.repo,
@@ -215,7 +239,7 @@ def forget_command(args: argparse.Namespace) -> int:
         tls=Tls.from_files(args.tls_ca, args.tls_cert, args.tls_key),
         redis_url=args.fraud_redis or os.environ.get(ENV_VAR, "").strip() or None,
     )
-    report = forget(args.ids, ctx)
+    report = forget(ids, ctx)
     for line in report.lines():
         print(line)
     print(f"audit: {report.audit_lines} erasure lines appended to {report.audit_log}")

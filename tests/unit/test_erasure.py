@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import importlib.util
+import io
 import json
 import math
 import sys
@@ -341,3 +342,37 @@ def test_the_served_model_forgets_cards_in_memory_and_never_logs_them(
     again = responses[-1].outputs["features"][0]
     assert again[COUNT_1H] == 1 and math.isnan(again[SINCE])  # scored as the card's first authorization
     assert PAN not in caplog.text
+
+
+def test_ids_from_a_file_or_standard_input_never_reach_the_command_line(
+    tmp_path: Path, audit: Path, registry: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[list[str]] = []
+
+    @erasure_store("test-ids")
+    def store(subjects: Sequence[str], ctx: ErasureContext) -> list[Erased]:
+        seen.append(list(subjects))
+        return [Erased("test-ids", "db", tuple(0 for _ in subjects))]
+
+    parser = argparse.ArgumentParser()
+    add_forget_arguments(parser.add_subparsers(dest="command"))
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text(f"{CUSTOMER}\n\n  {PAN}  \n", encoding="utf-8")
+    common = ["--repo", str(tmp_path), "--no-server"]
+    args = parser.parse_args(["forget", "--ids-file", str(ids_file), *common])
+    assert args.func(args) == 0
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"{PAN}\n{CUSTOMER}\n"))
+    args = parser.parse_args(["forget", "--ids-file", "-", *common])
+    assert args.func(args) == 0
+    assert seen[0] == [CUSTOMER, PAN] and sorted(seen[1]) == sorted(seen[0])
+
+    (tmp_path / "empty.txt").write_text("\n \n", encoding="utf-8")
+    for argv, words in (
+        (["--ids-file", str(tmp_path / "empty.txt")], "holds no id"),
+        (["--ids-file", str(tmp_path / "missing.txt")], "cannot be read"),
+        ([], "give the ids to erase"),
+    ):
+        args = parser.parse_args(["forget", *argv, *common])
+        with pytest.raises(FinscoreError, match=words):
+            args.func(args)
+    assert len(seen) == 2
