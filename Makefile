@@ -66,6 +66,7 @@ eval-threat: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check engine kernels clients bench tests model_repo
+	$(BIN)/ruff format --check engine kernels clients bench tests model_repo
 	$(BIN)/mypy engine kernels clients
 
 clean:

@@ -35,7 +35,6 @@ from engine.threat.scorer import INPUT_NAME, OUTPUT_NAMES
 __all__ = ["Autoencoder", "FitHistory", "error_scale", "export_onnx", "fit_autoencoder", "layer_sizes"]
 
 
-
 def layer_sizes(n_features: int) -> tuple[int, int]:
     """Hidden width and code size for ``n_features`` inputs: wide enough for one-hot groups, a bottleneck
     narrow enough that rare combinations cannot be copied through."""

@@ -105,9 +105,7 @@ def _attack_labels(df: pl.DataFrame, label: str | None, normal: str | None) -> t
     return np.where(raw.is_null().to_numpy(), -1, np.where(is_normal, 0, 1)).astype(np.int8), value
 
 
-def _read(
-    data: str | os.PathLike[str] | pl.DataFrame, entity: str, every: str
-) -> tuple[pl.DataFrame, tuple[str, ...]]:
+def _read(data: str | os.PathLike[str] | pl.DataFrame, entity: str, every: str) -> tuple[pl.DataFrame, tuple[str, ...]]:
     """The table to learn from, and the columns that name what a row is about (never features)."""
     if isinstance(data, pl.DataFrame):
         return data, ()
