@@ -46,15 +46,21 @@ def _merged(
     check then says how): different names, an array not ``[rows, 1]``, columns of different lengths, no rows."""
     if len(read) < 2:
         return None
-    names = list(read[0][1])
+    names = read[0][1].keys()
     sizes = []
     for i, columns in read:
-        if list(columns) != names or not all(isinstance(a, np.ndarray) for a in columns.values()):
+        if columns.keys() != names:
             return None
-        lengths = {a.shape[0] if a.ndim == 2 and a.shape[1] == 1 else -1 for a in columns.values()}
-        if len(lengths) != 1 or min(lengths) < 1:
+        try:
+            shapes = {a.shape for a in columns.values()}
+        except AttributeError:  # not arrays
             return None
-        sizes.append((i, lengths.pop()))
+        if len(shapes) != 1:
+            return None
+        shape = shapes.pop()
+        if len(shape) != 2 or shape[1] != 1 or shape[0] < 1:
+            return None
+        sizes.append((i, shape[0]))
     return sizes, {name: np.concatenate([c[name] for _, c in read]) for name in names}
 
 
@@ -96,14 +102,13 @@ class BackendModel:
         return {t.name(): t for t in request.inputs()}
 
     def _inputs(self, request: Any) -> dict[str, np.ndarray]:
-        given = self._given(request)
-        columns = {}
-        for name in self.input_names:
-            tensor = given.get(name)
-            if tensor is None:
-                msg = f"input {name!r} is missing from the request"
-                raise InvalidInputError(msg)
-            columns[name] = tensor.as_numpy()
+        columns = {t.name(): t.as_numpy() for t in request.inputs()}
+        if len(columns) != len(self.input_names):
+            for name in self.input_names:
+                if name not in columns:
+                    msg = f"input {name!r} is missing from the request"
+                    raise InvalidInputError(msg)
+            columns = {name: columns[name] for name in self.input_names}  # Triton refuses undeclared ones
         return columns
 
     def _requested(self, request: Any) -> list[str]:
