@@ -8,9 +8,9 @@ Only the request's description crosses the socket, which for big batches is seve
 Regions are created on the first request, re-created larger (doubling) only when a request needs more, and
 named ``finscore-<pid namespace>-<pid>-<random>-in|out`` so clients and processes never collide. ``close()``
 unregisters and removes them; a client that is garbage collected, or still open when the interpreter exits
-normally, does the same (``weakref.finalize``). A process that is killed cannot: the first region a later
-process creates first reaps what dead processes of its own pid namespace left, on the server and in
-``/dev/shm`` (:func:`reap_stale_regions`), so killed scans do not fill the host's shared memory.
+normally, does the same (``weakref.finalize``). A process that is killed cannot: before its first region, each
+later client reaps what dead processes of its own pid namespace left, on its server and in ``/dev/shm``
+(:func:`reap_stale_regions`), so killed scans do not fill the host's shared memory.
 
 >>> # with bulk_client("127.0.0.1:8001", "churn") as client:   # shared memory when the server is local
 >>> #     outputs = client.infer_arrays(arrays)

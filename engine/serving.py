@@ -96,13 +96,13 @@ class BackendModel:
             device=device,
         )
 
-    def _given(self, request: Any) -> dict[str, Any]:
-        """The request's input tensors by name, fetched from the stub in one call (one call per name costs
-        five times as much: 19 churn inputs of 8 requests, 0.33 ms against 0.06 ms)."""
-        return {t.name(): t for t in request.inputs()}
+    def _given(self, request: Any) -> dict[str, np.ndarray]:
+        """The request's inputs by name, fetched from the stub in one call (one call per name costs five
+        times as much: 19 churn inputs of 8 requests, 0.33 ms against 0.06 ms)."""
+        return {t.name(): t.as_numpy() for t in request.inputs()}
 
     def _inputs(self, request: Any) -> dict[str, np.ndarray]:
-        columns = {t.name(): t.as_numpy() for t in request.inputs()}
+        columns = self._given(request)
         if len(columns) != len(self.input_names):
             for name in self.input_names:
                 if name not in columns:

@@ -37,7 +37,7 @@ class FraudBackendModel(BackendModel):
 
     def _inputs(self, request: Any) -> dict[str, np.ndarray]:
         given = self._given(request)
-        return {name: given[name].as_numpy() for name in self.input_names if name in given}
+        return {name: given[name] for name in self.input_names if name in given}
 
     def _recorded(self, decisions: list[str], names: list[str]) -> Any:
         """The answer to a label report or a forget request: every asked output, empty, and ``decisions``."""

@@ -10,6 +10,7 @@ import sys
 import textwrap
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -138,22 +139,32 @@ def test_garbage_collected_client_releases_its_regions(
     assert files(prefix) == [] and not registered(server, prefix)
 
 
-def test_process_that_exits_without_close_leaves_nothing(
-    server: TritonServer, customers: pl.DataFrame, tmp_path: Path
-) -> None:
+def client_process(server: TritonServer, customers: pl.DataFrame, tmp_path: Path, then: str) -> Any:
+    """Run a process whose shared-memory client scores five rows, prints its region prefix and region count,
+    then runs ``then``; its completed process."""
     customers.head(5).write_parquet(tmp_path / "rows.parquet")
-    script = textwrap.dedent(
-        f"""
+    script = (
+        textwrap.dedent(
+            f"""
+        import os, signal
         import polars as pl
         from clients import SharedMemoryModelClient
         client = SharedMemoryModelClient({server.grpc_url!r}, "churn")
         client.infer(pl.read_parquet({str(tmp_path / "rows.parquet")!r}))
-        print(client.region_prefix, len(client.region_names))
+        print(client.region_prefix, len(client.region_names), flush=True)
         """
+        )
+        + then
     )
-    done = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[2]
     )
+
+
+def test_process_that_exits_without_close_leaves_nothing(
+    server: TritonServer, customers: pl.DataFrame, tmp_path: Path
+) -> None:
+    done = client_process(server, customers, tmp_path, "")
     assert done.returncode == 0, done.stderr
     prefix, count = done.stdout.split()
     assert prefix.startswith("finscore-") and count == "2"
@@ -163,21 +174,8 @@ def test_process_that_exits_without_close_leaves_nothing(
 def test_regions_of_a_killed_process_are_reaped_by_the_next_client(
     server: TritonServer, scorer: ChurnScorer, customers: pl.DataFrame, tmp_path: Path
 ) -> None:
-    customers.head(5).write_parquet(tmp_path / "rows.parquet")
-    script = textwrap.dedent(
-        f"""
-        import os, signal, sys
-        import polars as pl
-        from clients import SharedMemoryModelClient
-        client = SharedMemoryModelClient({server.grpc_url!r}, "churn")
-        client.infer(pl.read_parquet({str(tmp_path / "rows.parquet")!r}))
-        print(client.region_prefix, flush=True)
-        os.kill(os.getpid(), signal.SIGKILL)  # no finalizer runs: as a scan killed with kill -9
-        """
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[2]
-    )
+    # No finalizer runs: as a scan killed with kill -9.
+    done = client_process(server, customers, tmp_path, "os.kill(os.getpid(), signal.SIGKILL)\n")
     assert done.returncode == -9, done.stderr
     prefix = done.stdout.split()[0]
     assert len(files(prefix)) == 2 and len(registered(server, prefix)) == 2  # left behind
