@@ -1,5 +1,6 @@
 """Typed gRPC clients for finscore's served models."""
 
+import engine  # noqa: F401  (first: it sets gRPC's client up before grpc is imported, see engine.grpc_env)
 from clients.errors import map_error
 from clients.fraud import FraudClient
 from clients.grpc import AsyncModelClient, ModelClient

@@ -1,6 +1,10 @@
 """finscore's engine: schemas, training, scorers, the model-repository builder and the server launcher."""
 
-from engine.errors import (
+from engine.grpc_env import lean_client
+
+lean_client()  # before anything imports grpc: see engine.grpc_env
+
+from engine.errors import (  # noqa: E402  (after lean_client, on purpose)
     DataFileError,
     FinscoreError,
     InvalidInputError,
