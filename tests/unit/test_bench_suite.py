@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
+from contextlib import asynccontextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,7 +18,7 @@ from tritonclient.grpc import service_pb2
 from bench import load
 from bench.cli import bench_command
 from bench.sweep import apply, choose, with_settings
-from bench.targets import _infer_request, _json_rows, request_pool
+from bench.targets import _AsyncConnection, _infer_request, _json_rows, _status_and_length, request_pool
 from engine.churn.train import churn_config
 from engine.cli import main
 from engine.errors import InvalidInputError
@@ -47,6 +49,32 @@ class OneAtATime:
         pass
 
 
+class OneAtATimeAsync(OneAtATime):
+    """The same fake server, driven by coroutines (from ``coroutines_from`` workers up); it notes which way."""
+
+    def __init__(self, service: float, fail_every: int = 0, coroutines_from: int = 1) -> None:
+        super().__init__(service, fail_every)
+        self.coroutines_from = coroutines_from
+        self.ways: set[str] = set()
+
+    def worker(self):  # noqa: ANN201
+        self.ways.add("thread")
+        return super().worker()
+
+    @asynccontextmanager
+    async def async_workers(self, n: int):  # noqa: ANN201
+        self.ways.add("coroutine")
+        lock = asyncio.Lock()
+
+        async def call(i: int) -> None:
+            async with lock:
+                await asyncio.sleep(self.service)
+            if self.fail_every and i % self.fail_every == 0:
+                raise RuntimeError("bad request")
+
+        yield [call] * n
+
+
 def test_hdr_percentiles_agree_with_numpy() -> None:
     values_us = np.random.default_rng(1).lognormal(7, 1, size=20_000).astype(np.int64) + 1
     hist = load.new_histogram()
@@ -70,12 +98,61 @@ def test_arrival_times_constant_and_poisson() -> None:
         load.arrival_times(10, 1.0, arrivals="bursty")
 
 
-def test_closed_loop_counts_answers_and_errors() -> None:
-    m = load.closed_loop(OneAtATime(0.002, fail_every=4), concurrency=3, duration=0.6, warmup=0.1)
+@pytest.mark.parametrize("target", [OneAtATime, OneAtATimeAsync], ids=["threads", "coroutines"])
+def test_closed_loop_counts_answers_and_errors(target: type[OneAtATime]) -> None:
+    fake = target(0.002, fail_every=4)
+    m = load.closed_loop(fake, concurrency=3, duration=0.6, warmup=0.1)
+    assert getattr(fake, "ways", {"thread"}) == ({"coroutine"} if target is OneAtATimeAsync else {"thread"})
     assert m.requests > 0 and m.errors > 0
     assert m.first_error == "bad request"
     assert m.errors == pytest.approx((m.requests + m.errors) / 4, rel=0.5)
     assert m.throughput == m.requests / 0.6
+
+
+def test_closed_loop_uses_coroutines_from_the_targets_own_concurrency() -> None:
+    fake = OneAtATimeAsync(0.001, coroutines_from=2)
+    one = load.closed_loop(fake, concurrency=1, duration=0.2, warmup=0.0)
+    assert fake.ways == {"thread"} and one.requests > 0
+    two = load.closed_loop(fake, concurrency=2, duration=0.2, warmup=0.0)
+    assert fake.ways == {"thread", "coroutine"} and two.requests > 0
+
+
+def test_async_http_connection_reads_answers_by_length_and_reconnects() -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # Answers 200, then 400; then closes the connection (as a server restarting would).
+        try:
+            for status, body in ((200, b'{"ok": 1}'), (400, b"amount is NaN")):
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                await reader.readexactly(length)
+                writer.write(b"HTTP/1.1 %d X\r\ncontent-length: %d\r\n\r\n%s" % (status, len(body), body))
+        except asyncio.IncompleteReadError:
+            pass  # the client hung up first
+        finally:
+            writer.close()
+            await writer.wait_closed()
+
+    async def run() -> list[str]:
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        conn, seen = _AsyncConnection("127.0.0.1", port), []
+        message = b"POST /score HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}"
+        for _ in range(4):  # 200, 400, a closed connection, then 200 on a new one
+            try:
+                await conn.exchange(message)
+                seen.append("ok")
+            except Exception as exc:
+                seen.append(type(exc).__name__ + ": " + str(exc)[:20])
+        await conn.aclose()
+        server.close()
+        await server.wait_closed()
+        return seen
+
+    seen = asyncio.run(run())
+    assert seen[:2] == ["ok", "RuntimeError: HTTP 400: amount is "]
+    assert seen[2].startswith("IncompleteReadError") and seen[3] == "ok"
+    with pytest.raises(RuntimeError, match="without a Content-Length"):
+        _status_and_length(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
 
 
 def test_open_loop_above_capacity_counts_the_wait_a_closed_loop_hides() -> None:
