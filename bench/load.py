@@ -23,7 +23,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -253,6 +253,49 @@ def by_second(offsets: np.ndarray, latency_ns: np.ndarray, duration: float) -> l
     return out
 
 
+class _OpenTally:
+    """What an open loop measured: latencies from the intended and from the actual send, errors, late sends,
+    and each request's latency for the by-second timeline. Safe to share between threads."""
+
+    def __init__(self, n: int, measure_from: int, measure_to: int) -> None:
+        self.measure_from, self.measure_to = measure_from, measure_to
+        self.intended, self.service = new_histogram(), new_histogram()
+        self.errors = self.late = self.answered_in_window = 0
+        self.first_error = ""
+        self.latency_ns = np.full(n, -1, dtype=np.int64)  # per request, -1 = unanswered
+        self.lock = threading.Lock()
+
+    def failed(self, exc: BaseException, intended: int) -> None:
+        with self.lock:
+            if intended >= self.measure_from:
+                self.errors += 1
+                self.first_error = self.first_error or _first_line(exc)
+
+    def answered(self, i: int, intended: int, sent: int, done: int) -> None:
+        if intended < self.measure_from:
+            return
+        self.latency_ns[i] = done - intended
+        with self.lock:
+            _record(self.intended, done - intended)
+            _record(self.service, done - sent)
+            self.late += sent - intended > 1_000_000
+            self.answered_in_window += self.measure_from <= done <= self.measure_to
+
+    def unanswered(self, count: int, drain: float) -> None:
+        self.errors += count
+        self.first_error = self.first_error or f"{count} requests unanswered {drain:g} s after the last send"
+
+
+def _dispatch(schedule: np.ndarray, t_start: int, hand_on: Callable[[int, int], object]) -> None:
+    """Hand request ``i`` on at its intended time, sleeping in between (not spinning: the server shares these
+    cores); a late hand-on is still timed from its due time."""
+    for i, offset in enumerate(schedule):
+        intended = t_start + int(offset * 1e9)
+        if (wait := intended - time.perf_counter_ns()) > 0:
+            time.sleep(wait / 1e9)
+        hand_on(i, intended)
+
+
 def open_loop(
     target: Target,
     *,
@@ -266,21 +309,40 @@ def open_loop(
 ) -> Measurement:
     """Send at ``rate`` requests/s (``arrivals``: ``"constant"`` or ``"poisson"``) whatever the answers do.
 
-    A dispatcher hands each request to a pool of ``slots`` senders at its intended time; when
-    all are busy the request waits, and that wait is part of its latency. The first ``warmup`` seconds run at
-    the same rate unmeasured. Requests still unanswered ``drain`` seconds after the last intended send are
-    counted as errors. Throughput is the answers that arrived inside the measured window per second.
+    A dispatcher thread hands each request at its intended time to one of ``slots`` senders (coroutines on one
+    event loop for a target whose ``coroutines_from`` allows, else threads); when all are busy the request
+    waits, and that wait is part of its latency. The first ``warmup`` seconds run at the same rate unmeasured.
+    Requests still unanswered ``drain`` seconds after the last intended send are counted as errors. Throughput
+    is the answers that arrived inside the measured window per second.
     """
     schedule = arrival_times(rate, warmup + duration, arrivals=arrivals, seed=seed)
-    local = threading.local()
-    lock = threading.Lock()
-    intended_hist, service_hist = new_histogram(), new_histogram()
-    state = {"errors": 0, "late": 0, "answered_in_window": 0}
-    latency_ns = np.full(len(schedule), -1, dtype=np.int64)  # per request, for the by-second timeline
-    first_error: list[str] = []
+    if slots >= getattr(target, "coroutines_from", float("inf")):
+        driven = _open_async(target, schedule, warmup=warmup, duration=duration, drain=drain, slots=slots)  # type: ignore[arg-type]
+        tally = asyncio.run(driven)
+    else:
+        tally = _open_threads(target, schedule, warmup=warmup, duration=duration, drain=drain, slots=slots)
+    measure_from = tally.measure_from
+    t_start = measure_from - int(warmup * 1e9)
+    measured = sum(1 for offset in schedule if t_start + int(offset * 1e9) >= measure_from)
+    service: dict[str, Any] = {**_percentiles(tally.service), "late_sends": tally.late, "scheduled": measured}
+    service["p50_by_second_ms"] = by_second(schedule - warmup, tally.latency_ns, duration)
+    return Measurement(
+        tally.answered_in_window, tally.errors, duration, target.batch, **_percentiles(tally.intended),
+        first_error=tally.first_error, service=service,
+    )  # fmt: skip
+
+
+def _open_tally(n: int, *, warmup: float, duration: float) -> tuple[_OpenTally, int]:
     t_start = time.perf_counter_ns() + 50_000_000  # time to get the dispatcher going
     measure_from = t_start + int(warmup * 1e9)
-    measure_to = measure_from + int(duration * 1e9)
+    return _OpenTally(n, measure_from, measure_from + int(duration * 1e9)), t_start
+
+
+def _open_threads(
+    target: Target, schedule: np.ndarray, *, warmup: float, duration: float, drain: float, slots: int
+) -> _OpenTally:
+    local = threading.local()
+    tally, t_start = _open_tally(len(schedule), warmup=warmup, duration=duration)
 
     def send(i: int, intended: int) -> None:
         call = getattr(local, "call", None)
@@ -290,44 +352,59 @@ def open_loop(
         try:
             call(i)
         except Exception as exc:
-            with lock:
-                if intended >= measure_from:
-                    state["errors"] += 1
-                    first_error[:] = first_error or [_first_line(exc)]
-            return
-        done = time.perf_counter_ns()
-        if intended < measure_from:
-            return
-        latency_ns[i] = done - intended
-        with lock:
-            _record(intended_hist, done - intended)
-            _record(service_hist, done - sent)
-            state["late"] += sent - intended > 1_000_000
-            state["answered_in_window"] += measure_from <= done <= measure_to
+            tally.failed(exc, intended)
+        else:
+            tally.answered(i, intended, sent, time.perf_counter_ns())
 
     pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="finscore-open-loop")
-    futures = []
+    futures: list[Future[None]] = []
     try:
-        for i, offset in enumerate(schedule):
-            intended = t_start + int(offset * 1e9)
-            # Sleeping, not spinning: the server shares these cores. A late send is still timed from its due time.
-            if (wait := intended - time.perf_counter_ns()) > 0:
-                time.sleep(wait / 1e9)
-            futures.append(pool.submit(send, i, intended))
+        _dispatch(schedule, t_start, lambda i, intended: futures.append(pool.submit(send, i, intended)))
         deadline = time.perf_counter() + drain
         for f in futures:
             f.result(timeout=max(0.0, deadline - time.perf_counter()))
     except TimeoutError:
-        unanswered = sum(not f.done() for f in futures)
-        state["errors"] += unanswered
-        first_error[:] = first_error or [f"{unanswered} requests unanswered {drain:g} s after the last send"]
+        tally.unanswered(sum(not f.done() for f in futures), drain)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
-    measured = sum(1 for offset in schedule if t_start + int(offset * 1e9) >= measure_from)
-    service = {k.replace("_ms", ""): v for k, v in _percentiles(service_hist).items()}
-    service = {f"{k}_ms": v for k, v in service.items()} | {"late_sends": state["late"], "scheduled": measured}
-    service["p50_by_second_ms"] = by_second(schedule - warmup, latency_ns, duration)
-    return Measurement(
-        state["answered_in_window"], state["errors"], duration, target.batch, **_percentiles(intended_hist),
-        first_error=first_error[0] if first_error else "", service=service,
-    )  # fmt: skip
+    return tally
+
+
+async def _open_async(
+    target: AsyncTarget, schedule: np.ndarray, *, warmup: float, duration: float, drain: float, slots: int
+) -> _OpenTally:
+    loop = asyncio.get_running_loop()
+    async with target.async_workers(slots) as calls:
+        free: asyncio.LifoQueue[Callable[[int], Awaitable[None]]] = asyncio.LifoQueue()
+        for call in calls:
+            free.put_nowait(call)  # last freed, first reused: a few warm connections rather than all of them
+        tally, t_start = _open_tally(len(schedule), warmup=warmup, duration=duration)
+        tasks: list[asyncio.Task[None]] = []
+
+        async def send(i: int, intended: int) -> None:
+            call = await free.get()
+            sent = time.perf_counter_ns()
+            try:
+                await call(i)
+            except Exception as exc:
+                tally.failed(exc, intended)
+            else:
+                tally.answered(i, intended, sent, time.perf_counter_ns())
+            finally:
+                free.put_nowait(call)
+
+        def start(i: int, intended: int) -> None:
+            tasks.append(loop.create_task(send(i, intended)))
+
+        # The loop's own timers wake to the millisecond at best; a thread sleeps to the microsecond.
+        hand_on = lambda i, intended: loop.call_soon_threadsafe(start, i, intended)  # noqa: E731
+        await loop.run_in_executor(None, _dispatch, schedule, t_start, hand_on)
+        await asyncio.sleep(0)  # the last hand-ons run
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=drain)
+            if pending:
+                tally.unanswered(len(pending), drain)
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+    return tally

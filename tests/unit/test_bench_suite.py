@@ -155,15 +155,27 @@ def test_async_http_connection_reads_answers_by_length_and_reconnects() -> None:
         _status_and_length(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
 
 
-def test_open_loop_above_capacity_counts_the_wait_a_closed_loop_hides() -> None:
+@pytest.mark.parametrize("target", [OneAtATime, OneAtATimeAsync], ids=["threads", "coroutines"])
+def test_open_loop_above_capacity_counts_the_wait_a_closed_loop_hides(target: type[OneAtATime]) -> None:
     # 200 answers/s at most, 400 asked for, 4 requests in flight at most: the backlog grows every second.
-    m = load.open_loop(OneAtATime(0.005), rate=400, duration=2.0, warmup=0.0, drain=30, slots=4)
+    fake = target(0.005)
+    m = load.open_loop(fake, rate=400, duration=2.0, warmup=0.0, drain=30, slots=4)
+    assert getattr(fake, "ways", {"thread"}) == ({"coroutine"} if target is OneAtATimeAsync else {"thread"})
     assert m.errors == 0 and m.service["scheduled"] == 800
     assert m.p99_ms > 5 * m.service["p99_ms"]  # from the intended send vs from the actual send
     timeline = m.service["p50_by_second_ms"]
     assert len(timeline) == 2 and timeline[1] > timeline[0]
-    below = load.open_loop(OneAtATime(0.001), rate=50, duration=1.0, warmup=0.0)
+    below = load.open_loop(target(0.001), rate=50, duration=1.0, warmup=0.0)
     assert below.requests == pytest.approx(50, abs=3) and below.p99_ms < m.p50_ms
+
+
+@pytest.mark.parametrize("target", [OneAtATime, OneAtATimeAsync], ids=["threads", "coroutines"])
+def test_open_loop_counts_requests_never_answered(target: type[OneAtATime]) -> None:
+    # Each answer takes 0.5 s, one at a time: of 10 requests sent in 0.5 s, about one is answered within the
+    # 0.6 s drain after the last send.
+    m = load.open_loop(target(0.5), rate=20, duration=0.5, warmup=0.0, drain=0.6, slots=16)
+    assert m.service["scheduled"] == 10
+    assert 7 <= m.errors <= 9 and "unanswered 0.6 s after the last send" in m.first_error
 
 
 def test_infer_request_carries_the_bytes_tritonclient_would_send() -> None:
