@@ -130,6 +130,11 @@ def bench_command(args: argparse.Namespace) -> int:
     return 1 if any(r["regression"] for r in rows) else 0
 
 
+def _cores(run: dict) -> str:
+    cores = run.get("client_cores")
+    return f" (client {cores:.2f} cores)" if cores else ""
+
+
 def _headline(figures: dict) -> None:
     """The two comparisons the suite exists for: finscore vs perf_analyzer, Triton vs the FastAPI baseline."""
     closed = {
@@ -140,8 +145,9 @@ def _headline(figures: dict) -> None:
         if target == "perf_analyzer" and ours and pa["throughput"]:
             diff = ours["throughput"] / pa["throughput"] - 1
             print(
-                f"c={level}: finscore {ours['throughput']:,.0f}/s p50 {ours['p50_ms']:.2f} ms, perf_analyzer "
-                f"{pa['throughput']:,.0f}/s p50 {pa['p50_ms']:.2f} ms: throughput {diff:+.1%}"
+                f"c={level}: finscore {ours['throughput']:,.0f}/s p50 {ours['p50_ms']:.2f} ms{_cores(ours)}, "
+                f"perf_analyzer {pa['throughput']:,.0f}/s p50 {pa['p50_ms']:.2f} ms{_cores(pa)}: "
+                f"throughput {diff:+.1%}"
             )
         api = closed.get(("fastapi", level))
         if target == "triton" and api and api["throughput"]:

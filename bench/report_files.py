@@ -73,12 +73,13 @@ def _run_cells(run: Run) -> list[str]:
     server = run.get("server")
     breakdown = [_number(server[k], ".0f") for k in STAGES] + [_number(server["avg_batch"], ".2f")] if server else []
     cells = [run["target"], run["config"], f"{run['level']:g}", _number(run["throughput"], ",.0f")]
-    return [*cells, *(_ms(run[k]) for k in PERCENTILES), str(run["errors"]), *(breakdown or ["-"] * (len(STAGES) + 1))]
+    cells += [*(_ms(run[k]) for k in PERCENTILES), str(run["errors"]), _number(run.get("client_cores"), ".2f")]
+    return [*cells, *(breakdown or ["-"] * (len(STAGES) + 1))]
 
 
 def _mode_lines(mode: str, runs: list[Run]) -> list[str]:
     level = "concurrency" if mode == "closed" else "offered req/s"
-    header = ["target", "config", level, "throughput (inferences/s)", *PERCENTILES.values(), "errors"]
+    header = ["target", "config", level, "throughput (inferences/s)", *PERCENTILES.values(), "errors", "client cores"]
     header += [f"{label} µs" for label in STAGES.values()] + ["avg batch"]
     lines = [f"## {MODES[mode]}", "", *_table(header, map(_run_cells, runs), text_columns=2), ""]
     timelines = [(run, run.get("service", {}).get("p50_by_second_ms")) for run in runs]

@@ -19,6 +19,7 @@ beside it; ``--compare OLD.json`` lists regressions beyond ``--tolerance`` and e
 from __future__ import annotations
 
 import os
+import resource
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -90,8 +91,30 @@ def server_breakdown(before: dict[str, int], after: dict[str, int]) -> dict[str,
     return out
 
 
-def _record(target: str, config: str, mode: str, level: float, m: load.Measurement, server: Any = None) -> dict:
-    return {"target": target, "config": config, "mode": mode, "level": level, **m.as_dict(), "server": server}
+def _record(
+    target: str, config: str, mode: str, level: float, m: load.Measurement, server: Any = None, cores: float = 0.0
+) -> dict:
+    return {
+        "target": target, "config": config, "mode": mode, "level": level, **m.as_dict(), "server": server,
+        "client_cores": cores,
+    }  # fmt: skip
+
+
+class _Cores:
+    """The CPU cores a client used from now to :meth:`used`: CPU time over wall time, of this process (the load
+    generator) or of its finished children (``RUSAGE_CHILDREN``: perf_analyzer). On a machine the server shares,
+    a client that takes more CPU leaves the server less, and measures less."""
+
+    def __init__(self, who: int = resource.RUSAGE_SELF) -> None:
+        self.who = who
+        self.cpu, self.wall = self._cpu(), time.perf_counter()
+
+    def _cpu(self) -> float:
+        usage = resource.getrusage(self.who)
+        return usage.ru_utime + usage.ru_stime
+
+    def used(self) -> float:
+        return (self._cpu() - self.cpu) / max(time.perf_counter() - self.wall, 1e-9)
 
 
 class _Runner:
@@ -107,18 +130,25 @@ class _Runner:
     def closed(self, target: Any, level: int, *, config: str = "default", server: bool = False) -> dict:
         p = self.plan
         before = _stats(self.stats, p.model) if server else None
+        cores = _Cores()
         m = load.closed_loop(target, concurrency=level, duration=p.duration, warmup=p.warmup)
+        used = cores.used()
         breakdown = server_breakdown(before, _stats(self.stats, p.model)) if before is not None else None
-        rec = _record(target.name, config, "closed", level, m, breakdown)
+        rec = _record(target.name, config, "closed", level, m, breakdown, used)
         self.runs.append(rec)
-        self.say(f"{target.name} closed c={level}: {m.throughput:,.0f}/s, p99 {m.p99_ms:.2f} ms, {m.errors} errors")
+        self.say(
+            f"{target.name} closed c={level}: {m.throughput:,.0f}/s, p99 {m.p99_ms:.2f} ms, {m.errors} errors, "
+            f"client {used:.2f} cores"
+        )
         return rec
 
     def opened(self, target: Any, rate: float, arrivals: str) -> dict:
         p = self.plan
         before = _stats(self.stats, p.model)
+        cores = _Cores()
         m = load.open_loop(target, rate=rate, duration=p.duration, arrivals=arrivals, warmup=p.warmup)
-        rec = _record(target.name, "default", arrivals, rate, m, server_breakdown(before, _stats(self.stats, p.model)))
+        breakdown = server_breakdown(before, _stats(self.stats, p.model))
+        rec = _record(target.name, "default", arrivals, rate, m, breakdown, cores.used())
         self.runs.append(rec)
         self.say(
             f"{target.name} {arrivals} {rate:,.0f}/s: answered {m.throughput:,.0f}/s, p99 from intended send "
@@ -155,12 +185,16 @@ def _triton(runner: _Runner, plan: Plan, target: TritonTarget, pool: dict) -> No
 def _perf_analyzer(runner: _Runner, plan: Plan, url: str, pool: dict, level: int) -> None:
     from bench import perf_analyzer
 
-    for rec in perf_analyzer.run(
+    cores = _Cores(resource.RUSAGE_CHILDREN)
+    recs = perf_analyzer.run(
         url, plan.model, pool, concurrency=[level], duration=plan.duration, batch=plan.batch, tls=plan.tls
-    ):
-        runner.runs.append(rec)
+    )
+    used = cores.used()  # over its whole run (start-up and every trial), a little under its windows' own
+    for rec in recs:
+        runner.runs.append({**rec, "client_cores": used})
         runner.say(
-            f"perf_analyzer c={level} (-s 100 --max-trials 3): {rec['throughput']:,.0f}/s, p99 {rec['p99_ms']:.2f} ms"
+            f"perf_analyzer c={level} (-s 100 --max-trials 3): {rec['throughput']:,.0f}/s, p99 {rec['p99_ms']:.2f} ms, "
+            f"client {used:.2f} cores"
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,9 @@ def test_bench_measures_every_target_and_writes_reports(
     runs = figures["runs"]
     assert {r["target"] for r in runs} == {"triton", "perf_analyzer", "in-process", "fastapi"}
     assert all(r["errors"] == 0 and r["throughput"] > 0 for r in runs), [r["first_error"] for r in runs]
+    # Every client's CPU is measured, perf_analyzer's too (a child process, counted once it has finished).
+    assert all(0.02 < r["client_cores"] <= (os.cpu_count() or 1) for r in runs), [r["client_cores"] for r in runs]
+    assert "| client cores |" in (out.parent / "churn.md").read_text(encoding="utf-8")
     closed = [r for r in runs if r["target"] == "triton" and r["mode"] == "closed"]
     assert [r["level"] for r in closed] == [1, 4]
     for r in closed:
