@@ -144,22 +144,29 @@ def _record(hist: HdrHistogram, ns: int) -> None:
 
 
 class _Tally:
-    """One closed-loop worker's answers (an HDR histogram), errors and first error line."""
+    """One closed-loop worker's answers (an HDR histogram), errors and first error line, inside the window
+    ``[start, end)`` (ns) that :func:`_open_windows` sets once the workers' connections are open."""
 
     def __init__(self) -> None:
         self.hist = new_histogram()
         self.errors = 0
         self.first_error = ""
+        self.start = self.end = 0
 
-    def failed(self, exc: BaseException, *, measured: bool) -> None:
-        if measured:  # an error answer is counted, never fatal to the loop
+    def failed(self, exc: BaseException, t0: int) -> None:
+        if t0 >= self.start:  # an error answer is counted, never fatal to the loop
             self.errors += 1
             self.first_error = self.first_error or _first_line(exc)
 
+    def answered(self, t0: int, t1: int) -> None:
+        if t0 >= self.start and t1 <= self.end:
+            _record(self.hist, t1 - t0)
 
-def _window(warmup: float, duration: float) -> tuple[int, int]:
+
+def _open_windows(tallies: list[_Tally], warmup: float, duration: float) -> None:
     start = time.perf_counter_ns() + int(warmup * 1e9)
-    return start, start + int(duration * 1e9)
+    for tally in tallies:
+        tally.start, tally.end = start, start + int(duration * 1e9)
 
 
 def closed_loop(target: Target, *, concurrency: int, duration: float, warmup: float = 1.0) -> Measurement:
@@ -184,19 +191,17 @@ def closed_loop(target: Target, *, concurrency: int, duration: float, warmup: fl
 
 def _closed_threads(target: Target, tallies: list[_Tally], *, warmup: float, duration: float) -> None:
     calls = [target.worker() for _ in tallies]
-    start, end = _window(warmup, duration)
+    _open_windows(tallies, warmup, duration)
 
     def work(k: int) -> None:
         call, tally, i = calls[k], tallies[k], k * 7919  # workers start at different requests of the pool
-        while (t0 := time.perf_counter_ns()) < end:
+        while (t0 := time.perf_counter_ns()) < tally.end:
             try:
                 call(i)
             except Exception as exc:
-                tally.failed(exc, measured=t0 >= start)
+                tally.failed(exc, t0)
             else:
-                t1 = time.perf_counter_ns()
-                if t0 >= start and t1 <= end:
-                    _record(tally.hist, t1 - t0)
+                tally.answered(t0, time.perf_counter_ns())
             i += 1
 
     threads = [threading.Thread(target=work, args=(k,), daemon=True) for k in range(len(tallies))]
@@ -208,19 +213,17 @@ def _closed_threads(target: Target, tallies: list[_Tally], *, warmup: float, dur
 
 async def _closed_async(target: AsyncTarget, tallies: list[_Tally], *, warmup: float, duration: float) -> None:
     async with target.async_workers(len(tallies)) as calls:
-        start, end = _window(warmup, duration)
+        _open_windows(tallies, warmup, duration)
 
-        async def work(k: int) -> None:
+        async def work(k: int) -> None:  # _closed_threads' worker, awaiting its call
             call, tally, i = calls[k], tallies[k], k * 7919
-            while (t0 := time.perf_counter_ns()) < end:
+            while (t0 := time.perf_counter_ns()) < tally.end:
                 try:
                     await call(i)
                 except Exception as exc:
-                    tally.failed(exc, measured=t0 >= start)
+                    tally.failed(exc, t0)
                 else:
-                    t1 = time.perf_counter_ns()
-                    if t0 >= start and t1 <= end:
-                        _record(tally.hist, t1 - t0)
+                    tally.answered(t0, time.perf_counter_ns())
                 i += 1
 
         await asyncio.gather(*(work(k) for k in range(len(tallies))))
@@ -257,8 +260,10 @@ class _OpenTally:
     """What an open loop measured: latencies from the intended and from the actual send, errors, late sends,
     and each request's latency for the by-second timeline. Safe to share between threads."""
 
-    def __init__(self, n: int, measure_from: int, measure_to: int) -> None:
-        self.measure_from, self.measure_to = measure_from, measure_to
+    def __init__(self, n: int, *, warmup: float, duration: float) -> None:
+        self.t_start = time.perf_counter_ns() + 50_000_000  # time to get the dispatcher going
+        self.measure_from = self.t_start + int(warmup * 1e9)
+        self.measure_to = self.measure_from + int(duration * 1e9)
         self.intended, self.service = new_histogram(), new_histogram()
         self.errors = self.late = self.answered_in_window = 0
         self.first_error = ""
@@ -321,9 +326,7 @@ def open_loop(
         tally = asyncio.run(driven)
     else:
         tally = _open_threads(target, schedule, warmup=warmup, duration=duration, drain=drain, slots=slots)
-    measure_from = tally.measure_from
-    t_start = measure_from - int(warmup * 1e9)
-    measured = sum(1 for offset in schedule if t_start + int(offset * 1e9) >= measure_from)
+    measured = sum(1 for offset in schedule if tally.t_start + int(offset * 1e9) >= tally.measure_from)
     service: dict[str, Any] = {**_percentiles(tally.service), "late_sends": tally.late, "scheduled": measured}
     service["p50_by_second_ms"] = by_second(schedule - warmup, tally.latency_ns, duration)
     return Measurement(
@@ -332,17 +335,11 @@ def open_loop(
     )  # fmt: skip
 
 
-def _open_tally(n: int, *, warmup: float, duration: float) -> tuple[_OpenTally, int]:
-    t_start = time.perf_counter_ns() + 50_000_000  # time to get the dispatcher going
-    measure_from = t_start + int(warmup * 1e9)
-    return _OpenTally(n, measure_from, measure_from + int(duration * 1e9)), t_start
-
-
 def _open_threads(
     target: Target, schedule: np.ndarray, *, warmup: float, duration: float, drain: float, slots: int
 ) -> _OpenTally:
     local = threading.local()
-    tally, t_start = _open_tally(len(schedule), warmup=warmup, duration=duration)
+    tally = _OpenTally(len(schedule), warmup=warmup, duration=duration)
 
     def send(i: int, intended: int) -> None:
         call = getattr(local, "call", None)
@@ -359,7 +356,7 @@ def _open_threads(
     pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="finscore-open-loop")
     futures: list[Future[None]] = []
     try:
-        _dispatch(schedule, t_start, lambda i, intended: futures.append(pool.submit(send, i, intended)))
+        _dispatch(schedule, tally.t_start, lambda i, intended: futures.append(pool.submit(send, i, intended)))
         deadline = time.perf_counter() + drain
         for f in futures:
             f.result(timeout=max(0.0, deadline - time.perf_counter()))
@@ -378,7 +375,7 @@ async def _open_async(
         free: asyncio.LifoQueue[Callable[[int], Awaitable[None]]] = asyncio.LifoQueue()
         for call in calls:
             free.put_nowait(call)  # last freed, first reused: a few warm connections rather than all of them
-        tally, t_start = _open_tally(len(schedule), warmup=warmup, duration=duration)
+        tally = _OpenTally(len(schedule), warmup=warmup, duration=duration)
         tasks: list[asyncio.Task[None]] = []
 
         async def send(i: int, intended: int) -> None:
@@ -398,8 +395,8 @@ async def _open_async(
 
         # The loop's own timers wake to the millisecond at best; a thread sleeps to the microsecond.
         hand_on = lambda i, intended: loop.call_soon_threadsafe(start, i, intended)  # noqa: E731
-        await loop.run_in_executor(None, _dispatch, schedule, t_start, hand_on)
-        await asyncio.sleep(0)  # the last hand-ons run
+        # The dispatcher's hand-ons were queued before its end was, so every task exists when this returns.
+        await loop.run_in_executor(None, _dispatch, schedule, tally.t_start, hand_on)
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=drain)
             if pending:
