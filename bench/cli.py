@@ -41,6 +41,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     p.add_argument("--arrivals", default="constant,poisson", help="open-loop arrivals: constant,poisson or none")
     p.add_argument("--duration", type=float, default=10.0, help="seconds measured per point (default 10)")
+    p.add_argument(
+        "--windows", type=int, default=3,
+        help="closed-loop windows of --duration per point against Triton and FastAPI, their mean reported "
+        "(default 3, as perf_analyzer's trials)",
+    )  # fmt: skip
     p.add_argument("--warmup", type=float, default=2.0, help="seconds run unmeasured before each point (default 2)")
     p.add_argument("--batch", type=int, default=1, help="rows per request (default 1)")
     p.add_argument(
@@ -75,6 +80,7 @@ def _check(args: argparse.Namespace) -> None:
     problems = [
         (args.duration <= 0, "--duration must be positive"),
         (args.warmup < 0, "--warmup must not be negative"),
+        (args.windows < 1, "--windows must be at least 1"),
         (args.batch < 1, "--batch must be at least 1"),
         (0 in args.concurrency, "--concurrency levels must be at least 1"),
         (bool(unknown), f"--arrivals takes constant, poisson or none, not {', '.join(unknown)}"),
@@ -102,7 +108,8 @@ def bench_command(args: argparse.Namespace) -> int:
     repo = resolve_settings(repo=args.repo).repo
     plan = Plan(
         model=args.model, concurrency=args.concurrency, rates=args.rate, arrivals=args.arrivals,
-        duration=args.duration, warmup=args.warmup, batch=args.batch, client=args.client, url=args.url, repo=repo,
+        duration=args.duration, windows=args.windows, warmup=args.warmup, batch=args.batch, client=args.client,
+        url=args.url, repo=repo,
         tls=Tls.from_files(args.tls_ca, args.tls_cert, args.tls_key),
         data=args.data,
         baselines=not args.no_baselines, fastapi_workers=args.fastapi_workers, perf_analyzer=not args.no_perf_analyzer,
@@ -136,20 +143,23 @@ def _cores(run: dict) -> str:
 
 
 def _headline(figures: dict) -> None:
-    """The two comparisons the suite exists for: finscore vs perf_analyzer, Triton vs the FastAPI baseline."""
-    closed = {
-        (r["target"], r["level"]): r for r in figures["runs"] if r["mode"] == "closed" and r["config"] == "default"
-    }
-    for (target, level), pa in sorted(closed.items()):
-        ours = closed.get(("triton", level))
-        if target == "perf_analyzer" and ours and pa["throughput"]:
-            diff = ours["throughput"] / pa["throughput"] - 1
+    """The two comparisons the suite exists for: finscore vs perf_analyzer (first in the mode shaped like
+    finscore's client at that level, then in its other mode), and Triton vs the FastAPI baseline."""
+    closed = [r for r in figures["runs"] if r["mode"] == "closed"]
+    ours = {r["level"]: r for r in closed if r["target"] == "triton" and r["config"] == "default"}
+    pa = {(r["level"], r["config"]): r for r in closed if r["target"] == "perf_analyzer" and r["throughput"]}
+    api = {r["level"]: r for r in closed if r["target"] == "fastapi" and r["throughput"]}
+    for level, run in sorted(ours.items()):
+        like = "async" if run.get("driver") == "coroutines" else "sync"
+        modes = [m for m in (like, "sync", "async") if (level, m) in pa]
+        for mode in dict.fromkeys(modes):
+            ref = pa[(level, mode)]
+            shaped = " (its mode shaped like finscore's client)" if mode == like else ""
             print(
-                f"c={level}: finscore {ours['throughput']:,.0f}/s p50 {ours['p50_ms']:.2f} ms{_cores(ours)}, "
-                f"perf_analyzer {pa['throughput']:,.0f}/s p50 {pa['p50_ms']:.2f} ms{_cores(pa)}: "
-                f"throughput {diff:+.1%}"
+                f"c={level}: finscore {run['throughput']:,.0f}/s p50 {run['p50_ms']:.2f} ms{_cores(run)}, "
+                f"perf_analyzer {mode} {ref['throughput']:,.0f}/s p50 {ref['p50_ms']:.2f} ms{_cores(ref)}: "
+                f"throughput {run['throughput'] / ref['throughput'] - 1:+.1%}{shaped}"
             )
-        api = closed.get(("fastapi", level))
-        if target == "triton" and api and api["throughput"]:
-            ratio = ours["throughput"] / api["throughput"] if ours else float("nan")
+        if level in api:
+            ratio = run["throughput"] / api[level]["throughput"]
             print(f"c={level}: Triton {ratio:.2f}x the FastAPI baseline's throughput")

@@ -91,6 +91,11 @@ class Measurement:
     p999_ms: float
     max_ms: float
     first_error: str = ""
+    #: Closed loops: what sent the requests, ``"threads"`` (one each, blocking) or ``"coroutines"`` (one event
+    #: loop); on cores the server shares, the client's own threads compete with the server's.
+    driver: str = ""
+    #: Closed loops over several windows: the throughput of each (their mean is :attr:`throughput`).
+    window_throughputs: list[float] = field(default_factory=list)
     #: Open loops: percentiles from the actual send (what a closed loop would report), and sends that were late.
     service: dict[str, float] = field(default_factory=dict)
 
@@ -111,6 +116,8 @@ class Measurement:
             "p999_ms": self.p999_ms,
             "max_ms": self.max_ms,
             "first_error": self.first_error,
+            **({"driver": self.driver} if self.driver else {}),
+            **({"window_throughputs": self.window_throughputs} if self.window_throughputs else {}),
             **({"service": self.service} if self.service else {}),
         }
 
@@ -144,14 +151,17 @@ def _record(hist: HdrHistogram, ns: int) -> None:
 
 
 class _Tally:
-    """One closed-loop worker's answers (an HDR histogram), errors and first error line, inside the window
-    ``[start, end)`` (ns) that :func:`_open_windows` sets once the workers' connections are open."""
+    """One closed-loop worker's answers (an HDR histogram, and a count per window by answer time), errors and
+    first error line, inside ``[start, end)`` (ns) that :func:`_open_windows` sets once the workers'
+    connections are open."""
 
-    def __init__(self) -> None:
+    def __init__(self, windows: int = 1) -> None:
         self.hist = new_histogram()
         self.errors = 0
         self.first_error = ""
         self.start = self.end = 0
+        self.window_ns = 1
+        self.answers = [0] * windows
 
     def failed(self, exc: BaseException, t0: int) -> None:
         if t0 >= self.start:  # an error answer is counted, never fatal to the loop
@@ -161,31 +171,42 @@ class _Tally:
     def answered(self, t0: int, t1: int) -> None:
         if t0 >= self.start and t1 <= self.end:
             _record(self.hist, t1 - t0)
+            self.answers[min((t1 - self.start) // self.window_ns, len(self.answers) - 1)] += 1
 
 
 def _open_windows(tallies: list[_Tally], warmup: float, duration: float) -> None:
     start = time.perf_counter_ns() + int(warmup * 1e9)
     for tally in tallies:
-        tally.start, tally.end = start, start + int(duration * 1e9)
+        tally.window_ns = int(duration * 1e9)
+        tally.start, tally.end = start, start + tally.window_ns * len(tally.answers)
 
 
-def closed_loop(target: Target, *, concurrency: int, duration: float, warmup: float = 1.0) -> Measurement:
-    """``concurrency`` workers sending back to back for ``warmup`` + ``duration`` seconds; requests sent and
-    answered inside the last ``duration`` seconds are measured.
+def closed_loop(
+    target: Target, *, concurrency: int, duration: float, warmup: float = 1.0, windows: int = 1
+) -> Measurement:
+    """``concurrency`` workers sending back to back for ``warmup`` + ``windows`` x ``duration`` seconds; requests
+    sent and answered after the warm-up are measured. With several windows (as perf_analyzer's trials) the
+    throughput is their mean and each window's is kept: on a noisy machine one window is one sample.
 
     A target whose ``coroutines_from`` is at most ``concurrency`` (gRPC and HTTP) is driven by ``concurrency``
     coroutines on one event loop (:meth:`AsyncTarget.async_workers`); any other by ``concurrency`` threads, one
     ``worker()`` each.
     """
-    tallies = [_Tally() for _ in range(concurrency)]
-    if concurrency >= getattr(target, "coroutines_from", float("inf")):
+    if windows < 1:
+        msg = f"a closed loop needs at least one window, got {windows}"
+        raise ValueError(msg)
+    tallies = [_Tally(windows) for _ in range(concurrency)]
+    coroutines = concurrency >= getattr(target, "coroutines_from", float("inf"))
+    if coroutines:
         asyncio.run(_closed_async(target, tallies, warmup=warmup, duration=duration))  # type: ignore[arg-type]
     else:
         _closed_threads(target, tallies, warmup=warmup, duration=duration)
     hist = _merged([t.hist for t in tallies])
+    per_window = [sum(t.answers[w] for t in tallies) * target.batch / duration for w in range(windows)]
     return Measurement(
-        int(hist.get_total_count()), sum(t.errors for t in tallies), duration, target.batch, **_percentiles(hist),
-        first_error=next((t.first_error for t in tallies if t.first_error), ""),
+        int(hist.get_total_count()), sum(t.errors for t in tallies), duration * windows, target.batch,
+        **_percentiles(hist), first_error=next((t.first_error for t in tallies if t.first_error), ""),
+        driver="coroutines" if coroutines else "threads", window_throughputs=per_window if windows > 1 else [],
     )  # fmt: skip
 
 

@@ -89,6 +89,13 @@ def _mode_lines(mode: str, runs: list[Run]) -> list[str]:
             f"- {r['target']} at {r['level']:g} req/s: " + ", ".join(_ms(v) for v in t) for r, t in timelines if t
         ]
         lines.append("")
+    windows = [(run, run.get("window_throughputs")) for run in runs]
+    if any(w for _, w in windows):
+        lines += ["Throughput of each back-to-back window, the table showing their mean (inferences/s):", ""]
+        lines += [
+            f"- {r['target']} at {r['level']:g}: " + ", ".join(_number(v, ",.0f") for v in w) for r, w in windows if w
+        ]
+        lines.append("")
     return lines
 
 

@@ -2,9 +2,10 @@
 
 One run, on one server (the bundled Triton started on free ports against ``--repo``, or the one at ``--url``):
 
-1. closed loops of batch-``--batch`` requests at each ``--concurrency``, with Triton's own per-stage times
-   (queue, compute input, infer, output) and average executed batch from its statistics API, each followed by
-   perf_analyzer (the 2.51 binary) at the same concurrency on the same rows;
+1. closed loops of batch-``--batch`` requests at each ``--concurrency``, each over ``--windows`` back-to-back
+   windows (their mean reported, each kept) with Triton's own per-stage times (queue, compute input, infer,
+   output) and average executed batch from its statistics API, each followed by perf_analyzer (the 2.51
+   binary, whose ``-s 100 --max-trials 3`` also averages 3 windows) at the same concurrency on the same rows;
 2. open loops at each ``--rate`` (``auto``: half and one and a half times the best closed-loop throughput), with
    constant and Poisson arrivals, latency from each request's intended send time;
 3. (the sweep, when asked, last: it reloads the model);
@@ -49,6 +50,9 @@ class Plan:
     arrivals: list[str] = field(default_factory=lambda: ["constant", "poisson"])
     duration: float = 10.0
     warmup: float = 2.0
+    #: Back-to-back windows of ``duration`` per closed-loop point against Triton and FastAPI (perf_analyzer
+    #: runs 3 trials: ``-s 100 --max-trials 3``); the in-process baseline and the sweep take one each.
+    windows: int = 3
     batch: int = 1
     #: "stub" (requests serialised once, as perf_analyzer) or "tritonclient" (the Python client's infer).
     client: str = "stub"
@@ -127,17 +131,20 @@ class _Runner:
     def say(self, what: str) -> None:
         print(f"  {what}", flush=True)
 
-    def closed(self, target: Any, level: int, *, config: str = "default", server: bool = False) -> dict:
+    def closed(
+        self, target: Any, level: int, *, config: str = "default", server: bool = False, windows: int = 1
+    ) -> dict:
         p = self.plan
         before = _stats(self.stats, p.model) if server else None
         cores = _Cores()
-        m = load.closed_loop(target, concurrency=level, duration=p.duration, warmup=p.warmup)
+        m = load.closed_loop(target, concurrency=level, duration=p.duration, warmup=p.warmup, windows=windows)
         used = cores.used()
         breakdown = server_breakdown(before, _stats(self.stats, p.model)) if before is not None else None
         rec = _record(target.name, config, "closed", level, m, breakdown, used)
         self.runs.append(rec)
+        spread = f" (windows {' '.join(f'{w:,.0f}' for w in m.window_throughputs)})" if m.window_throughputs else ""
         self.say(
-            f"{target.name} closed c={level}: {m.throughput:,.0f}/s, p99 {m.p99_ms:.2f} ms, {m.errors} errors, "
+            f"{target.name} closed c={level}: {m.throughput:,.0f}/s{spread}, p99 {m.p99_ms:.2f} ms, {m.errors} errors, "
             f"client {used:.2f} cores"
         )
         return rec
@@ -173,27 +180,33 @@ def _triton(runner: _Runner, plan: Plan, target: TritonTarget, pool: dict) -> No
         flush=True,
     )
     for level in plan.concurrency:
-        runner.closed(target, level, server=True)
+        rec = runner.closed(target, level, server=True, windows=plan.windows)
         if plan.perf_analyzer:
-            _perf_analyzer(runner, plan, runner.url, pool, level)
+            # perf_analyzer shaped like this client first (coroutines on one thread ~ its async mode with one
+            # thread), then its default sync mode (a thread per request) where that differs.
+            modes = ["async", "sync"] if rec["driver"] == "coroutines" else ["sync"]
+            for mode in modes:
+                _perf_analyzer(runner, plan, pool, level, mode)
     rates = plan.rates if plan.rates is not None else _auto_rates(runner.runs, plan.batch)
     for rate in rates:
         for arrivals in plan.arrivals:
             runner.opened(target, rate, arrivals)
 
 
-def _perf_analyzer(runner: _Runner, plan: Plan, url: str, pool: dict, level: int) -> None:
+def _perf_analyzer(runner: _Runner, plan: Plan, pool: dict, level: int, mode: str) -> None:
     from bench import perf_analyzer
 
     cores = _Cores(resource.RUSAGE_CHILDREN)
     recs = perf_analyzer.run(
-        url, plan.model, pool, concurrency=[level], duration=plan.duration, batch=plan.batch, tls=plan.tls
-    )
+        runner.url, plan.model, pool, concurrency=[level], duration=plan.duration, batch=plan.batch, mode=mode,
+        tls=plan.tls,
+    )  # fmt: skip
     used = cores.used()  # over its whole run (start-up and every trial), a little under its windows' own
     for rec in recs:
         runner.runs.append({**rec, "client_cores": used})
         runner.say(
-            f"perf_analyzer c={level} (-s 100 --max-trials 3): {rec['throughput']:,.0f}/s, p99 {rec['p99_ms']:.2f} ms, "
+            f"perf_analyzer {mode} c={level} ({' '.join(['-s 100 --max-trials 3', *perf_analyzer.MODES[mode]])}): "
+            f"{rec['throughput']:,.0f}/s, p99 {rec['p99_ms']:.2f} ms, "
             f"client {used:.2f} cores"
         )
 
@@ -206,7 +219,7 @@ def _baselines(runner: _Runner, plan: Plan, version_dir: Path, pool: dict) -> No
     with FastAPIServer(plan.model, version_dir, workers=plan.fastapi_workers) as api:
         target = HttpTarget(api.host, api.port, pool, batch=plan.batch)
         for level in plan.concurrency:
-            runner.closed(target, level)
+            runner.closed(target, level, windows=plan.windows)
         target.close()
 
 
@@ -267,6 +280,7 @@ def run(plan: Plan) -> dict[str, Any]:
     settings = {
         "model": plan.model, "url": plan.url or "bundled server", "version_dir": str(version_dir or ""),
         "batch": plan.batch, "client": plan.client, "duration_s": plan.duration, "warmup_s": plan.warmup,
+        "windows": plan.windows,
         "data": str(plan.data or "random"),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }  # fmt: skip

@@ -18,8 +18,8 @@ def test_bench_measures_every_target_and_writes_reports(
 ) -> None:
     out = tmp_path / "bench" / "churn.json"
     args = ["bench", "churn", "--repo", str(trained.path.parent.parent), "--concurrency", "1,4", "--duration", "1",
-            "--warmup", "0.3", "--sweep", "--sweep-instances", "1,2", "--sweep-delay", "0", "--sweep-max-batch",
-            "256", "--p99-budget", "10000", "--json", str(out)]  # fmt: skip
+            "--windows", "2", "--warmup", "0.3", "--sweep", "--sweep-instances", "1,2", "--sweep-delay", "0",
+            "--sweep-max-batch", "256", "--p99-budget", "10000", "--json", str(out)]  # fmt: skip
     assert main(args) == 0
     printed = capsys.readouterr().out
     figures = json.loads(out.read_text(encoding="utf-8"))
@@ -31,13 +31,24 @@ def test_bench_measures_every_target_and_writes_reports(
     assert "| client cores |" in (out.parent / "churn.md").read_text(encoding="utf-8")
     closed = [r for r in runs if r["target"] == "triton" and r["mode"] == "closed"]
     assert [r["level"] for r in closed] == [1, 4]
+    # Triton and FastAPI points are each measured over 2 windows, their mean reported (as perf_analyzer's trials).
+    windowed = [r for r in runs if r["target"] in ("triton", "fastapi") and r["mode"] == "closed"]
+    assert len(windowed) == 4 and all(r["seconds"] == 2 for r in windowed)
+    for r in windowed:
+        assert len(r["window_throughputs"]) == 2 and r["throughput"] == pytest.approx(sum(r["window_throughputs"]) / 2)
     for r in closed:
         assert r["server"]["compute_infer_us"] > 0 and r["server"]["avg_batch"] >= 1
         assert r["p50_ms"] <= r["p99_ms"] <= r["p999_ms"]
     open_runs = [r for r in runs if r["mode"] in ("constant", "poisson")]
     assert sorted({r["mode"] for r in open_runs}) == ["constant", "poisson"] and len(open_runs) == 4
     assert all(r["service"]["scheduled"] > 0 for r in open_runs)
-    assert [r["level"] for r in runs if r["target"] == "perf_analyzer"] == [1, 4]
+    # perf_analyzer runs in the mode shaped like our client at each level (a blocking thread at 1, coroutines on one
+    # thread at 4: its async mode with one thread), then in its default sync mode where that differs.
+    assert [r["driver"] for r in closed] == ["threads", "coroutines"]
+    assert [(r["level"], r["config"]) for r in runs if r["target"] == "perf_analyzer"] == [
+        (1, "sync"), (4, "async"), (4, "sync")
+    ]  # fmt: skip
+    assert "perf_analyzer async" in printed and "(its mode shaped like finscore's client)" in printed
     sweep = figures["sweep"]
     assert [c["instances"] for c in sweep["configs"]] == [1, 2] and sweep["chosen"] in sweep["configs"]
     for suffix in (".md", "-latency.png", "-server.png", "-openloop.png"):

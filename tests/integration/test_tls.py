@@ -108,7 +108,8 @@ def test_the_bench_measures_through_mutual_tls_with_perf_analyzer(
     out = tmp_path / "tls-bench.json"
     tls = ["--tls-ca", str(pki["bank"].ca), "--tls-cert", str(client.cert), "--tls-key", str(client.key)]
     # Concurrency 1 sends from a thread, 2 from coroutines (grpc.aio): both speak mutual TLS.
-    args = ["--concurrency", "1,2", "--arrivals", "none", "--duration", "0.5", "--warmup", "0", "--no-baselines"]
+    args = ["--concurrency", "1,2", "--arrivals", "none", "--duration", "0.5", "--windows", "1", "--warmup", "0",
+            "--no-baselines"]  # fmt: skip
     assert main(["bench", "churn", "--url", mutual.grpc_url, *tls, *args, "--json", str(out)]) == 0
     runs = json.loads(out.read_text())["runs"]
     ours = [r for r in runs if r["target"] == "triton"]

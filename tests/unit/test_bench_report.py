@@ -209,3 +209,12 @@ def test_markdown_lists_an_open_loop_second_by_second() -> None:
     text = markdown(_figures([run, _run("triton", "closed", 16, 2000.0, 12.0)]))
     assert "second by second" in text
     assert "- triton at 3000 req/s: 120, 480, 910" in text
+
+
+def test_markdown_lists_each_window_of_a_closed_loop() -> None:
+    windowed = _run("triton", "closed", 16, 5000.0, 6.0)
+    windowed["window_throughputs"] = [4700.0, 5100.0, 5200.0]
+    text = markdown(_figures([windowed, _run("perf_analyzer", "closed", 16, 4800.0, 6.0)]))
+    assert "- triton at 16: 4,700, 5,100, 5,200" in text
+    assert "- perf_analyzer at 16" not in text
+    assert "each back-to-back window" not in markdown(_figures([_run("triton", "closed", 16, 5000.0, 6.0)]))

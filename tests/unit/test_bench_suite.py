@@ -109,6 +109,31 @@ def test_closed_loop_counts_answers_and_errors(target: type[OneAtATime]) -> None
     assert m.throughput == m.requests / 0.6
 
 
+def test_closed_loop_windows_each_count_their_own_answers_and_average() -> None:
+    fake = OneAtATime(0.002)
+    slow_from = time.perf_counter() + 0.1 + 0.4  # the second window's server is four times slower
+    call = fake.worker()
+
+    def worker():  # noqa: ANN202
+        def slowing(i: int) -> None:
+            call(i)
+            if time.perf_counter() >= slow_from:
+                time.sleep(0.006)
+
+        return slowing
+
+    fake.worker = worker  # type: ignore[method-assign]
+    m = load.closed_loop(fake, concurrency=1, duration=0.4, warmup=0.1, windows=2)
+    first, second = m.window_throughputs
+    assert second < first / 2
+    assert m.seconds == pytest.approx(0.8)
+    assert m.throughput == pytest.approx((first + second) / 2)
+    assert sum(m.window_throughputs) * 0.4 == pytest.approx(m.requests)
+    assert load.closed_loop(fake, concurrency=1, duration=0.1, warmup=0.0).window_throughputs == []
+    with pytest.raises(ValueError, match="at least one window"):
+        load.closed_loop(fake, concurrency=1, duration=0.1, windows=0)
+
+
 def test_closed_loop_uses_coroutines_from_the_targets_own_concurrency() -> None:
     fake = OneAtATimeAsync(0.001, coroutines_from=2)
     one = load.closed_loop(fake, concurrency=1, duration=0.2, warmup=0.0)
@@ -255,6 +280,7 @@ def test_apply_rewrites_a_finscore_config(tmp_path: Path, customers) -> None:  #
         (["--arrivals", "bursty"], "--arrivals takes constant, poisson or none, not bursty"),
         (["--apply"], "--apply writes the sweep's choice: add --sweep"),
         (["--duration", "0"], "--duration must be positive"),
+        (["--windows", "0"], "--windows must be at least 1"),
         (["--concurrency", "0,4"], "--concurrency levels must be at least 1"),
     ],
 )
@@ -289,3 +315,26 @@ def test_triton_target_names_its_clients() -> None:
 
     with pytest.raises(InvalidInputError, match="'stub' or 'tritonclient', not 'rest'"):
         TritonTarget("127.0.0.1:1", "churn", {}, SimpleNamespace(inputs=[], outputs=[]), client="rest")
+
+
+def test_the_headline_compares_with_perf_analyzer_in_the_mode_shaped_like_the_client(capsys) -> None:  # noqa: ANN001
+    from bench.cli import _headline
+
+    def run(target: str, config: str, level: int, throughput: float, **extra: object) -> dict:
+        return {"target": target, "config": config, "mode": "closed", "level": level, "throughput": throughput,
+                "p50_ms": 1.0, "client_cores": 0.3, **extra}  # fmt: skip
+
+    runs = [
+        run("triton", "default", 1, 1800.0, driver="threads"), run("perf_analyzer", "sync", 1, 2000.0),
+        run("triton", "default", 16, 5500.0, driver="coroutines"), run("perf_analyzer", "async", 16, 5000.0),
+        run("perf_analyzer", "sync", 16, 4400.0), run("fastapi", "-", 16, 1100.0),
+    ]  # fmt: skip
+    _headline({"runs": runs})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("c=1: finscore 1,800/s") and "perf_analyzer sync 2,000/s" in lines[0]
+    assert lines[0].endswith("throughput -10.0% (its mode shaped like finscore's client)")
+    assert "perf_analyzer async 5,000/s" in lines[1] and lines[1].endswith(
+        "+10.0% (its mode shaped like finscore's client)"
+    )
+    assert "perf_analyzer sync 4,400/s" in lines[2] and lines[2].endswith("throughput +25.0%")
+    assert lines[3] == "c=16: Triton 5.00x the FastAPI baseline's throughput" and len(lines) == 4
