@@ -145,15 +145,17 @@ def _cores(run: dict) -> str:
 def _headline(figures: dict) -> None:
     """The two comparisons the suite exists for: finscore vs perf_analyzer (first in the mode shaped like
     finscore's client at that level, then in its other mode), and Triton vs the FastAPI baseline."""
+    from bench.perf_analyzer import mode_like
+
     closed = [r for r in figures["runs"] if r["mode"] == "closed"]
     ours = {r["level"]: r for r in closed if r["target"] == "triton" and r["config"] == "default"}
     pa = {(r["level"], r["config"]): r for r in closed if r["target"] == "perf_analyzer" and r["throughput"]}
     api = {r["level"]: r for r in closed if r["target"] == "fastapi" and r["throughput"]}
     for level, run in sorted(ours.items()):
-        like = "async" if run.get("driver") == "coroutines" else "sync"
-        modes = [m for m in (like, "sync", "async") if (level, m) in pa]
-        for mode in dict.fromkeys(modes):
-            ref = pa[(level, mode)]
+        like = mode_like(run.get("driver", ""))
+        for mode in dict.fromkeys((like, "sync", "async")):
+            if (ref := pa.get((level, mode))) is None:
+                continue
             shaped = " (its mode shaped like finscore's client)" if mode == like else ""
             print(
                 f"c={level}: finscore {run['throughput']:,.0f}/s p50 {run['p50_ms']:.2f} ms{_cores(run)}, "

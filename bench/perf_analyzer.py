@@ -30,11 +30,17 @@ import numpy as np
 
 from engine.errors import FinscoreError
 
-__all__ = ["MODES", "PerfAnalyzerError", "binary", "input_data", "run", "setup"]
+__all__ = ["MODES", "PerfAnalyzerError", "binary", "input_data", "mode_like", "run", "setup"]
 
 #: perf_analyzer's client modes, by name → its flags: ``sync`` sends from a blocking thread per request in
 #: flight (as finscore's threads); ``async`` from one thread for them all (as finscore's coroutines).
 MODES = {"sync": [], "async": ["--async", "--max-threads", "1"]}
+
+
+def mode_like(driver: str) -> str:
+    """The perf_analyzer mode shaped like a closed loop's ``driver`` (``"threads"`` or ``"coroutines"``)."""
+    return "async" if driver == "coroutines" else "sync"
+
 
 #: The libraries perf_analyzer needs, by the name it asks for → the start of the wheel's hashed file name.
 _LIBS = {"libb64.so.0d": "libb64-", "libcudart.so.12": "libcudart-"}

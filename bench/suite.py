@@ -179,13 +179,13 @@ def _triton(runner: _Runner, plan: Plan, target: TritonTarget, pool: dict) -> No
         + (", each level beside perf_analyzer:" if plan.perf_analyzer else ":"),
         flush=True,
     )
+    from bench.perf_analyzer import mode_like
+
     for level in plan.concurrency:
         rec = runner.closed(target, level, server=True, windows=plan.windows)
         if plan.perf_analyzer:
-            # perf_analyzer shaped like this client first (coroutines on one thread ~ its async mode with one
-            # thread), then its default sync mode (a thread per request) where that differs.
-            modes = ["async", "sync"] if rec["driver"] == "coroutines" else ["sync"]
-            for mode in modes:
+            # perf_analyzer shaped like this client first, then its default sync mode where that differs.
+            for mode in dict.fromkeys((mode_like(rec["driver"]), "sync")):
                 _perf_analyzer(runner, plan, pool, level, mode)
     rates = plan.rates if plan.rates is not None else _auto_rates(runner.runs, plan.batch)
     for rate in rates:
