@@ -12,13 +12,19 @@ ECS asks of custom fields.
 
 from __future__ import annotations
 
+import json
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-__all__ = ["ALERT_SCHEMA", "ENTITY_COLUMNS", "alert_frame", "write_alerts"]
+__all__ = ["ALERT_SCHEMA", "ENTITY_COLUMNS", "AlertFormat", "alert_frame"]
+
+_COPY_CHUNK = 1 << 20
 
 #: The columns of an auth-log window that say what it is about (carried into alerts, never scored).
 ENTITY_COLUMNS = ("source_ip", "user", "window_start")
@@ -50,16 +56,18 @@ def alert_frame(
     first_row: int,
     id_column: str | None,
 ) -> pl.DataFrame:
-    """The alerts among one scored batch: ``kept`` are the scored rows' positions in ``frame``."""
+    """The alerts among one scored batch: ``kept`` are the scored rows' positions in ``frame``; ``outputs``
+    hold ``anomaly_score`` and ``is_threat`` per kept row, ``top_features`` per alerting row."""
     if not len(kept):
         return pl.DataFrame(schema=ALERT_SCHEMA)
     flagged = np.asarray(outputs["is_threat"]).reshape(len(kept)).astype(bool)
     rows = kept[flagged]
     if not len(rows):
         return pl.DataFrame(schema=ALERT_SCHEMA)
-    top = np.asarray(outputs["top_features"]).reshape(len(kept), -1)[flagged]
+    top = np.asarray(outputs["top_features"]).reshape(len(rows), -1)  # the alerting rows' only
     scores = np.asarray(outputs["anomaly_score"], dtype=np.float32).reshape(len(kept))[flagged]
-    picked = frame[rows]
+    carried = [c for c in dict.fromkeys((id_column, *ENTITY_COLUMNS)) if c and c in frame.columns]
+    picked = frame.select(carried)[rows]
 
     def column(name: str | None, dtype: pl.DataType) -> pl.Series:
         if name and name in picked.columns:
@@ -81,60 +89,118 @@ def alert_frame(
     )
 
 
-def _ecs(alerts: pl.DataFrame, *, model: str, version: str, threshold: float | None, timestamp: str) -> pl.DataFrame:
-    has_source = alerts.get_column("source_ip").is_not_null().any()
-    has_user = alerts.get_column("user_name").is_not_null().any()
-    has_window = alerts.get_column("window_start").is_not_null().any()
-    event = [
-        pl.lit("alert").alias("kind"),
-        pl.lit(["intrusion_detection"]).alias("category"),
-        pl.lit(["info"]).alias("type"),
-        pl.lit("finscore").alias("module"),
-        pl.lit(f"finscore.{model}").alias("dataset"),
-        pl.col("anomaly_score").cast(pl.Float64).alias("risk_score"),
-    ]
-    if has_window:
-        event.append(pl.col("window_start").dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").alias("start"))
-    cols = [
-        pl.lit(timestamp).alias("@timestamp"),
-        pl.struct(event).alias("event"),
-        pl.struct(pl.lit(f"finscore {model} autoencoder").alias("name"), pl.lit(version).alias("version")).alias(
-            "rule"
+def _json(name: str) -> pl.Expr:
+    """Column ``name``'s values as JSON text: strings quoted and escaped, lists as arrays, null as ``null``."""
+    return pl.struct(pl.col(name).alias("v")).struct.json_encode().str.slice(len('{"v":')).str.strip_suffix("}")
+
+
+def _ecs_lines(
+    alerts: pl.DataFrame, *, model: str, version: str, threshold: float | None, timestamp: str
+) -> pl.DataFrame:
+    """One ECS JSON line per alert (column ``line``). What every alert of a scan shares is encoded once, in
+    Python; Polars fills in each alert's own values, already JSON-encoded: a line is a concatenation."""
+
+    def constant(text: str) -> pl.Expr:
+        return pl.lit(text, dtype=pl.String)
+
+    def compact(value: object) -> str:
+        return json.dumps(value, separators=(",", ":"))
+
+    def optional(present: str, text: str, value: pl.Expr, close: str) -> pl.Expr:
+        """A member written only where the alert has a value (most scans' alerts have none or all)."""
+        missing = alerts.get_column(present).null_count()
+        if missing == alerts.height:
+            return constant("")
+        member = pl.concat_str(constant(text), value, constant(close))
+        return member if not missing else pl.when(pl.col(present).is_not_null()).then(member).otherwise(constant(""))
+
+    score = pl.col("anomaly_score").cast(pl.Float64).cast(pl.String)
+    window = pl.col("window_start").dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
+    rule = {"name": f"finscore {model} autoencoder", "version": version}
+    parts = [
+        constant(
+            f'{{"@timestamp":{compact(timestamp)},"event":{{"kind":"alert","category":["intrusion_detection"],'
+            f'"type":["info"],"module":"finscore","dataset":{compact(f"finscore.{model}")},"risk_score":'
         ),
-        pl.struct(pl.struct(pl.col("file").alias("path")).alias("file")).alias("log"),
+        score,
+        optional("window_start", ',"start":"', window, '"'),
+        constant(f'}},"rule":{compact(rule)},"log":{{"file":{{"path":'),
+        _json("file"),
+        constant("}}"),
+        optional("source_ip", ',"source":{"ip":', _json("source_ip"), "}"),
+        optional("user_name", ',"user":{"name":', _json("user_name"), "}"),
+        constant(',"finscore":{"row":'),
+        pl.col("row").cast(pl.String),
+        constant(',"record_id":'),
+        _json("record_id"),
+        constant(',"anomaly_score":'),
+        score,
+        constant(f',"threshold":{compact(threshold)},"top_features":'),
+        _json("top_features"),
+        constant(f',"model":{compact(model)},"model_version":{compact(version)}}}}}'),
     ]
-    if has_source:
-        cols.append(pl.struct(pl.col("source_ip").alias("ip")).alias("source"))
-    if has_user:
-        cols.append(pl.struct(pl.col("user_name").alias("name")).alias("user"))
-    cols.append(
-        pl.struct(
-            pl.col("row"),
-            pl.col("record_id"),
-            pl.col("anomaly_score").cast(pl.Float64),
-            pl.lit(threshold, dtype=pl.Float64).alias("threshold"),
-            pl.col("top_features"),
-            pl.lit(model).alias("model"),
-            pl.lit(version).alias("model_version"),
-        ).alias("finscore")
-    )
-    return alerts.select(cols)
+    return alerts.select(pl.concat_str(parts).alias("line"))
 
 
-def write_alerts(
-    alerts: pl.DataFrame, out: Path, *, model: str, version: str, threshold: float | None, started: datetime
-) -> Path:
-    """Write ``out`` atomically: ``.parquet`` as flat columns, anything else as ECS JSON lines."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial")
-    timestamp = started.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    if out.suffix.lower() in {".parquet", ".pq"}:
-        alerts.with_columns(
-            pl.lit(threshold, dtype=pl.Float64).alias("threshold"),
-            pl.lit(model).alias("model"),
-            pl.lit(version).alias("model_version"),
-        ).write_parquet(tmp)
-    else:
-        _ecs(alerts, model=model, version=version, threshold=threshold, timestamp=timestamp).write_ndjson(tmp)
-    tmp.replace(out)
-    return out
+@dataclass(frozen=True)
+class AlertFormat:
+    """How a scan writes its alerts: ``.parquet`` as flat columns, anything else as ECS JSON lines, naming the
+    model that raised them; ``started`` (every alert's ``@timestamp``) is the scan's first start, kept across a
+    resume. Picklable, so Dask workers write their parts in the output's own format."""
+
+    parquet: bool
+    model: str
+    version: str
+    threshold: float | None
+    started: datetime
+
+    @classmethod
+    def of(cls, out: Path, *, model: str, version: str, threshold: float | None, started: datetime) -> AlertFormat:
+        return cls(out.suffix.lower() in {".parquet", ".pq"}, model, version, threshold, started)
+
+    @property
+    def suffix(self) -> str:
+        return ".parquet" if self.parquet else ".jsonl"
+
+    def render(self, alerts: pl.DataFrame) -> pl.DataFrame:
+        """``alerts`` (:data:`ALERT_SCHEMA`) as they are written: flat columns, or a ``line`` of ECS JSON each."""
+        if self.parquet:
+            return alerts.with_columns(
+                pl.lit(self.threshold, dtype=pl.Float64).alias("threshold"),
+                pl.lit(self.model).alias("model"),
+                pl.lit(self.version).alias("model_version"),
+            )
+        timestamp = self.started.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return _ecs_lines(alerts, model=self.model, version=self.version, threshold=self.threshold, timestamp=timestamp)
+
+    def write(self, alerts: pl.DataFrame, path: Path) -> None:
+        """Write ``alerts`` to ``path`` in this format, atomically (a part, or a whole output)."""
+        tmp = path.with_name(f".{path.name}.partial")
+        rendered = self.render(alerts)
+        if self.parquet:
+            rendered.write_parquet(tmp)
+        else:  # the lines are JSON already: written as they are, one a line
+            rendered.write_csv(tmp, include_header=False, quote_style="never")
+        tmp.replace(path)
+
+    def join(self, parts: Sequence[Path], out: Path) -> Path:
+        """Write ``out`` atomically from ``parts`` (files :meth:`write` wrote), in their order: JSON lines are
+        copied byte for byte, Parquet parts are read and written as one file."""
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if self.parquet or not parts:
+            frames = [pl.read_parquet(p) for p in parts] if self.parquet else []
+            alerts = pl.concat(frames, how="diagonal_relaxed") if frames else None
+            if alerts is None:
+                self.write(pl.DataFrame(schema=ALERT_SCHEMA), out)
+            else:
+                tmp = out.with_name(f".{out.name}.partial")
+                alerts.write_parquet(tmp)
+                tmp.replace(out)
+            return out
+        tmp = out.with_name(f".{out.name}.partial")
+        with tmp.open("wb") as dst:
+            for part in parts:
+                with part.open("rb") as src:
+                    shutil.copyfileobj(src, dst, _COPY_CHUNK)
+        tmp.replace(out)
+        return out

@@ -63,7 +63,10 @@ class Backend(Protocol):
     id_column: str | None
 
     def score(self, frame: pl.DataFrame) -> tuple[dict[str, np.ndarray], np.ndarray, list[Reject]]:
-        """Outputs for the kept rows, the kept row positions within ``frame``, and the rejects."""
+        """Outputs for the kept rows, the kept row positions within ``frame``, and the rejects.
+
+        ``anomaly_score`` and ``is_threat`` have a row per kept row; ``top_features`` (names, str or bytes)
+        only per row that alerts, in order: reasons are what alerts carry, and the other rows need none."""
         ...
 
 
@@ -205,13 +208,12 @@ class _RawServer(_Server):
 
     def infer(self, client: Any, part: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         scores = client.infer_arrays(part, outputs=self.SCORES)
-        if self.explains:
-            flagged = np.flatnonzero(np.asarray(scores["is_threat"]).ravel())
-            top = np.full((len(scores["is_threat"]), N_TOP), b"", dtype=object)
-            if len(flagged):
-                asked = {k: v[flagged] for k, v in part.items()}
-                top[flagged] = client.infer_arrays(asked, outputs=["top_features"])["top_features"]
-            scores["top_features"] = top
+        flagged = np.flatnonzero(np.asarray(scores["is_threat"]).ravel())
+        top = np.full((len(flagged), N_TOP), b"", dtype=object)
+        if self.explains and len(flagged):
+            asked = {k: v[flagged] for k, v in part.items()}
+            top[:] = client.infer_arrays(asked, outputs=["top_features"])["top_features"]
+        scores["top_features"] = top
         return scores
 
 
@@ -239,7 +241,7 @@ class _MatrixServer(_Server):
     def infer(self, client: Any, part: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = client.infer_arrays(part)
         top = np.asarray(out.pop("top_columns"))
-        out["top_features"] = self._names[top]
+        out["top_features"] = self._names[top[np.asarray(out["is_threat"]).ravel()]]
         return out
 
 

@@ -1,11 +1,13 @@
 """Running a scan: units → batches → scores → alert parts, with a checkpoint after every batch.
 
 The checkpoint is a hidden folder beside the output, ``.<out>.scan/``: a manifest (inputs with size and
-modification time, model and version, batch size) and, per finished batch, its alerts, its rejects and a
-``.done`` marker written last. A batch counts as finished only once its marker exists, so a scan killed at
-any instant resumes by skipping finished batches and redoing the one it was in: no alert is lost and none
-is written twice. When every batch is done the parts are joined, in input order, into the output, the
-rejects report and the summary, and the folder is removed.
+modification time, model and version, batch size, start time) and, per finished batch, its alerts already
+in the output's format, its rejects and a ``.done`` marker written last. A batch counts as finished only
+once its marker exists, so a scan killed at any instant resumes by skipping finished batches and redoing the
+one it was in: no alert is lost and none is written twice. When every batch is done the parts are joined,
+in input order, into the output (JSON lines byte for byte), the rejects report and the summary, and the
+folder is removed. The work per alert is done where the batch was scored, on as many threads or Dask
+workers as score; joining is only copying.
 
 Dask runs units on its workers and the parts are the same files, so a distributed scan writes exactly the
 alerts of a single-process one.
@@ -33,7 +35,7 @@ from engine.errors import InvalidInputError, ServerUnavailableError
 from engine.guard import OutputGuard, drop_subject
 from engine.io import require_columns
 from engine.protect import mask_text
-from engine.scan.alerts import ALERT_SCHEMA, ENTITY_COLUMNS, alert_frame, write_alerts
+from engine.scan.alerts import ENTITY_COLUMNS, AlertFormat, alert_frame
 from engine.scan.backends import LocalSpec, ServerSpec, close_backends, open_backend
 from engine.scan.plan import Unit, Windows, discover, fingerprint, plan_units, unit_batches
 from engine.trail import SUBJECT, DecisionAudit, Trail
@@ -43,6 +45,7 @@ CARRIED = ("record_id", "user_name", "source_ip", "file")
 #: Whom an alert is about: the user of an auth-log window, else its address, else the record.
 SUBJECTS = ("user_name", "source_ip", "record_id")
 _AUDITED = "audited"
+_AUDIT_COLUMNS = {"file", "row", "anomaly_score", SUBJECT}
 
 __all__ = ["ScanSummary", "run_unit", "scan"]
 
@@ -99,6 +102,12 @@ def _atomic_parquet(frame: pl.DataFrame, path: Path) -> None:
     tmp.replace(path)
 
 
+def _atomic_ipc(frame: pl.DataFrame, path: Path) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    frame.write_ipc(tmp)
+    tmp.replace(path)
+
+
 def _atomic_json(data: dict[str, Any], path: Path) -> None:
     tmp = path.with_name(path.name + ".partial")
     tmp.write_text(json.dumps(data), encoding="utf-8")
@@ -115,10 +124,12 @@ def run_unit(
     on_batch: Callable[[int], None] | None = None,
     stop: threading.Event | None = None,
     guard: OutputGuard | None = None,
+    fmt: AlertFormat,
 ) -> dict[str, int]:
     """Score every unfinished batch of ``unit``, writing its parts under ``state``; counts of this call.
     ``stop`` (set by an interrupted scan) ends the unit after its current batch. ``guard`` protects the
-    alerts before their part is written (card numbers are masked without one too)."""
+    alerts before their part is written (card numbers are masked without one too); ``fmt`` is the output's
+    format."""
     guard = guard or OutputGuard.build(CARRIED)
     backend = open_backend(spec)
     d = Path(state)
@@ -139,7 +150,12 @@ def run_unit(
             continue
         outputs, kept, rejects = backend.score(frame)
         alerts = alert_frame(frame, kept, outputs, file=unit.path, first_row=first_row, id_column=backend.id_column)
-        _atomic_parquet(guard.apply(alerts), d / f"{stem}.alerts.parquet")
+        protected = guard.apply(alerts)
+        # What the audit log's decision lines need, kept even when this run writes none: a later run that
+        # resumes this checkpoint may be one that does (``finscore scan`` always audits).
+        audited = protected.select(c for c in protected.columns if c in _AUDIT_COLUMNS)
+        _atomic_ipc(audited, d / f"{stem}.audit.arrow")
+        fmt.write(drop_subject(protected), d / f"{stem}.alerts{fmt.suffix}")
         if rejects:
             rej = pl.DataFrame(
                 {
@@ -197,6 +213,7 @@ def _run_dask(
     windows: Windows,
     bar: Any,
     guard: OutputGuard,
+    fmt: AlertFormat,
 ) -> list[dict[str, int]]:
     from distributed import Client, as_completed
 
@@ -215,6 +232,7 @@ def _run_dask(
             batch_rows=batch_rows,
             windows=windows,
             guard=guard,
+            fmt=fmt,
             pure=False,
         )
         for future in as_completed(futures):
@@ -226,7 +244,14 @@ def _run_dask(
 
 
 def _run_threads(
-    units: list[Unit], spec: Any, state: Path, batch_rows: int, windows: Windows, on_batch: Any, guard: OutputGuard
+    units: list[Unit],
+    spec: Any,
+    state: Path,
+    batch_rows: int,
+    windows: Windows,
+    on_batch: Any,
+    guard: OutputGuard,
+    fmt: AlertFormat,
 ) -> list[dict[str, int]]:
     """Two units at a time: one's Python work (reading, alerts, checkpoint) overlaps the other's kernels and
     network, which release the GIL. Parts are per batch, so the order units finish in does not matter. On an
@@ -243,6 +268,7 @@ def _run_threads(
             on_batch=on_batch,
             stop=stop,
             guard=guard,
+            fmt=fmt,
         )
 
     pool = ThreadPoolExecutor(max_workers=min(2, len(units)) or 1, thread_name_prefix="finscore-unit")
@@ -265,19 +291,21 @@ def _run_threads(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _audit_alerts(alerts: pl.DataFrame, files: list[str], audit: DecisionAudit, state: Path) -> None:
+def _audit_alerts(parts: list[Path], files: list[str], audit: DecisionAudit, state: Path) -> None:
     """One ``decision`` line per alert, request id ``<run>/<file number>:<row>``; once per scan, even resumed."""
     if (state / _AUDITED).is_file():
         return
     number = {f: i for i, f in enumerate(files)}
-    audit.record(
-        alerts.select(
-            pl.format("{}:{}", pl.col("file").replace_strict(number, default=-1), pl.col("row")).alias("row"),
-            pl.lit("alert").alias("decision"),
-            pl.col("anomaly_score"),
-            *([pl.col(SUBJECT)] if SUBJECT in alerts.columns else []),
+    for part in parts:
+        alerts = pl.read_ipc(part)
+        audit.record(
+            alerts.select(
+                pl.format("{}:{}", pl.col("file").replace_strict(number, default=-1), pl.col("row")).alias("row"),
+                pl.lit("alert").alias("decision"),
+                pl.col("anomaly_score"),
+                *([pl.col(SUBJECT)] if SUBJECT in alerts.columns else []),
+            )
         )
-    )
     audit.flush()
     _atomic_json({"decisions": audit.written, "run": audit.run}, state / _AUDITED)
 
@@ -286,8 +314,7 @@ def _finish(
     state: Path,
     out: Path,
     summary: ScanSummary,
-    started: datetime,
-    threshold: float | None,
+    fmt: AlertFormat,
     audit: DecisionAudit | None = None,
     files: list[str] | None = None,
 ) -> None:
@@ -301,12 +328,9 @@ def _finish(
         summary.log_lines += counts.get("lines", 0)
         summary.unparsed_lines += counts.get("unparsed", 0)
     stems = [m.name[: -len(".done")] for m in markers]
-    parts = [pl.read_parquet(state / f"{s}.alerts.parquet") for s in stems]
-    alerts = pl.concat(parts, how="diagonal_relaxed") if parts else pl.DataFrame(schema=ALERT_SCHEMA)
     if audit is not None:
-        _audit_alerts(alerts, files or [], audit, state)
-    alerts = drop_subject(alerts)
-    write_alerts(alerts, out, model=summary.model, version=summary.version, threshold=threshold, started=started)
+        _audit_alerts([state / f"{s}.audit.arrow" for s in stems], files or [], audit, state)
+    fmt.join([state / f"{s}.alerts{fmt.suffix}" for s in stems], out)
     rejects_path = out.with_name(out.stem + ".rejected.csv")
     rejected = [state / f"{s}.rejects.parquet" for s in stems if (state / f"{s}.rejects.parquet").is_file()]
     if rejected:
@@ -378,6 +402,9 @@ def scan(
     manifest = _manifest(files, spec, backend.version, batch_rows, windows)
     manifest["protection"] = {"tokenize": list(guard.tokenize), "encrypt": list(guard.encrypt)}
     state, started = _prepare_state(out_path, manifest, restart)
+    fmt = AlertFormat.of(
+        out_path, model=backend.name, version=backend.version, threshold=backend.threshold, started=started
+    )
     audit = None
     if trail is not None:
         if isinstance(spec, LocalSpec):
@@ -406,10 +433,10 @@ def scan(
         bar = tqdm(total=total, unit=" rows", unit_scale=True, desc="scanning", leave=False)
     try:
         if dask:
-            results = _run_dask(dask, units, spec, state, batch_rows, windows, bar, guard)
+            results = _run_dask(dask, units, spec, state, batch_rows, windows, bar, guard, fmt)
         else:
             on_batch = bar.update if bar is not None else None
-            results = _run_threads(units, spec, state, batch_rows, windows, on_batch, guard)
+            results = _run_threads(units, spec, state, batch_rows, windows, on_batch, guard, fmt)
     except BaseException:
         # Keep a checkpoint worth resuming from; one with no finished batch is only clutter.
         if not any(state.glob("*.done")):
@@ -420,7 +447,7 @@ def scan(
             bar.close()
     summary.resumed_batches = sum(r["resumed"] for r in results)
     summary.rows_this_run = sum(r["rows"] for r in results)
-    _finish(state, out_path, summary, started, backend.threshold, audit, [str(f) for f in files])
+    _finish(state, out_path, summary, fmt, audit, [str(f) for f in files])
     summary.seconds = time.perf_counter() - t0
     summary_path = out_path.with_name(out_path.stem + ".summary.json")
     summary_path.write_text(json.dumps(asdict(summary), indent=2, default=str), encoding="utf-8")

@@ -122,15 +122,17 @@ class ThreatScorer:
     def score_matrix(self, x: np.ndarray, *, explain: str = "all") -> dict[str, np.ndarray]:
         """Score a feature matrix (as :meth:`ThreatFeatures.matrix` returns).
 
-        ``explain`` says which rows get ``top_features``: ``"all"``, ``"threats"`` (the rest get empty
-        names: what a bulk scan needs, at a fraction of the cost) or ``"none"`` (no ``top_features``).
+        ``explain`` says which rows get ``top_features``: ``"all"``, ``"threats"`` (only the rows that alert,
+        in order, ``[alerts, 3]``: what a bulk scan needs, at a fraction of the cost) or ``"none"``.
         """
         score, column_error = self.run(x)
         out = {"anomaly_score": score, "is_threat": score >= self.threshold}
         if explain == "none":
             return out
-        rows = np.flatnonzero(out["is_threat"]) if explain == "threats" else slice(None)
-        out["top_features"] = self._columns[top_columns(column_error, rows)]  # -1 is the empty name
+        if explain == "threats":
+            column_error = column_error[out["is_threat"]]
+        # -1 (fewer than three columns) is the empty name
+        out["top_features"] = self._columns[top_columns(column_error, slice(None))]
         return out
 
     def score_rows(
