@@ -187,20 +187,16 @@ class AlertFormat:
         """Write ``out`` atomically from ``parts`` (files :meth:`write` wrote), in their order: JSON lines are
         copied byte for byte, Parquet parts are read and written as one file."""
         out.parent.mkdir(parents=True, exist_ok=True)
-        if self.parquet or not parts:
-            frames = [pl.read_parquet(p) for p in parts] if self.parquet else []
-            alerts = pl.concat(frames, how="diagonal_relaxed") if frames else None
-            if alerts is None:
-                self.write(pl.DataFrame(schema=ALERT_SCHEMA), out)
-            else:
-                tmp = out.with_name(f".{out.name}.partial")
-                alerts.write_parquet(tmp)
-                tmp.replace(out)
+        if not parts:
+            self.write(pl.DataFrame(schema=ALERT_SCHEMA), out)
             return out
         tmp = out.with_name(f".{out.name}.partial")
-        with tmp.open("wb") as dst:
-            for part in parts:
-                with part.open("rb") as src:
-                    shutil.copyfileobj(src, dst, _COPY_CHUNK)
+        if self.parquet:
+            pl.concat([pl.read_parquet(p) for p in parts], how="diagonal_relaxed").write_parquet(tmp)
+        else:
+            with tmp.open("wb") as dst:
+                for part in parts:
+                    with part.open("rb") as src:
+                        shutil.copyfileobj(src, dst, _COPY_CHUNK)
         tmp.replace(out)
         return out

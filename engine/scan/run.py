@@ -96,15 +96,14 @@ def _state_dir(out: Path) -> Path:
     return out.with_name(f".{out.name}.scan")
 
 
-def _atomic_parquet(frame: pl.DataFrame, path: Path) -> None:
+def _atomic_frame(frame: pl.DataFrame, path: Path) -> None:
+    """Write ``frame`` to ``path`` atomically: Arrow IPC for ``.arrow`` (cheapest for parts read back once),
+    else Parquet."""
     tmp = path.with_name(path.name + ".partial")
-    frame.write_parquet(tmp)
-    tmp.replace(path)
-
-
-def _atomic_ipc(frame: pl.DataFrame, path: Path) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    frame.write_ipc(tmp)
+    if path.suffix == ".arrow":
+        frame.write_ipc(tmp)
+    else:
+        frame.write_parquet(tmp)
     tmp.replace(path)
 
 
@@ -154,7 +153,7 @@ def run_unit(
         # What the audit log's decision lines need, kept even when this run writes none: a later run that
         # resumes this checkpoint may be one that does (``finscore scan`` always audits).
         audited = protected.select(c for c in protected.columns if c in _AUDIT_COLUMNS)
-        _atomic_ipc(audited, d / f"{stem}.audit.arrow")
+        _atomic_frame(audited, d / f"{stem}.audit.arrow")
         fmt.write(drop_subject(protected), d / f"{stem}.alerts{fmt.suffix}")
         if rejects:
             rej = pl.DataFrame(
@@ -166,7 +165,7 @@ def run_unit(
                 },
                 schema=_REJECT_SCHEMA,
             )
-            _atomic_parquet(rej, d / f"{stem}.rejects.parquet")
+            _atomic_frame(rej, d / f"{stem}.rejects.parquet")
         marker = {"rows": frame.height, "scored": len(kept), "rejected": len(rejects), "alerts": alerts.height}
         if b == 0 and lines:  # a log's line counts belong to its first batch
             marker.update(lines=lines["lines"], unparsed=lines["unparsed"])
