@@ -21,7 +21,7 @@ import polars as pl
 
 from engine.errors import InvalidInputError
 from engine.protect import KeyRing, protect_frame
-from engine.trail import SUBJECT, subject_of
+from engine.trail import SUBJECT, subjects_of
 
 __all__ = ["OutputGuard", "drop_subject"]
 
@@ -71,8 +71,7 @@ class OutputGuard:
         if self.pseudonym_key is not None and named:
             key = self.pseudonym_key
             raw = frame.select(pl.coalesce([pl.col(c).cast(pl.String) for c in named])).to_series()
-            subjects = [subject_of(v, key) for v in raw.to_list()]
-            frame = frame.with_columns(pl.Series(SUBJECT, subjects, dtype=pl.String))
+            frame = frame.with_columns(subjects_of(raw, key))
         present = set(frame.columns)
         treated = set(self.tokenize) | set(self.encrypt)
         mask = [c for c in self.carried if c in present and c not in treated and _textual(frame, c)]

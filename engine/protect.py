@@ -49,8 +49,9 @@ from engine.errors import DataFileError, InvalidInputError
 from engine.io import read_table, write_table
 
 __all__ = ["ENV_KEYS", "KeyRing", "add_protect_arguments", "decrypt", "encrypt", "find_pans", "luhn_valid",
-    "mask_pan", "mask_text", "protect_file", "protect_frame", "reveal_file", "reveal_frame", "run_protect",
-    "run_protect_keys", "scan_files_for_pans", "scan_text_for_pans", "token_matches", "tokenize"]  # fmt: skip
+    "pan_candidates", "mask_pan", "mask_text", "protect_file", "protect_frame", "reveal_file", "reveal_frame",
+    "run_protect", "run_protect_keys", "scan_files_for_pans", "scan_text_for_pans", "token_matches",
+    "tokenize"]  # fmt: skip
 
 ENV_KEYS = "FINSCORE_PROTECT_KEYS"
 
@@ -456,10 +457,15 @@ def _protect(
     return (df.with_columns(out) if out else df), counts
 
 
+def pan_candidates(text: pl.Series) -> pl.Series:
+    """Whether each value of ``text`` could hold a card number (13 digits, spaced or not), found by Polars:
+    only these need :func:`find_pans`, so a column of short ids costs no Python call per value."""
+    return text.str.contains(_CANDIDATE.pattern).fill_null(False)
+
+
 def _pans_in(text: pl.Series) -> tuple[list[int], list[list[tuple[int, int]]]]:
-    """The rows of ``text`` that could hold a card number (13 digits, spaced or not: found by Polars, so a
-    column of short ids costs no Python call per value), and :func:`find_pans` of each."""
-    rows = text.str.contains(_CANDIDATE.pattern).fill_null(False).arg_true().to_list()
+    """The rows of ``text`` that could hold a card number (:func:`pan_candidates`), and :func:`find_pans` of each."""
+    rows = pan_candidates(text).arg_true().to_list()
     return rows, [find_pans(v) for v in text.gather(rows).to_list()] if rows else []
 
 

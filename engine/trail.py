@@ -19,14 +19,14 @@ from __future__ import annotations
 import os
 import secrets
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
 
-from engine.audit import ENV_KEY_FILE, AuditLog, load_key, pseudonym
+from engine.audit import ENV_KEY_FILE, AuditLog, load_key, pseudonymizer
 from engine.errors import DataFileError
-from engine.protect import find_pans
+from engine.protect import find_pans, pan_candidates
 
 __all__ = [
     "ENV_HOME",
@@ -37,6 +37,7 @@ __all__ = [
     "finscore_home",
     "new_run_id",
     "subject_of",
+    "subjects_of",
 ]
 
 ENV_HOME = "FINSCORE_HOME"
@@ -97,12 +98,26 @@ def subject_of(value: object, key: bytes) -> str | None:
     if value is None:
         return None
     text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    return _subject(text, pseudonymizer(key), maybe_card=True)
+
+
+def subjects_of(values: pl.Series, key: bytes) -> pl.Series:
+    """:func:`subject_of` of every value of a text column (the same pseudonyms), a column at a time: Polars
+    finds the few values that could be card numbers, and the keyed hash is set up once."""
+    of = pseudonymizer(key)
+    text = values.cast(pl.String)
+    cards = pan_candidates(text).to_list()
+    out = [None if v is None else _subject(v, of, maybe_card=c) for v, c in zip(text.to_list(), cards, strict=True)]
+    return pl.Series(SUBJECT, out, dtype=pl.String)
+
+
+def _subject(text: str, of: Callable[[str], str], *, maybe_card: bool) -> str | None:
     text = text.strip()
     if not text:
         return None
-    if find_pans(text) == [(0, len(text))]:
+    if maybe_card and find_pans(text) == [(0, len(text))]:  # every spelling of one card is one subject
         text = text.replace(" ", "").replace("-", "")
-    return pseudonym(text, key)
+    return of(text)
 
 
 def new_run_id() -> str:
@@ -155,21 +170,13 @@ class Trail:
         """Record that ``model`` ``version`` was loaded, ``where`` = ``triton`` or ``in-process``."""
         self.log.append("model_load", model=model, version=str(version), where=where, pid=os.getpid(), **fields)
 
-    def decisions(self, model: str, version: str | int, rows: Iterable[Mapping[str, object]]) -> int:
-        """Append one ``decision`` line per row (``request_id``, ``subject``, ``decision``, ``score``...);
-        returns how many. Written in batches of :data:`BATCH` lines, each whole or not at all."""
-        batch: list[dict[str, object]] = []
-        n = 0
-        for row in rows:
-            batch.append({"event": "decision", "model": model, "version": str(version), **row})
-            if len(batch) >= BATCH:
-                self.log.append_many(batch)
-                n += len(batch)
-                batch = []
-        if batch:
-            self.log.append_many(batch)
-            n += len(batch)
-        return n
+    def decisions(self, model: str, version: str | int, frame: pl.DataFrame) -> int:
+        """Append one ``decision`` line per row of ``frame`` (its columns the fields: ``request_id``,
+        ``subject``, ``decision``, ``score``...); returns how many. Written in batches of :data:`BATCH` lines,
+        each whole or not at all."""
+        for start in range(0, frame.height, BATCH):
+            self.log.append_frame("decision", frame.slice(start, BATCH), model=model, version=str(version))
+        return frame.height
 
 
 class DecisionAudit:
@@ -201,32 +208,38 @@ class DecisionAudit:
         self.subject = subject
         self.run = new_run_id()
         self.written = 0
-        self._pending: list[dict[str, object]] = []
+        self._pending: list[pl.DataFrame] = []
+        self._queued = 0
 
     def record(self, frame: pl.DataFrame) -> None:
         """Queue a decision line per row of ``frame`` (a Polars frame with ``row`` and the named columns);
         lines are appended :data:`BATCH` at a time, and by :meth:`flush`."""
         if not frame.height:
             return
-        rows = frame.get_column("row").to_list()
-        decisions = frame.get_column(self.decision).cast(pl.String).to_list()
-        scores = frame.get_column(self.score).cast(pl.Float64).to_list()
         if SUBJECT in frame.columns:  # pseudonymised already, where the raw value was read
-            subjects = frame.get_column(SUBJECT).to_list()
+            subject = frame.get_column(SUBJECT).cast(pl.String)
         elif self.subject and self.subject in frame.columns:
-            subjects = [self.trail.subject(v) for v in frame.get_column(self.subject).to_list()]
+            subject = subjects_of(frame.get_column(self.subject), self.trail.pseudonym_key)
         else:
-            subjects = [None] * frame.height
-        for r, s, d, p in zip(rows, subjects, decisions, scores, strict=True):
-            self._pending.append({"request_id": f"{self.run}/{r}", "subject": s, "decision": d, "score": _rounded(p)})
-        if len(self._pending) >= BATCH:
+            subject = pl.Series([None] * frame.height, dtype=pl.String)
+        score = pl.col(self.score).cast(pl.Float64)
+        self._pending.append(
+            frame.select(
+                pl.format("{}/{}", pl.lit(self.run), pl.col("row")).alias("request_id"),
+                pl.lit(subject).alias("subject"),
+                pl.col(self.decision).cast(pl.String).alias("decision"),
+                pl.when(score.is_nan()).then(None).otherwise(score.round(6)).alias("score"),
+            )
+        )
+        self._queued += frame.height
+        if self._queued >= BATCH:
             self.flush()
 
     def flush(self) -> None:
         """Append the queued decision lines."""
         if self._pending:
-            self.written += self.trail.decisions(self.model, self.version, self._pending)
-            self._pending = []
+            self.written += self.trail.decisions(self.model, self.version, pl.concat(self._pending))
+            self._pending, self._queued = [], 0
 
     def close(self, status: str, **counts: object) -> None:
         """The closing ``run`` line: ``status`` is ``written`` (the output holds these decisions) or
@@ -242,7 +255,3 @@ class DecisionAudit:
             decisions=self.written,
             **counts,
         )
-
-
-def _rounded(p: float | None) -> float | None:
-    return None if p is None or p != p else round(p, 6)

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from types import MappingProxyType
 
+import polars as pl
 import pytest
 
 from engine.audit import AuditLog, add_audit_arguments, head, load_key, pseudonym, verify
@@ -309,6 +310,13 @@ def test_a_card_number_in_a_field_is_refused_and_nothing_is_written(tmp_path: Pa
         AuditLog(path).append_many([{"event": "decision", "decision": "approve"}, {"event": "x", "customer": value}])
     assert "4111" not in str(caught.value) and "5555" not in str(caught.value) and "3782" not in str(caught.value)
     assert "event 1 of the batch" in str(caught.value)
+    # A frame's column is checked as a whole, and names the row.
+    other = "C0001" if isinstance(value, str) else 7
+    with pytest.raises(
+        InvalidInputError, match="'customer' \\(row 1 of the frame\\) holds what looks like a card"
+    ) as caught:
+        AuditLog(path).append_frame("decision", pl.DataFrame({"customer": [other, value, other]}))
+    assert "4111" not in str(caught.value) and "5555" not in str(caught.value) and "3782" not in str(caught.value)
     assert path.read_bytes() == before
 
 
@@ -319,7 +327,55 @@ def test_a_card_number_in_a_field_is_refused_and_nothing_is_written(tmp_path: Pa
 def test_values_that_are_not_card_numbers_pass(tmp_path: Path, value: str | int) -> None:
     # 1718000000000006 passes Luhn, but starts with 1 like an epoch time in microseconds, which no card does.
     AuditLog(tmp_path / "a.jsonl").append("decision", customer=value)
-    assert verify(tmp_path / "a.jsonl").ok
+    AuditLog(tmp_path / "a.jsonl").append_frame("decision", pl.DataFrame({"customer": [value, value]}))
+    assert verify(tmp_path / "a.jsonl").ok and len(lines(tmp_path / "a.jsonl")) == 3
+
+
+def test_a_frame_writes_the_lines_append_many_writes(tmp_path: Path) -> None:
+    text = ["plain", 'say "hi" \\ back', "line\nbreak\ttab\x01", "Zürich €", None]
+    frame = pl.DataFrame(
+        {
+            "text": text,
+            "n": [0, -3, None, 2**40, 7],
+            "p": [0.5, 1e-7, None, -2.25, 1e20],
+            "ok": [True, False, None, True, True],
+            "nothing": [None] * 5,
+        }
+    )
+    AuditLog(tmp_path / "rows.jsonl").append_many(
+        [{"event": "decision", "model": "m", **row} for row in frame.iter_rows(named=True)]
+    )
+    assert AuditLog(tmp_path / "frame.jsonl").append_frame("decision", frame, model="m") == head(
+        tmp_path / "frame.jsonl"
+    )
+    rows, framed = lines(tmp_path / "rows.jsonl"), lines(tmp_path / "frame.jsonl")
+    assert all(line.isascii() for line in framed) and len(framed) == 5
+    own = {"seq", "time", "prev", "hash"}
+    for a, b in zip(rows, framed, strict=True):
+        x, y = json.loads(a), json.loads(b)
+        assert list(x) == list(y) and {k: x[k] for k in x if k not in own} == {k: y[k] for k in y if k not in own}
+    assert json.loads(framed[1])["text"] == text[1] and json.loads(framed[2])["text"] == text[2]
+    assert verify(tmp_path / "frame.jsonl").ok and [json.loads(x)["seq"] for x in framed] == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize(
+    ("frame", "shared", "message"),
+    [
+        (pl.DataFrame({"p": [0.5, float("nan")]}), {}, "'p' holds a NaN or infinite number"),
+        (pl.DataFrame({"p": [float("inf")]}), {}, "NaN or infinite"),
+        (pl.DataFrame({"tags": [["a"], ["b"]]}), {}, "'tags' is List.*text, numbers or yes/no"),
+        (pl.DataFrame({"seq": [1]}), {}, "may not be named seq, time, prev or hash"),
+        (pl.DataFrame({"event": ["x"]}), {}, "'event' is both a column of the frame and"),
+        (pl.DataFrame({"model": ["x"]}), {"model": "m"}, "'model' is both a column"),
+        (pl.DataFrame({"a": [1]}), {"extra": [1]}, "not list"),
+    ],
+)
+def test_a_frame_that_cannot_be_written_is_refused_whole(
+    tmp_path: Path, frame: pl.DataFrame, shared: dict[str, object], message: str
+) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        AuditLog(tmp_path / "a.jsonl").append_frame("decision", frame, **shared)
+    assert not (tmp_path / "a.jsonl").exists() or (tmp_path / "a.jsonl").stat().st_size == 0
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ from engine.guard import OutputGuard
 from engine.protect import KeyRing, token_matches
 from engine.scan import LocalSpec, scan
 from engine.threat.train import TrainResult
-from engine.trail import SUBJECT, DecisionAudit, Trail, subject_of
+from engine.trail import SUBJECT, DecisionAudit, Trail, subject_of, subjects_of
 from tests.leak_scan import SELF_TEST, find_leaks, is_scanned, scanned_files
 
 VISA = "4111111111111111"
@@ -53,6 +53,17 @@ def test_trail_keeps_its_records_private_and_its_pseudonyms_stable(home: Path) -
     assert a.subject(VISA) != subject_of(VISA, b"x" * 32) and a.subject("C0000000001") != a.subject(VISA)
     assert a.subject(None) is None and a.subject("  ") is None
     assert VISA not in a.subject(VISA)  # type: ignore[operator]
+
+
+def test_a_column_of_subjects_is_what_one_value_at_a_time_gives() -> None:
+    values = [VISA, SPACED, f" {VISA}-", "4111-1111-1111-1111", f"card {VISA}", "C0001", " C0001 ", "Zoë"]
+    values += ["", "  ", None]
+    key = b"k" * 32
+    subjects = subjects_of(pl.Series(values, dtype=pl.String), key).to_list()
+    assert subjects == [subject_of(v, key) for v in values]
+    assert subjects[0] == subjects[1] == subjects[3] and subjects[5] == subjects[6] and subjects[0] != subjects[4]
+    assert subjects[8:] == [None, None, None] and len(set(subjects[:8])) == 5  # the card, 3 texts, C0001
+    assert subjects_of(pl.Series([42, None]), key).to_list() == [subject_of("42", key), None]
 
 
 def test_decision_audit_writes_each_decision_and_the_run(home: Path) -> None:
