@@ -13,6 +13,10 @@ Then each path is timed from the file on disk to an alerts file on disk, in the 
 - finscore in-process: ``engine.scan.scan`` with a :class:`LocalSpec`, ECS JSON lines out;
 - finscore through the bundled Triton server: :class:`ServerSpec` over shared memory for each ``--instances``
   count, and once over plain gRPC (unless ``--skip-server``);
+- finscore as the ``finscore scan`` command runs it, in-process and over shared memory: the same scan plus
+  its audit trail (each alert's subject pseudonymised, one hash-chained ``decision`` line per alert, in a log
+  of the run's own). The trail is not part of file → alerts, and the baseline keeps none: these rows say
+  what the record costs;
 - the baseline: ``pd.read_parquet`` / ``read_csv`` → features → ``score_samples`` → threshold →
   ``DataFrame.to_json(orient="records", lines=True)`` for the flagged rows.
 
@@ -52,6 +56,8 @@ LABEL = "label"
 NORMAL = "normal"
 #: The threat model's twin fed feature matrices (what scans send to a local server).
 MATRIX = "threat_features"
+#: What the name of a path timed as ``finscore scan`` runs it ends with: with its audit trail.
+AUDITED = " + audit trail"
 #: Trees of the two baselines: scikit-learn's default, and the reference recipe of bench/nslkdd.py.
 BASELINE_TREES = (100, 200)
 #: The baseline's columns, as an analyst would pick them from the event table.
@@ -189,14 +195,31 @@ def _timed(work: Callable[[], Any], repeats: int, before: Callable[[], None]) ->
     return seconds, last
 
 
-def _finscore_path(name: str, data: Path, out: Path, spec: Any, *, repeats: int, auc: float | None) -> Result:
+def _finscore_path(
+    name: str, data: Path, out: Path, spec: Any, *, repeats: int, auc: float | None, trail: Any = None
+) -> Result:
+    """Time ``engine.scan.scan``; with ``trail``, as ``finscore scan`` runs it: subjects pseudonymised and one
+    audit line per alert (the command always audits)."""
+    from engine.guard import OutputGuard
     from engine.scan import scan
+    from engine.scan.run import CARRIED, SUBJECTS
 
+    guard = OutputGuard.build(CARRIED, subject=SUBJECTS, pseudonym_key=trail.pseudonym_key) if trail else None
     print(f"timing {name} ...", flush=True)
     seconds, summary = _timed(
-        lambda: scan([data], out, spec=spec, restart=True, progress=False), repeats, lambda: _clean(out)
+        lambda: scan([data], out, spec=spec, restart=True, progress=False, guard=guard, trail=trail),
+        repeats,
+        lambda: _clean(out),
     )
     return Result(name, summary.rows_read, statistics.median(seconds), seconds, summary.alerts, auc)
+
+
+def _bench_trail(work: Path) -> Any:
+    """An audit trail of the run's own (log and pseudonym key in ``work``), not the user's."""
+    from engine.audit import AuditLog
+    from engine.trail import Trail
+
+    return Trail(AuditLog(work / "audit.jsonl"), os.urandom(32))
 
 
 def _alerted_rows(out: Path) -> np.ndarray:
@@ -252,13 +275,15 @@ def _server_paths(
             grpcclient.InferenceServerClient(url=server.grpc_url) as raw,
         ):
             server_version = raw.get_server_metadata().version
-            for shm, matrix in ways:
+            audited = [(True, True, True)] if n == instances[0] else []
+            for shm, matrix, audit in [(shm, matrix, False) for shm, matrix in ways] + audited:
                 spec = ServerSpec(server.grpc_url, MODEL, shared_memory=shm, request_rows=8192, matrix=matrix)
                 how = f"{'shm' if shm else 'gRPC'}, {'matrices' if matrix else 'raw columns'}"
-                name = f"finscore server {how}, {n} instance{plural}"
+                name = f"finscore server {how}, {n} instance{plural}" + (AUDITED if audit else "")
                 out = work / "out" / f"server-{'shm' if shm else 'grpc'}-{'m' if matrix else 'r'}-x{n}.alerts.jsonl"
                 before = _triton_compute(raw)
-                result = _finscore_path(name, data, out, spec, repeats=repeats, auc=None)
+                trail = _bench_trail(work) if audit else None
+                result = _finscore_path(name, data, out, spec, repeats=repeats, auc=None, trail=trail)
                 triton = (_triton_compute(raw) - before) / repeats
                 if np.array_equal(_alerted_rows(out), expected):
                     auc, note = local.roc_auc, "= in-process"
@@ -342,6 +367,11 @@ def run(
         expected = _alerted_rows(local_out)
         if not np.array_equal(expected, np.flatnonzero(ours["is_threat"])):
             print("warning: the in-process scan's alerts are not the rows score_frame flags")
+        name = "finscore in-process" + AUDITED
+        audited = _finscore_path(name, data, local_out, spec, repeats=repeats, auc=None, trail=_bench_trail(work))
+        same = np.array_equal(_alerted_rows(local_out), expected)
+        note = "= in-process" if same else "alerts differ from in-process"
+        results.append(Result(**{**asdict(audited), "roc_auc": local.roc_auc if same else None, "note": note}))
 
         server_version = "not started"
         if not skip_server:
