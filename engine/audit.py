@@ -49,7 +49,7 @@ from pathlib import Path
 import polars as pl
 
 from engine.errors import DataFileError, InvalidInputError
-from engine.jsontext import json_members
+from engine.jsontext import encode, json_members
 
 __all__ = [
     "AuditLog",
@@ -73,7 +73,6 @@ _CARD = re.compile(r"(?<![0-9A-Za-z])[2-6](?:[ -]?[0-9]){12,18}(?![0-9A-Za-z])")
 #: What Polars looks for first: every match of _CARD holds 13 characters of these in a row, and this simple
 #: pattern runs six times as fast as _CARD's own (which Polars' regex, without look-around, cannot run).
 _CARD_LOOSE = r"[0-9 -]{13}"
-_ENCODE = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode
 _CHUNK = 1 << 20
 
 
@@ -210,7 +209,7 @@ class AuditLog:
                     "log pseudonym(...) of it instead"
                 )
                 raise InvalidInputError(msg)
-        head = _ENCODE({"event": event, **shared})[1:-1] + ("," if frame.width else "")
+        head = encode({"event": event, **shared})[1:-1] + ("," if frame.width else "")
         _, seq, _, digest = self._write_bodies((head + json_members(frame)).to_list())
         return seq, digest
 
@@ -220,7 +219,7 @@ class AuditLog:
         for name, event in zip(names, events, strict=True):
             if type(event) is not dict or next(iter(event)) != "event":
                 event = {"event": name, **{k: v for k, v in event.items() if k != "event"}}
-            bodies.append(_ENCODE(event)[1:-1])
+            bodies.append(encode(event)[1:-1])
         return self._write_bodies(bodies)
 
     def _write_bodies(self, bodies: Sequence[str]) -> tuple[str, int, str, str]:

@@ -19,9 +19,10 @@ import polars as pl
 
 from engine.errors import InvalidInputError
 
-__all__ = ["json_members", "json_values"]
+__all__ = ["encode", "json_members", "json_values"]
 
-_ENCODE = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode
+#: One value as compact ASCII JSON (no NaN or infinity): what every line these writers write is made of.
+encode = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode
 #: Printable ASCII without ``"`` and ``\``: text JSON writes between quotes as it is.
 _PLAIN = r"^[ !#-\[\]-~]*$"
 
@@ -44,7 +45,7 @@ def json_values(values: pl.Series) -> pl.Series:
         special = (~text.str.contains(_PLAIN)).fill_null(False)
         if special.any():  # quotes, backslashes, control characters, non-ASCII: Python's encoder escapes them
             at = special.arg_true()
-            out = out.scatter(at, pl.Series([_ENCODE(v) for v in text.gather(at).to_list()], dtype=pl.String))
+            out = out.scatter(at, pl.Series([encode(v) for v in text.gather(at).to_list()], dtype=pl.String))
         return out.fill_null("null")
     if dtype.is_float():
         if (~values.is_finite()).fill_null(False).any():
@@ -63,6 +64,6 @@ def json_members(frame: pl.DataFrame) -> pl.Series:
         return pl.Series("members", [""] * frame.height, dtype=pl.String)
     parts: list[pl.Expr] = []
     for i, name in enumerate(frame.columns):
-        parts.append(pl.lit(("," if i else "") + _ENCODE(name) + ":"))
+        parts.append(pl.lit(("," if i else "") + encode(name) + ":"))
         parts.append(pl.lit(json_values(frame.get_column(name))))
     return frame.select(pl.concat_str(parts).alias("members")).to_series()

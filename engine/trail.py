@@ -209,7 +209,6 @@ class DecisionAudit:
         self.run = new_run_id()
         self.written = 0
         self._pending: list[pl.DataFrame] = []
-        self._queued = 0
 
     def record(self, frame: pl.DataFrame) -> None:
         """Queue a decision line per row of ``frame`` (a Polars frame with ``row`` and the named columns);
@@ -231,15 +230,14 @@ class DecisionAudit:
                 pl.when(score.is_nan()).then(None).otherwise(score.round(6)).alias("score"),
             )
         )
-        self._queued += frame.height
-        if self._queued >= BATCH:
+        if sum(f.height for f in self._pending) >= BATCH:
             self.flush()
 
     def flush(self) -> None:
         """Append the queued decision lines."""
         if self._pending:
             self.written += self.trail.decisions(self.model, self.version, pl.concat(self._pending))
-            self._pending, self._queued = [], 0
+            self._pending = []
 
     def close(self, status: str, **counts: object) -> None:
         """The closing ``run`` line: ``status`` is ``written`` (the output holds these decisions) or
