@@ -101,7 +101,7 @@ def bench_command(args: argparse.Namespace) -> int:
     from bench.report_files import compare, compare_table, load_figures, markdown, write_reports
     from bench.suite import Plan, run
     from clients.tls import Tls
-    from engine.config import resolve_settings
+    from engine.settings import resolve_settings
 
     _check(args)
     old = load_figures(args.compare) if args.compare else None  # a bad file fails before minutes of measuring

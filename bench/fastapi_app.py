@@ -82,7 +82,7 @@ class FastAPIServer:
     """The baseline in a child process, as a context manager: ``with FastAPIServer(...) as s: s.port``."""
 
     def __init__(self, model: str, version_dir: str | Path, *, port: int | None = None, workers: int = 1) -> None:
-        from engine.server import free_port
+        from engine.serving.server import free_port
 
         self.model, self.version_dir = model, Path(version_dir)
         self.host, self.port, self.workers = "127.0.0.1", port or free_port(), workers

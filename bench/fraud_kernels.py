@@ -2,7 +2,7 @@
 
 ``python -m bench.fraud_kernels`` generates ``--rows`` card transactions in memory (vectorised NumPy: ``--cards``
 cards with gamma-distributed activity, ``rows // 500`` terminals, log-normal amounts, uniform times over 30 days,
-~1% random labels; ``engine.fraud.synthetic`` is not used because its fraud injection grows with rows x cards and
+~1% random labels; ``engine.demo.transactions`` is not used because its fraud injection grows with rows x cards and
 takes many minutes at 10M rows), already in the kernel's canonical columns (``card, terminal, amount, time,
 label``). Then, in the same run and on the same rows, it times:
 

@@ -1,6 +1,6 @@
 """One card authorization over gRPC, state update included: latency at concurrency 1 (and more).
 
-Generates transactions (``engine.fraud.synthetic``), trains ``fraud`` on them into ``build/bench-fraud``, starts
+Generates transactions (``engine.demo.transactions``), trains ``fraud`` on them into ``build/bench-fraud``, starts
 the bundled Triton on free ports (or uses ``--url``), then sends fresh authorizations of the generated cards
 back to back: each has a new transaction id and a later time than the card's last, so each is scored from the
 card's and terminal's history and recorded. Each worker owns its cards, so its times never go backwards.
@@ -34,11 +34,11 @@ from bench.load import closed_loop
 from bench.suite import _stats, server_breakdown
 from bench.targets import _MODEL_INFER, _infer_request
 from clients import FraudClient
-from engine.fraud import FraudColumns, FraudScorer, train_fraud
-from engine.fraud.redis_state import ENV_VAR
-from engine.fraud.synthetic import synthetic_transactions
-from engine.repo import ModelRepository
-from engine.server import ServerPorts, TritonServer
+from engine.families.fraud import FraudColumns, FraudScorer, train_fraud
+from engine.families.fraud.redis_state import ENV_VAR
+from engine.demo.transactions import synthetic_transactions
+from engine.serving.repository import ModelRepository
+from engine.serving.server import ServerPorts, TritonServer
 
 __all__ = ["main"]
 

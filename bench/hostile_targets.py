@@ -14,7 +14,7 @@ import tritonclient.grpc as grpcclient
 
 from bench.hostile import Arrays, ModelTarget
 from clients.tensors import InputSpec, encode_inputs
-from engine.server import TritonServer
+from engine.serving.server import TritonServer
 
 __all__ = ["demo_targets", "targets_for"]
 
@@ -85,14 +85,14 @@ def demo_targets(root: Path) -> Iterator[tuple[TritonServer, list[ModelTarget]]]
     """Churn, threat and fraud trained on generated data in ``root``, served by the bundled Triton."""
     import shutil
 
-    from engine.churn import train_churn
-    from engine.demo_data import CHURN_ID, CHURN_LABEL, EVENT_LABEL, churn_customers, network_events
-    from engine.fraud import FraudColumns, train_fraud
-    from engine.fraud.synthetic import synthetic_transactions
-    from engine.io import write_table
-    from engine.repo import ModelRepository
-    from engine.server import ServerPorts
-    from engine.threat import train_threat
+    from engine.families.churn import train_churn
+    from engine.demo.tables import CHURN_ID, CHURN_LABEL, EVENT_LABEL, churn_customers, network_events
+    from engine.families.fraud import FraudColumns, train_fraud
+    from engine.demo.transactions import synthetic_transactions
+    from engine.tables.io import write_table
+    from engine.serving.repository import ModelRepository
+    from engine.serving.server import ServerPorts
+    from engine.families.threat import train_threat
 
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)

@@ -61,7 +61,7 @@ def binary() -> Path:
 
 def setup() -> Path:
     """Link the libraries perf_analyzer needs into ``<env>/lib/perf_analyzer-libs`` (idempotent); that folder."""
-    from engine.server import triton_paths
+    from engine.serving.server import triton_paths
 
     source = triton_paths().libs
     target = Path(sys.prefix) / "lib" / "perf_analyzer-libs"

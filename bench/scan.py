@@ -10,7 +10,7 @@ false positives on the held-out training normal rows). Training is not timed.
 
 Then each path is timed from the file on disk to an alerts file on disk, in the same run:
 
-- finscore in-process: ``engine.scan.scan`` with a :class:`LocalSpec`, ECS JSON lines out;
+- finscore in-process: ``engine.batch.scan.scan`` with a :class:`LocalSpec`, ECS JSON lines out;
 - finscore through the bundled Triton server: :class:`ServerSpec` over shared memory for each ``--instances``
   count, and once over plain gRPC (unless ``--skip-server``);
 - finscore as the ``finscore scan`` command runs it, in-process and over shared memory: the same scan plus
@@ -21,7 +21,7 @@ Then each path is timed from the file on disk to an alerts file on disk, in the 
   ``DataFrame.to_json(orient="records", lines=True)`` for the flagged rows.
 
 ROC-AUC (attack = ``label != "normal"``) is computed on the scanned rows outside the timed region: finscore's
-scores with :meth:`engine.threat.ThreatScorer.score_frame` (served scans must flag exactly the in-process rows,
+scores with :meth:`engine.families.threat.ThreatScorer.score_frame` (served scans must flag exactly the in-process rows,
 which is checked), the baseline's from its own timed run. Figures are printed, never asserted on.
 
     python -m bench.scan [--rows 1000000] [--train-rows 50000] [--format parquet|csv] [--workdir DIR]
@@ -115,8 +115,8 @@ class Result:
 
 def dataset(workdir: Path, *, rows: int, seed: int, fmt: str) -> Path:
     """``network_events(rows, seed)`` as ``<workdir>/data/events-<rows>-s<seed>.<fmt>``, written once."""
-    from engine.demo_data import network_events
-    from engine.io import write_table
+    from engine.demo.tables import network_events
+    from engine.tables.io import write_table
 
     path = workdir / "data" / f"events-{rows}-s{seed}.{fmt}"
     if path.is_file():
@@ -145,7 +145,7 @@ class SocBaseline:
         from sklearn.ensemble import IsolationForest
         from sklearn.preprocessing import MinMaxScaler
 
-        from engine.metrics import threshold_at_fpr
+        from engine.families.metrics import threshold_at_fpr
 
         frame = self.features(train)
         self.columns: list[str] = list(frame.columns)
@@ -198,11 +198,11 @@ def _timed(work: Callable[[], Any], repeats: int, before: Callable[[], None]) ->
 def _finscore_path(
     name: str, data: Path, out: Path, spec: Any, *, repeats: int, auc: float | None, trail: Any = None
 ) -> Result:
-    """Time ``engine.scan.scan``; with ``trail``, as ``finscore scan`` runs it: subjects pseudonymised and one
+    """Time ``engine.batch.scan.scan``; with ``trail``, as ``finscore scan`` runs it: subjects pseudonymised and one
     audit line per alert (the command always audits)."""
-    from engine.guard import OutputGuard
-    from engine.scan import scan
-    from engine.scan.run import CARRIED, SUBJECTS
+    from engine.security.guard import OutputGuard
+    from engine.batch.scan import scan
+    from engine.batch.scan.run import CARRIED, SUBJECTS
 
     guard = OutputGuard.build(CARRIED, subject=SUBJECTS, pseudonym_key=trail.pseudonym_key) if trail else None
     print(f"timing {name} ...", flush=True)
@@ -216,8 +216,8 @@ def _finscore_path(
 
 def _bench_trail(work: Path) -> Any:
     """An audit trail of the run's own (log and pseudonym key in ``work``), not the user's."""
-    from engine.audit import AuditLog
-    from engine.trail import Trail
+    from engine.security.audit import AuditLog
+    from engine.security.trail import Trail
 
     return Trail(AuditLog(work / "audit.jsonl"), os.urandom(32))
 
@@ -239,7 +239,7 @@ def _triton_compute(raw: Any) -> float:
 
 def _repository_with_instances(trained: Any, root: Path, instances: int) -> Any:
     """A copy of the trained repository whose configs run ``instances`` instances of both threat models."""
-    from engine.repo import ModelRepository
+    from engine.serving.repository import ModelRepository
 
     source = trained.path.parent.parent
     target = root / f"model_repo-x{instances}"
@@ -259,8 +259,8 @@ def _server_paths(
     must flag the rows the in-process scan flagged (``expected``), and then shares its ROC-AUC."""
     import tritonclient.grpc as grpcclient
 
-    from engine.scan import ServerSpec
-    from engine.server import ServerPorts, TritonServer
+    from engine.batch.scan import ServerSpec
+    from engine.serving.server import ServerPorts, TritonServer
 
     results: list[Result] = []
     server_version = ""
@@ -316,10 +316,10 @@ def run(
         ``machine`` (cores, CPU, load, versions), ``settings``, ``training`` and ``results`` (one
         :class:`Result` each, the baseline first).
     """
-    from engine.demo_data import network_events
-    from engine.repo import ModelRepository
-    from engine.scan import LocalSpec
-    from engine.threat import ThreatScorer, train_threat
+    from engine.demo.tables import network_events
+    from engine.serving.repository import ModelRepository
+    from engine.batch.scan import LocalSpec
+    from engine.families.threat import ThreatScorer, train_threat
 
     instances = instances or [1, 2]
     load_before = os.getloadavg()[0]

@@ -243,8 +243,8 @@ def _sweep(runner: _Runner, plan: Plan, target: TritonTarget) -> dict[str, Any]:
 
 def run(plan: Plan) -> dict[str, Any]:
     """Measure everything ``plan`` asks for; the figures (see :mod:`bench.report_files`)."""
-    from engine.repo import ModelRepository
-    from engine.server import ServerPorts, TritonServer
+    from engine.serving.repository import ModelRepository
+    from engine.serving.server import ServerPorts, TritonServer
 
     load_before = os.getloadavg()[0]
     version_dir = None

@@ -36,9 +36,9 @@ __all__ = ["HttpTarget", "InProcessTarget", "TritonTarget", "request_pool", "sco
 
 #: The scorer each served model runs (what its ``model_repo/<model>/model.py`` shell names).
 SCORERS = {
-    "churn": "engine.churn:ChurnScorer",
-    "threat": "engine.threat:ThreatScorer",
-    "threat_features": "engine.threat.matrix:ThreatMatrixScorer",
+    "churn": "engine.families.churn:ChurnScorer",
+    "threat": "engine.families.threat:ThreatScorer",
+    "threat_features": "engine.families.threat.matrix:ThreatMatrixScorer",
 }
 Arrays = dict[str, np.ndarray]
 _MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
@@ -79,7 +79,7 @@ def request_pool(
     """
     if data is not None:
         from clients.tensors import InputSpec, encode_inputs
-        from engine.io import read_table
+        from engine.tables.io import read_table
 
         frame = read_table(data)
         if frame.height == 0:

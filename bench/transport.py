@@ -88,13 +88,13 @@ def churn_server(work: Path, *, repo: Path | None = None, customers: int = 5000)
     Yields
     ------
     tuple
-        The started :class:`engine.server.TritonServer` and the customers as a Polars DataFrame.
+        The started :class:`engine.serving.server.TritonServer` and the customers as a Polars DataFrame.
     """
-    from engine.churn import train_churn
-    from engine.demo_data import CHURN_ID, CHURN_LABEL, churn_customers
-    from engine.io import write_table
-    from engine.repo import ModelRepository
-    from engine.server import ServerPorts, TritonServer
+    from engine.families.churn import train_churn
+    from engine.demo.tables import CHURN_ID, CHURN_LABEL, churn_customers
+    from engine.tables.io import write_table
+    from engine.serving.repository import ModelRepository
+    from engine.serving.server import ServerPorts, TritonServer
 
     frame = churn_customers(customers)
     if repo is None:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from engine.config import resolve_settings
+from engine.settings import resolve_settings
 from engine.errors import FinscoreError
 
 __all__ = ["main"]
@@ -164,13 +164,13 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--rows", type=int, default=5000)
     demo.add_argument("--workdir", type=Path, default=Path("build/demo"))
     _add_repo(demo)
-    from engine.protect import add_protect_arguments
+    from engine.security.protect import add_protect_arguments
 
     add_protect_arguments(sub)
-    from engine.audit import add_audit_arguments
+    from engine.security.audit import add_audit_arguments
 
     add_audit_arguments(sub)
-    from engine.erasure import add_forget_arguments
+    from engine.security.erasure import add_forget_arguments
 
     add_forget_arguments(sub)
     return parser
@@ -190,8 +190,8 @@ def _add_output_protection(p: argparse.ArgumentParser, columns: str) -> None:
 
 def _guard(args: argparse.Namespace, carried: Sequence[str], subject: Sequence[str], trail: Any) -> Any:
     """The output guard of ``score``/``scan``: card numbers masked always, columns tokenized or encrypted."""
-    from engine.guard import OutputGuard
-    from engine.protect import KeyRing
+    from engine.security.guard import OutputGuard
+    from engine.security.protect import KeyRing
 
     keys = KeyRing.from_env_or_file(args.keys) if args.tokenize or args.encrypt else None
     return OutputGuard.build(
@@ -217,7 +217,7 @@ def _client_tls(args: argparse.Namespace) -> Any:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from engine.server import ServerPorts, ServerTls, TritonServer
+    from engine.serving.server import ServerPorts, ServerTls, TritonServer
 
     s = resolve_settings(
         repo=args.repo,
@@ -267,8 +267,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from engine.backend import resolve_device
-    from engine.repo import ModelRepository
+    from engine.device import resolve_device
+    from engine.serving.repository import ModelRepository
 
     s = resolve_settings(repo=args.repo, device=args.device)
     device = resolve_device(s.device)
@@ -276,7 +276,7 @@ def _train(args: argparse.Namespace) -> int:
         return _train_threat(args, ModelRepository(s.repo), device)
     if args.model == "fraud":
         return _train_fraud(args, ModelRepository(s.repo), device)
-    from engine.churn import train_churn
+    from engine.families.churn import train_churn
 
     result = train_churn(
         args.data,
@@ -304,7 +304,7 @@ def _left_out(schema: Any) -> str:
 
 
 def _train_threat(args: argparse.Namespace, repo: Any, device: Any) -> int:
-    from engine.threat import train_threat
+    from engine.families.threat import train_threat
 
     r = train_threat(
         args.data,
@@ -335,7 +335,7 @@ def _train_threat(args: argparse.Namespace, repo: Any, device: Any) -> int:
 
 
 def _train_fraud(args: argparse.Namespace, repo: Any, device: Any) -> int:
-    from engine.fraud import FraudColumns, parse_duration_us, train_fraud
+    from engine.families.fraud import FraudColumns, parse_duration_us, train_fraud
 
     for flag in ("train_days", "test_days"):
         if getattr(args, flag) < 1:
@@ -378,8 +378,8 @@ def _train_fraud(args: argparse.Namespace, repo: Any, device: Any) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
-    from engine.bulk import score_file, score_file_through
-    from engine.trail import DecisionAudit, Trail
+    from engine.batch.score import score_file, score_file_through
+    from engine.security.trail import DecisionAudit, Trail
 
     s = resolve_settings(repo=args.repo, url=args.url)
     if not 1 <= args.request_rows <= 4096:
@@ -399,8 +399,8 @@ def _score(args: argparse.Namespace) -> int:
         )
 
     if args.local:
-        from engine.churn import ChurnScorer
-        from engine.repo import ModelRepository
+        from engine.families.churn import ChurnScorer
+        from engine.serving.repository import ModelRepository
 
         version_dir = ModelRepository(s.repo).latest("churn")
         scorer = ChurnScorer.load(version_dir)
@@ -437,9 +437,9 @@ def _score(args: argparse.Namespace) -> int:
 def _scan(args: argparse.Namespace) -> int:
     import os
 
-    from engine.scan import LocalSpec, ServerSpec, scan
-    from engine.scan.run import CARRIED, SUBJECTS
-    from engine.trail import Trail
+    from engine.batch.scan import LocalSpec, ServerSpec, scan
+    from engine.batch.scan.run import CARRIED, SUBJECTS
+    from engine.security.trail import Trail
 
     s = resolve_settings(repo=args.repo, url=args.url)
     if not 1 <= args.request_rows <= 32768:
@@ -447,7 +447,7 @@ def _scan(args: argparse.Namespace) -> int:
         return 2
     spec: LocalSpec | ServerSpec
     if args.local:
-        from engine.repo import ModelRepository
+        from engine.serving.repository import ModelRepository
 
         version = ModelRepository(s.repo).latest(args.model)
         spec = LocalSpec(str(version), threads=args.threads or max(1, (os.cpu_count() or 2) // 2))
@@ -487,11 +487,11 @@ def _scan(args: argparse.Namespace) -> int:
 
 
 def _demo_data(args: argparse.Namespace) -> int:
-    from engine.demo_data import churn_customers, network_events
-    from engine.io import write_table
+    from engine.demo.tables import churn_customers, network_events
+    from engine.tables.io import write_table
 
     if args.model == "authlog":
-        from engine.demo_logs import write_ssh_auth_log
+        from engine.demo.authlog import write_ssh_auth_log
 
         attackers = write_ssh_auth_log(args.out, args.rows, seed=args.seed)
         print(f"wrote {args.rows:,} auth-log lines to {args.out} ({len(attackers)} attacking addresses)")
@@ -509,7 +509,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from engine.demo import run_demo
+    from engine.demo.job import run_demo
 
     s = resolve_settings(repo=args.repo)
     run_demo(rows=args.rows, workdir=args.workdir, repo=s.repo)
@@ -524,10 +524,10 @@ _COMMANDS = {
     "demo-data": _demo_data,
     "bench": _bench,
     "demo": _demo,
-    "protect": lambda a: a.func(a),  # engine.protect sets func
+    "protect": lambda a: a.func(a),  # engine.security.protect sets func
     "protect-keys": lambda a: a.func(a),
-    "audit": lambda a: a.func(a),  # engine.audit sets func
-    "forget": lambda a: a.func(a),  # engine.erasure sets func
+    "audit": lambda a: a.func(a),  # engine.security.audit sets func
+    "forget": lambda a: a.func(a),  # engine.security.erasure sets func
 }
 
 

@@ -1,7 +1,7 @@
 """Card-transaction features, written once as Polars lazy expressions (one Numba kernel for window maxima).
 
 Every feature of a transaction is computed from that transaction and the ones that arrived before it, so
-the same numbers can be kept up one authorization at a time by a server (``engine.fraud.state``):
+the same numbers can be kept up one authorization at a time by a server (``engine.families.fraud.state``):
 
 - per card, for each window ``w`` (1 h, 1 d, 7 d, 30 d): the count, sum, mean and maximum of the amounts
   of the card's transactions with ``time > t - w``, this one included. Transactions with the same time

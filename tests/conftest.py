@@ -15,15 +15,15 @@ import numpy as np
 import polars as pl
 import pytest
 
-from engine.backend import gpu_available
-from engine.churn import ChurnScorer, TrainResult, train_churn
-from engine.demo_data import CHURN_ID, CHURN_LABEL, EVENT_LABEL, churn_customers, network_events
-from engine.fraud import FraudColumns, FraudTrainResult, train_fraud
-from engine.fraud.synthetic import synthetic_transactions
-from engine.repo import ModelRepository
-from engine.server import free_port
-from engine.threat import ThreatScorer, train_threat
-from engine.threat import TrainResult as ThreatTrainResult
+from engine.device import gpu_available
+from engine.families.churn import ChurnScorer, TrainResult, train_churn
+from engine.demo.tables import CHURN_ID, CHURN_LABEL, EVENT_LABEL, churn_customers, network_events
+from engine.families.fraud import FraudColumns, FraudTrainResult, train_fraud
+from engine.demo.transactions import synthetic_transactions
+from engine.serving.repository import ModelRepository
+from engine.serving.server import free_port
+from engine.families.threat import ThreatScorer, train_threat
+from engine.families.threat import TrainResult as ThreatTrainResult
 
 _BASETEMP = pytest.StashKey[Path]()
 

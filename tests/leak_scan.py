@@ -14,11 +14,11 @@ from pathlib import Path
 
 import polars as pl
 
-from engine.protect import luhn_valid
+from engine.security.protect import luhn_valid
 
 __all__ = ["CARD", "CUSTOMER_ID", "find_leaks", "is_scanned", "scanned_files"]
 
-#: What :func:`engine.demo_data.churn_customers` names its customers: C + ten digits.
+#: What :func:`engine.demo.tables.churn_customers` names its customers: C + ten digits.
 CUSTOMER_ID = re.compile(r"(?<![0-9A-Za-z])C[0-9]{10}(?![0-9A-Za-z])")
 #: 13-19 digits, single spaces or dashes between them, starting as card networks do (2-6), not inside a longer
 #: word or number, and not the decimals of a float (a score's 16 decimals are Luhn-valid one time in ten).

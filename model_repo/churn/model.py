@@ -2,8 +2,8 @@
 
 import triton_python_backend_utils as pb_utils
 
-from engine.churn import ChurnScorer
-from engine.serving import BackendModel
+from engine.families.churn import ChurnScorer
+from engine.serving.model import BackendModel
 
 
 class TritonPythonModel(BackendModel):

@@ -2,7 +2,7 @@
 
 import triton_python_backend_utils as pb_utils
 
-from engine.fraud.serving import FraudBackendModel
+from engine.families.fraud.serving import FraudBackendModel
 
 
 class TritonPythonModel(FraudBackendModel):

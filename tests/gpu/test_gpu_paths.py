@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from engine.backend import polars_engine, resolve_device
-from engine.churn import ChurnScorer, TrainResult
+from engine.device import polars_engine, resolve_device
+from engine.families.churn import ChurnScorer, TrainResult
 from tests.conftest import request_arrays
 
 
@@ -30,7 +30,7 @@ def test_scores_agree_on_each_backend(backend: str, trained: TrainResult, custom
 
 
 def test_threat_scores_agree_on_each_backend(backend: str, threat_trained, events: pl.DataFrame) -> None:  # noqa: ANN001
-    from engine.threat import ThreatScorer
+    from engine.families.threat import ThreatScorer
 
     gpu = ThreatScorer.load(threat_trained.path, device=resolve_device(backend))
     cpu = ThreatScorer.load(threat_trained.path, device="cpu")
@@ -42,8 +42,8 @@ def test_threat_scores_agree_on_each_backend(backend: str, threat_trained, event
 
 
 def test_auth_log_features_are_identical_on_each_backend(backend: str, tmp_path) -> None:  # noqa: ANN001
-    from engine.demo_logs import write_ssh_auth_log
-    from engine.sshlog import read_auth_log
+    from engine.demo.authlog import write_ssh_auth_log
+    from engine.families.threat.authlog import read_auth_log
 
     write_ssh_auth_log(tmp_path / "auth.log", 5000, seed=2)
     gpu = read_auth_log(tmp_path / "auth.log", year=2024, device=resolve_device(backend)).features

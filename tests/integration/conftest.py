@@ -4,10 +4,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from engine.churn import TrainResult
-from engine.fraud import FraudTrainResult
-from engine.server import ServerPorts, TritonServer
-from engine.threat import TrainResult as ThreatTrainResult
+from engine.families.churn import TrainResult
+from engine.families.fraud import FraudTrainResult
+from engine.serving.server import ServerPorts, TritonServer
+from engine.families.threat import TrainResult as ThreatTrainResult
 
 
 @pytest.fixture(scope="session")

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.churn import TrainResult
+from engine.families.churn import TrainResult
 from engine.cli import main
-from engine.server import free_port
+from engine.serving.server import free_port
 
 
 def test_bench_measures_every_target_and_writes_reports(

@@ -18,11 +18,11 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from clients import AsyncModelClient, ModelClient
-from engine.bulk import score_file, score_file_through
-from engine.churn import ChurnScorer, TrainResult
+from engine.batch.score import score_file, score_file_through
+from engine.families.churn import ChurnScorer, TrainResult
 from engine.errors import InvalidInputError, ServerStartError, ServerUnavailableError
-from engine.repo import ModelRepository
-from engine.server import ServerPorts, TritonServer, free_port
+from engine.serving.repository import ModelRepository
+from engine.serving.server import ServerPorts, TritonServer, free_port
 from tests.conftest import request_arrays, with_holes
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.demo import run_demo
+from engine.demo.job import run_demo
 
 
 def test_demo_scores_customers_and_scans_the_log(

@@ -17,12 +17,12 @@ import polars as pl
 import pytest
 
 from clients import FraudClient
-from engine.erasure import add_forget_arguments
-from engine.fraud import FraudTrainResult, canonical
-from engine.fraud.scorer import INITIAL_STATE, KEY_FILE, LIVE_STATE
-from engine.fraud.state import card_key
-from engine.server import ServerPorts, TritonServer
-from engine.trail import Trail
+from engine.security.erasure import add_forget_arguments
+from engine.families.fraud import FraudTrainResult, canonical
+from engine.families.fraud.scorer import INITIAL_STATE, KEY_FILE, LIVE_STATE
+from engine.families.fraud.state import card_key
+from engine.serving.server import ServerPorts, TritonServer
+from engine.security.trail import Trail
 from kernels.transactions import feature_names
 from tests.conftest import FRAUD_COLUMNS
 

@@ -15,9 +15,9 @@ import tritonclient.grpc as grpcclient
 
 from clients import FraudClient
 from engine.errors import ModelNotReadyError
-from engine.fraud import FraudTrainResult, canonical
-from engine.fraud.redis_state import ENV_VAR
-from engine.server import ServerPorts, TritonServer
+from engine.families.fraud import FraudTrainResult, canonical
+from engine.families.fraud.redis_state import ENV_VAR
+from engine.serving.server import ServerPorts, TritonServer
 from kernels.transactions import feature_names, transaction_features
 from tests.conftest import FRAUD_COLUMNS, FRAUD_DELAY_US, running_redis
 

@@ -14,8 +14,8 @@ from tritonclient.utils import InferenceServerException
 
 from clients import FraudClient
 from engine.errors import InvalidInputError
-from engine.fraud import FraudTrainResult, canonical, transaction_matrix
-from engine.server import TritonServer
+from engine.families.fraud import FraudTrainResult, canonical, transaction_matrix
+from engine.serving.server import TritonServer
 from kernels.transactions import feature_names, transaction_features
 from tests.conftest import FRAUD_COLUMNS, FRAUD_DELAY_US
 

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from engine.server import TritonServer
+from engine.serving.server import TritonServer
 
 _CALLS = """
 import resource

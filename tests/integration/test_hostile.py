@@ -7,7 +7,7 @@ import polars as pl
 
 from bench.hostile import MUTATIONS, process_tree_rss, run_campaign
 from bench.hostile_targets import targets_for
-from engine.server import TritonServer
+from engine.serving.server import TritonServer
 
 T0 = 2_000_000_000_000_000  # later than every authorization the other tests send
 

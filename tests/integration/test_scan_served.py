@@ -9,9 +9,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from engine.scan import LocalSpec, ServerSpec, scan
-from engine.server import TritonServer
-from engine.threat.train import TrainResult
+from engine.batch.scan import LocalSpec, ServerSpec, scan
+from engine.serving.server import TritonServer
+from engine.families.threat.train import TrainResult
 from tests.conftest import read_alerts
 
 
@@ -79,7 +79,7 @@ def test_scan_command_through_the_server(server: TritonServer, scan_file: Path, 
 
 
 def test_scan_against_a_down_server_is_one_sentence(scan_file: Path, tmp_path: Path) -> None:
-    from engine.server import free_port
+    from engine.serving.server import free_port
 
     done = subprocess.run(
         [sys.executable, "-m", "engine.cli", "scan", str(scan_file), "--out", str(tmp_path / "a.jsonl")]

@@ -19,9 +19,9 @@ import tritonclient.grpc as grpcclient
 
 from clients import ModelClient, SharedMemoryModelClient, SharedMemoryUnavailableError, bulk_client, is_local
 from clients import shm as shm_module
-from engine.churn import ChurnScorer, TrainResult
+from engine.families.churn import ChurnScorer, TrainResult
 from engine.errors import InvalidInputError, ServerUnavailableError
-from engine.server import ServerPorts, TritonServer, free_port
+from engine.serving.server import ServerPorts, TritonServer, free_port
 from tests.conftest import request_arrays
 
 SHM = Path("/dev/shm")

@@ -10,8 +10,8 @@ import pytest
 
 from clients import AsyncModelClient, ModelClient
 from engine.errors import InvalidInputError
-from engine.server import TritonServer
-from engine.threat import ThreatScorer
+from engine.serving.server import TritonServer
+from engine.families.threat import ThreatScorer
 from tests.conftest import request_arrays
 
 
@@ -52,7 +52,7 @@ def test_a_bad_request_fails_alone_in_a_batch(
 def test_oversized_batch_is_refused_with_the_limit(
     server: TritonServer, threat_scorer: ThreatScorer, events: pl.DataFrame
 ) -> None:
-    from engine.threat.train import MAX_BATCH
+    from engine.families.threat.train import MAX_BATCH
 
     arrays = request_arrays(threat_scorer, events.head(1))
     big = {k: np.repeat(v, MAX_BATCH + 1, axis=0) for k, v in arrays.items()}

@@ -13,10 +13,10 @@ import polars as pl
 import pytest
 
 from clients import ModelClient, Tls
-from engine.churn import TrainResult
+from engine.families.churn import TrainResult
 from engine.cli import main
 from engine.errors import FinscoreError
-from engine.server import ServerPorts, ServerTls, TritonServer
+from engine.serving.server import ServerPorts, ServerTls, TritonServer
 from tests.tls_certs import Authority, Pair
 
 

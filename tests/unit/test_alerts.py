@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from engine.scan.alerts import ALERT_SCHEMA, AlertFormat
+from engine.batch.scan.alerts import ALERT_SCHEMA, AlertFormat
 
 STARTED = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)
 

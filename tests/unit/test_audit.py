@@ -15,7 +15,7 @@ from types import MappingProxyType
 import polars as pl
 import pytest
 
-from engine.audit import AuditLog, add_audit_arguments, head, load_key, pseudonym, verify
+from engine.security.audit import AuditLog, add_audit_arguments, head, load_key, pseudonym, verify
 from engine.errors import DataFileError, InvalidInputError
 
 KEY = bytes(range(32))
@@ -259,7 +259,7 @@ def test_head_of_an_empty_or_missing_log(tmp_path: Path) -> None:
 
 _WORKER = """
 import pathlib, sys, time
-from engine.audit import AuditLog
+from engine.security.audit import AuditLog
 path, name, ready, go = sys.argv[1:]
 log = AuditLog(path)
 pathlib.Path(ready).touch()

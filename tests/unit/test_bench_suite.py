@@ -19,11 +19,11 @@ from bench import load
 from bench.cli import bench_command
 from bench.sweep import apply, choose, with_settings
 from bench.targets import _AsyncConnection, _infer_request, _json_rows, _status_and_length, request_pool
-from engine.churn.train import churn_config
+from engine.families.churn.train import churn_config
 from engine.cli import main
 from engine.errors import InvalidInputError
-from engine.schema import infer_schema
-from engine.triton_config import render_config
+from engine.tables.schema import infer_schema
+from engine.serving.config import render_config
 
 
 class OneAtATime:

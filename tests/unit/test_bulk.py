@@ -5,8 +5,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from engine.bulk import score_file
-from engine.churn import ChurnScorer
+from engine.batch.score import score_file
+from engine.families.churn import ChurnScorer
 from engine.errors import DataFileError
 
 

@@ -8,11 +8,11 @@ import polars as pl
 import pytest
 import xgboost as xgb
 
-from engine.churn import ChurnScorer, TrainResult, churn_config, train_churn
-from engine.churn.actions import NO_ACTION, default_actions, read_actions
+from engine.families.churn import ChurnScorer, TrainResult, churn_config, train_churn
+from engine.families.churn.actions import NO_ACTION, default_actions, read_actions
 from engine.errors import DataFileError, InvalidInputError, ModelNotReadyError, SchemaError
-from engine.repo import ModelRepository
-from engine.triton_config import render_config
+from engine.serving.repository import ModelRepository
+from engine.serving.config import render_config
 from tests.conftest import request_arrays, with_holes
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from engine.cli import main
 from engine.errors import ModelNotReadyError, PortInUseError
-from engine.server import ServerPorts, TritonServer
+from engine.serving.server import ServerPorts, TritonServer
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -18,16 +18,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-import engine.erasure as erasure
-from engine.erasure import Erased, ErasureContext, add_forget_arguments, erasure_store, forget
+import engine.security.erasure as erasure
+from engine.security.erasure import Erased, ErasureContext, add_forget_arguments, erasure_store, forget
 from engine.errors import FinscoreError
-from engine.fraud import FraudState, FraudTrainResult, fraud_config
-from engine.fraud.redis_state import RedisFraudState
-from engine.fraud.scorer import INITIAL_STATE, KEY_FILE, LIVE_STATE, PARAMS_FILE
-from engine.fraud.state import card_key
-from engine.server import free_port
-from engine.trail import Trail
-from engine.triton_config import render_config
+from engine.families.fraud import FraudState, FraudTrainResult, fraud_config
+from engine.families.fraud.redis_state import RedisFraudState
+from engine.families.fraud.scorer import INITIAL_STATE, KEY_FILE, LIVE_STATE, PARAMS_FILE
+from engine.families.fraud.state import card_key
+from engine.serving.server import free_port
+from engine.security.trail import Trail
+from engine.serving.config import render_config
 from kernels.transactions import feature_names
 from tests.conftest import FRAUD_DELAY_US
 from tests.unit.test_serving import FakeRequest, fake_pb_utils

@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 
 from engine.cli import main
 from engine.errors import InvalidInputError, SchemaError
-from engine.fraud import FraudScorer, FraudState, FraudTrainResult, canonical, replay_state, transaction_matrix
-from engine.fraud.scorer import LIVE_STATE
-from engine.metrics import card_precision_at_k
+from engine.families.fraud import FraudScorer, FraudState, FraudTrainResult, canonical, replay_state, transaction_matrix
+from engine.families.fraud.scorer import LIVE_STATE
+from engine.families.metrics import card_precision_at_k
 from kernels.transactions import DAY_US, feature_names, rfm, transaction_features, window_max, window_max_ref
 from tests.conftest import FRAUD_COLUMNS, FRAUD_DELAY_US
 from tests.fraud_reference import reference_features

@@ -12,10 +12,10 @@ import polars as pl
 import pytest
 
 from engine.errors import InvalidInputError
-from engine.fraud import FraudScorer, FraudTrainResult, canonical, replay_state
-from engine.fraud.redis_state import ENV_VAR, RedisFraudState, StateUnavailableError
-from engine.fraud.state import FraudState
-from engine.server import free_port
+from engine.families.fraud import FraudScorer, FraudTrainResult, canonical, replay_state
+from engine.families.fraud.redis_state import ENV_VAR, RedisFraudState, StateUnavailableError
+from engine.families.fraud.state import FraudState
+from engine.serving.server import free_port
 from kernels.transactions import feature_names, transaction_features
 from tests.conftest import FRAUD_COLUMNS, FRAUD_DELAY_US
 

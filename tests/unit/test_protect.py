@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.errors import DataFileError, InvalidInputError
-from engine.protect import (
+from engine.security.protect import (
     ENV_KEYS,
     KeyRing,
     add_protect_arguments,

@@ -16,11 +16,11 @@ import polars as pl
 import pytest
 
 from engine.errors import DataFileError, InvalidInputError
-from engine.repo import ModelRepository
-from engine.scan import LocalSpec, scan
-from engine.scan.backends import open_backend
-from engine.threat import ThreatScorer, train_threat
-from engine.threat.train import TrainResult
+from engine.serving.repository import ModelRepository
+from engine.batch.scan import LocalSpec, scan
+from engine.batch.scan.backends import open_backend
+from engine.families.threat import ThreatScorer, train_threat
+from engine.families.threat.train import TrainResult
 from tests.conftest import read_alerts
 
 
@@ -140,8 +140,8 @@ def test_killed_scan_reruns_to_the_same_alerts(
     script = textwrap.dedent(
         f"""
         import itertools, os, signal
-        from engine.scan import LocalSpec, scan
-        from engine.scan.backends import open_backend
+        from engine.batch.scan import LocalSpec, scan
+        from engine.batch.scan.backends import open_backend
         spec = LocalSpec({spec.version_dir!r}, threads=1)
         backend = open_backend(spec)
         real, calls = backend.score, itertools.count(1)
@@ -187,7 +187,7 @@ def test_a_dask_scheduler_that_is_not_there_is_one_sentence(
     scan_inputs: tuple[Path, int], spec: LocalSpec, tmp_path: Path
 ) -> None:
     from engine.errors import ServerUnavailableError
-    from engine.server import free_port
+    from engine.serving.server import free_port
 
     address = f"tcp://127.0.0.1:{free_port()}"
     with pytest.raises(ServerUnavailableError, match=f"no Dask scheduler answers at {address}"):
@@ -199,7 +199,7 @@ def test_bad_inputs_fail_before_anything_is_written(spec: LocalSpec, events: pl.
     events.drop("service").head(10).write_parquet(tmp_path / "short.parquet")
     with pytest.raises(DataFileError, match="missing column 'service' required by the model"):
         scan([tmp_path / "short.parquet"], out, spec=spec, progress=False)
-    from engine.demo_logs import write_ssh_auth_log
+    from engine.demo.authlog import write_ssh_auth_log
 
     write_ssh_auth_log(tmp_path / "auth.log", 300, seed=1)
     with pytest.raises(DataFileError, match=r"auth.log \(auth-log windows\): missing columns 'protocol'"):
@@ -223,7 +223,7 @@ def test_bad_inputs_fail_before_anything_is_written(spec: LocalSpec, events: pl.
 
 
 def test_auth_log_scan_flags_the_attackers(tmp_path: Path) -> None:
-    from engine.demo_logs import write_ssh_auth_log
+    from engine.demo.authlog import write_ssh_auth_log
 
     log = tmp_path / "auth.log"
     attackers = write_ssh_auth_log(log, 12_000, seed=4)
@@ -241,7 +241,7 @@ def test_auth_log_scan_flags_the_attackers(tmp_path: Path) -> None:
 
 
 def test_auth_log_scan_per_user(tmp_path: Path) -> None:
-    from engine.demo_logs import write_ssh_auth_log
+    from engine.demo.authlog import write_ssh_auth_log
 
     log = tmp_path / "auth.log"
     write_ssh_auth_log(log, 12_000, seed=6)

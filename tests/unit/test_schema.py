@@ -5,7 +5,7 @@ import polars as pl
 import pytest
 
 from engine.errors import DataFileError, SchemaError
-from engine.schema import TableSchema, infer_schema
+from engine.tables.schema import TableSchema, infer_schema
 
 
 def table(n: int = 100, **extra: list[object]) -> pl.DataFrame:

@@ -1,4 +1,4 @@
-"""model.py and engine.serving with a fake ``triton_python_backend_utils``: no server needed."""
+"""model.py and engine.serving.model with a fake ``triton_python_backend_utils``: no server needed."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from engine.churn import ChurnScorer, TrainResult
+from engine.families.churn import ChurnScorer, TrainResult
 from tests.conftest import request_arrays
 
 

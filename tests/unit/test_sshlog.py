@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.backend import gpu_available
-from engine.demo_logs import ssh_auth_log, write_ssh_auth_log
+from engine.device import gpu_available
+from engine.demo.authlog import ssh_auth_log, write_ssh_auth_log
 from engine.errors import DataFileError, InvalidInputError, UnsupportedOnGPU
-from engine.sshlog import is_auth_log, read_auth_log
+from engine.families.threat.authlog import is_auth_log, read_auth_log
 from kernels.sshlog import (
     EVENTS,
     FEATURES,

@@ -8,14 +8,14 @@ import polars as pl
 import pytest
 import torch
 
-from engine.demo_data import EVENT_LABEL, network_events
+from engine.demo.tables import EVENT_LABEL, network_events
 from engine.errors import DataFileError, InvalidInputError, ModelNotReadyError, SchemaError
-from engine.metrics import threshold_at_fpr
-from engine.repo import ModelRepository
-from engine.threat import ThreatScorer, train_threat
-from engine.threat.network import Autoencoder, error_scale, export_onnx
-from engine.threat.train import TrainResult, threat_config
-from engine.triton_config import render_config
+from engine.families.metrics import threshold_at_fpr
+from engine.serving.repository import ModelRepository
+from engine.families.threat import ThreatScorer, train_threat
+from engine.families.threat.network import Autoencoder, error_scale, export_onnx
+from engine.families.threat.train import TrainResult, threat_config
+from engine.serving.config import render_config
 from tests.conftest import request_arrays, with_holes
 
 
@@ -156,7 +156,7 @@ def test_loading_an_untrained_folder_says_what_to_do(tmp_path: Path) -> None:
 
 
 def test_matrix_twin_scores_like_the_raw_model(threat_trained: TrainResult, events: pl.DataFrame) -> None:
-    from engine.threat.matrix import ThreatMatrixScorer, features_from_parameters, matrix_config
+    from engine.families.threat.matrix import ThreatMatrixScorer, features_from_parameters, matrix_config
 
     repo = ModelRepository(threat_trained.path.parent.parent)
     twin_dir = repo.latest("threat_features")
@@ -189,7 +189,7 @@ def test_matrix_twin_scores_like_the_raw_model(threat_trained: TrainResult, even
     ],
 )
 def test_matrix_twin_rejects_what_is_not_its_matrix(threat_trained: TrainResult, columns, message) -> None:  # noqa: ANN001
-    from engine.threat.matrix import ThreatMatrixScorer
+    from engine.families.threat.matrix import ThreatMatrixScorer
 
     twin = ThreatMatrixScorer.load(ModelRepository(threat_trained.path.parent.parent).latest("threat_features"))
     with pytest.raises(InvalidInputError, match=message):

@@ -13,16 +13,16 @@ import numpy as np
 import polars as pl
 import pytest
 
-from engine.audit import verify
-from engine.bulk import score_file
-from engine.churn import ChurnScorer
+from engine.security.audit import verify
+from engine.batch.score import score_file
+from engine.families.churn import ChurnScorer
 from engine.cli import main
 from engine.errors import InvalidInputError
-from engine.guard import OutputGuard
-from engine.protect import KeyRing, token_matches
-from engine.scan import LocalSpec, scan
-from engine.threat.train import TrainResult
-from engine.trail import SUBJECT, DecisionAudit, Trail, subject_of, subjects_of
+from engine.security.guard import OutputGuard
+from engine.security.protect import KeyRing, token_matches
+from engine.batch.scan import LocalSpec, scan
+from engine.families.threat.train import TrainResult
+from engine.security.trail import SUBJECT, DecisionAudit, Trail, subject_of, subjects_of
 from tests.leak_scan import SELF_TEST, find_leaks, is_scanned, scanned_files
 
 VISA = "4111111111111111"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
-from engine.churn import ChurnScorer
+from engine.families.churn import ChurnScorer
 from kernels.treeshap import MAX_SPLITS, ShallowTreeShap, pattern_contributions, pattern_contributions_ref
 
 TYPES = ["q", "q", "q", "q", "c", "c"]

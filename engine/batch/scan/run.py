@@ -1,0 +1,453 @@
+"""Running a scan: units → batches → scores → alert parts, with a checkpoint after every batch.
+
+The checkpoint is a hidden folder beside the output, ``.<out>.scan/``: a manifest (inputs with size and
+modification time, model and version, batch size, start time) and, per finished batch, its alerts already
+in the output's format, its rejects and a ``.done`` marker written last. A batch counts as finished only
+once its marker exists, so a scan killed at any instant resumes by skipping finished batches and redoing the
+one it was in: no alert is lost and none is written twice. When every batch is done the parts are joined,
+in input order, into the output (JSON lines byte for byte), the rejects report and the summary, and the
+folder is removed. The work per alert is done where the batch was scored, on as many threads or Dask
+workers as score; joining is only copying.
+
+Dask runs units on its workers and the parts are the same files, so a distributed scan writes exactly the
+alerts of a single-process one.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from engine.errors import InvalidInputError, ServerUnavailableError
+from engine.security.guard import OutputGuard, drop_subject
+from engine.tables.io import require_columns
+from engine.security.protect import mask_text
+from engine.batch.scan.alerts import ENTITY_COLUMNS, AlertFormat, alert_frame
+from engine.batch.scan.backends import LocalSpec, ServerSpec, close_backends, open_backend
+from engine.batch.scan.plan import Unit, Windows, discover, fingerprint, plan_units, unit_batches
+from engine.security.trail import SUBJECT, DecisionAudit, Trail
+
+#: What an alert carries from its input row: card numbers in them are masked, --tokenize/--encrypt apply.
+CARRIED = ("record_id", "user_name", "source_ip", "file")
+#: Whom an alert is about: the user of an auth-log window, else its address, else the record.
+SUBJECTS = ("user_name", "source_ip", "record_id")
+_AUDITED = "audited"
+_AUDIT_COLUMNS = {"file", "row", "anomaly_score", SUBJECT}
+
+__all__ = ["ScanSummary", "run_unit", "scan"]
+
+_REJECT_SCHEMA = {"file": pl.String, "row": pl.Int64, "column": pl.String, "reason": pl.String}
+OUTPUT_SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet", ".pq")
+_COUNTS = ("rows", "scored", "rejected", "alerts", "lines", "unparsed")
+
+
+@dataclass
+class ScanSummary:
+    files: int = 0
+    units: int = 0
+    rows_read: int = 0
+    scored: int = 0
+    rejected: int = 0
+    alerts: int = 0
+    log_lines: int = 0
+    unparsed_lines: int = 0
+    resumed_batches: int = 0
+    seconds: float = 0.0
+    rows_this_run: int = 0
+    model: str = ""
+    version: str = ""
+    out: str = ""
+    rejects_path: str | None = None
+    transport: str = ""
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows_this_run / self.seconds if self.seconds else 0.0
+
+    def line(self) -> str:
+        text = (
+            f"read {self.rows_read:,} rows from {self.files} file{'s' if self.files != 1 else ''}, "
+            f"scored {self.scored:,}, rejected {self.rejected:,}, alerts {self.alerts:,} "
+            f"({self.rows_per_second:,.0f} rows/s)"
+        )
+        if self.log_lines:
+            text += f"; log lines {self.log_lines:,}, not sshd lines {self.unparsed_lines:,}"
+        if self.resumed_batches:
+            text += f"; resumed: {self.resumed_batches} batches were already done"
+        if self.rejected and self.rejects_path:
+            text += f"; rejected rows are listed in {self.rejects_path}"
+        return text
+
+
+def _state_dir(out: Path) -> Path:
+    return out.with_name(f".{out.name}.scan")
+
+
+def _atomic_frame(frame: pl.DataFrame, path: Path) -> None:
+    """Write ``frame`` to ``path`` atomically: Arrow IPC for ``.arrow`` (cheapest for parts read back once),
+    else Parquet."""
+    tmp = path.with_name(path.name + ".partial")
+    if path.suffix == ".arrow":
+        frame.write_ipc(tmp)
+    else:
+        frame.write_parquet(tmp)
+    tmp.replace(path)
+
+
+def _atomic_json(data: dict[str, Any], path: Path) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(json.dumps(data), encoding="utf-8")
+    tmp.replace(path)
+
+
+def run_unit(
+    unit: Unit,
+    spec: LocalSpec | ServerSpec,
+    state: str,
+    *,
+    batch_rows: int,
+    windows: Windows = Windows(),  # noqa: B008 - frozen, so one shared default is safe
+    on_batch: Callable[[int], None] | None = None,
+    stop: threading.Event | None = None,
+    guard: OutputGuard | None = None,
+    fmt: AlertFormat,
+) -> dict[str, int]:
+    """Score every unfinished batch of ``unit``, writing its parts under ``state``; counts of this call.
+    ``stop`` (set by an interrupted scan) ends the unit after its current batch. ``guard`` protects the
+    alerts before their part is written (card numbers are masked without one too); ``fmt`` is the output's
+    format."""
+    guard = guard or OutputGuard.build(CARRIED)
+    backend = open_backend(spec)
+    d = Path(state)
+    done = {p.name for p in d.glob(f"u{unit.index:05d}-*.done")}
+    counts = dict.fromkeys((*_COUNTS, "resumed"), 0)
+    lines: dict[str, int] = {}
+    # What alerts and scoring read: the model's inputs, its id column, an auth-log window's entity.
+    wanted = [*(n for n, _ in backend.inputs), *filter(None, (backend.id_column, *ENTITY_COLUMNS))]
+    batches = unit_batches(unit, batch_rows=batch_rows, windows=windows, lines=lines, columns=wanted)
+    for b, (first_row, frame) in enumerate(batches):
+        if stop is not None and stop.is_set():
+            break
+        if b == 0 and unit.kind == "authlog":  # a log's columns exist only once it is parsed
+            require_columns(frame.columns, [n for n, _ in backend.inputs], source=f"{unit.path} (auth-log windows)")
+        stem = f"u{unit.index:05d}-b{b:06d}"
+        if f"{stem}.done" in done:
+            counts["resumed"] += 1
+            continue
+        outputs, kept, rejects = backend.score(frame)
+        alerts = alert_frame(frame, kept, outputs, file=unit.path, first_row=first_row, id_column=backend.id_column)
+        protected = guard.apply(alerts)
+        # What the audit log's decision lines need, kept even when this run writes none: a later run that
+        # resumes this checkpoint may be one that does (``finscore scan`` always audits).
+        audited = protected.select(c for c in protected.columns if c in _AUDIT_COLUMNS)
+        _atomic_frame(audited, d / f"{stem}.audit.arrow")
+        fmt.write(drop_subject(protected), d / f"{stem}.alerts{fmt.suffix}")
+        if rejects:
+            rej = pl.DataFrame(
+                {
+                    "file": [unit.path] * len(rejects),
+                    "row": [first_row + r.row for r in rejects],
+                    "column": [r.column for r in rejects],
+                    "reason": [mask_text(r.reason) for r in rejects],
+                },
+                schema=_REJECT_SCHEMA,
+            )
+            _atomic_frame(rej, d / f"{stem}.rejects.parquet")
+        marker = {"rows": frame.height, "scored": len(kept), "rejected": len(rejects), "alerts": alerts.height}
+        if b == 0 and lines:  # a log's line counts belong to its first batch
+            marker.update(lines=lines["lines"], unparsed=lines["unparsed"])
+        _atomic_json(marker, d / f"{stem}.done")
+        for k, v in marker.items():
+            counts[k] += v
+        if on_batch is not None:
+            on_batch(frame.height)
+    return counts
+
+
+def _manifest(files: list[Path], spec: LocalSpec | ServerSpec, version: str, batch_rows: int, windows: Windows) -> dict:
+    target = spec.version_dir if isinstance(spec, LocalSpec) else f"{spec.url}/{spec.model}"
+    return {
+        "inputs": fingerprint(files),
+        "model": target,
+        "version": version,
+        "batch_rows": batch_rows,
+        "windows": [windows.every, windows.by],
+    }
+
+
+def _prepare_state(out: Path, manifest: dict[str, Any], restart: bool) -> tuple[Path, datetime]:
+    d = _state_dir(out)
+    path = d / "manifest.json"
+    if d.is_dir() and not restart and path.is_file():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if {k: v for k, v in saved.items() if k != "started"} == manifest:
+            return d, datetime.fromisoformat(saved["started"])
+    if d.exists():
+        shutil.rmtree(d)
+    d.mkdir(parents=True)
+    started = datetime.now(timezone.utc)
+    _atomic_json({**manifest, "started": started.isoformat()}, path)
+    return d, started
+
+
+def _run_dask(
+    address: str,
+    units: list[Unit],
+    spec: Any,
+    state: Path,
+    batch_rows: int,
+    windows: Windows,
+    bar: Any,
+    guard: OutputGuard,
+    fmt: AlertFormat,
+) -> list[dict[str, int]]:
+    from distributed import Client, as_completed
+
+    results = []
+    try:
+        client = Client(address, timeout="10s")
+    except (OSError, TimeoutError):
+        msg = f"no Dask scheduler answers at {address}: start one (`dask scheduler`) or leave out --dask"
+        raise ServerUnavailableError(msg) from None
+    with client:
+        futures = client.map(
+            run_unit,
+            units,
+            spec=spec,
+            state=str(state),
+            batch_rows=batch_rows,
+            windows=windows,
+            guard=guard,
+            fmt=fmt,
+            pure=False,
+        )
+        for future in as_completed(futures):
+            counts = future.result()
+            results.append(counts)
+            if bar is not None:
+                bar.update(counts["rows"])
+    return results
+
+
+def _run_threads(
+    units: list[Unit],
+    spec: Any,
+    state: Path,
+    batch_rows: int,
+    windows: Windows,
+    on_batch: Any,
+    guard: OutputGuard,
+    fmt: AlertFormat,
+) -> list[dict[str, int]]:
+    """Two units at a time: one's Python work (reading, alerts, checkpoint) overlaps the other's kernels and
+    network, which release the GIL. Parts are per batch, so the order units finish in does not matter. On an
+    error or Ctrl-C, units not started are dropped and running ones stop after their batch."""
+    stop = threading.Event()
+
+    def one(unit: Unit) -> dict[str, int]:
+        return run_unit(
+            unit,
+            spec,
+            str(state),
+            batch_rows=batch_rows,
+            windows=windows,
+            on_batch=on_batch,
+            stop=stop,
+            guard=guard,
+            fmt=fmt,
+        )
+
+    pool = ThreadPoolExecutor(max_workers=min(2, len(units)) or 1, thread_name_prefix="finscore-unit")
+    try:
+        futures = [pool.submit(one, unit) for unit in units]
+        results = []
+        for future in futures:
+            # Wake now and then: Ctrl-C reaches only the main thread, and only between waits.
+            while True:
+                try:
+                    results.append(future.result(timeout=0.2))
+                    break
+                except FutureTimeout:
+                    continue
+        return results
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _audit_alerts(parts: list[Path], files: list[str], audit: DecisionAudit, state: Path) -> None:
+    """One ``decision`` line per alert, request id ``<run>/<file number>:<row>``; once per scan, even resumed."""
+    if (state / _AUDITED).is_file():
+        return
+    number = {f: i for i, f in enumerate(files)}
+    for part in parts:
+        alerts = pl.read_ipc(part)
+        audit.record(
+            alerts.select(
+                pl.format("{}:{}", pl.col("file").replace_strict(number, default=-1), pl.col("row")).alias("row"),
+                pl.lit("alert").alias("decision"),
+                pl.col("anomaly_score"),
+                *([pl.col(SUBJECT)] if SUBJECT in alerts.columns else []),
+            )
+        )
+    audit.flush()
+    _atomic_json({"decisions": audit.written, "run": audit.run}, state / _AUDITED)
+
+
+def _finish(
+    state: Path,
+    out: Path,
+    summary: ScanSummary,
+    fmt: AlertFormat,
+    audit: DecisionAudit | None = None,
+    files: list[str] | None = None,
+) -> None:
+    markers = sorted(state.glob("u*.done"))
+    for m in markers:
+        counts = json.loads(m.read_text(encoding="utf-8"))
+        summary.rows_read += counts["rows"]
+        summary.scored += counts["scored"]
+        summary.rejected += counts["rejected"]
+        summary.alerts += counts["alerts"]
+        summary.log_lines += counts.get("lines", 0)
+        summary.unparsed_lines += counts.get("unparsed", 0)
+    stems = [m.name[: -len(".done")] for m in markers]
+    if audit is not None:
+        _audit_alerts([state / f"{s}.audit.arrow" for s in stems], files or [], audit, state)
+    fmt.join([state / f"{s}.alerts{fmt.suffix}" for s in stems], out)
+    rejects_path = out.with_name(out.stem + ".rejected.csv")
+    rejected = [state / f"{s}.rejects.parquet" for s in stems if (state / f"{s}.rejects.parquet").is_file()]
+    if rejected:
+        pl.concat([pl.read_parquet(p) for p in rejected]).write_csv(rejects_path)
+        summary.rejects_path = str(rejects_path)
+    else:
+        rejects_path.unlink(missing_ok=True)
+    if audit is not None:
+        audit.close(
+            "written", rows=summary.rows_read, scored=summary.scored, rejected=summary.rejected, alerts=summary.alerts
+        )
+    shutil.rmtree(state)
+
+
+def _closing_backends(fn: Callable[..., ScanSummary]) -> Callable[..., ScanSummary]:
+    """Close server clients (and their shared memory) when the scan ends, however it ends."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> ScanSummary:
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            close_backends()
+
+    return wrapper
+
+
+@_closing_backends
+def scan(
+    paths: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    *,
+    spec: LocalSpec | ServerSpec,
+    batch_rows: int = 65_536,
+    every: str = "10m",
+    entity: str = "source_ip",
+    dask: str | None = None,
+    restart: bool = False,
+    progress: bool = True,
+    guard: OutputGuard | None = None,
+    trail: Trail | None = None,
+) -> ScanSummary:
+    """Scan ``paths`` (files or folders) with the model ``spec`` names and write the alerts to ``out``.
+
+    An unfinished earlier scan to the same ``out`` with the same inputs and model is resumed (``restart``
+    starts over). ``dask`` is the address of a Dask scheduler to spread the units over. Auth logs become
+    windows of ``every`` per ``entity`` (``"source_ip"`` or ``"user"``), as the model was trained on.
+    ``guard`` protects what alerts carry (card numbers are masked without one too); with ``trail``, an
+    in-process model load, each alert and the finished run are appended to its audit log.
+    """
+    windows = Windows(every, entity)
+    guard = guard or OutputGuard.build(CARRIED)
+    if batch_rows < 1:
+        msg = f"batch rows must be positive, got {batch_rows}"
+        raise InvalidInputError(msg)
+    t0 = time.perf_counter()
+    out_path = Path(out).resolve()
+    if out_path.suffix.lower() not in OUTPUT_SUFFIXES:
+        msg = (
+            f"{out}: alerts are written as .jsonl (ECS JSON lines) or .parquet, not {out_path.suffix or 'no suffix'!r}"
+        )
+        raise InvalidInputError(msg)
+    if out_path.is_dir():
+        msg = f"{out}: is a folder; give the alerts file's name, e.g. {Path(out) / 'alerts.jsonl'}"
+        raise InvalidInputError(msg)
+    files = discover(paths)
+    backend = open_backend(spec)
+    units = plan_units(files, needed=[n for n, _ in backend.inputs], unit_rows=batch_rows)
+    manifest = _manifest(files, spec, backend.version, batch_rows, windows)
+    manifest["protection"] = {"tokenize": list(guard.tokenize), "encrypt": list(guard.encrypt)}
+    state, started = _prepare_state(out_path, manifest, restart)
+    fmt = AlertFormat.of(
+        out_path, model=backend.name, version=backend.version, threshold=backend.threshold, started=started
+    )
+    audit = None
+    if trail is not None:
+        if isinstance(spec, LocalSpec):
+            trail.model_load(backend.name, backend.version, where="in-process")
+        audit = DecisionAudit(
+            trail,
+            command="scan",
+            model=backend.name,
+            version=backend.version,
+            decision="decision",
+            score="anomaly_score",
+        )
+    summary = ScanSummary(
+        files=len(files),
+        units=len(units),
+        model=backend.name,
+        version=backend.version,
+        out=str(out_path),
+        transport=getattr(backend, "transport", "in-process"),
+    )
+    total = sum(u.rows for u in units if u.rows is not None) if all(u.rows is not None for u in units) else None
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit=" rows", unit_scale=True, desc="scanning", leave=False)
+    try:
+        if dask:
+            results = _run_dask(dask, units, spec, state, batch_rows, windows, bar, guard, fmt)
+        else:
+            on_batch = bar.update if bar is not None else None
+            results = _run_threads(units, spec, state, batch_rows, windows, on_batch, guard, fmt)
+    except BaseException:
+        # Keep a checkpoint worth resuming from; one with no finished batch is only clutter.
+        if not any(state.glob("*.done")):
+            shutil.rmtree(state, ignore_errors=True)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    summary.resumed_batches = sum(r["resumed"] for r in results)
+    summary.rows_this_run = sum(r["rows"] for r in results)
+    _finish(state, out_path, summary, fmt, audit, [str(f) for f in files])
+    summary.seconds = time.perf_counter() - t0
+    summary_path = out_path.with_name(out_path.stem + ".summary.json")
+    summary_path.write_text(json.dumps(asdict(summary), indent=2, default=str), encoding="utf-8")
+    return summary

@@ -1,0 +1,1 @@
+"""Synthetic data with a known signal, and ``make run``'s main job (:mod:`engine.demo.job`)."""

@@ -1,0 +1,1 @@
+"""The model families: each a folder that fills in one contract (:mod:`engine.families.contract`)."""

@@ -1,0 +1,166 @@
+"""Scoring churn: probabilities, TreeSHAP reason codes and a retention action, for any batch size.
+
+:class:`ChurnScorer` is what the served model runs and what in-process scoring uses, so both give the
+same answers. Inputs are a mapping of column name to a 1-D (or ``[n, 1]``) array, as Triton delivers them:
+FP32 numbers (NaN = missing) and BYTES/str text (empty = missing).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import xgboost as xgb
+
+from engine.device import Device, polars_engine, xgboost_device
+from engine.families.churn.actions import NO_ACTION, read_actions
+from engine.errors import ModelNotReadyError
+from engine.tables.matrix import OnlineFeatures, polars_matrix
+from engine.tables.checks import validate_columns
+from engine.tables.schema import TableSchema
+from engine.serving.config import TensorSpec
+from kernels.treeshap import ShallowTreeShap
+
+__all__ = ["MODEL_FILE", "OUTPUTS", "PARAMS_FILE", "ChurnScorer", "Calibration"]
+
+MODEL_FILE = "model.ubj"
+PARAMS_FILE = "churn.json"
+N_REASONS = 3
+OUTPUTS = (
+    TensorSpec("churn_probability", "FP32", (1,)),
+    TensorSpec("reason_codes", "BYTES", (N_REASONS,)),
+    TensorSpec("retention_action", "BYTES", (1,)),
+)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Platt scaling of the booster's margin: ``p = 1 / (1 + exp(-(a * margin + b)))``."""
+
+    a: float
+    b: float
+
+    def __call__(self, margin: np.ndarray) -> np.ndarray:
+        z = self.a * margin.astype(np.float64) + self.b
+        return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+
+
+class ChurnScorer:
+    """A trained churn version, ready to score."""
+
+    def __init__(
+        self,
+        booster: xgb.Booster,
+        schema: TableSchema,
+        calibration: Calibration,
+        threshold: float,
+        actions: Mapping[str, str],
+        *,
+        device: Device = "cpu",
+        version: str = "",
+        threads: int = 1,
+    ) -> None:
+        self.booster = booster
+        self.schema = schema
+        self.calibration = calibration
+        self.threshold = float(threshold)
+        self.actions = dict(actions)
+        self.device = device
+        self.version = version
+        self._engine = polars_engine(device)
+        self._exprs = schema.expressions(schema.wire_dtypes())
+        # The GPU path batches through cuDF; memoised kernels serve small batches on the CPU.
+        self._online = OnlineFeatures(schema) if device == "cpu" else None
+        self._feature_types = [c.xgb_type for c in schema.columns]
+        self._names = schema.names
+        self._name_array = np.asarray(self._names, dtype=object)
+        # One thread per Triton instance: instances, not threads, use the cores.
+        self.booster.set_param({"device": xgboost_device(device), "nthread": threads})
+        # On the CPU, shallow trees' TreeSHAP is a table look-up (kernels.treeshap); the GPU runs XGBoost's
+        # GPUTreeShap, and so do models too deep for the tables.
+        self._shap = self._tables() if device == "cpu" else None
+
+    def _tables(self) -> ShallowTreeShap | None:
+        n = len(self._names)
+        empty = xgb.DMatrix(
+            np.full((1, n), np.nan, dtype=np.float32), feature_types=self._feature_types, enable_categorical=True
+        )
+        bias = float(self.booster.predict(empty, pred_contribs=True, validate_features=False)[0, -1])
+        return ShallowTreeShap.from_model(self.booster.save_raw("json"), n_features=n, bias=bias)
+
+    @classmethod
+    def load(cls, version_dir: str | Path, *, device: Device = "cpu", threads: int = 1) -> ChurnScorer:
+        """Load a version folder written by :func:`engine.families.churn.train.train_churn`."""
+        d = Path(version_dir)
+        if not (d / MODEL_FILE).is_file():
+            msg = f"{d} holds no trained churn model ({MODEL_FILE} missing): run `finscore train churn`"
+            raise ModelNotReadyError(msg)
+        booster = xgb.Booster()
+        try:
+            booster.load_model(d / MODEL_FILE)
+            params = json.loads((d / PARAMS_FILE).read_text(encoding="utf-8"))
+        except (xgb.core.XGBoostError, OSError, ValueError, KeyError) as exc:
+            msg = f"{d} is not a readable churn version ({type(exc).__name__}); retrain with `finscore train churn`"
+            raise ModelNotReadyError(msg) from None
+        return cls(
+            booster,
+            TableSchema.load(d / "schema.json"),
+            Calibration(**params["calibration"]),
+            params["threshold"],
+            read_actions(d / "actions.csv"),
+            device=device,
+            version=d.name,
+            threads=threads,
+        )
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        return [TensorSpec(c.name, c.wire, (1,)) for c in self.schema.columns]
+
+    def validate(self, columns: Mapping[str, object]) -> dict[str, np.ndarray]:
+        """Check a request; return its columns as 1-D arrays (float32 numbers, ``str | None`` text).
+
+        Any fault is an :class:`InvalidInputError` naming the input.
+        """
+        return validate_columns(self.schema, columns, model="churn")
+
+    def features(self, rows: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The feature matrix of validated rows: memoised kernels for small CPU batches, Polars otherwise."""
+        n = len(rows[self._names[0]])
+        if self._online is not None and n <= self._online.max_rows:
+            return self._online.matrix(rows)
+        return polars_matrix(self.schema, self._exprs, rows, engine=self._engine)
+
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        """TreeSHAP contributions of a feature matrix, ``[rows, features + 1]``, the last column the bias."""
+        if self._shap is not None:
+            return self._shap.contributions(x)
+        # Columns are in schema order by construction: skip XGBoost's per-call name check.
+        dm = xgb.DMatrix(x, feature_types=self._feature_types, enable_categorical=True)
+        return self.booster.predict(dm, pred_contribs=True, validate_features=False)
+
+    def score_rows(
+        self, rows: Mapping[str, np.ndarray], *, outputs: Collection[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Score validated rows (as :meth:`validate` returns); every output is computed (TreeSHAP gives the
+        probability and the reasons in one pass), whatever ``outputs`` asks for."""
+        contribs = self.contributions(self.features(rows))
+        prob = self.calibration(contribs.sum(axis=1))  # TreeSHAP is additive: the row sum is the margin
+        contribs = contribs[:, :-1]  # the last column is the bias
+        top = np.argsort(-contribs, axis=1, kind="stable")[:, :N_REASONS]
+        reasons = np.where(np.take_along_axis(contribs, top, axis=1) > 0, self._name_array[top], "")
+        actions = np.array(
+            [
+                self.actions.get(r, NO_ACTION) if p >= self.threshold and r else NO_ACTION
+                for r, p in zip(reasons[:, 0], prob, strict=True)
+            ],
+            dtype=object,
+        )
+        return {"churn_probability": prob, "reason_codes": reasons.astype(object), "retention_action": actions}
+
+    def score(self, columns: Mapping[str, object]) -> dict[str, np.ndarray]:
+        """Validate and score one request: ``{column: array}`` → ``{output: array}``."""
+        return self.score_rows(self.validate(columns))

@@ -1,0 +1,249 @@
+"""Training fraud: canonical columns → transaction kernels → time-split XGBoost → a served version with state.
+
+The split follows the Fraud Detection Handbook: a training period, a gap as long as it takes labels to
+arrive, then a test period. Cards whose fraud was already known (a fraud label older than the label delay)
+are left out of each test day, as a bank would have blocked them. Early stopping and the decision
+thresholds use the last quarter of the training period; the final model is refitted on the whole period
+with the number of trees early stopping chose.
+
+The version also holds the server's starting state: every transaction of the file, replayed through
+:class:`engine.families.fraud.state.FraudState` with its label, so the first authorization served has its history.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import xgboost as xgb
+
+from engine.device import Device, polars_engine, xgboost_device
+from engine.errors import SchemaError
+from engine.families.fraud.data import FraudColumns, canonical
+from engine.families.fraud.scorer import (
+    INITIAL_STATE,
+    KEY_FILE,
+    MODEL_FILE,
+    PARAMS_FILE,
+    fraud_config,
+)
+from engine.families.fraud.state import FraudState
+from engine.tables.io import read_table
+from engine.families.metrics import FraudMetrics, best_f1_threshold, fraud_metrics
+from engine.serving.repository import ModelRepository
+from kernels.transactions import DAY_US, feature_names, transaction_features
+
+__all__ = ["FraudTrainResult", "Split", "replay_state", "train_fraud", "transaction_matrix"]
+
+MODEL_NAME = "fraud"
+XGB_PARAMS = {
+    "objective": "binary:logistic",
+    "eval_metric": "aucpr",
+    "tree_method": "hist",
+    "max_depth": 4,
+    "eta": 0.1,
+    "min_child_weight": 1,
+    "subsample": 0.9,
+    "colsample_bytree": 0.9,
+}
+MAX_ROUNDS = 600
+EARLY_STOPPING = 50
+#: Decline only where validation precision reaches this; below it, review.
+DECLINE_PRECISION = 0.9
+
+
+@dataclass(frozen=True)
+class Split:
+    """Days (since the Unix epoch) of the training period, the gap and the test period."""
+
+    train_start: int
+    train_days: int = 7
+    gap_days: int = 7
+    test_days: int = 7
+
+    @property
+    def test_start(self) -> int:
+        return self.train_start + self.train_days + self.gap_days
+
+    def describe(self) -> str:
+        def iso(d: int) -> str:
+            return date.fromordinal(date(1970, 1, 1).toordinal() + d).isoformat()
+
+        return (
+            f"train {iso(self.train_start)}..{iso(self.train_start + self.train_days - 1)}, "
+            f"gap {self.gap_days} d, test {iso(self.test_start)}..{iso(self.test_start + self.test_days - 1)}"
+        )
+
+
+@dataclass(frozen=True)
+class FraudTrainResult:
+    version: int
+    path: Path
+    split: Split
+    metrics: FraudMetrics | None
+    rows: dict[str, int]
+    rounds: int
+    thresholds: dict[str, float]
+    seconds: float
+
+
+def transaction_matrix(features: pl.DataFrame) -> np.ndarray:
+    """The model's feature matrix (float32, :func:`kernels.transactions.feature_names` order)."""
+    return features.select(feature_names()).to_numpy().astype(np.float32)
+
+
+def replay_state(tx: pl.DataFrame, *, delay_us: int, secret: bytes) -> FraudState:
+    """The server's state after every transaction of ``tx`` (canonical columns), in time order."""
+    state = FraudState(delay_us=delay_us, secret=secret)
+    ordered = tx.with_row_index("_row").sort("time", "_row")
+    labels = ordered["label"].to_list() if "label" in ordered.columns else [None] * ordered.height
+    rows = zip(
+        ordered["transaction_id"].to_list(),
+        ordered["card"].to_list(),
+        ordered["terminal"].to_list(),
+        ordered["amount"].to_list(),
+        ordered["time"].to_list(),
+        labels,
+        strict=True,
+    )
+    for txid, card, terminal, amount, when, label in rows:
+        state.authorize(txid, card, terminal, amount, when)
+        if label:
+            state.report(txid, 1)
+    if ordered.height:
+        state.prune_labels(int(ordered["time"][-1]))
+    return state
+
+
+def _thresholds(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    review = best_f1_threshold(y, p)
+    order = np.argsort(-p, kind="stable")
+    precision = np.cumsum(y[order]) / np.arange(1, len(y) + 1)
+    ok = np.flatnonzero(precision >= DECLINE_PRECISION)
+    decline = float(p[order][ok[-1]]) if len(ok) else 1.0
+    return {"review": float(min(review, decline)), "decline": max(decline, review)}
+
+
+def _parse_day(text: str) -> int:
+    try:
+        return (date.fromisoformat(text) - date(1970, 1, 1)).days
+    except ValueError:
+        msg = f"--train-start must be a date such as 2018-07-25, got {text!r}"
+        raise SchemaError(msg) from None
+
+
+def _known_fraud_cards(frame: pl.DataFrame, delay_us: int) -> pl.Expr:
+    """Rows whose card had a fraud known (label older than the delay) before the row's day began."""
+    first = frame.filter(pl.col("label") == 1).group_by("card").agg(pl.col("time").min().alias("_first_fraud"))
+    known = dict(zip(first["card"].to_list(), first["_first_fraud"].to_list(), strict=True))
+    day_start = (pl.col("time") // DAY_US) * DAY_US
+    first_fraud = pl.col("card").replace_strict(known, default=None, return_dtype=pl.Int64)
+    return first_fraud.is_not_null() & (first_fraud < day_start - delay_us)
+
+
+def train_fraud(
+    data: str | os.PathLike[str],
+    *,
+    columns: FraudColumns,
+    delay_us: int = 7 * DAY_US,
+    train_start: str | None = None,
+    train_days: int = 7,
+    gap_days: int = 7,
+    test_days: int = 7,
+    keep_known_cards: bool = False,
+    repo: ModelRepository | None = None,
+    seed: int = 42,
+    device: Device = "cpu",
+    threads: int | None = None,
+) -> FraudTrainResult:
+    """Train a fraud model on ``data`` and write it, with its starting state, as the next version in ``repo``."""
+    started = time.perf_counter()
+    if columns.label is None:
+        msg = "training needs the fraud label column (--label)"
+        raise SchemaError(msg)
+    repo = repo or ModelRepository()
+    tx = canonical(read_table(data), columns, source=str(data))
+    feats = transaction_features(tx.lazy(), delay_us=delay_us, engine=polars_engine(device)).collect()
+    feats = feats.with_columns((pl.col("time") // DAY_US).alias("_day"))
+    first_day = int(feats["_day"].min())  # type: ignore[arg-type]
+    split = Split(_parse_day(train_start) if train_start else first_day, train_days, gap_days, test_days)
+    day = pl.col("_day")
+    labelled = pl.col("label").is_not_null()
+    train = feats.filter(day.is_between(split.train_start, split.train_start + train_days - 1) & labelled)
+    val_from = split.train_start + train_days - max(1, train_days // 4)
+    fit, val = train.filter(day < val_from), train.filter(day >= val_from)
+    if fit["label"].sum() < 5 or val["label"].sum() < 1:
+        msg = f"{data}: too few frauds in the training period ({split.describe()}) to train on"
+        raise SchemaError(msg)
+
+    names = feature_names()
+
+    def dmatrix(frame: pl.DataFrame) -> xgb.DMatrix:
+        return xgb.DMatrix(transaction_matrix(frame), label=frame["label"].to_numpy(), feature_names=names)
+
+    params = {**XGB_PARAMS, "seed": seed, "device": xgboost_device(device), "nthread": threads or os.cpu_count() or 1}
+    dval = dmatrix(val)
+    probe = xgb.train(
+        params,
+        dmatrix(fit),
+        MAX_ROUNDS,
+        evals=[(dval, "validation")],
+        early_stopping_rounds=EARLY_STOPPING,
+        verbose_eval=False,
+    )
+    rounds = probe.best_iteration + 1
+    thresholds = _thresholds(val["label"].to_numpy(), probe[:rounds].predict(dval))
+    booster = xgb.train(params, dmatrix(train), rounds)
+
+    test = feats.filter(day.is_between(split.test_start, split.test_start + test_days - 1) & labelled)
+    excluded = 0
+    if not keep_known_cards and test.height:
+        known = test.select(_known_fraud_cards(feats, delay_us)).to_series()
+        excluded = int(known.sum())
+        test = test.filter(~known)
+    metrics = None
+    if test.height and 0 < test["label"].sum() < test.height:
+        p = booster.predict(xgb.DMatrix(transaction_matrix(test), feature_names=names))
+        metrics = fraud_metrics(test["_day"].to_numpy(), test["card"].to_numpy(), test["label"].to_numpy(), p, k=100)
+
+    key_path = repo.model_dir(MODEL_NAME) / KEY_FILE
+    key_path.parent.mkdir(parents=True, exist_ok=True)
+    if not key_path.is_file():
+        key_path.write_bytes(secrets.token_bytes(32))
+        key_path.chmod(0o600)
+    state = replay_state(tx, delay_us=delay_us, secret=key_path.read_bytes())
+
+    writer = repo.new_version(MODEL_NAME)
+    booster.save_model(writer.path / MODEL_FILE)
+    state.snapshot(writer.path / INITIAL_STATE)
+    rows = {
+        "train": train.height,
+        "validation": val.height,
+        "test": test.height,
+        "test_known_cards_left_out": excluded,
+        "history": tx.height,
+    }
+    body = {
+        "features": names,
+        "delay_us": delay_us,
+        "thresholds": thresholds,
+        "rounds": rounds,
+        "seed": seed,
+        "columns": columns.as_dict(),
+        "split": split.__dict__,
+        "rows": rows,
+        "xgboost": XGB_PARAMS,
+        "metrics": metrics.as_dict() if metrics else None,
+    }
+    (writer.path / PARAMS_FILE).write_text(json.dumps(body, indent=2), encoding="utf-8")
+    final = writer.commit(fraud_config(device=device))
+    return FraudTrainResult(
+        writer.version, final, split, metrics, rows, rounds, thresholds, time.perf_counter() - started
+    )

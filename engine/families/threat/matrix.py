@@ -1,0 +1,108 @@
+"""The threat model fed feature matrices: what bulk scans send to a server on the same host.
+
+Text tensors are what costs most in Triton's python backend (every value becomes a Python object on both
+sides). A scan computes the features itself, with the same kernels and the scaling the server publishes in
+this model's config, and sends one FP32 matrix per request through shared memory; every output has a fixed
+size (``top_columns`` are column indices), so answers come back through shared memory too.
+
+``train threat`` writes this model beside ``threat`` as ``threat_features`` (``<name>_features``), with the
+same version number and artifacts, so the two always score alike.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Collection, Mapping
+from pathlib import Path
+
+import numpy as np
+
+from engine.errors import InvalidInputError
+from engine.serving.repository import ModelRepository
+from engine.tables.schema import TableSchema
+from engine.families.threat.features import ThreatFeatures
+from engine.families.threat.scorer import FEATURES_FILE, MODEL_FILE, N_TOP, PARAMS_FILE, ThreatScorer, top_columns
+from engine.serving.config import ModelConfig, TensorSpec
+
+__all__ = ["MATRIX_INPUT", "MATRIX_OUTPUTS", "SUFFIX", "ThreatMatrixScorer", "matrix_config", "write_matrix_version"]
+
+SUFFIX = "_features"
+SHELL = "threat" + SUFFIX
+MATRIX_INPUT = "features"
+MATRIX_OUTPUTS = (
+    TensorSpec("anomaly_score", "FP32", (1,)),
+    TensorSpec("is_threat", "BOOL", (1,)),
+    TensorSpec("top_columns", "INT32", (N_TOP,)),
+)
+
+
+def matrix_config(
+    features: ThreatFeatures,
+    *,
+    name: str,
+    threshold: float,
+    max_batch_size: int,
+    instance_kind: str = "KIND_CPU",
+    instance_count: int = 1,
+) -> ModelConfig:
+    """The config of ``<name>_features``: one FP32 input of the feature width; the schema and scaling a client
+    needs to compute the features are parameters."""
+    return ModelConfig(
+        name=name + SUFFIX,
+        inputs=[TensorSpec(MATRIX_INPUT, "FP32", (len(features.names),))],
+        outputs=MATRIX_OUTPUTS,
+        max_batch_size=max_batch_size,
+        instance_kind=instance_kind,  # type: ignore[arg-type]
+        instance_count=instance_count,
+        parameters={
+            "threshold": repr(float(threshold)),
+            "schema": features.schema.to_json(),
+            "scaling": features.to_json(),
+            "raw_model": name,
+        },
+    )
+
+
+def write_matrix_version(repo: ModelRepository, source: Path, config: ModelConfig) -> Path:
+    """Copy the version folder ``source`` of the raw model into the next version of the matrix model."""
+    writer = repo.new_version(config.name, shell_of=SHELL)
+    for artifact in (MODEL_FILE, "schema.json", FEATURES_FILE, PARAMS_FILE):
+        shutil.copy2(source / artifact, writer.path / artifact)
+    return writer.commit(config)
+
+
+def features_from_parameters(parameters: Mapping[str, str]) -> ThreatFeatures:
+    """The :class:`ThreatFeatures` a matrix model publishes in its config."""
+    schema = TableSchema.from_json(parameters["schema"])
+    return ThreatFeatures.from_json(schema, parameters["scaling"])
+
+
+class ThreatMatrixScorer(ThreatScorer):
+    """:class:`ThreatScorer` over feature matrices: one ``features`` input ``[rows, width]``."""
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        return [TensorSpec(MATRIX_INPUT, "FP32", (len(self.features.names),))]
+
+    def validate(self, columns: Mapping[str, object]) -> dict[str, np.ndarray]:
+        unknown = [k for k in columns if k != MATRIX_INPUT]
+        if unknown or MATRIX_INPUT not in columns:
+            msg = f"model {self.name}{SUFFIX} takes one input, {MATRIX_INPUT!r} (got {', '.join(columns) or 'none'})"
+            raise InvalidInputError(msg)
+        x = np.asarray(columns[MATRIX_INPUT])
+        width = len(self.features.names)
+        if x.ndim != 2 or x.shape[1] != width or x.dtype != np.float32:
+            msg = f"input {MATRIX_INPUT!r} must be FP32 [batch, {width}], got {x.dtype.name} {list(x.shape)}"
+            raise InvalidInputError(msg)
+        bad = ~np.isfinite(x)
+        if bad.any():
+            msg = f"input {MATRIX_INPUT!r} has a missing or infinite value at row {int(np.argmax(bad.any(axis=1)))}"
+            raise InvalidInputError(msg)
+        return {MATRIX_INPUT: x}
+
+    def score_rows(
+        self, rows: Mapping[str, np.ndarray], *, outputs: Collection[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        score, column_error = self.run(rows[MATRIX_INPUT])
+        alert = score >= self.threshold
+        return {"anomaly_score": score, "is_threat": alert, "top_columns": top_columns(column_error, alert)}

@@ -1,0 +1,153 @@
+"""Scoring threats: reconstruction error, the alert decision, and the columns that explain it.
+
+:class:`ThreatScorer` is what the served ``threat`` model runs and what ``finscore scan --local`` uses, so
+both give the same answers. Requests arrive as Triton delivers them (see :mod:`engine.tables.checks`); bulk scans
+hand whole frames to :meth:`ThreatScorer.score_frame`, skipping the per-request checks.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Mapping
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from engine.device import Device, onnx_providers, polars_engine
+from engine.errors import ModelNotReadyError
+from engine.tables.checks import rows_frame, validate_columns
+from engine.tables.schema import TableSchema
+from engine.families.threat.features import ThreatFeatures
+from engine.serving.config import TensorSpec
+
+__all__ = ["MODEL_FILE", "OUTPUTS", "PARAMS_FILE", "ThreatScorer", "top_columns"]
+
+MODEL_FILE = "model.onnx"
+#: The exported graph's tensors (engine.families.threat.network writes them); scoring needs no torch.
+INPUT_NAME = "features"
+OUTPUT_NAMES = ("anomaly_score", "column_error")
+PARAMS_FILE = "threat.json"
+FEATURES_FILE = "features.json"
+N_TOP = 3
+OUTPUTS = (
+    TensorSpec("anomaly_score", "FP32", (1,)),
+    TensorSpec("is_threat", "BOOL", (1,)),
+    TensorSpec("top_features", "BYTES", (N_TOP,)),
+)
+
+
+def _session(path: Path, device: Device, threads: int) -> object:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    # One thread per Triton instance (instances, not threads, use the cores); bulk scans ask for more.
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=options, providers=onnx_providers(device))
+
+
+def top_columns(column_error: np.ndarray, rows: np.ndarray | slice) -> np.ndarray:
+    """Indices (INT32, ``[n, 3]``) of the raw columns with the largest error for ``rows``; -1 elsewhere and
+    where there are fewer than three columns."""
+    top = np.full((len(column_error), N_TOP), -1, dtype=np.int32)
+    k = min(N_TOP, column_error.shape[1])
+    top[rows, :k] = np.argsort(-column_error[rows], axis=1, kind="stable")[:, :k]
+    return top
+
+
+class ThreatScorer:
+    """A trained threat version, ready to score."""
+
+    def __init__(
+        self,
+        model_path: Path,
+        features: ThreatFeatures,
+        threshold: float,
+        *,
+        name: str = "threat",
+        device: Device = "cpu",
+        version: str = "",
+        threads: int = 1,
+    ) -> None:
+        self.features = features
+        self.schema = features.schema
+        self.threshold = float(threshold)
+        self.name = name
+        self.device = device
+        self.version = version
+        self._engine = polars_engine(device)
+        self._session = _session(model_path, device, threads)
+        self._wire_exprs = features.expressions(self.schema.wire_dtypes())
+        self._columns = np.asarray(self.schema.names + [""], dtype=object)
+
+    @classmethod
+    def load(cls, version_dir: str | Path, *, device: Device = "cpu", threads: int = 1) -> ThreatScorer:
+        """Load a version folder written by :func:`engine.families.threat.train.train_threat`."""
+        d = Path(version_dir)
+        if not (d / MODEL_FILE).is_file():
+            msg = f"{d} holds no trained threat model ({MODEL_FILE} missing): run `finscore train threat`"
+            raise ModelNotReadyError(msg)
+        try:
+            params = json.loads((d / PARAMS_FILE).read_text(encoding="utf-8"))
+            schema = TableSchema.load(d / "schema.json")
+            features = ThreatFeatures.load(schema, d / FEATURES_FILE)
+            return cls(
+                d / MODEL_FILE,
+                features,
+                params["threshold"],
+                name=params.get("name", "threat"),
+                device=device,
+                version=d.name,
+                threads=threads,
+            )
+        except (OSError, ValueError, KeyError) as exc:
+            msg = f"{d} is not a readable threat version ({type(exc).__name__}); retrain with `finscore train threat`"
+            raise ModelNotReadyError(msg) from None
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        return [TensorSpec(c.name, c.wire, (1,)) for c in self.schema.columns]
+
+    def validate(self, columns: Mapping[str, object]) -> dict[str, np.ndarray]:
+        """Check a request; return its columns as 1-D arrays (see :func:`engine.tables.checks.validate_columns`)."""
+        return validate_columns(self.schema, columns, model=self.name)
+
+    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The exported graph on a feature matrix: (anomaly score, per-column error)."""
+        score, column_error = self._session.run(list(OUTPUT_NAMES), {INPUT_NAME: x})  # type: ignore[attr-defined]
+        return np.asarray(score, dtype=np.float32), column_error
+
+    def score_matrix(self, x: np.ndarray, *, explain: str = "all") -> dict[str, np.ndarray]:
+        """Score a feature matrix (as :meth:`ThreatFeatures.matrix` returns).
+
+        ``explain`` says which rows get ``top_features``: ``"all"``, ``"threats"`` (only the rows that alert,
+        in order, ``[alerts, 3]``: what a bulk scan needs, at a fraction of the cost) or ``"none"``.
+        """
+        score, column_error = self.run(x)
+        out = {"anomaly_score": score, "is_threat": score >= self.threshold}
+        if explain == "none":
+            return out
+        if explain == "threats":
+            column_error = column_error[out["is_threat"]]
+        # -1 (fewer than three columns) is the empty name
+        out["top_features"] = self._columns[top_columns(column_error, slice(None))]
+        return out
+
+    def score_rows(
+        self, rows: Mapping[str, np.ndarray], *, outputs: Collection[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Score validated rows (as :meth:`validate` returns); ``top_features`` only if ``outputs`` asks."""
+        frame = rows_frame(self.schema, rows)
+        explain = "all" if outputs is None or "top_features" in outputs else "none"
+        x = self.features.matrix(frame, engine=self._engine, exprs=self._wire_exprs)
+        return self.score_matrix(x, explain=explain)
+
+    def score_frame(self, df: pl.DataFrame, *, explain: str = "all") -> dict[str, np.ndarray]:
+        """Score a table's rows as they are (numbers, text, or CSV text parsed by the kernels)."""
+        return self.score_matrix(self.features.matrix(df, engine=self._engine), explain=explain)
+
+    def score(self, columns: Mapping[str, object]) -> dict[str, np.ndarray]:
+        """Validate and score one request: ``{column: array}`` → ``{output: array}``."""
+        return self.score_rows(self.validate(columns))

@@ -1,0 +1,253 @@
+"""Erasure (GDPR art. 17): ``finscore forget ID [ID ...]`` removes customers from every store finscore keeps.
+
+A store is a function that removes subjects from the places it keeps data and says what it removed; it
+registers itself with :func:`erasure_store`::
+
+    @erasure_store("fraud")
+    def forget_cards(subjects: Sequence[str], ctx: ErasureContext) -> list[Erased]: ...
+
+The built-in stores are the modules of :data:`BUILTIN_STORES`, imported by :func:`forget` so they register;
+a store added later adds its module there. :func:`forget` runs every store, then appends one ``erasure``
+line per subject and place to the audit log (:class:`engine.security.trail.Trail`), naming the subject by its keyed
+pseudonym. A raw id never reaches the audit log, a printed line or an exception's message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine.settings import resolve_settings
+from engine.errors import DataFileError, FinscoreError, InvalidInputError
+
+if TYPE_CHECKING:
+    from engine.security.trail import Trail
+
+__all__ = [
+    "BUILTIN_STORES",
+    "Erased",
+    "ErasureContext",
+    "ErasureReport",
+    "Store",
+    "add_forget_arguments",
+    "erasure_store",
+    "forget",
+    "forget_command",
+    "stores",
+]
+
+#: Modules whose import registers a store. A new store adds its module here.
+BUILTIN_STORES = ("engine.families.fraud.erasure",)
+
+
+@dataclass(frozen=True)
+class ErasureContext:
+    """Where the stores look: the model repository, the running server (``url`` None: not asked, ``tls`` as
+    :class:`clients.tls.Tls` or None) and the shared fraud state in Redis (None: none)."""
+
+    repo: Path
+    url: str | None = None
+    tls: Any = None
+    redis_url: str | None = None
+
+
+@dataclass(frozen=True)
+class Erased:
+    """What one store removed from one place: ``removed[i]`` records of the ``i``-th subject (in the order
+    given to the store). ``complete`` False: the place could not be searched, ``note`` says why."""
+
+    store: str
+    place: str
+    removed: tuple[int, ...]
+    note: str = ""
+    complete: bool = True
+
+    @property
+    def total(self) -> int:
+        return sum(self.removed)
+
+    def line(self) -> str:
+        """One line for the user: counts only, never an id."""
+        n = len(self.removed)
+        found = sum(1 for r in self.removed if r)
+        text = f"{self.store}: {self.place}: {found} of {n} {'subject' if n == 1 else 'subjects'} found and removed"
+        return f"{text} ({self.note})" if self.note else text
+
+
+Store = Callable[[Sequence[str], ErasureContext], list[Erased]]
+_STORES: dict[str, Store] = {}
+
+
+def erasure_store(name: str) -> Callable[[Store], Store]:
+    """Register the decorated function as the store ``name`` (one function per name)."""
+
+    def register(fn: Store) -> Store:
+        known = _STORES.get(name)
+        if known is not None and (known.__module__, known.__qualname__) != (fn.__module__, fn.__qualname__):
+            msg = f"erasure store {name!r} is registered twice ({known.__module__} and {fn.__module__})"
+            raise ValueError(msg)
+        _STORES[name] = fn
+        return fn
+
+    return register
+
+
+def stores() -> dict[str, Store]:
+    """Every registered store by name, the built-in ones imported first."""
+    for module in BUILTIN_STORES:
+        importlib.import_module(module)
+    return dict(_STORES)
+
+
+@dataclass(frozen=True)
+class ErasureReport:
+    """What :func:`forget` did: per store and place, and where the audit lines went."""
+
+    subjects: int
+    results: tuple[Erased, ...]
+    audit_log: Path
+    audit_lines: int
+
+    @property
+    def complete(self) -> bool:
+        return all(r.complete for r in self.results)
+
+    def lines(self) -> list[str]:
+        return [r.line() for r in self.results]
+
+
+def _subjects(values: Sequence[str]) -> list[str]:
+    """The ids once each, in order; an empty one is refused (it names nobody)."""
+    for i, value in enumerate(values):
+        if not isinstance(value, str) or not value.strip():
+            msg = f"ID number {i + 1} is empty: give the ids of the customers to erase"
+            raise InvalidInputError(msg)
+    return list(dict.fromkeys(values))
+
+
+def _audit(trail: Trail, subjects: Sequence[str], results: Sequence[Erased]) -> int:
+    pseudonyms = [trail.subject(s) for s in subjects]
+    events: list[dict[str, object]] = []
+    for r in results:
+        for who, n in zip(pseudonyms, r.removed, strict=True):
+            fields: dict[str, object] = {"subject": who, "store": r.store, "place": r.place, "removed": n}
+            if not r.complete:
+                fields["complete"] = False
+            if r.note:
+                fields["note"] = r.note
+            events.append({"event": "erasure", **fields})
+    if events:
+        trail.log.append_many(events)  # one lock and one fsync: the erasure is recorded whole or not at all
+    return len(events)
+
+
+def forget(subjects: Sequence[str], ctx: ErasureContext, *, trail: Trail | None = None) -> ErasureReport:
+    """Remove ``subjects`` from every registered store, then record it in the audit log.
+
+    The audit log is opened first, so nothing is erased that could not be recorded. If a store fails, what the
+    stores before it removed is recorded, with a line per subject saying the failed store is incomplete, and
+    the error is raised.
+    """
+    from engine.security.trail import Trail
+
+    ids = _subjects(subjects)
+    trail = trail or Trail.from_env()
+    results: list[Erased] = []
+    for name, store in stores().items():
+        try:
+            done = store(ids, ctx)
+        except FinscoreError as exc:
+            failed = Erased(name, "*", (0,) * len(ids), f"failed: {exc}", complete=False)
+            _audit(trail, ids, [*results, failed])
+            raise
+        for r in done:
+            if len(r.removed) != len(ids):
+                msg = f"erasure store {name!r} answered for {len(r.removed)} subjects, not {len(ids)}"
+                raise RuntimeError(msg)
+        results.extend(done)
+    written = _audit(trail, ids, results)
+    return ErasureReport(len(ids), tuple(results), trail.path, written)
+
+
+# -- the command --------------------------------------------------------------------------------------------------
+def read_ids(path: str) -> list[str]:
+    """The ids in ``path`` (``-``: standard input), one per line; blank lines are skipped."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        msg = f"--ids-file {path}: cannot be read ({type(exc).__name__}); give a UTF-8 text file, one id per line"
+        raise DataFileError(msg) from None
+    ids = [line.strip() for line in text.splitlines() if line.strip()]
+    if not ids:
+        msg = f"--ids-file {path}: holds no id (one per line)"
+        raise InvalidInputError(msg)
+    return ids
+
+
+def add_forget_arguments(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``forget`` to the CLI's subcommands, with ``func`` set to :func:`forget_command`."""
+    from clients.tls import add_tls_arguments
+
+    p = sub.add_parser(
+        "forget", help="erase customers from every store finscore keeps (GDPR), recorded in the audit log"
+    )
+    p.add_argument("ids", nargs="*", metavar="ID", help="customer or card ids to erase")
+    p.add_argument(
+        "--ids-file",
+        metavar="FILE",
+        help="read the ids from FILE, one per line ('-': standard input), so they stay out of the process list "
+        "and the shell's history",
+    )
+    p.add_argument(
+        "--repo", type=Path, help="model repository folder (default: model_repo/ of the source tree, or FINSCORE_REPO)"
+    )
+    p.add_argument(
+        "--url", help="the running server's gRPC address HOST:PORT, erased in memory (default 127.0.0.1:8001)"
+    )
+    p.add_argument(
+        "--no-server", action="store_true", help="do not ask a running server (none runs on this repository)"
+    )
+    add_tls_arguments(p)
+    p.add_argument(
+        "--fraud-redis",
+        metavar="URL",
+        help="also erase from the fraud state shared in this Redis (default: FINSCORE_FRAUD_REDIS, if set)",
+    )
+    p.set_defaults(func=forget_command)
+
+
+def forget_command(args: argparse.Namespace) -> int:
+    """``finscore forget``: one line per store and place with counts, then where the audit lines went; 1 when a
+    place could not be searched."""
+    from clients.tls import Tls
+    from engine.families.fraud.redis_state import ENV_VAR
+
+    ids = [*args.ids, *(read_ids(args.ids_file) if args.ids_file else [])]
+    if not ids:
+        msg = "give the ids to erase: finscore forget ID... or --ids-file FILE"
+        raise InvalidInputError(msg)
+    s = resolve_settings(repo=args.repo, url=args.url)
+    ctx = ErasureContext(
+        repo=s.repo,
+        url=None if args.no_server else s.url,
+        tls=Tls.from_files(args.tls_ca, args.tls_cert, args.tls_key),
+        redis_url=args.fraud_redis or os.environ.get(ENV_VAR, "").strip() or None,
+    )
+    report = forget(ids, ctx)
+    for line in report.lines():
+        print(line)
+    print(f"audit: {report.audit_lines} erasure lines appended to {report.audit_log}")
+    if not report.complete:
+        print(
+            "Error: some places could not be searched (see above); fix that and run forget again, it removes what "
+            "is left",
+            file=sys.stderr,
+        )
+        return 1
+    return 0

@@ -1,0 +1,255 @@
+"""Where finscore keeps its own records, and the audit trail its commands and served models append to.
+
+Everything lives under one folder, ``FINSCORE_HOME`` (default ``$XDG_STATE_HOME/finscore``, else
+``~/.local/state/finscore``), created mode 0700:
+
+- ``audit.jsonl``: the hash-chained audit log of :mod:`engine.security.audit` (``FINSCORE_AUDIT_LOG`` names another
+  file). ``FINSCORE_AUDIT_KEY_FILE`` keys its chain with HMAC-SHA-256.
+- ``pseudonym.key``: 32 random bytes, made mode 0600 on first use (``FINSCORE_PSEUDONYM_KEY_FILE`` names
+  another file). Audit lines name a customer, card or address only by its keyed pseudonym, so whoever holds
+  the key can find a customer's lines (for an access or erasure request) and nobody else can.
+
+A served model appends ``model_load`` when Triton loads it; ``finscore score`` and ``scan`` append one
+``decision`` per decision they write and a closing ``run`` line saying whether the output was written;
+``finscore forget`` appends ``erasure``. In a container, set ``FINSCORE_HOME`` to a mounted volume.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import polars as pl
+
+from engine.security.audit import ENV_KEY_FILE, AuditLog, load_key, pseudonymizer
+from engine.errors import DataFileError
+from engine.security.protect import find_pans, pan_candidates
+
+__all__ = [
+    "ENV_HOME",
+    "ENV_LOG",
+    "ENV_PSEUDONYM_KEY",
+    "DecisionAudit",
+    "Trail",
+    "finscore_home",
+    "new_run_id",
+    "subject_of",
+    "subjects_of",
+]
+
+ENV_HOME = "FINSCORE_HOME"
+ENV_LOG = "FINSCORE_AUDIT_LOG"
+ENV_PSEUDONYM_KEY = "FINSCORE_PSEUDONYM_KEY_FILE"
+#: Lines appended under one lock and one fsync: big enough that fsync is not the cost, small enough to stream.
+BATCH = 8192
+#: The column an output frame may carry its rows' subject pseudonyms in, dropped before the output is written.
+SUBJECT = "_subject"
+
+
+def finscore_home() -> Path:
+    """The folder finscore keeps its own records in (created 0700 if missing)."""
+    env = os.environ.get(ENV_HOME, "").strip()
+    if env:
+        home = Path(env).expanduser()
+    else:
+        base = os.environ.get("XDG_STATE_HOME", "").strip()
+        home = (Path(base) if base else Path.home() / ".local" / "state") / "finscore"
+    try:
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        msg = f"{home}: finscore cannot create its records folder ({exc.strerror}); set {ENV_HOME} to a writable one"
+        raise DataFileError(msg) from None
+    return home
+
+
+def _pseudonym_key(path: Path) -> bytes:
+    """The key in ``path``, made first if missing: written aside and linked in, so two processes starting at
+    once agree on one key and neither reads half of it."""
+    if not path.exists():
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, secrets.token_bytes(32))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    try:
+        key = path.read_bytes()
+    except OSError as exc:
+        msg = f"{path}: the pseudonym key cannot be read ({exc.strerror})"
+        raise DataFileError(msg) from None
+    if not 16 <= len(key) <= 64:
+        msg = f"{path}: a pseudonym key file holds 16 to 64 raw bytes, not {len(key)}"
+        raise DataFileError(msg)
+    return key
+
+
+def subject_of(value: object, key: bytes) -> str | None:
+    """:meth:`Trail.subject` with the key given: for code that runs where the trail is not (a Dask worker)."""
+    if value is None:
+        return None
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    return _subject(text, pseudonymizer(key), maybe_card=True)
+
+
+def subjects_of(values: pl.Series, key: bytes) -> pl.Series:
+    """:func:`subject_of` of every value of a text column (the same pseudonyms), a column at a time: Polars
+    finds the few values that could be card numbers, and the keyed hash is set up once."""
+    of = pseudonymizer(key)
+    text = values.cast(pl.String)
+    cards = pan_candidates(text).to_list()
+    out = [None if v is None else _subject(v, of, maybe_card=c) for v, c in zip(text.to_list(), cards, strict=True)]
+    return pl.Series(SUBJECT, out, dtype=pl.String)
+
+
+def _subject(text: str, of: Callable[[str], str], *, maybe_card: bool) -> str | None:
+    text = text.strip()
+    if not text:
+        return None
+    if maybe_card and find_pans(text) == [(0, len(text))]:  # every spelling of one card is one subject
+        text = text.replace(" ", "").replace("-", "")
+    return of(text)
+
+
+def new_run_id() -> str:
+    """A fresh id for one command's run: request ids are ``<run>/<row>``."""
+    return uuid.uuid4().hex[:16]
+
+
+class Trail:
+    """The audit log and pseudonym key of this environment; :meth:`from_env` is the usual way in."""
+
+    def __init__(self, log: AuditLog, pseudonym_key: bytes) -> None:
+        self.log = log
+        self._key = pseudonym_key
+
+    @classmethod
+    def from_env(cls) -> Trail:
+        home: Path | None = None
+        log_path = os.environ.get(ENV_LOG, "").strip()
+        if not log_path:
+            home = finscore_home()
+            log_path = str(home / "audit.jsonl")
+        key_file = os.environ.get(ENV_KEY_FILE, "").strip()
+        pseudo = os.environ.get(ENV_PSEUDONYM_KEY, "").strip()
+        pseudo_path = Path(pseudo) if pseudo else (home or finscore_home()) / "pseudonym.key"
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        return cls(AuditLog(log_path, key=load_key(key_file) if key_file else None), _pseudonym_key(pseudo_path))
+
+    @property
+    def path(self) -> Path:
+        return self.log.path
+
+    @property
+    def pseudonym_key(self) -> bytes:
+        """For :func:`subject_of` where the trail is not at hand; as secret as the key file."""
+        return self._key
+
+    def subject(self, value: object) -> str | None:
+        """The pseudonym of a customer id, card number or address (None for a missing value).
+
+        Text is stripped; a card number written with spaces or dashes is compacted first, so every spelling
+        of one card gives one pseudonym.
+        """
+        return subject_of(value, self._key)
+
+    def event(self, event: str, **fields: object) -> None:
+        """Append one line (fields are JSON scalars, never a raw identifier)."""
+        self.log.append(event, **fields)
+
+    def model_load(self, model: str, version: str | int, *, where: str, **fields: object) -> None:
+        """Record that ``model`` ``version`` was loaded, ``where`` = ``triton`` or ``in-process``."""
+        self.log.append("model_load", model=model, version=str(version), where=where, pid=os.getpid(), **fields)
+
+    def decisions(self, model: str, version: str | int, frame: pl.DataFrame) -> int:
+        """Append one ``decision`` line per row of ``frame`` (its columns the fields: ``request_id``,
+        ``subject``, ``decision``, ``score``...); returns how many. Written in batches of :data:`BATCH` lines,
+        each whole or not at all."""
+        for start in range(0, frame.height, BATCH):
+            self.log.append_frame("decision", frame.slice(start, BATCH), model=model, version=str(version))
+        return frame.height
+
+
+class DecisionAudit:
+    """The audit of one batch command's run: ``decision`` lines as outputs are written, one ``run`` line at
+    the end.
+
+    ``decision`` and ``score`` name the output columns carrying the decision and its score; ``subject`` the
+    column of the raw id (pseudonymised here, before anything else sees it). Request ids are
+    ``<run>/<row>``, the row counted from 0 in the input, so a decision can be traced to its input row.
+    """
+
+    def __init__(
+        self,
+        trail: Trail,
+        *,
+        command: str,
+        model: str,
+        version: str | int,
+        decision: str,
+        score: str,
+        subject: str | None = None,
+    ) -> None:
+        self.trail = trail
+        self.command = command
+        self.model = model
+        self.version = str(version)
+        self.decision = decision
+        self.score = score
+        self.subject = subject
+        self.run = new_run_id()
+        self.written = 0
+        self._pending: list[pl.DataFrame] = []
+
+    def record(self, frame: pl.DataFrame) -> None:
+        """Queue a decision line per row of ``frame`` (a Polars frame with ``row`` and the named columns);
+        lines are appended :data:`BATCH` at a time, and by :meth:`flush`."""
+        if not frame.height:
+            return
+        if SUBJECT in frame.columns:  # pseudonymised already, where the raw value was read
+            subject = frame.get_column(SUBJECT).cast(pl.String)
+        elif self.subject and self.subject in frame.columns:
+            subject = subjects_of(frame.get_column(self.subject), self.trail.pseudonym_key)
+        else:
+            subject = pl.Series([None] * frame.height, dtype=pl.String)
+        score = pl.col(self.score).cast(pl.Float64)
+        self._pending.append(
+            frame.select(
+                pl.format("{}/{}", pl.lit(self.run), pl.col("row")).alias("request_id"),
+                pl.lit(subject).alias("subject"),
+                pl.col(self.decision).cast(pl.String).alias("decision"),
+                pl.when(score.is_nan()).then(None).otherwise(score.round(6)).alias("score"),
+            )
+        )
+        if sum(f.height for f in self._pending) >= BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        """Append the queued decision lines."""
+        if self._pending:
+            self.written += self.trail.decisions(self.model, self.version, pl.concat(self._pending))
+            self._pending = []
+
+    def close(self, status: str, **counts: object) -> None:
+        """The closing ``run`` line: ``status`` is ``written`` (the output holds these decisions) or
+        ``failed`` (it does not: the decisions of this run id never reached a file)."""
+        self.flush()
+        self.trail.event(
+            "run",
+            command=self.command,
+            model=self.model,
+            version=self.version,
+            run=self.run,
+            status=status,
+            decisions=self.written,
+            **counts,
+        )
