@@ -23,9 +23,9 @@ import pyarrow.parquet as pq
 
 from engine.errors import InvalidInputError
 from engine.security.guard import OutputGuard, drop_subject
-from engine.tables.io import iter_batches, require_columns, table_format
 from engine.security.protect import mask_text
 from engine.security.trail import DecisionAudit
+from engine.tables.io import iter_batches, require_columns, table_format
 from kernels import parse_number
 
 __all__ = ["BulkSummary", "Reject", "score_file", "score_file_through", "score_isolating"]

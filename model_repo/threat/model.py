@@ -2,8 +2,8 @@
 
 import triton_python_backend_utils as pb_utils
 
-from engine.serving.model import BackendModel
 from engine.families.threat import ThreatScorer
+from engine.serving.model import BackendModel
 
 
 class TritonPythonModel(BackendModel):

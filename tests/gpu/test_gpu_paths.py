@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 
 from engine.device import polars_engine, resolve_device
-from engine.families.churn import ChurnScorer, TrainResult
+from engine.families.churn import ChurnScorer, ChurnTrainResult
 from tests.conftest import request_arrays
 
 
@@ -18,7 +18,7 @@ def test_features_are_identical_on_each_backend(backend: str, scorer: ChurnScore
     np.testing.assert_allclose(np.nan_to_num(got), np.nan_to_num(want), rtol=0, atol=0)
 
 
-def test_scores_agree_on_each_backend(backend: str, trained: TrainResult, customers: pl.DataFrame) -> None:
+def test_scores_agree_on_each_backend(backend: str, trained: ChurnTrainResult, customers: pl.DataFrame) -> None:
     scorer = ChurnScorer.load(trained.path, device=resolve_device(backend))
     cpu = ChurnScorer.load(trained.path, device="cpu")
     frame = customers.head(500)

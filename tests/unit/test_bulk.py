@@ -6,8 +6,8 @@ import polars as pl
 import pytest
 
 from engine.batch.score import score_file
-from engine.families.churn import ChurnScorer
 from engine.errors import DataFileError
+from engine.families.churn import ChurnScorer
 
 
 def inputs(scorer: ChurnScorer) -> list[tuple[str, str]]:

@@ -8,15 +8,15 @@ import polars as pl
 import pytest
 import xgboost as xgb
 
-from engine.families.churn import ChurnScorer, TrainResult, churn_config, train_churn
-from engine.families.churn.actions import NO_ACTION, default_actions, read_actions
 from engine.errors import DataFileError, InvalidInputError, ModelNotReadyError, SchemaError
-from engine.serving.repository import ModelRepository
+from engine.families.churn import ChurnScorer, ChurnTrainResult, churn_config, train_churn
+from engine.families.churn.actions import NO_ACTION, default_actions, read_actions
 from engine.serving.config import render_config
+from engine.serving.repository import ModelRepository
 from tests.conftest import request_arrays, with_holes
 
 
-def test_training_writes_a_complete_version(trained: TrainResult) -> None:
+def test_training_writes_a_complete_version(trained: ChurnTrainResult) -> None:
     files = {p.name for p in trained.path.iterdir()}
     assert {"model.py", "model.ubj", "schema.json", "churn.json", "metrics.json", "actions.csv"} <= files
     saved = json.loads((trained.path / "metrics.json").read_text())
@@ -26,7 +26,7 @@ def test_training_writes_a_complete_version(trained: TrainResult) -> None:
     assert 0 < trained.metrics.threshold < 1
 
 
-def test_config_written_equals_generator(trained: TrainResult) -> None:
+def test_config_written_equals_generator(trained: ChurnTrainResult) -> None:
     written = (trained.path.parent / "config.pbtxt").read_text()
     assert written == render_config(churn_config(trained.schema))
     assert "max_batch_size: 4096" in written and "dynamic_batching" in written
@@ -120,7 +120,7 @@ def test_bad_requests_are_one_clear_sentence(
         scorer.score(arrays)
 
 
-def test_edited_actions_table_is_used(trained: TrainResult, tmp_path: Path) -> None:
+def test_edited_actions_table_is_used(trained: ChurnTrainResult, tmp_path: Path) -> None:
     table = read_actions(trained.path / "actions.csv")
     assert set(table) == set(trained.schema.names)
     assert default_actions(["Contract"])["Contract"].startswith("offer")

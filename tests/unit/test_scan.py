@@ -15,12 +15,12 @@ import numpy as np
 import polars as pl
 import pytest
 
-from engine.errors import DataFileError, InvalidInputError
-from engine.serving.repository import ModelRepository
 from engine.batch.scan import LocalSpec, scan
 from engine.batch.scan.backends import open_backend
+from engine.errors import DataFileError, InvalidInputError
 from engine.families.threat import ThreatScorer, train_threat
-from engine.families.threat.train import TrainResult
+from engine.families.threat.train import ThreatTrainResult
+from engine.serving.repository import ModelRepository
 from tests.conftest import read_alerts
 
 
@@ -40,7 +40,7 @@ def scan_inputs(tmp_path_factory: pytest.TempPathFactory, events: pl.DataFrame) 
 
 
 @pytest.fixture(scope="module")
-def spec(threat_trained: TrainResult) -> LocalSpec:
+def spec(threat_trained: ThreatTrainResult) -> LocalSpec:
     return LocalSpec(str(threat_trained.path), threads=1)
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from engine.families.churn import ChurnScorer, TrainResult
+from engine.families.churn import ChurnScorer, ChurnTrainResult
 from tests.conftest import request_arrays
 
 
@@ -62,7 +62,7 @@ def fake_pb_utils() -> types.ModuleType:
 
 
 @pytest.fixture()
-def model(trained: TrainResult, monkeypatch: pytest.MonkeyPatch) -> Any:
+def model(trained: ChurnTrainResult, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", fake_pb_utils())
     spec = importlib.util.spec_from_file_location("churn_model_py", trained.path / "model.py")
     assert spec and spec.loader
@@ -88,7 +88,7 @@ def model(trained: TrainResult, monkeypatch: pytest.MonkeyPatch) -> Any:
     return m
 
 
-def test_committed_shell_is_what_versions_get(trained: TrainResult) -> None:
+def test_committed_shell_is_what_versions_get(trained: ChurnTrainResult) -> None:
     shell = Path(__file__).resolve().parents[2] / "model_repo" / "churn" / "model.py"
     assert (trained.path / "model.py").read_text() == shell.read_text()
 

@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from engine.demo.tables import EVENT_LABEL, network_events
-from engine.errors import DataFileError, InvalidInputError, ModelNotReadyError, SchemaError
+from engine.errors import DataFileError, InvalidInputError, ModelNotReadyError, SchemaError, UsageError
 from engine.families.metrics import threshold_at_fpr
-from engine.serving.repository import ModelRepository
 from engine.families.threat import ThreatScorer, train_threat
 from engine.families.threat.network import Autoencoder, error_scale, export_onnx
-from engine.families.threat.train import TrainResult, threat_config
+from engine.families.threat.train import ThreatTrainResult, threat_config
 from engine.serving.config import render_config
+from engine.serving.repository import ModelRepository
 from tests.conftest import request_arrays, with_holes
 
 
@@ -32,7 +32,7 @@ def test_threshold_alerts_on_at_most_the_target_share_of_normal_rows() -> None:
             assert np.mean(scores >= below.max()) > fpr
 
 
-def test_training_calibrates_the_threshold_and_separates_attacks(threat_trained: TrainResult) -> None:
+def test_training_calibrates_the_threshold_and_separates_attacks(threat_trained: ThreatTrainResult) -> None:
     assert threat_trained.holdout_fpr <= 0.01
     assert threat_trained.metrics is not None
     # Attack rows were never trained on; synthetic attacks are far from normal traffic.
@@ -43,7 +43,7 @@ def test_training_calibrates_the_threshold_and_separates_attacks(threat_trained:
     assert threat_trained.schema.label == EVENT_LABEL
 
 
-def test_written_config_is_what_the_generator_renders(threat_trained: TrainResult) -> None:
+def test_written_config_is_what_the_generator_renders(threat_trained: ThreatTrainResult) -> None:
     config = (threat_trained.path.parent / "config.pbtxt").read_text(encoding="utf-8")
     assert config == render_config(threat_config(threat_trained.schema, threshold=threat_trained.threshold))
     assert f'string_value: "{threat_trained.threshold!r}"' in config
@@ -141,9 +141,9 @@ def test_training_errors_are_one_sentence(tmp_path: Path, events: pl.DataFrame) 
         train_threat(events, label="label", normal="benign", repo=repo)
     with pytest.raises(DataFileError, match="label column 'verdict' is not in the table"):
         train_threat(events, label="verdict", repo=repo)
-    with pytest.raises(ValueError, match="false-positive rate must be between 0 and 0.5"):
+    with pytest.raises(UsageError, match="false-positive rate must be between 0 and 0.5"):
         train_threat(events, fpr=0.7, repo=repo)
-    with pytest.raises(ValueError, match="model name"):
+    with pytest.raises(UsageError, match="model name"):
         train_threat(events, name="../x", repo=repo)
     with pytest.raises(SchemaError, match="too few normal rows"):
         train_threat(events.head(50), label="label", repo=repo)
@@ -155,7 +155,7 @@ def test_loading_an_untrained_folder_says_what_to_do(tmp_path: Path) -> None:
         ThreatScorer.load(tmp_path)
 
 
-def test_matrix_twin_scores_like_the_raw_model(threat_trained: TrainResult, events: pl.DataFrame) -> None:
+def test_matrix_twin_scores_like_the_raw_model(threat_trained: ThreatTrainResult, events: pl.DataFrame) -> None:
     from engine.families.threat.matrix import ThreatMatrixScorer, features_from_parameters, matrix_config
 
     repo = ModelRepository(threat_trained.path.parent.parent)
@@ -188,7 +188,7 @@ def test_matrix_twin_scores_like_the_raw_model(threat_trained: TrainResult, even
         ({"features": np.zeros((2, 5))}, "got float64"),
     ],
 )
-def test_matrix_twin_rejects_what_is_not_its_matrix(threat_trained: TrainResult, columns, message) -> None:  # noqa: ANN001
+def test_matrix_twin_rejects_what_is_not_its_matrix(threat_trained: ThreatTrainResult, columns, message) -> None:  # noqa: ANN001
     from engine.families.threat.matrix import ThreatMatrixScorer
 
     twin = ThreatMatrixScorer.load(ModelRepository(threat_trained.path.parent.parent).latest("threat_features"))
@@ -201,7 +201,7 @@ def test_matrix_twin_rejects_what_is_not_its_matrix(threat_trained: TrainResult,
         twin.validate({"features": x})
 
 
-def test_versions_carry_the_committed_shells(threat_trained: TrainResult) -> None:
+def test_versions_carry_the_committed_shells(threat_trained: ThreatTrainResult) -> None:
     shells = Path(__file__).resolve().parents[2] / "model_repo"
     twin = ModelRepository(threat_trained.path.parent.parent).latest("threat_features")
     assert (threat_trained.path / "model.py").read_text() == (shells / "threat" / "model.py").read_text()

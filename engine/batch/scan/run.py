@@ -1,5 +1,8 @@
 """Running a scan: units → batches → scores → alert parts, with a checkpoint after every batch.
 
+Over ~400 lines on purpose: the checkpoint, the batch loop and the finish share one manifest and one
+order of writes, and that order is what makes a killed scan resume without duplicates; it reads best whole.
+
 The checkpoint is a hidden folder beside the output, ``.<out>.scan/``: a manifest (inputs with size and
 modification time, model and version, batch size, start time) and, per finished batch, its alerts already
 in the output's format, its rejects and a ``.done`` marker written last. A batch counts as finished only
@@ -31,14 +34,14 @@ from typing import Any
 
 import polars as pl
 
-from engine.errors import InvalidInputError, ServerUnavailableError
-from engine.security.guard import OutputGuard, drop_subject
-from engine.tables.io import require_columns
-from engine.security.protect import mask_text
 from engine.batch.scan.alerts import ENTITY_COLUMNS, AlertFormat, alert_frame
 from engine.batch.scan.backends import LocalSpec, ServerSpec, close_backends, open_backend
 from engine.batch.scan.plan import Unit, Windows, discover, fingerprint, plan_units, unit_batches
+from engine.errors import InvalidInputError, ServerUnavailableError
+from engine.security.guard import OutputGuard, drop_subject
+from engine.security.protect import mask_text
 from engine.security.trail import SUBJECT, DecisionAudit, Trail
+from engine.tables.io import require_columns
 
 #: What an alert carries from its input row: card numbers in them are masked, --tokenize/--encrypt apply.
 CARRIED = ("record_id", "user_name", "source_ip", "file")

@@ -1,6 +1,6 @@
 """The churn model: training, scoring, reason codes and retention actions."""
 
 from engine.families.churn.scorer import OUTPUTS, ChurnScorer
-from engine.families.churn.train import TrainResult, churn_config, train_churn
+from engine.families.churn.train import ChurnTrainResult, churn_config, train_churn
 
-__all__ = ["OUTPUTS", "ChurnScorer", "TrainResult", "churn_config", "train_churn"]
+__all__ = ["OUTPUTS", "ChurnScorer", "ChurnTrainResult", "churn_config", "train_churn"]

@@ -8,27 +8,27 @@ FP32 numbers (NaN = missing) and BYTES/str text (empty = missing).
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import xgboost as xgb
 
 from engine.device import Device, polars_engine, xgboost_device
 from engine.families.churn.actions import NO_ACTION, read_actions
-from engine.errors import ModelNotReadyError
-from engine.tables.matrix import OnlineFeatures, polars_matrix
-from engine.tables.checks import validate_columns
-from engine.tables.schema import TableSchema
+from engine.families.contract import N_REASONS, load_version, reason_names, schema_inputs, top_indices
 from engine.serving.config import TensorSpec
+from engine.tables.checks import validate_columns
+from engine.tables.matrix import OnlineFeatures, polars_matrix
+from engine.tables.schema import TableSchema
 from kernels.treeshap import ShallowTreeShap
 
 __all__ = ["MODEL_FILE", "OUTPUTS", "PARAMS_FILE", "ChurnScorer", "Calibration"]
 
 MODEL_FILE = "model.ubj"
 PARAMS_FILE = "churn.json"
-N_REASONS = 3
 OUTPUTS = (
     TensorSpec("churn_probability", "FP32", (1,)),
     TensorSpec("reason_codes", "BYTES", (N_REASONS,)),
@@ -76,7 +76,6 @@ class ChurnScorer:
         self._online = OnlineFeatures(schema) if device == "cpu" else None
         self._feature_types = [c.xgb_type for c in schema.columns]
         self._names = schema.names
-        self._name_array = np.asarray(self._names, dtype=object)
         # One thread per Triton instance: instances, not threads, use the cores.
         self.booster.set_param({"device": xgboost_device(device), "nthread": threads})
         # On the CPU, shallow trees' TreeSHAP is a table look-up (kernels.treeshap); the GPU runs XGBoost's
@@ -94,31 +93,31 @@ class ChurnScorer:
     @classmethod
     def load(cls, version_dir: str | Path, *, device: Device = "cpu", threads: int = 1) -> ChurnScorer:
         """Load a version folder written by :func:`engine.families.churn.train.train_churn`."""
-        d = Path(version_dir)
-        if not (d / MODEL_FILE).is_file():
-            msg = f"{d} holds no trained churn model ({MODEL_FILE} missing): run `finscore train churn`"
-            raise ModelNotReadyError(msg)
-        booster = xgb.Booster()
-        try:
+
+        def read(d: Path) -> ChurnScorer:
+            booster = xgb.Booster()
             booster.load_model(d / MODEL_FILE)
             params = json.loads((d / PARAMS_FILE).read_text(encoding="utf-8"))
-        except (xgb.core.XGBoostError, OSError, ValueError, KeyError) as exc:
-            msg = f"{d} is not a readable churn version ({type(exc).__name__}); retrain with `finscore train churn`"
-            raise ModelNotReadyError(msg) from None
-        return cls(
-            booster,
-            TableSchema.load(d / "schema.json"),
-            Calibration(**params["calibration"]),
-            params["threshold"],
-            read_actions(d / "actions.csv"),
-            device=device,
-            version=d.name,
-            threads=threads,
+            return cls(
+                booster,
+                TableSchema.load(d / "schema.json"),
+                Calibration(**params["calibration"]),
+                params["threshold"],
+                read_actions(d / "actions.csv"),
+                device=device,
+                version=d.name,
+                threads=threads,
+            )
+
+        return load_version(
+            version_dir, family="churn", model_file=MODEL_FILE, read=read, errors=(xgb.core.XGBoostError,)
         )
+
+    OUTPUTS: ClassVar[Sequence[TensorSpec]] = OUTPUTS
 
     @property
     def inputs(self) -> list[TensorSpec]:
-        return [TensorSpec(c.name, c.wire, (1,)) for c in self.schema.columns]
+        return schema_inputs(self.schema)
 
     def validate(self, columns: Mapping[str, object]) -> dict[str, np.ndarray]:
         """Check a request; return its columns as 1-D arrays (float32 numbers, ``str | None`` text).
@@ -150,8 +149,7 @@ class ChurnScorer:
         contribs = self.contributions(self.features(rows))
         prob = self.calibration(contribs.sum(axis=1))  # TreeSHAP is additive: the row sum is the margin
         contribs = contribs[:, :-1]  # the last column is the bias
-        top = np.argsort(-contribs, axis=1, kind="stable")[:, :N_REASONS]
-        reasons = np.where(np.take_along_axis(contribs, top, axis=1) > 0, self._name_array[top], "")
+        reasons = reason_names(top_indices(contribs, positive=True), self._names)
         actions = np.array(
             [
                 self.actions.get(r, NO_ACTION) if p >= self.threshold and r else NO_ACTION
@@ -159,7 +157,7 @@ class ChurnScorer:
             ],
             dtype=object,
         )
-        return {"churn_probability": prob, "reason_codes": reasons.astype(object), "retention_action": actions}
+        return {"churn_probability": prob, "reason_codes": reasons, "retention_action": actions}
 
     def score(self, columns: Mapping[str, object]) -> dict[str, np.ndarray]:
         """Validate and score one request: ``{column: array}`` → ``{output: array}``."""

@@ -18,16 +18,17 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 
 from engine.device import Device, polars_engine, xgboost_device
+from engine.errors import SchemaError
 from engine.families.churn.actions import default_actions, read_actions, write_actions
 from engine.families.churn.scorer import MODEL_FILE, OUTPUTS, PARAMS_FILE, Calibration
-from engine.errors import SchemaError
-from engine.tables.io import read_table
+from engine.families.contract import TrainResult, model_config, publish_version, schema_inputs
 from engine.families.metrics import BinaryMetrics, best_f1_threshold, binary_metrics
+from engine.serving.config import ModelConfig
 from engine.serving.repository import ModelRepository
+from engine.tables.io import read_table
 from engine.tables.schema import TableSchema, infer_schema
-from engine.serving.config import ModelConfig, TensorSpec
 
-__all__ = ["TrainResult", "churn_config", "train_churn"]
+__all__ = ["ChurnTrainResult", "churn_config", "train_churn"]
 
 MODEL_NAME = "churn"
 MIN_ROWS = 50
@@ -51,24 +52,20 @@ EARLY_STOPPING = 200
 
 
 @dataclass(frozen=True)
-class TrainResult:
-    version: int
-    path: Path
+class ChurnTrainResult(TrainResult):
     metrics: BinaryMetrics
     schema: TableSchema
     rounds: int
-    seconds: float
     rows_without_label: int = 0
 
 
 def churn_config(schema: TableSchema, *, instance_count: int = 1, device: Device = "cpu") -> ModelConfig:
     """The served ``churn`` model's config: one input per raw column the model uses."""
-    return ModelConfig(
-        name=MODEL_NAME,
-        inputs=[TensorSpec(c.name, c.wire, (1,)) for c in schema.columns],
-        outputs=OUTPUTS,
-        max_batch_size=4096,
-        instance_kind="KIND_GPU" if device == "gpu" else "KIND_CPU",
+    return model_config(
+        MODEL_NAME,
+        schema_inputs(schema),
+        OUTPUTS,
+        device=device,
         instance_count=instance_count,
         # Read by bulk scoring and clients: which column identifies a row in outputs.
         parameters={"id_column": schema.id_column or ""},
@@ -93,7 +90,7 @@ def train_churn(
     device: Device = "cpu",
     instance_count: int = 1,
     threads: int | None = None,
-) -> TrainResult:
+) -> ChurnTrainResult:
     """Train a churn model on ``data`` and write it as the next version in ``repo``."""
     started = time.perf_counter()
     repo = repo or ModelRepository()
@@ -162,8 +159,7 @@ def train_churn(
         },
     }
     (writer.path / PARAMS_FILE).write_text(json.dumps(params_out, indent=2), encoding="utf-8")
-    (writer.path / "metrics.json").write_text(json.dumps(metrics.as_dict(), indent=2), encoding="utf-8")
-    final = writer.commit(churn_config(schema, instance_count=instance_count, device=device))
-    return TrainResult(
-        writer.version, final, metrics, schema, rounds, time.perf_counter() - started, int((~keep).sum())
-    )
+    config = churn_config(schema, instance_count=instance_count, device=device)
+    final = publish_version(writer, config, metrics.as_dict())
+    seconds = time.perf_counter() - started
+    return ChurnTrainResult(writer.version, final, metrics, seconds, schema, rounds, int((~keep).sum()))

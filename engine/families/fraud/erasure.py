@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from engine.security.erasure import Erased, ErasureContext, erasure_store
 from engine.errors import FinscoreError, InvalidInputError, ModelNotReadyError, NotFoundError, ServerUnavailableError
 from engine.families.fraud.redis_state import redacted_url
 from engine.families.fraud.scorer import INITIAL_STATE, KEY_FILE, LIVE_STATE, PARAMS_FILE
 from engine.families.fraud.state import FraudState
+from engine.security.erasure import Erased, ErasureContext, erasure_store
 from engine.serving.repository import ModelRepository
 
 __all__ = ["forget_cards"]

@@ -36,7 +36,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
-from engine.errors import FinscoreError, InvalidInputError
+from engine.errors import InvalidInputError, StateUnavailableError
 from engine.families.fraud.state import (
     _N_FEATURES,
     _SCORED_TWICE,
@@ -50,11 +50,12 @@ from engine.families.fraud.state import (
     check_label,
     features,
 )
+from engine.settings import env_name
 from kernels.transactions import DAY_US, TERMINAL_WINDOWS
 
 __all__ = ["ENV_VAR", "RedisFraudState", "StateUnavailableError", "redacted_url"]
 
-ENV_VAR = "FINSCORE_FRAUD_REDIS"
+ENV_VAR = env_name("fraud_redis")
 _HEADER = struct.Struct("<ddqqq")  # total, squares, count, last, n kept
 _SEP = "\x1f"
 _RETRIES = 50
@@ -69,10 +70,6 @@ def redacted_url(url: str) -> str:
     host = parts.hostname or ""
     netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-class StateUnavailableError(FinscoreError):
-    """The shared state store does not answer."""
 
 
 def _pack(c: _Card) -> bytes:

@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import xgboost as xgb
 
 from engine.device import Device, xgboost_device
 from engine.errors import InvalidInputError, ModelNotReadyError
-from engine.families.fraud.redis_state import ENV_VAR, RedisFraudState
+from engine.families.contract import N_REASONS, load_version, reason_names, top_indices
+from engine.families.fraud.redis_state import RedisFraudState
 from engine.families.fraud.state import FraudState
-from engine.serving.config import ModelConfig, TensorSpec
+from engine.serving.config import TensorSpec
+from engine.settings import resolve_settings
 from kernels.transactions import feature_names
 
 __all__ = [
@@ -36,7 +38,6 @@ __all__ = [
     "PARAMS_FILE",
     "UNKNOWN",
     "FraudScorer",
-    "fraud_config",
 ]
 
 log = logging.getLogger("finscore.fraud")
@@ -47,7 +48,6 @@ INITIAL_STATE = "state.json.gz"
 #: Kept beside the versions: the state a running server snapshots, restored by the next load of any version.
 LIVE_STATE = "state/live.json.gz"
 KEY_FILE = "card-key.bin"
-N_REASONS = 3
 DECISIONS = ("approve", "review", "decline")
 #: The decision answering a forget request: the card was held and is erased, or it was not held.
 FORGOTTEN, UNKNOWN = "forgotten", "unknown"
@@ -71,19 +71,6 @@ OUTPUTS = (
     TensorSpec("features", "FP64", (len(feature_names()),)),
 )
 _REQUIRED = ("card_id", "amount", "timestamp")
-
-
-def fraud_config(*, device: Device = "cpu") -> ModelConfig:
-    """The served ``fraud`` model's config. One instance: the state lives in that process (several servers
-    share it through Redis instead, see :mod:`engine.families.fraud.redis_state`)."""
-    return ModelConfig(
-        name="fraud",
-        inputs=AUTHORIZATION,
-        outputs=OUTPUTS,
-        max_batch_size=4096,
-        instance_kind="KIND_GPU" if device == "gpu" else "KIND_CPU",
-        instance_count=1,
-    )
 
 
 def _starting_state(version: Path, live: Path, delay_us: int, secret: bytes) -> FraudState:
@@ -160,7 +147,6 @@ class FraudScorer:
         self.version = version
         self.live_state = live_state
         self.names = feature_names()
-        self._name_array = np.asarray(self.names, dtype=object)
         self.booster.set_param({"device": xgboost_device(device), "nthread": 1})
 
     @classmethod
@@ -169,24 +155,23 @@ class FraudScorer:
         snapshotted (by an earlier load of any version), else the version's starting state; or, where
         ``FINSCORE_FRAUD_REDIS`` names a Redis server, with the state shared there (filled from the same
         starting state if empty)."""
-        d = Path(version_dir)
-        if not (d / MODEL_FILE).is_file():
-            msg = f"{d} holds no trained fraud model ({MODEL_FILE} missing): run `finscore train fraud`"
-            raise ModelNotReadyError(msg)
-        booster = xgb.Booster()
-        try:
+
+        def read(d: Path) -> tuple[xgb.Booster, dict[str, Any], bytes]:
+            booster = xgb.Booster()
             booster.load_model(d / MODEL_FILE)
             params = json.loads((d / PARAMS_FILE).read_text(encoding="utf-8"))
-            secret = (d.parent / KEY_FILE).read_bytes()
-        except (xgb.core.XGBoostError, OSError, ValueError) as exc:
-            msg = f"{d} is not a readable fraud version ({type(exc).__name__}); retrain with `finscore train fraud`"
-            raise ModelNotReadyError(msg) from None
+            return booster, params, (d.parent / KEY_FILE).read_bytes()
+
+        booster, params, secret = load_version(
+            version_dir, family="fraud", model_file=MODEL_FILE, read=read, errors=(xgb.core.XGBoostError,)
+        )
+        d = Path(version_dir)
         if params.get("features") != feature_names():
             msg = f"{d} was trained on other features than this finscore computes; retrain with `finscore train fraud`"
             raise ModelNotReadyError(msg)
         live = d.parent / LIVE_STATE
         delay_us = int(params["delay_us"])
-        url = os.environ.get(ENV_VAR, "").strip()
+        url = resolve_settings().fraud_redis
         state: FraudState | RedisFraudState
         if url:
             state = RedisFraudState.connect(
@@ -199,6 +184,8 @@ class FraudScorer:
     def snapshot(self) -> Path | None:
         """Write the live state beside the versions (what the next load restores)."""
         return self.state.snapshot(self.live_state) if self.live_state is not None else None
+
+    OUTPUTS: ClassVar[Sequence[TensorSpec]] = OUTPUTS
 
     @property
     def inputs(self) -> list[TensorSpec]:
@@ -254,7 +241,11 @@ class FraudScorer:
             rows["timestamp"],  # type: ignore[arg-type]
         )
 
-    def predict(self, x: np.ndarray, *, outputs: Collection[str] | None = None) -> dict[str, np.ndarray]:
+    def score_rows(self, rows: Mapping[str, Any], *, outputs: Collection[str] | None = None) -> dict[str, np.ndarray]:
+        """Score a validated authorization batch (each row recorded into the state after it is read)."""
+        return self.score_features(self.features(rows), outputs=outputs)
+
+    def score_features(self, x: np.ndarray, *, outputs: Collection[str] | None = None) -> dict[str, np.ndarray]:
         """Probability, decision and reasons for feature rows (``x`` as :meth:`features` returns).
 
         Reason codes (XGBoost's TreeSHAP: the three features that raise the score most) are given for the
@@ -278,8 +269,7 @@ class FraudScorer:
             if len(flagged):
                 dm = xgb.DMatrix(x32[flagged], feature_names=self.names)
                 contribs = self.booster.predict(dm, pred_contribs=True, validate_features=False)[:, :-1]
-                top = np.argsort(-contribs, axis=1, kind="stable")[:, :N_REASONS]
-                reasons[flagged] = np.where(np.take_along_axis(contribs, top, axis=1) > 0, self._name_array[top], "")
+                reasons[flagged] = reason_names(top_indices(contribs, positive=True), self.names)
             out["reason_codes"] = reasons
         return out
 
@@ -292,7 +282,7 @@ class FraudScorer:
             return {}
         if rows["kind"] == "forget":
             return {"decision": np.array(self.forget(rows), dtype=object)}
-        return self.predict(self.features(rows))
+        return self.score_rows(rows)
 
     def report(self, rows: Mapping[str, object]) -> None:
         for txid, label in zip(rows["transaction_id"], rows["label"], strict=True):  # type: ignore[call-overload]

@@ -18,7 +18,6 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -26,21 +25,17 @@ import xgboost as xgb
 
 from engine.device import Device, polars_engine, xgboost_device
 from engine.errors import SchemaError
+from engine.families.contract import TrainResult, model_config, publish_version
 from engine.families.fraud.data import FraudColumns, canonical
-from engine.families.fraud.scorer import (
-    INITIAL_STATE,
-    KEY_FILE,
-    MODEL_FILE,
-    PARAMS_FILE,
-    fraud_config,
-)
+from engine.families.fraud.scorer import AUTHORIZATION, INITIAL_STATE, KEY_FILE, MODEL_FILE, OUTPUTS, PARAMS_FILE
 from engine.families.fraud.state import FraudState
-from engine.tables.io import read_table
 from engine.families.metrics import FraudMetrics, best_f1_threshold, fraud_metrics
+from engine.serving.config import ModelConfig
 from engine.serving.repository import ModelRepository
+from engine.tables.io import read_table
 from kernels.transactions import DAY_US, feature_names, transaction_features
 
-__all__ = ["FraudTrainResult", "Split", "replay_state", "train_fraud", "transaction_matrix"]
+__all__ = ["FraudTrainResult", "Split", "fraud_config", "replay_state", "train_fraud", "transaction_matrix"]
 
 MODEL_NAME = "fraud"
 XGB_PARAMS = {
@@ -83,15 +78,18 @@ class Split:
 
 
 @dataclass(frozen=True)
-class FraudTrainResult:
-    version: int
-    path: Path
-    split: Split
+class FraudTrainResult(TrainResult):
     metrics: FraudMetrics | None
+    split: Split
     rows: dict[str, int]
     rounds: int
     thresholds: dict[str, float]
-    seconds: float
+
+
+def fraud_config(*, device: Device = "cpu") -> ModelConfig:
+    """The served ``fraud`` model's config. One instance: the state lives in that process (several servers
+    share it through Redis instead, see :mod:`engine.families.fraud.redis_state`)."""
+    return model_config(MODEL_NAME, AUTHORIZATION, OUTPUTS, device=device, instance_count=1)
 
 
 def transaction_matrix(features: pl.DataFrame) -> np.ndarray:
@@ -243,7 +241,13 @@ def train_fraud(
         "metrics": metrics.as_dict() if metrics else None,
     }
     (writer.path / PARAMS_FILE).write_text(json.dumps(body, indent=2), encoding="utf-8")
-    final = writer.commit(fraud_config(device=device))
-    return FraudTrainResult(
-        writer.version, final, split, metrics, rows, rounds, thresholds, time.perf_counter() - started
-    )
+    figures = {
+        **(metrics.as_dict() if metrics else {}),
+        "test_transactions": test.height,
+        "test_frauds": int(test["label"].sum()) if test.height else 0,
+        "split": split.describe(),
+        "label_delay_us": delay_us,
+    }
+    final = publish_version(writer, fraud_config(device=device), figures)
+    seconds = time.perf_counter() - started
+    return FraudTrainResult(writer.version, final, metrics, seconds, split, rows, rounds, thresholds)

@@ -2,6 +2,6 @@
 
 from engine.families.threat.features import ThreatFeatures
 from engine.families.threat.scorer import OUTPUTS, ThreatScorer
-from engine.families.threat.train import TrainResult, threat_config, train_threat
+from engine.families.threat.train import ThreatTrainResult, threat_config, train_threat
 
-__all__ = ["OUTPUTS", "ThreatFeatures", "ThreatScorer", "TrainResult", "threat_config", "train_threat"]
+__all__ = ["OUTPUTS", "ThreatFeatures", "ThreatScorer", "ThreatTrainResult", "threat_config", "train_threat"]

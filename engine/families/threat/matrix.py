@@ -12,17 +12,20 @@ same version number and artifacts, so the two always score alike.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
+from engine.device import Device
 from engine.errors import InvalidInputError
-from engine.serving.repository import ModelRepository
-from engine.tables.schema import TableSchema
+from engine.families.contract import METRICS_FILE, model_config
 from engine.families.threat.features import ThreatFeatures
 from engine.families.threat.scorer import FEATURES_FILE, MODEL_FILE, N_TOP, PARAMS_FILE, ThreatScorer, top_columns
 from engine.serving.config import ModelConfig, TensorSpec
+from engine.serving.repository import ModelRepository
+from engine.tables.schema import TableSchema
 
 __all__ = ["MATRIX_INPUT", "MATRIX_OUTPUTS", "SUFFIX", "ThreatMatrixScorer", "matrix_config", "write_matrix_version"]
 
@@ -36,23 +39,28 @@ MATRIX_OUTPUTS = (
 )
 
 
+def matrix_inputs(features: ThreatFeatures) -> list[TensorSpec]:
+    """The one FP32 input of a matrix model: a row of the feature width per event."""
+    return [TensorSpec(MATRIX_INPUT, "FP32", (len(features.names),))]
+
+
 def matrix_config(
     features: ThreatFeatures,
     *,
     name: str,
     threshold: float,
     max_batch_size: int,
-    instance_kind: str = "KIND_CPU",
+    device: Device = "cpu",
     instance_count: int = 1,
 ) -> ModelConfig:
     """The config of ``<name>_features``: one FP32 input of the feature width; the schema and scaling a client
     needs to compute the features are parameters."""
-    return ModelConfig(
-        name=name + SUFFIX,
-        inputs=[TensorSpec(MATRIX_INPUT, "FP32", (len(features.names),))],
-        outputs=MATRIX_OUTPUTS,
+    return model_config(
+        name + SUFFIX,
+        matrix_inputs(features),
+        MATRIX_OUTPUTS,
         max_batch_size=max_batch_size,
-        instance_kind=instance_kind,  # type: ignore[arg-type]
+        device=device,
         instance_count=instance_count,
         parameters={
             "threshold": repr(float(threshold)),
@@ -66,7 +74,7 @@ def matrix_config(
 def write_matrix_version(repo: ModelRepository, source: Path, config: ModelConfig) -> Path:
     """Copy the version folder ``source`` of the raw model into the next version of the matrix model."""
     writer = repo.new_version(config.name, shell_of=SHELL)
-    for artifact in (MODEL_FILE, "schema.json", FEATURES_FILE, PARAMS_FILE):
+    for artifact in (MODEL_FILE, "schema.json", FEATURES_FILE, PARAMS_FILE, METRICS_FILE):
         shutil.copy2(source / artifact, writer.path / artifact)
     return writer.commit(config)
 
@@ -80,9 +88,11 @@ def features_from_parameters(parameters: Mapping[str, str]) -> ThreatFeatures:
 class ThreatMatrixScorer(ThreatScorer):
     """:class:`ThreatScorer` over feature matrices: one ``features`` input ``[rows, width]``."""
 
+    OUTPUTS: ClassVar[Sequence[TensorSpec]] = MATRIX_OUTPUTS
+
     @property
     def inputs(self) -> list[TensorSpec]:
-        return [TensorSpec(MATRIX_INPUT, "FP32", (len(self.features.names),))]
+        return matrix_inputs(self.features)
 
     def validate(self, columns: Mapping[str, object]) -> dict[str, np.ndarray]:
         unknown = [k for k in columns if k != MATRIX_INPUT]

@@ -8,18 +8,19 @@ hand whole frames to :meth:`ThreatScorer.score_frame`, skipping the per-request 
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import polars as pl
 
 from engine.device import Device, onnx_providers, polars_engine
-from engine.errors import ModelNotReadyError
-from engine.tables.checks import rows_frame, validate_columns
-from engine.tables.schema import TableSchema
+from engine.families.contract import N_REASONS, load_version, reason_names, schema_inputs, top_indices
 from engine.families.threat.features import ThreatFeatures
 from engine.serving.config import TensorSpec
+from engine.tables.checks import rows_frame, validate_columns
+from engine.tables.schema import TableSchema
 
 __all__ = ["MODEL_FILE", "OUTPUTS", "PARAMS_FILE", "ThreatScorer", "top_columns"]
 
@@ -29,7 +30,7 @@ INPUT_NAME = "features"
 OUTPUT_NAMES = ("anomaly_score", "column_error")
 PARAMS_FILE = "threat.json"
 FEATURES_FILE = "features.json"
-N_TOP = 3
+N_TOP = N_REASONS
 OUTPUTS = (
     TensorSpec("anomaly_score", "FP32", (1,)),
     TensorSpec("is_threat", "BOOL", (1,)),
@@ -52,8 +53,7 @@ def top_columns(column_error: np.ndarray, rows: np.ndarray | slice) -> np.ndarra
     """Indices (INT32, ``[n, 3]``) of the raw columns with the largest error for ``rows``; -1 elsewhere and
     where there are fewer than three columns."""
     top = np.full((len(column_error), N_TOP), -1, dtype=np.int32)
-    k = min(N_TOP, column_error.shape[1])
-    top[rows, :k] = np.argsort(-column_error[rows], axis=1, kind="stable")[:, :k]
+    top[rows] = top_indices(column_error[rows], N_TOP)
     return top
 
 
@@ -80,16 +80,12 @@ class ThreatScorer:
         self._engine = polars_engine(device)
         self._session = _session(model_path, device, threads)
         self._wire_exprs = features.expressions(self.schema.wire_dtypes())
-        self._columns = np.asarray(self.schema.names + [""], dtype=object)
 
     @classmethod
     def load(cls, version_dir: str | Path, *, device: Device = "cpu", threads: int = 1) -> ThreatScorer:
         """Load a version folder written by :func:`engine.families.threat.train.train_threat`."""
-        d = Path(version_dir)
-        if not (d / MODEL_FILE).is_file():
-            msg = f"{d} holds no trained threat model ({MODEL_FILE} missing): run `finscore train threat`"
-            raise ModelNotReadyError(msg)
-        try:
+
+        def read(d: Path) -> ThreatScorer:
             params = json.loads((d / PARAMS_FILE).read_text(encoding="utf-8"))
             schema = TableSchema.load(d / "schema.json")
             features = ThreatFeatures.load(schema, d / FEATURES_FILE)
@@ -102,13 +98,14 @@ class ThreatScorer:
                 version=d.name,
                 threads=threads,
             )
-        except (OSError, ValueError, KeyError) as exc:
-            msg = f"{d} is not a readable threat version ({type(exc).__name__}); retrain with `finscore train threat`"
-            raise ModelNotReadyError(msg) from None
+
+        return load_version(version_dir, family="threat", model_file=MODEL_FILE, read=read)
+
+    OUTPUTS: ClassVar[Sequence[TensorSpec]] = OUTPUTS
 
     @property
     def inputs(self) -> list[TensorSpec]:
-        return [TensorSpec(c.name, c.wire, (1,)) for c in self.schema.columns]
+        return schema_inputs(self.schema)
 
     def validate(self, columns: Mapping[str, object]) -> dict[str, np.ndarray]:
         """Check a request; return its columns as 1-D arrays (see :func:`engine.tables.checks.validate_columns`)."""
@@ -131,8 +128,7 @@ class ThreatScorer:
             return out
         if explain == "threats":
             column_error = column_error[out["is_threat"]]
-        # -1 (fewer than three columns) is the empty name
-        out["top_features"] = self._columns[top_columns(column_error, slice(None))]
+        out["top_features"] = reason_names(top_indices(column_error, N_TOP), self.schema.names)
         return out
 
     def score_rows(

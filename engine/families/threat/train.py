@@ -12,23 +12,23 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from engine.device import Device, polars_engine, torch_device
-from engine.errors import DataFileError, SchemaError
-from engine.tables.io import read_table
+from engine.errors import DataFileError, SchemaError, UsageError
+from engine.families.contract import TrainResult, model_config, publish_version, schema_inputs
 from engine.families.metrics import DetectionMetrics, detection_metrics, threshold_at_fpr
-from engine.serving.repository import ModelRepository
-from engine.tables.schema import TableSchema, infer_schema
 from engine.families.threat.features import ThreatFeatures
 from engine.families.threat.matrix import matrix_config, write_matrix_version
 from engine.families.threat.scorer import FEATURES_FILE, MODEL_FILE, OUTPUTS, PARAMS_FILE, ThreatScorer
-from engine.serving.config import ModelConfig, TensorSpec
+from engine.serving.config import ModelConfig
+from engine.serving.repository import ModelRepository
+from engine.tables.io import read_table
+from engine.tables.schema import TableSchema, infer_schema
 
-__all__ = ["MAX_BATCH", "TrainResult", "threat_config", "train_threat"]
+__all__ = ["MAX_BATCH", "ThreatTrainResult", "threat_config", "train_threat"]
 
 MODEL_NAME = "threat"
 MIN_ROWS = 100
@@ -41,16 +41,13 @@ _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 
 
 @dataclass(frozen=True)
-class TrainResult:
-    version: int
-    path: Path
+class ThreatTrainResult(TrainResult):
+    metrics: DetectionMetrics | None
     schema: TableSchema
     threshold: float
     holdout_fpr: float
-    metrics: DetectionMetrics | None
     epochs: int
     rows: dict[str, int]
-    seconds: float
 
 
 def threat_config(
@@ -66,12 +63,12 @@ def threat_config(
     parameters = {"id_column": schema.id_column or ""}
     if threshold is not None:
         parameters["threshold"] = repr(float(threshold))
-    return ModelConfig(
-        name=name,
-        inputs=[TensorSpec(c.name, c.wire, (1,)) for c in schema.columns],
-        outputs=OUTPUTS,
+    return model_config(
+        name,
+        schema_inputs(schema),
+        OUTPUTS,
         max_batch_size=MAX_BATCH,
-        instance_kind="KIND_GPU" if device == "gpu" else "KIND_CPU",
+        device=device,
         instance_count=instance_count,
         parameters=parameters,
     )
@@ -131,7 +128,7 @@ def train_threat(
     device: Device = "cpu",
     instance_count: int = 1,
     threads: int | None = None,
-) -> TrainResult:
+) -> ThreatTrainResult:
     """Train a threat autoencoder on ``data`` and write it as the next version of ``name`` in ``repo``.
 
     ``data`` is a table (CSV, Parquet, a frame) or an OpenSSH auth log, learnt as windows of ``every`` per
@@ -140,10 +137,10 @@ def train_threat(
     started = time.perf_counter()
     if not 0.0 < fpr < 0.5:
         msg = f"the target false-positive rate must be between 0 and 0.5, got {fpr}"
-        raise ValueError(msg)
+        raise UsageError(msg)
     if not _NAME.match(name):
         msg = f"model name {name!r} must start with a letter and hold only letters, digits, '_' and '-'"
-        raise ValueError(msg)
+        raise UsageError(msg)
     repo = repo or ModelRepository()
     threads = threads or os.cpu_count() or 1
     df, about = _read(data, entity, every)
@@ -212,10 +209,10 @@ def train_threat(
         "rows": rows,
     }
     (writer.path / PARAMS_FILE).write_text(json.dumps(params, indent=2), encoding="utf-8")
-    if metrics is not None:
-        (writer.path / "metrics.json").write_text(json.dumps(metrics.as_dict(), indent=2), encoding="utf-8")
+    # Unlabelled data has no attacks to score: the figures are then the threshold's on held-out normal rows.
+    figures = {"threshold": threshold, "target_fpr": fpr, "holdout_fpr": holdout_fpr}
     config = threat_config(schema, name=name, threshold=threshold, instance_count=instance_count, device=device)
-    final = writer.commit(config)
+    final = publish_version(writer, config, {**(metrics.as_dict() if metrics else {}), **figures})
     # The same version fed feature matrices, for bulk scans through the server (see engine.families.threat.matrix).
     write_matrix_version(
         repo,
@@ -225,11 +222,11 @@ def train_threat(
             name=name,
             threshold=threshold,
             max_batch_size=MAX_BATCH,
-            instance_kind=config.instance_kind,
+            device=device,
             instance_count=instance_count,
         ),
     )
-    return TrainResult(
+    return ThreatTrainResult(
         version=writer.version,
         path=final,
         schema=schema,
