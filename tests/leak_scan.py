@@ -14,15 +14,12 @@ from pathlib import Path
 
 import polars as pl
 
-from engine.security.protect import luhn_valid
+from engine.security.cards import count_cards
 
-__all__ = ["CARD", "CUSTOMER_ID", "find_leaks", "is_scanned", "scanned_files"]
+__all__ = ["CUSTOMER_ID", "find_leaks", "is_scanned", "scanned_files"]
 
 #: What :func:`engine.demo.tables.churn_customers` names its customers: C + ten digits.
 CUSTOMER_ID = re.compile(r"(?<![0-9A-Za-z])C[0-9]{10}(?![0-9A-Za-z])")
-#: 13-19 digits, single spaces or dashes between them, starting as card networks do (2-6), not inside a longer
-#: word or number, and not the decimals of a float (a score's 16 decimals are Luhn-valid one time in ten).
-CARD = re.compile(r"(?<![0-9A-Za-z.])[2-6](?:[ -]?[0-9]){12,18}(?![0-9A-Za-z]|\.[0-9])")
 _TEXT = (".log", ".jsonl", ".ndjson")
 #: Folders of tests that plant leaks on purpose, to show the scan finds them.
 SELF_TEST = "leak-scan-selftest"
@@ -56,7 +53,7 @@ def find_leaks(paths: Iterable[Path]) -> list[str]:
     found = []
     for path in paths:
         text = _text(path)
-        pans = sum(1 for m in CARD.finditer(text) if luhn_valid(re.sub("[ -]", "", m.group())))
+        pans = count_cards(text)
         ids = len(CUSTOMER_ID.findall(text))
         if pans or ids:
             found.append(f"{path}: {pans} card numbers, {ids} customer ids")

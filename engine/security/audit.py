@@ -33,7 +33,6 @@ when the key changes.
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import hashlib
 import hmac
@@ -49,13 +48,12 @@ from pathlib import Path
 import polars as pl
 
 from engine.errors import DataFileError, InvalidInputError
+from engine.security.cards import first_card_row, has_card
 from engine.security.jsontext import encode, json_members
 
 __all__ = [
     "AuditLog",
     "AuditReport",
-    "add_audit_arguments",
-    "audit_command",
     "head",
     "load_key",
     "pseudonym",
@@ -64,28 +62,9 @@ __all__ = [
 ]
 
 GENESIS = (-1, "0" * 64)  # the head of an empty log: its first line has seq 0 and this hash as prev
-ENV_KEY_FILE = "FINSCORE_AUDIT_KEY_FILE"
 _OWN = frozenset({"seq", "time", "prev", "hash"})
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-# 13-19 digits, single spaces or dashes between them, not inside a longer word: hex pseudonyms often hold 13
-# digits in a row, and epoch times start with 1, which no payment network does.
-_CARD = re.compile(r"(?<![0-9A-Za-z])[2-6](?:[ -]?[0-9]){12,18}(?![0-9A-Za-z])")
-#: What Polars looks for first: every match of _CARD holds 13 characters of these in a row, and this simple
-#: pattern runs six times as fast as _CARD's own (which Polars' regex, without look-around, cannot run).
-_CARD_LOOSE = r"[0-9 -]{13}"
 _CHUNK = 1 << 20
-
-
-def _luhn(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        total += (d * 2 - 9 if d > 4 else d * 2) if i % 2 else d
-    return total % 10 == 0
-
-
-def _has_card(text: str) -> bool:
-    return any(_luhn(m.group().replace(" ", "").replace("-", "")) for m in _CARD.finditer(text))
 
 
 def _check_key(key: bytes | None) -> bytes | None:
@@ -123,11 +102,11 @@ def _check_event(event: Mapping[str, object], where: str) -> str:
             msg = f"audit field names{where} must be non-empty strings, not {field!r}"
             raise InvalidInputError(msg)
         if isinstance(value, str):
-            card = len(value) >= 13 and _CARD.search(value) is not None and _has_card(value)
+            card = has_card(value)
         elif isinstance(value, bool) or value is None:
             continue
         elif isinstance(value, int):
-            card = abs(value) >= 10**12 and _has_card(str(int(value)))
+            card = abs(value) >= 10**12 and has_card(str(value))
         elif isinstance(value, float):
             if math.isfinite(value):
                 continue
@@ -202,7 +181,7 @@ class AuditLog:
             raise InvalidInputError(msg)
         _check_event({"event": event, **shared, **dict.fromkeys(frame.columns)}, "")
         for column in frame.columns:
-            row = _card_row(frame.get_column(column))
+            row = first_card_row(frame.get_column(column))
             if row is not None:
                 msg = (
                     f"audit field {column!r} (row {row} of the frame) holds what looks like a card number; "
@@ -252,22 +231,6 @@ class AuditLog:
         finally:
             os.close(fd)
         return now, seq, prev, digest
-
-
-def _card_row(values: pl.Series) -> int | None:
-    """The first row of ``values`` holding what looks like a card number (as :func:`_check_event` judges one),
-    or None: Polars finds the few candidates, Python checks their Luhn digit."""
-    if values.dtype == pl.String:
-        candidate = values.str.contains(_CARD_LOOSE)
-    elif values.dtype.is_integer():
-        candidate = values.cast(pl.Float64).abs() >= 1e12
-    else:
-        return None
-    at = candidate.fill_null(False).arg_true()
-    for row, value in zip(at.to_list(), values.gather(at).cast(pl.String).to_list(), strict=True):
-        if _has_card(value):
-            return int(row)
-    return None
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -422,34 +385,3 @@ def load_key(path: str | os.PathLike[str]) -> bytes:
         return data
     msg = f"{path}: an audit key file holds 32 raw bytes or 64 hex digits, not {len(data)} bytes"
     raise InvalidInputError(msg)
-
-
-def _head_arg(text: str) -> tuple[int, str]:
-    seq, _, digest = text.partition(":")
-    if not re.fullmatch(r"-1|[0-9]+", seq) or not _HEX64.fullmatch(digest.lower()):
-        raise argparse.ArgumentTypeError("expected SEQ:HASH as 'finscore audit head' prints it")
-    return int(seq), digest.lower()
-
-
-def add_audit_arguments(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``audit verify`` and ``audit head`` to the CLI's subcommands, with ``func`` set to :func:`audit_command`."""
-    audit = sub.add_parser("audit", help="check the hash-chained audit log of decisions and model loads")
-    actions = audit.add_subparsers(dest="audit_action", required=True, metavar="ACTION")
-    v = actions.add_parser("verify", help="check every line; exit 1 at the first edited, deleted or moved line")
-    v.add_argument("log", type=Path, metavar="LOG", help="the audit log (JSON lines)")
-    v.add_argument("--key-file", type=Path, help=f"a keyed log's key: 32 raw bytes or 64 hex (default ${ENV_KEY_FILE})")
-    v.add_argument("--head", type=_head_arg, metavar="SEQ:HASH", help="a head recorded with 'audit head' earlier")
-    h = actions.add_parser("head", help="print SEQ:HASH of the last line, to record outside the log")
-    h.add_argument("log", type=Path, metavar="LOG", help="the audit log (JSON lines)")
-    audit.set_defaults(func=audit_command)
-
-
-def audit_command(args: argparse.Namespace) -> int:
-    """``finscore audit verify|head``: 0 when the log is sound, 1 at its first bad line."""
-    if args.audit_action == "head":
-        print("{}:{}".format(*head(args.log)))
-        return 0
-    key_file = args.key_file or os.environ.get(ENV_KEY_FILE)
-    report = verify(args.log, key=load_key(key_file) if key_file else None, expect_head=args.head)
-    print(report.sentence())
-    return 0 if report.ok else 1

@@ -1,4 +1,5 @@
-"""Erasure (GDPR art. 17): ``finscore forget ID [ID ...]`` removes customers from every store finscore keeps.
+"""Erasure (GDPR art. 17): ``finscore forget ID [ID ...]`` (:mod:`engine.cli.security`) removes customers from
+every store finscore keeps.
 
 A store is a function that removes subjects from the places it keeps data and says what it removed; it
 registers itself with :func:`erasure_store`::
@@ -14,17 +15,13 @@ pseudonym. A raw id never reaches the audit log, a printed line or an exception'
 
 from __future__ import annotations
 
-import argparse
 import importlib
-import os
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.settings import resolve_settings
-from engine.errors import DataFileError, FinscoreError, InvalidInputError
+from engine.errors import FinscoreError, InvalidInputError
 
 if TYPE_CHECKING:
     from engine.security.trail import Trail
@@ -35,10 +32,8 @@ __all__ = [
     "ErasureContext",
     "ErasureReport",
     "Store",
-    "add_forget_arguments",
     "erasure_store",
     "forget",
-    "forget_command",
     "stores",
 ]
 
@@ -173,81 +168,3 @@ def forget(subjects: Sequence[str], ctx: ErasureContext, *, trail: Trail | None 
         results.extend(done)
     written = _audit(trail, ids, results)
     return ErasureReport(len(ids), tuple(results), trail.path, written)
-
-
-# -- the command --------------------------------------------------------------------------------------------------
-def read_ids(path: str) -> list[str]:
-    """The ids in ``path`` (``-``: standard input), one per line; blank lines are skipped."""
-    try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        msg = f"--ids-file {path}: cannot be read ({type(exc).__name__}); give a UTF-8 text file, one id per line"
-        raise DataFileError(msg) from None
-    ids = [line.strip() for line in text.splitlines() if line.strip()]
-    if not ids:
-        msg = f"--ids-file {path}: holds no id (one per line)"
-        raise InvalidInputError(msg)
-    return ids
-
-
-def add_forget_arguments(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``forget`` to the CLI's subcommands, with ``func`` set to :func:`forget_command`."""
-    from clients.tls import add_tls_arguments
-
-    p = sub.add_parser(
-        "forget", help="erase customers from every store finscore keeps (GDPR), recorded in the audit log"
-    )
-    p.add_argument("ids", nargs="*", metavar="ID", help="customer or card ids to erase")
-    p.add_argument(
-        "--ids-file",
-        metavar="FILE",
-        help="read the ids from FILE, one per line ('-': standard input), so they stay out of the process list "
-        "and the shell's history",
-    )
-    p.add_argument(
-        "--repo", type=Path, help="model repository folder (default: model_repo/ of the source tree, or FINSCORE_REPO)"
-    )
-    p.add_argument(
-        "--url", help="the running server's gRPC address HOST:PORT, erased in memory (default 127.0.0.1:8001)"
-    )
-    p.add_argument(
-        "--no-server", action="store_true", help="do not ask a running server (none runs on this repository)"
-    )
-    add_tls_arguments(p)
-    p.add_argument(
-        "--fraud-redis",
-        metavar="URL",
-        help="also erase from the fraud state shared in this Redis (default: FINSCORE_FRAUD_REDIS, if set)",
-    )
-    p.set_defaults(func=forget_command)
-
-
-def forget_command(args: argparse.Namespace) -> int:
-    """``finscore forget``: one line per store and place with counts, then where the audit lines went; 1 when a
-    place could not be searched."""
-    from clients.tls import Tls
-    from engine.families.fraud.redis_state import ENV_VAR
-
-    ids = [*args.ids, *(read_ids(args.ids_file) if args.ids_file else [])]
-    if not ids:
-        msg = "give the ids to erase: finscore forget ID... or --ids-file FILE"
-        raise InvalidInputError(msg)
-    s = resolve_settings(repo=args.repo, url=args.url)
-    ctx = ErasureContext(
-        repo=s.repo,
-        url=None if args.no_server else s.url,
-        tls=Tls.from_files(args.tls_ca, args.tls_cert, args.tls_key),
-        redis_url=args.fraud_redis or os.environ.get(ENV_VAR, "").strip() or None,
-    )
-    report = forget(ids, ctx)
-    for line in report.lines():
-        print(line)
-    print(f"audit: {report.audit_lines} erasure lines appended to {report.audit_log}")
-    if not report.complete:
-        print(
-            "Error: some places could not be searched (see above); fix that and run forget again, it removes what "
-            "is left",
-            file=sys.stderr,
-        )
-        return 1
-    return 0

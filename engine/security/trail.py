@@ -24,9 +24,10 @@ from pathlib import Path
 
 import polars as pl
 
-from engine.security.audit import ENV_KEY_FILE, AuditLog, load_key, pseudonymizer
 from engine.errors import DataFileError
-from engine.security.protect import find_pans, pan_candidates
+from engine.security.audit import AuditLog, load_key, pseudonymizer
+from engine.security.cards import candidates, find_cards
+from engine.settings import resolve_settings
 
 __all__ = [
     "ENV_HOME",
@@ -51,9 +52,9 @@ SUBJECT = "_subject"
 
 def finscore_home() -> Path:
     """The folder finscore keeps its own records in (created 0700 if missing)."""
-    env = os.environ.get(ENV_HOME, "").strip()
-    if env:
-        home = Path(env).expanduser()
+    env = resolve_settings().home
+    if env is not None:
+        home = env.expanduser()
     else:
         base = os.environ.get("XDG_STATE_HOME", "").strip()
         home = (Path(base) if base else Path.home() / ".local" / "state") / "finscore"
@@ -106,7 +107,7 @@ def subjects_of(values: pl.Series, key: bytes) -> pl.Series:
     finds the few values that could be card numbers, and the keyed hash is set up once."""
     of = pseudonymizer(key)
     text = values.cast(pl.String)
-    cards = pan_candidates(text).to_list()
+    cards = candidates(text).to_list()
     out = [None if v is None else _subject(v, of, maybe_card=c) for v, c in zip(text.to_list(), cards, strict=True)]
     return pl.Series(SUBJECT, out, dtype=pl.String)
 
@@ -115,7 +116,7 @@ def _subject(text: str, of: Callable[[str], str], *, maybe_card: bool) -> str | 
     text = text.strip()
     if not text:
         return None
-    if maybe_card and find_pans(text) == [(0, len(text))]:  # every spelling of one card is one subject
+    if maybe_card and find_cards(text) == [(0, len(text))]:  # every spelling of one card is one subject
         text = text.replace(" ", "").replace("-", "")
     return of(text)
 
@@ -134,15 +135,15 @@ class Trail:
 
     @classmethod
     def from_env(cls) -> Trail:
+        s = resolve_settings()
         home: Path | None = None
-        log_path = os.environ.get(ENV_LOG, "").strip()
-        if not log_path:
+        log_path = s.audit_log
+        if log_path is None:
             home = finscore_home()
-            log_path = str(home / "audit.jsonl")
-        key_file = os.environ.get(ENV_KEY_FILE, "").strip()
-        pseudo = os.environ.get(ENV_PSEUDONYM_KEY, "").strip()
-        pseudo_path = Path(pseudo) if pseudo else (home or finscore_home()) / "pseudonym.key"
-        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+            log_path = home / "audit.jsonl"
+        key_file = s.audit_key_file
+        pseudo_path = s.pseudonym_key_file or (home or finscore_home()) / "pseudonym.key"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
         return cls(AuditLog(log_path, key=load_key(key_file) if key_file else None), _pseudonym_key(pseudo_path))
 
     @property

@@ -1,6 +1,9 @@
+"""The hash-chained audit log: appends, frames, verification, keys, and the lines it refuses.
+
+Over ~400 lines: one test file per module, and the audit log has many ways to be tampered with."""
+
 from __future__ import annotations
 
-import argparse
 import hashlib
 import hmac
 import json
@@ -15,8 +18,9 @@ from types import MappingProxyType
 import polars as pl
 import pytest
 
-from engine.security.audit import AuditLog, add_audit_arguments, head, load_key, pseudonym, verify
+from engine.cli import build_parser
 from engine.errors import DataFileError, InvalidInputError
+from engine.security.audit import AuditLog, head, load_key, pseudonym, verify
 
 KEY = bytes(range(32))
 PSEUDONYM_KEY = b"pseudonym key, not the audit key"
@@ -441,9 +445,8 @@ def test_key_files_hold_raw_bytes_or_hex(tmp_path: Path) -> None:
 
 
 def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
-    """Through the parser as engine/cli.py builds it: subcommands, then ``func`` or the command's name."""
-    parser = argparse.ArgumentParser(prog="finscore")
-    add_audit_arguments(parser.add_subparsers(dest="command", required=True))
+    """Through the ``finscore`` parser, then the command's ``func``."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     assert args.command == "audit"
     code = args.func(args)

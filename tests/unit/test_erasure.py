@@ -4,7 +4,6 @@ audit log records each erasure under the subject's pseudonym, never the id itsel
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import importlib.util
 import io
@@ -19,15 +18,16 @@ import numpy as np
 import pytest
 
 import engine.security.erasure as erasure
-from engine.security.erasure import Erased, ErasureContext, add_forget_arguments, erasure_store, forget
+from engine.cli import build_parser
 from engine.errors import FinscoreError
 from engine.families.fraud import FraudState, FraudTrainResult, fraud_config
 from engine.families.fraud.redis_state import RedisFraudState
 from engine.families.fraud.scorer import INITIAL_STATE, KEY_FILE, LIVE_STATE, PARAMS_FILE
 from engine.families.fraud.state import card_key
-from engine.serving.server import free_port
+from engine.security.erasure import Erased, ErasureContext, erasure_store, forget
 from engine.security.trail import Trail
 from engine.serving.config import render_config
+from engine.serving.server import free_port
 from kernels.transactions import feature_names
 from tests.conftest import FRAUD_DELAY_US
 from tests.unit.test_serving import FakeRequest, fake_pb_utils
@@ -191,8 +191,7 @@ def test_a_registered_store_is_run_and_every_erasure_is_audited_under_a_pseudony
         calls.append((list(subjects), ctx))
         return [Erased("test-crm", "crm-db", tuple(int(s == CUSTOMER) for s in subjects))]
 
-    parser = argparse.ArgumentParser()
-    add_forget_arguments(parser.add_subparsers(dest="command"))
+    parser = build_parser()
     repo = _repo(tmp_path / "repo", {1: _state(PAN)}, live=None)
     args = parser.parse_args(["forget", CUSTOMER, PAN, CUSTOMER, "--repo", str(repo), "--no-server"])
     assert args.func(args) == 0
@@ -233,8 +232,7 @@ def test_a_name_registered_twice_is_refused(registry: dict[str, Any]) -> None:
 def test_no_server_at_the_url_is_said_not_failed(
     tmp_path: Path, audit: Path, registry: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    parser = argparse.ArgumentParser()
-    add_forget_arguments(parser.add_subparsers(dest="command"))
+    parser = build_parser()
     url = f"127.0.0.1:{free_port()}"
     args = parser.parse_args(["forget", PAN, "--repo", str(tmp_path), "--url", url])
     assert args.func(args) == 0
@@ -354,8 +352,7 @@ def test_ids_from_a_file_or_standard_input_never_reach_the_command_line(
         seen.append(list(subjects))
         return [Erased("test-ids", "db", tuple(0 for _ in subjects))]
 
-    parser = argparse.ArgumentParser()
-    add_forget_arguments(parser.add_subparsers(dest="command"))
+    parser = build_parser()
     ids_file = tmp_path / "ids.txt"
     ids_file.write_text(f"{CUSTOMER}\n\n  {PAN}  \n", encoding="utf-8")
     common = ["--repo", str(tmp_path), "--no-server"]

@@ -13,15 +13,15 @@ import numpy as np
 import polars as pl
 import pytest
 
-from engine.security.audit import verify
+from engine.batch.scan import LocalSpec, scan
 from engine.batch.score import score_file
-from engine.families.churn import ChurnScorer
 from engine.cli import main
 from engine.errors import InvalidInputError
+from engine.families.churn import ChurnScorer
+from engine.families.threat.train import ThreatTrainResult
+from engine.security.audit import verify
 from engine.security.guard import OutputGuard
 from engine.security.protect import KeyRing, token_matches
-from engine.batch.scan import LocalSpec, scan
-from engine.families.threat.train import TrainResult
 from engine.security.trail import SUBJECT, DecisionAudit, Trail, subject_of, subjects_of
 from tests.leak_scan import SELF_TEST, find_leaks, is_scanned, scanned_files
 
@@ -179,7 +179,7 @@ def test_a_failed_score_says_so_in_the_audit_and_writes_nothing(
 
 
 def test_scan_audits_each_alert_once_even_when_resumed(
-    threat_trained: TrainResult, events: pl.DataFrame, home: Path, tmp_path: Path
+    threat_trained: ThreatTrainResult, events: pl.DataFrame, home: Path, tmp_path: Path
 ) -> None:
     data = tmp_path / "events.parquet"
     events.head(2000).with_columns(pl.lit(VISA).alias("event_id")).write_parquet(data)
