@@ -15,7 +15,10 @@ from engine.errors import (  # noqa: E402  (after lean_client, on purpose)
     ServerError,
     ServerStartError,
     ServerUnavailableError,
+    SharedMemoryUnavailableError,
+    StateUnavailableError,
     UnsupportedOnGPU,
+    UsageError,
 )
 
 __all__ = [
@@ -26,8 +29,11 @@ __all__ = [
     "NotFoundError",
     "PortInUseError",
     "SchemaError",
+    "StateUnavailableError",
     "ServerError",
     "ServerStartError",
     "ServerUnavailableError",
+    "SharedMemoryUnavailableError",
     "UnsupportedOnGPU",
+    "UsageError",
 ]

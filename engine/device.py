@@ -15,12 +15,12 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
-import os
 from typing import Any, Literal
 
-from engine.errors import UnsupportedOnGPU
+from engine.errors import UnsupportedOnGPU, UsageError
 
 __all__ = [
+    "instance_kind",
     "Device",
     "gpu_available",
     "onnx_providers",
@@ -50,7 +50,9 @@ def gpu_available() -> bool:
 
 def require_gpu() -> bool:
     """Whether ``FINSCORE_REQUIRE_GPU`` turns a CPU fallback into a failure."""
-    return os.environ.get("FINSCORE_REQUIRE_GPU", "").lower() in {"1", "true", "yes"}
+    from engine.settings import resolve_settings  # here: engine.settings imports engine.serving, which uses us
+
+    return resolve_settings().require_gpu
 
 
 @functools.cache
@@ -71,7 +73,7 @@ def resolve_device(requested: str = "auto") -> Device:
         return "cpu"
     if choice not in {"auto", "gpu", "kind_gpu", "cuda"}:
         msg = f"device must be 'auto', 'cpu' or 'gpu', got {requested!r}"
-        raise ValueError(msg)
+        raise UsageError(msg)
     if gpu_available():
         return "gpu"
     if choice == "auto" and not require_gpu():
@@ -91,6 +93,11 @@ def polars_engine(device: Device) -> Any:
     import polars as pl
 
     return pl.GPUEngine(raise_on_fail=require_gpu())
+
+
+def instance_kind(device: Device) -> Literal["KIND_CPU", "KIND_GPU"]:
+    """The Triton ``instance_group`` kind of a served model on ``device``."""
+    return "KIND_GPU" if device == "gpu" else "KIND_CPU"
 
 
 def xgboost_device(device: Device) -> str:

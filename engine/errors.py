@@ -9,10 +9,13 @@
     ├── NotFoundError                  a model, version or artifact that does not exist
     ├── ModelNotReadyError             the model exists but is not trained or not loaded
     ├── UnsupportedOnGPU               a GPU path asked for on a machine that cannot run it
+    ├── StateUnavailableError          the store of a stateful model (Redis) does not answer
+    ├── UsageError                     a command used wrongly: a flag or setting out of range (exit 2)
     └── ServerError                    the Triton server process
         ├── PortInUseError             a port the server needs is taken
         ├── ServerStartError           the server exited or never became ready (with its own reason)
-        └── ServerUnavailableError     no server answers at the address
+        ├── ServerUnavailableError     no server answers at the address
+        └── SharedMemoryUnavailableError  no shared memory with a server on this host (plain gRPC still works)
 
 Messages name the field, what was expected and what came, never a raw personal value.
 """
@@ -27,10 +30,13 @@ __all__ = [
     "NotFoundError",
     "PortInUseError",
     "SchemaError",
+    "StateUnavailableError",
     "ServerError",
     "ServerStartError",
     "ServerUnavailableError",
+    "SharedMemoryUnavailableError",
     "UnsupportedOnGPU",
+    "UsageError",
 ]
 
 
@@ -62,6 +68,14 @@ class UnsupportedOnGPU(FinscoreError):
     """A GPU path that cannot run here (no device, or a library missing)."""
 
 
+class StateUnavailableError(FinscoreError):
+    """The shared state store of a stateful model does not answer (Triton: UNAVAILABLE, worth a retry)."""
+
+
+class UsageError(FinscoreError):
+    """A command, flag or ``FINSCORE_*`` setting used wrongly; the CLI exits 2 for it, as for argparse's errors."""
+
+
 class ServerError(FinscoreError):
     """Something about the Triton server process."""
 
@@ -76,3 +90,7 @@ class ServerStartError(ServerError):
 
 class ServerUnavailableError(ServerError):
     """No server answers at the given address."""
+
+
+class SharedMemoryUnavailableError(ServerError):
+    """Shared memory cannot be used between this client and the server (plain gRPC still works)."""

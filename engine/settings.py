@@ -1,44 +1,100 @@
-"""Settings resolved once: command-line flag > environment (``FINSCORE_*``) > defaults."""
+"""Settings resolved once: command-line flag > environment (``FINSCORE_*``) > defaults.
+
+Every ``FINSCORE_*`` variable finscore reads is a field of :class:`Settings` (``FINSCORE_<FIELD>``), and only
+:func:`resolve_settings` reads them: one setting read in one place, with one rule for blanks (a blank variable is
+unset) and one error for a bad value. It reads ``os.environ`` each time it is called, never at import, so a
+library module asks it where the value is needed (``resolve_settings().fraud_redis``) and a test that changes the
+environment is seen. The README's "Settings" table lists the fields; a unit test keeps both in step.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields, replace
+from dataclasses import Field, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from engine.errors import UsageError
 from engine.serving.repository import DEFAULT_REPOSITORY
 
-__all__ = ["Settings", "resolve_settings"]
+__all__ = ["PREFIX", "Settings", "env_name", "resolve_settings"]
+
+PREFIX = "FINSCORE_"
+_TRUE = frozenset({"1", "true", "yes"})
+
+
+def _setting(default: Any, doc: str, *, flag: str | None = None, secret: bool = False) -> Any:
+    """A field with its one-line ``doc`` and command-line ``flag``; a ``secret`` one is left out of ``repr``."""
+    return field(default=default, repr=not secret, metadata={"doc": doc, "flag": flag})
 
 
 @dataclass(frozen=True)
 class Settings:
-    repo: Path = DEFAULT_REPOSITORY
-    url: str = "127.0.0.1:8001"
-    host: str = "127.0.0.1"
-    grpc_port: int = 8001
-    http_port: int = 8000
-    metrics_port: int = 8002
-    device: str = "auto"
+    """Where finscore finds its models, server, records and keys; each field is ``FINSCORE_<FIELD>``."""
+
+    repo: Path = _setting(DEFAULT_REPOSITORY, "the model repository folder", flag="--repo")
+    url: str = _setting("127.0.0.1:8001", "the server's gRPC address HOST:PORT that clients call", flag="--url")
+    host: str = _setting("127.0.0.1", "the address `finscore serve` listens on (0.0.0.0 for all)", flag="--host")
+    grpc_port: int = _setting(8001, "the served gRPC port", flag="--grpc-port")
+    http_port: int = _setting(8000, "the served HTTP port", flag="--http-port")
+    metrics_port: int = _setting(8002, "the served metrics port", flag="--metrics-port")
+    device: str = _setting("auto", "auto, cpu or gpu: where training and in-process scoring run", flag="--device")
+    require_gpu: bool = _setting(False, "1, true or yes: a CPU fallback (no GPU, or a GPU path that fails) is an error")
+    home: Path | None = _setting(
+        None, "the folder of finscore's own records (default $XDG_STATE_HOME/finscore, else ~/.local/state/finscore)"
+    )
+    audit_log: Path | None = _setting(None, "the audit log file (default audit.jsonl in FINSCORE_HOME)")
+    audit_key_file: Path | None = _setting(
+        None, "the key (32 raw bytes or 64 hex) that chains the audit log with HMAC-SHA-256", flag="--key-file"
+    )
+    pseudonym_key_file: Path | None = _setting(
+        None, "the key of the audit log's subject pseudonyms (default pseudonym.key in FINSCORE_HOME)"
+    )
+    protect_keys: str | None = _setting(
+        None, "protection key lines `v<N> <64 hex>`, `;`-separated, when no --keys FILE is given", secret=True
+    )
+    fraud_redis: str | None = _setting(
+        None, "a Redis URL (redis://HOST:PORT/DB) holding the fraud model's shared state", flag="--fraud-redis"
+    )
+
+
+def env_name(name: str) -> str:
+    """The environment variable of the field ``name``: ``FINSCORE_`` + its name in capitals.
+
+    >>> env_name("fraud_redis")
+    'FINSCORE_FRAUD_REDIS'
+    """
+    return PREFIX + name.upper()
+
+
+def _convert(f: Field[Any], value: Any) -> Any:
+    kind = str(f.type).removesuffix(" | None")
+    if kind == "int" and not isinstance(value, int):
+        try:
+            return int(value)
+        except ValueError:
+            msg = f"{env_name(f.name)} must be a whole number, got {value!r}"
+            raise UsageError(msg) from None
+    if kind == "bool" and not isinstance(value, bool):
+        return str(value).lower() in _TRUE
+    if kind == "Path":
+        return Path(value)
+    return value
 
 
 def resolve_settings(**flags: Any) -> Settings:
-    """Defaults, overridden by ``FINSCORE_<NAME>`` variables, overridden by flags that are not None."""
+    """Defaults, overridden by ``FINSCORE_<NAME>`` variables that are not blank, overridden by flags that are not
+    None. A flag that is not a field is refused (a typo would otherwise be ignored)."""
+    known = {f.name: f for f in fields(Settings)}
+    unknown = sorted(set(flags) - set(known))
+    if unknown:
+        msg = f"resolve_settings got {', '.join(unknown)}, which are not fields of Settings"
+        raise TypeError(msg)
     changes: dict[str, Any] = {}
-    for f in fields(Settings):
-        env = os.environ.get(f"FINSCORE_{f.name.upper()}")
-        value = flags.get(f.name)
-        chosen = value if value is not None else env
+    for name, f in known.items():
+        chosen = flags.get(name)
         if chosen is None:
-            continue
-        if f.type in ("int", int):
-            try:
-                chosen = int(chosen)
-            except ValueError:
-                msg = f"FINSCORE_{f.name.upper()} must be a whole number, got {chosen!r}"
-                raise ValueError(msg) from None
-        elif f.type in ("Path", Path):
-            chosen = Path(chosen)
-        changes[f.name] = chosen
+            chosen = os.environ.get(env_name(name), "").strip() or None
+        if chosen is not None:
+            changes[name] = _convert(f, chosen)
     return replace(Settings(), **changes)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from engine.device import polars_engine, resolve_device
-from engine.errors import UnsupportedOnGPU
+from engine.errors import UnsupportedOnGPU, UsageError
 
 
 def test_gpu_request_without_gpu_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -21,5 +21,5 @@ def test_gpu_request_without_gpu_is_a_clear_error(monkeypatch: pytest.MonkeyPatc
 def test_cpu_engine_and_bad_choice() -> None:
     assert polars_engine("cpu") == "cpu"
     assert resolve_device("KIND_CPU") == "cpu"
-    with pytest.raises(ValueError, match="'auto', 'cpu' or 'gpu'"):
+    with pytest.raises(UsageError, match="'auto', 'cpu' or 'gpu'"):
         resolve_device("tpu")
