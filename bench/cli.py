@@ -73,7 +73,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _check(args: argparse.Namespace) -> None:
-    from engine.errors import InvalidInputError
+    from engine.errors import UsageError
 
     arrivals = [] if args.arrivals == "none" else [a.strip() for a in args.arrivals.split(",") if a.strip()]
     unknown = [a for a in arrivals if a not in ("constant", "poisson")]
@@ -93,7 +93,7 @@ def _check(args: argparse.Namespace) -> None:
     ]
     for bad, msg in problems:
         if bad:
-            raise InvalidInputError(msg)
+            raise UsageError(msg)
     args.arrivals = arrivals
 
 

@@ -34,9 +34,9 @@ from bench.load import closed_loop
 from bench.suite import _stats, server_breakdown
 from bench.targets import _MODEL_INFER, _infer_request
 from clients import FraudClient
+from engine.demo.transactions import synthetic_transactions
 from engine.families.fraud import FraudColumns, FraudScorer, train_fraud
 from engine.families.fraud.redis_state import ENV_VAR
-from engine.demo.transactions import synthetic_transactions
 from engine.serving.repository import ModelRepository
 from engine.serving.server import ServerPorts, TritonServer
 
@@ -153,7 +153,7 @@ def _in_process(version: Path, auths: Authorizations, duration: float) -> None:
         t0 = time.perf_counter_ns()
         x = scorer.features(scorer.validate(body))
         t1 = time.perf_counter_ns()
-        scorer.predict(x, outputs=OUTPUTS)
+        scorer.score_features(x, outputs=OUTPUTS)
         times.append((t1 - t0, time.perf_counter_ns() - t1))
     a = np.array(times) / 1e3
     print(

@@ -85,14 +85,14 @@ def demo_targets(root: Path) -> Iterator[tuple[TritonServer, list[ModelTarget]]]
     """Churn, threat and fraud trained on generated data in ``root``, served by the bundled Triton."""
     import shutil
 
-    from engine.families.churn import train_churn
     from engine.demo.tables import CHURN_ID, CHURN_LABEL, EVENT_LABEL, churn_customers, network_events
-    from engine.families.fraud import FraudColumns, train_fraud
     from engine.demo.transactions import synthetic_transactions
-    from engine.tables.io import write_table
+    from engine.families.churn import train_churn
+    from engine.families.fraud import FraudColumns, train_fraud
+    from engine.families.threat import train_threat
     from engine.serving.repository import ModelRepository
     from engine.serving.server import ServerPorts
-    from engine.families.threat import train_threat
+    from engine.tables.io import write_table
 
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)

@@ -1,5 +1,8 @@
 """The load generator: closed loops and open loops against any target, latencies in HDR histograms.
 
+Over ~400 lines on purpose: the closed loop, the open loop and their tallies share one clock and one
+histogram discipline, and split across modules they drifted apart once already.
+
 A *target* is what answers a request: Triton over gRPC (requests serialised once, sent with gRPC's own stub so
 the client adds as little as perf_analyzer does), a FastAPI JSON endpoint, or the scorer in this process.
 Every target is driven by the same two loops:

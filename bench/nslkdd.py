@@ -72,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"NSL-KDD not found ({missing[0]}); pass --data DIR")
         return 1
 
-    from engine.serving.repository import ModelRepository
     from engine.families.threat import ThreatScorer, train_threat
+    from engine.serving.repository import ModelRepository
 
     train = load(files["KDDTrain+"])
     tests = {name: load(files[name]) for name in ("KDDTest+", "KDDTest-21")}

@@ -1,5 +1,8 @@
 """End-to-end scan throughput (file → features → scores → alerts): finscore beside pandas + IsolationForest.
 
+Over ~400 lines on purpose: every path it times (pandas baseline, in-process, served, with the audit trail)
+must run on the same files in the same run, and each path is a short function beside the others.
+
 ``python -m bench.scan`` writes ``network_events(rows)`` once to ``--workdir`` as Parquet or CSV (reruns reuse
 it), trains the threat autoencoder with ``train_threat`` on a separate ``network_events(train_rows)`` table into
 a temporary model repository, and fits the baseline a SOC analyst's notebook would use on the same normal rows:
@@ -200,9 +203,9 @@ def _finscore_path(
 ) -> Result:
     """Time ``engine.batch.scan.scan``; with ``trail``, as ``finscore scan`` runs it: subjects pseudonymised and one
     audit line per alert (the command always audits)."""
-    from engine.security.guard import OutputGuard
     from engine.batch.scan import scan
     from engine.batch.scan.run import CARRIED, SUBJECTS
+    from engine.security.guard import OutputGuard
 
     guard = OutputGuard.build(CARRIED, subject=SUBJECTS, pseudonym_key=trail.pseudonym_key) if trail else None
     print(f"timing {name} ...", flush=True)
@@ -316,10 +319,10 @@ def run(
         ``machine`` (cores, CPU, load, versions), ``settings``, ``training`` and ``results`` (one
         :class:`Result` each, the baseline first).
     """
-    from engine.demo.tables import network_events
-    from engine.serving.repository import ModelRepository
     from engine.batch.scan import LocalSpec
+    from engine.demo.tables import network_events
     from engine.families.threat import ThreatScorer, train_threat
+    from engine.serving.repository import ModelRepository
 
     instances = instances or [1, 2]
     load_before = os.getloadavg()[0]

@@ -90,11 +90,11 @@ def churn_server(work: Path, *, repo: Path | None = None, customers: int = 5000)
     tuple
         The started :class:`engine.serving.server.TritonServer` and the customers as a Polars DataFrame.
     """
-    from engine.families.churn import train_churn
     from engine.demo.tables import CHURN_ID, CHURN_LABEL, churn_customers
-    from engine.tables.io import write_table
+    from engine.families.churn import train_churn
     from engine.serving.repository import ModelRepository
     from engine.serving.server import ServerPorts, TritonServer
+    from engine.tables.io import write_table
 
     frame = churn_customers(customers)
     if repo is None:

@@ -15,15 +15,14 @@ import numpy as np
 import polars as pl
 import pytest
 
-from engine.device import gpu_available
-from engine.families.churn import ChurnScorer, TrainResult, train_churn
 from engine.demo.tables import CHURN_ID, CHURN_LABEL, EVENT_LABEL, churn_customers, network_events
-from engine.families.fraud import FraudColumns, FraudTrainResult, train_fraud
 from engine.demo.transactions import synthetic_transactions
+from engine.device import gpu_available
+from engine.families.churn import ChurnScorer, ChurnTrainResult, train_churn
+from engine.families.fraud import FraudColumns, FraudTrainResult, train_fraud
+from engine.families.threat import ThreatScorer, ThreatTrainResult, train_threat
 from engine.serving.repository import ModelRepository
 from engine.serving.server import free_port
-from engine.families.threat import ThreatScorer, train_threat
-from engine.families.threat import TrainResult as ThreatTrainResult
 
 _BASETEMP = pytest.StashKey[Path]()
 
@@ -84,13 +83,13 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> ModelRepository:
 
 
 @pytest.fixture(scope="session")
-def trained(repository: ModelRepository, customers_path: Path) -> TrainResult:
+def trained(repository: ModelRepository, customers_path: Path) -> ChurnTrainResult:
     repo = repository
     return train_churn(customers_path, label=CHURN_LABEL, id_column=CHURN_ID, repo=repo, threads=2)
 
 
 @pytest.fixture(scope="session")
-def scorer(trained: TrainResult) -> ChurnScorer:
+def scorer(trained: ChurnTrainResult) -> ChurnScorer:
     return ChurnScorer.load(trained.path)
 
 

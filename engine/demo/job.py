@@ -10,22 +10,22 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from engine.batch.score import score_file_through
-from engine.families.churn import train_churn
-from engine.demo.tables import CHURN_ID, CHURN_LABEL, churn_customers
-from engine.demo.authlog import write_ssh_auth_log
-from engine.families.fraud import FraudColumns, train_fraud
-from engine.families.fraud.scorer import LIVE_STATE
-from engine.demo.transactions import synthetic_transactions
-from engine.security.guard import OutputGuard
-from engine.tables.io import write_table
-from engine.serving.repository import ModelRepository
 from engine.batch.scan import ServerSpec, scan
 from engine.batch.scan.run import CARRIED, SUBJECTS
-from engine.serving.server import ServerPorts, TritonServer
-from engine.families.threat.authlog import read_auth_log
+from engine.batch.score import score_file_through
+from engine.demo.authlog import write_ssh_auth_log
+from engine.demo.tables import CHURN_ID, CHURN_LABEL, churn_customers
+from engine.demo.transactions import synthetic_transactions
+from engine.families.churn import train_churn
+from engine.families.fraud import FraudColumns, train_fraud
+from engine.families.fraud.scorer import LIVE_STATE
 from engine.families.threat import train_threat
+from engine.families.threat.authlog import read_auth_log
+from engine.security.guard import OutputGuard
 from engine.security.trail import DecisionAudit, Trail
+from engine.serving.repository import ModelRepository
+from engine.serving.server import ServerPorts, TritonServer
+from engine.tables.io import write_table
 from kernels.transactions import DAY_US
 
 __all__ = ["run_demo"]

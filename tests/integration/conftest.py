@@ -4,15 +4,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from engine.families.churn import TrainResult
+from engine.families.churn import ChurnTrainResult
 from engine.families.fraud import FraudTrainResult
+from engine.families.threat import ThreatTrainResult
 from engine.serving.server import ServerPorts, TritonServer
-from engine.families.threat import TrainResult as ThreatTrainResult
 
 
 @pytest.fixture(scope="session")
 def server(
-    trained: TrainResult,
+    trained: ChurnTrainResult,
     threat_trained: ThreatTrainResult,
     fraud_trained: FraudTrainResult,
     tmp_path_factory: pytest.TempPathFactory,

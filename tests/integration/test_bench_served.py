@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from engine.families.churn import TrainResult
 from engine.cli import main
+from engine.families.churn import ChurnTrainResult
 from engine.serving.server import free_port
 
 
 def test_bench_measures_every_target_and_writes_reports(
-    trained: TrainResult, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    trained: ChurnTrainResult, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "bench" / "churn.json"
     args = ["bench", "churn", "--repo", str(trained.path.parent.parent), "--concurrency", "1,4", "--duration", "1",
@@ -57,7 +57,7 @@ def test_bench_measures_every_target_and_writes_reports(
     assert figures["machine"]["tritonserver"] == "2.51.0"
 
 
-def test_bench_says_what_is_wrong(trained: TrainResult, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bench_says_what_is_wrong(trained: ChurnTrainResult, capsys: pytest.CaptureFixture[str]) -> None:
     repo = str(trained.path.parent.parent)
     assert main(["bench", "nosuch", "--repo", repo]) == 1
     assert "nosuch" in capsys.readouterr().err

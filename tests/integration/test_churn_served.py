@@ -19,8 +19,8 @@ from tritonclient.utils import InferenceServerException
 
 from clients import AsyncModelClient, ModelClient
 from engine.batch.score import score_file, score_file_through
-from engine.families.churn import ChurnScorer, TrainResult
 from engine.errors import InvalidInputError, ServerStartError, ServerUnavailableError
+from engine.families.churn import ChurnScorer, ChurnTrainResult
 from engine.serving.repository import ModelRepository
 from engine.serving.server import ServerPorts, TritonServer, free_port
 from tests.conftest import request_arrays, with_holes
@@ -157,7 +157,7 @@ def test_client_against_a_down_server_says_so() -> None:
             client.infer({"x": [1.0]})
 
 
-def test_model_that_fails_to_load_is_named(trained: TrainResult, tmp_path: Path) -> None:
+def test_model_that_fails_to_load_is_named(trained: ChurnTrainResult, tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     shutil.copytree(trained.path.parent, repo / "churn")
     version = ModelRepository(repo).latest("churn")
@@ -169,7 +169,7 @@ def test_model_that_fails_to_load_is_named(trained: TrainResult, tmp_path: Path)
 
 
 def test_serve_command_starts_refuses_taken_port_and_stops(
-    server: TritonServer, trained: TrainResult, tmp_path: Path
+    server: TritonServer, trained: ChurnTrainResult, tmp_path: Path
 ) -> None:
     finscore = [sys.executable, "-m", "engine.cli"]
     repo = str(trained.path.parent.parent)

@@ -4,7 +4,6 @@ writes when it stops no longer hold them, and the audit log records the erasure 
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import json
 import math
@@ -17,12 +16,12 @@ import polars as pl
 import pytest
 
 from clients import FraudClient
-from engine.security.erasure import add_forget_arguments
+from engine.cli import build_parser
 from engine.families.fraud import FraudTrainResult, canonical
 from engine.families.fraud.scorer import INITIAL_STATE, KEY_FILE, LIVE_STATE
 from engine.families.fraud.state import card_key
-from engine.serving.server import ServerPorts, TritonServer
 from engine.security.trail import Trail
+from engine.serving.server import ServerPorts, TritonServer
 from kernels.transactions import feature_names
 from tests.conftest import FRAUD_COLUMNS
 
@@ -94,8 +93,7 @@ def test_forget_reaches_the_running_server_its_snapshots_and_the_audit_log(
         h = fraud.authorize(_auth("fg-h0", held, held_at + SECOND), features=True)["features"][0]
         assert h[COUNT_1H] >= 2 and not math.isnan(h[SINCE])  # the history is there
 
-    parser = argparse.ArgumentParser()
-    add_forget_arguments(parser.add_subparsers(dest="command"))
+    parser = build_parser()
     args = parser.parse_args(["forget", ERASED_THEN_BACK, ERASED, held, "--url", served.grpc_url, "--repo", str(root)])
     assert args.func(args) == 0
     out = capsys.readouterr().out

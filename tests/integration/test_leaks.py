@@ -14,10 +14,10 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from clients import FraudClient
-from engine.security.audit import verify
 from engine.cli import main
-from engine.serving.server import TritonServer
+from engine.security.audit import verify
 from engine.security.trail import Trail
+from engine.serving.server import TritonServer
 from tests.leak_scan import find_leaks
 
 PANS = ["4111111111111111", "5500 0000 0000 0004", "378282246310005"]  # Visa, Mastercard (spaced), Amex

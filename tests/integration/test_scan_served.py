@@ -10,8 +10,8 @@ import polars as pl
 import pytest
 
 from engine.batch.scan import LocalSpec, ServerSpec, scan
+from engine.families.threat.train import ThreatTrainResult
 from engine.serving.server import TritonServer
-from engine.families.threat.train import TrainResult
 from tests.conftest import read_alerts
 
 
@@ -33,7 +33,7 @@ def scan_file(tmp_path_factory: pytest.TempPathFactory, events: pl.DataFrame) ->
 )
 def test_served_scan_equals_local_scan(
     server: TritonServer,
-    threat_trained: TrainResult,
+    threat_trained: ThreatTrainResult,
     scan_file: Path,
     tmp_path: Path,
     shared_memory: bool,

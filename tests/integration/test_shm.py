@@ -18,9 +18,9 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from clients import ModelClient, SharedMemoryModelClient, SharedMemoryUnavailableError, bulk_client, is_local
-from clients import shm as shm_module
-from engine.families.churn import ChurnScorer, TrainResult
+from clients.regions import shared_memory_module
 from engine.errors import InvalidInputError, ServerUnavailableError
+from engine.families.churn import ChurnScorer, ChurnTrainResult
 from engine.serving.server import ServerPorts, TritonServer, free_port
 from tests.conftest import request_arrays
 
@@ -232,7 +232,7 @@ def test_regions_the_server_forgot_are_registered_again(
 def test_server_that_cannot_map_the_region_gets_one_clear_sentence(
     server: TritonServer, scorer: ChurnScorer, customers: pl.DataFrame, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    shm = shm_module._shm()
+    shm = shared_memory_module()
     create = shm.create_shared_memory_region
 
     def invisible(name: str, key: str, size: int) -> object:
@@ -249,7 +249,7 @@ def test_server_that_cannot_map_the_region_gets_one_clear_sentence(
 
 
 def test_close_survives_a_server_that_has_gone_away(
-    trained: TrainResult, scorer: ChurnScorer, customers: pl.DataFrame, tmp_path: Path
+    trained: ChurnTrainResult, scorer: ChurnScorer, customers: pl.DataFrame, tmp_path: Path
 ) -> None:
     own = TritonServer(trained.path.parent.parent, ports=ServerPorts.free(), log_path=tmp_path / "t.log")
     with own:

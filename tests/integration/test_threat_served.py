@@ -10,8 +10,8 @@ import pytest
 
 from clients import AsyncModelClient, ModelClient
 from engine.errors import InvalidInputError
-from engine.serving.server import TritonServer
 from engine.families.threat import ThreatScorer
+from engine.serving.server import TritonServer
 from tests.conftest import request_arrays
 
 

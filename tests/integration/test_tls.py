@@ -13,9 +13,9 @@ import polars as pl
 import pytest
 
 from clients import ModelClient, Tls
-from engine.families.churn import TrainResult
 from engine.cli import main
 from engine.errors import FinscoreError
+from engine.families.churn import ChurnTrainResult
 from engine.serving.server import ServerPorts, ServerTls, TritonServer
 from tests.tls_certs import Authority, Pair
 
@@ -33,12 +33,12 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     }
 
 
-def _serve(trained: TrainResult, tls: ServerTls, log: Path) -> TritonServer:
+def _serve(trained: ChurnTrainResult, tls: ServerTls, log: Path) -> TritonServer:
     return TritonServer(trained.path.parent.parent, ports=ServerPorts.free(), models=["churn"], log_path=log, tls=tls)
 
 
 @pytest.fixture(scope="module")
-def mutual(trained: TrainResult, pki: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+def mutual(trained: ChurnTrainResult, pki: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
     server: Pair = pki["server"]
     tls = ServerTls(server.cert, server.key, pki["bank"].ca)
     with _serve(trained, tls, tmp_path_factory.mktemp("tls") / "mutual.log") as srv:
@@ -81,7 +81,7 @@ def test_a_tls_server_has_no_http_endpoint(mutual: TritonServer) -> None:
 
 
 def test_server_only_tls_answers_clients_that_trust_its_ca(
-    trained: TrainResult, pki: dict, customers: pl.DataFrame, tmp_path: Path
+    trained: ChurnTrainResult, pki: dict, customers: pl.DataFrame, tmp_path: Path
 ) -> None:
     server: Pair = pki["server"]
     with _serve(trained, ServerTls(server.cert, server.key), tmp_path / "tls.log") as srv:

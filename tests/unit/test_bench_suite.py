@@ -19,11 +19,11 @@ from bench import load
 from bench.cli import bench_command
 from bench.sweep import apply, choose, with_settings
 from bench.targets import _AsyncConnection, _infer_request, _json_rows, _status_and_length, request_pool
-from engine.families.churn.train import churn_config
 from engine.cli import main
 from engine.errors import InvalidInputError
-from engine.tables.schema import infer_schema
+from engine.families.churn.train import churn_config
 from engine.serving.config import render_config
+from engine.tables.schema import infer_schema
 
 
 class OneAtATime:
@@ -285,7 +285,7 @@ def test_apply_rewrites_a_finscore_config(tmp_path: Path, customers) -> None:  #
     ],
 )
 def test_bad_options_are_one_sentence(args: list[str], fragment: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["bench", "churn", *args]) == 1
+    assert main(["bench", "churn", *args]) == 2  # a flag used wrongly: a usage error
     assert capsys.readouterr().err.strip() == f"Error: {fragment}"
 
 

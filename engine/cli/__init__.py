@@ -1,0 +1,45 @@
+"""The ``finscore`` command: one parser per command group (``serve``, ``train``, ``score``/``scan``, ``demo``,
+``protect``/``audit``/``forget``, plugins such as ``bench``), each command a function set as ``func``.
+
+Errors print ``Error: <one sentence>`` on stderr and exit 1; a :class:`~engine.errors.UsageError` (a flag or
+setting used wrongly) exits 2, as argparse's own errors do. ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from engine.cli import data, plugins, score, security, serve, train
+from engine.errors import FinscoreError, UsageError
+
+__all__ = ["build_parser", "main"]
+
+#: The modules that add commands, in the order ``finscore --help`` lists them.
+GROUPS = (serve, train, score, data, security, plugins)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="finscore", description="GPU-first scoring engine served by NVIDIA Triton.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for group in GROUPS:
+        group.add_parsers(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except FinscoreError as exc:
+        if args.debug:
+            raise
+        print(f"Error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, UsageError) else 1
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)
+        return 130

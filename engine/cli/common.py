@@ -1,0 +1,96 @@
+"""Flags several commands share (``--repo``, client TLS, output protection), and the checks of their values.
+
+Kept in one module so a flag means the same, with the same help, in every command that takes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from engine.errors import UsageError
+
+__all__ = [
+    "ENTITY",
+    "Subparsers",
+    "add_client_tls",
+    "add_output_protection",
+    "add_repo",
+    "check_request_rows",
+    "client_tls",
+    "output_guard",
+    "positive_int",
+]
+
+Subparsers = argparse._SubParsersAction  # what ``add_subparsers`` returns
+#: ``--entity`` of auth logs: windows per source address or per user.
+ENTITY = {"ip": "source_ip", "user": "user"}
+
+
+def positive_int(text: str) -> int:
+    """An argparse ``type``: a whole number of at least 1 (argparse says so and exits 2 otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        msg = f"expected a whole number of at least 1, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def add_repo(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--repo", type=Path, help="model repository folder (default: model_repo/ of the source tree, or FINSCORE_REPO)"
+    )
+
+
+def add_client_tls(p: argparse.ArgumentParser) -> None:
+    """``--tls-ca``, ``--tls-cert``, ``--tls-key`` of a command that calls a server; :func:`client_tls` reads them."""
+    p.add_argument("--tls-ca", type=Path, help="gRPC over TLS: the CA (PEM) that signed the server's certificate")
+    p.add_argument("--tls-cert", type=Path, help="mutual TLS: this client's certificate (PEM)")
+    p.add_argument("--tls-key", type=Path, help="mutual TLS: this client's private key (PEM)")
+
+
+def client_tls(args: argparse.Namespace) -> Any:
+    """The :class:`clients.tls.Tls` of :func:`add_client_tls`'s flags, or None (plaintext gRPC)."""
+    from clients.tls import Tls
+
+    return Tls.from_files(args.tls_ca, args.tls_cert, args.tls_key)
+
+
+def add_output_protection(p: argparse.ArgumentParser, columns: str) -> None:
+    p.add_argument(
+        "--tokenize", action="append", default=[], metavar="COL", help=f"write {columns} as keyed tokens (repeatable)"
+    )
+    p.add_argument(
+        "--encrypt", action="append", default=[], metavar="COL", help=f"write {columns} encrypted (AES-GCM; repeatable)"
+    )
+    p.add_argument(
+        "--keys", type=Path, metavar="FILE", help="key file for --tokenize/--encrypt (or FINSCORE_PROTECT_KEYS)"
+    )
+
+
+def output_guard(args: argparse.Namespace, carried: Sequence[str], subject: Sequence[str], trail: Any) -> Any:
+    """The output guard of ``score``/``scan``: card numbers masked always, columns tokenized or encrypted."""
+    from engine.security.guard import OutputGuard
+    from engine.security.protect import KeyRing
+
+    keys = KeyRing.from_env_or_file(args.keys) if args.tokenize or args.encrypt else None
+    return OutputGuard.build(
+        carried,
+        tokenize=args.tokenize,
+        encrypt=args.encrypt,
+        keys=keys,
+        subject=subject,
+        pseudonym_key=trail.pseudonym_key,
+    )
+
+
+def check_request_rows(rows: int, limit: int, whose: str) -> None:
+    """``--request-rows`` within ``1..limit``, the max batch size of the served model (``whose``: "the model's")."""
+    if not 1 <= rows <= limit:
+        msg = f"--request-rows must be between 1 and {limit} ({whose} max batch size)"
+        raise UsageError(msg)

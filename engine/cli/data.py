@@ -1,0 +1,56 @@
+"""``finscore demo-data`` (synthetic data sets with a known signal) and ``finscore demo`` (the whole job)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from engine.cli.common import Subparsers, add_repo, positive_int
+from engine.settings import resolve_settings
+
+__all__ = ["add_parsers", "demo_command", "demo_data_command"]
+
+
+def add_parsers(sub: Subparsers) -> None:
+    demo_data = sub.add_parser("demo-data", help="write a synthetic data set with a known signal")
+    dd_sub = demo_data.add_subparsers(dest="model", required=True, metavar="MODEL")
+    for kind, text, rows in (
+        ("churn", "a retail-bank customer table with a 'churned' label", 5000),
+        ("events", "network connection records with a 'label' (normal or an attack type)", 20_000),
+        ("authlog", "an OpenSSH auth log with brute-force and spraying attacks (lines)", 20_000),
+    ):
+        dd = dd_sub.add_parser(kind, help=text)
+        dd.add_argument("--rows", type=positive_int, default=rows)
+        dd.add_argument("--seed", type=int, default=7)
+        dd.add_argument("--out", required=True, type=Path)
+        dd.set_defaults(func=demo_data_command)
+
+    demo = sub.add_parser("demo", help="the main job: demo data, train churn and threat, serve, score, scan, print")
+    demo.add_argument("--rows", type=positive_int, default=5000)
+    demo.add_argument("--workdir", type=Path, default=Path("build/demo"))
+    add_repo(demo)
+    demo.set_defaults(func=demo_command)
+
+
+def demo_data_command(args: argparse.Namespace) -> int:
+    from engine.demo.tables import churn_customers, network_events
+    from engine.tables.io import write_table
+
+    if args.model == "authlog":
+        from engine.demo.authlog import write_ssh_auth_log
+
+        attackers = write_ssh_auth_log(args.out, args.rows, seed=args.seed)
+        print(f"wrote {args.rows:,} auth-log lines to {args.out} ({len(attackers)} attacking addresses)")
+        return 0
+    make, what = (churn_customers, "customers") if args.model == "churn" else (network_events, "network events")
+    path = write_table(make(args.rows, seed=args.seed), args.out)
+    print(f"wrote {args.rows:,} {what} to {path}")
+    return 0
+
+
+def demo_command(args: argparse.Namespace) -> int:
+    from engine.demo.job import run_demo
+
+    s = resolve_settings(repo=args.repo)
+    run_demo(rows=args.rows, workdir=args.workdir, repo=s.repo)
+    return 0

@@ -1,0 +1,184 @@
+"""``finscore train churn|threat|fraud``: train a model and write its next version into the repository."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from engine.cli.common import ENTITY, Subparsers, add_repo
+from engine.errors import UsageError
+from engine.settings import resolve_settings
+
+__all__ = ["add_parsers", "train_churn_command", "train_fraud_command", "train_threat_command"]
+
+
+def add_parsers(sub: Subparsers) -> None:
+    train = sub.add_parser("train", help="train a model and write a new version into the repository")
+    train_sub = train.add_subparsers(dest="model", required=True, metavar="MODEL")
+    churn = train_sub.add_parser("churn", help="gradient-boosted churn model on a customer table")
+    churn.add_argument("--data", required=True, type=Path, help="CSV or Parquet customer table")
+    churn.add_argument("--label", required=True, help="the churn column (Yes/No, 1/0, True/False)")
+    churn.add_argument("--id", dest="id_column", help="id column, carried to outputs, never a feature")
+    churn.add_argument("--positive", help="the label value meaning 'churned' when it is not yes/true/1")
+    churn.add_argument("--actions", type=Path, help="CSV reason,action to use instead of the default actions")
+    churn.add_argument("--seed", type=int, default=42, help="split and training seed (default 42)")
+    churn.add_argument("--instances", type=int, default=1, help="Triton instances of the served model (default 1)")
+    churn.add_argument("--device", help="auto, cpu or gpu (default auto)")
+    add_repo(churn)
+    churn.set_defaults(func=train_churn_command)
+    threat = train_sub.add_parser("threat", help="autoencoder anomaly model on event or log data")
+    threat.add_argument("--data", required=True, type=Path, help="CSV or Parquet event table, or an OpenSSH auth log")
+    threat.add_argument("--label", help="column telling normal rows from attacks (optional)")
+    threat.add_argument("--normal", help="the label value of normal rows (default: normal/benign/0/false/no)")
+    threat.add_argument("--fpr", type=float, default=0.01, help="target false-positive rate of alerts (default 0.01)")
+    threat.add_argument("--id", dest="id_column", help="id column, carried to alerts, never a feature")
+    threat.add_argument("--name", default="threat", help="served model name (default threat)")
+    threat.add_argument(
+        "--entity", choices=("ip", "user"), default="ip", help="auth logs: windows per source IP or per user (ip)"
+    )
+    threat.add_argument("--every", default="10m", help="auth logs: window length (default 10m)")
+    threat.add_argument("--seed", type=int, default=42, help="split and training seed (default 42)")
+    threat.add_argument("--instances", type=int, default=1, help="Triton instances of the served model (default 1)")
+    threat.add_argument("--device", help="auto, cpu or gpu (default auto)")
+    add_repo(threat)
+    threat.set_defaults(func=train_threat_command)
+
+    fraud = train_sub.add_parser("fraud", help="card-fraud model on a transaction table (time-based split)")
+    fraud.add_argument("--data", required=True, type=Path, help="CSV or Parquet transaction table")
+    fraud.add_argument("--label", required=True, help="the fraud column (1/0, true/false, yes/no; blank = unknown)")
+    fraud.add_argument(
+        "--time", required=True, help="the transaction time column (datetime, ISO text or epoch seconds)"
+    )
+    fraud.add_argument("--card", required=True, help="the card (or customer) id column")
+    fraud.add_argument("--terminal", help="the terminal or merchant id column (terminal features need it)")
+    fraud.add_argument("--amount", default="amount", help="the amount column (default amount)")
+    fraud.add_argument("--id", dest="id_column", help="the transaction id column (default: the row number)")
+    fraud.add_argument(
+        "--label-delay", default="7d", help="how long a fraud label takes to arrive, e.g. 7d, 1d, 12h (default 7d)"
+    )
+    fraud.add_argument("--train-start", help="first day of the training period (default: the data's first day)")
+    fraud.add_argument("--train-days", type=int, default=7, help="days in the training period (default 7)")
+    fraud.add_argument("--gap-days", type=int, default=7, help="days between training and test (default 7)")
+    fraud.add_argument("--test-days", type=int, default=7, help="days in the test period (default 7)")
+    fraud.add_argument(
+        "--keep-known-cards", action="store_true", help="keep cards with an already known fraud in the test days"
+    )
+    fraud.add_argument("--seed", type=int, default=42, help="training seed (default 42)")
+    fraud.add_argument("--device", help="auto, cpu or gpu (default auto)")
+    add_repo(fraud)
+    fraud.set_defaults(func=train_fraud_command)
+
+
+def _target(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The repository (``--repo``) and the device (``--device``) to train into and on."""
+    from engine.device import resolve_device
+    from engine.serving.repository import ModelRepository
+
+    s = resolve_settings(repo=args.repo, device=args.device)
+    return ModelRepository(s.repo), resolve_device(s.device)
+
+
+def train_churn_command(args: argparse.Namespace) -> int:
+    from engine.families.churn import train_churn
+
+    repo, device = _target(args)
+    result = train_churn(
+        args.data,
+        label=args.label,
+        id_column=args.id_column,
+        positive=args.positive,
+        repo=repo,
+        actions=args.actions,
+        seed=args.seed,
+        device=device,
+        instance_count=args.instances,
+    )
+    print(f"churn version {result.version} written to {result.path} ({result.rounds} trees, {result.seconds:.1f} s)")
+    print(f"features: {len(result.schema.columns)}; left out: {_left_out(result.schema)}")
+    if result.rows_without_label:
+        print(f"rows without a label, left out of training: {result.rows_without_label:,}")
+    print("held-out metrics (stratified 20%):")
+    print(result.metrics.table())
+    return 0
+
+
+def _left_out(schema: Any) -> str:
+    """The columns training did not use, each with its reason."""
+    return ", ".join(f"{k} ({v})" for k, v in schema.excluded.items()) or "none"
+
+
+def train_threat_command(args: argparse.Namespace) -> int:
+    from engine.families.threat import train_threat
+
+    repo, device = _target(args)
+    r = train_threat(
+        args.data,
+        label=args.label,
+        normal=args.normal,
+        fpr=args.fpr,
+        id_column=args.id_column,
+        entity=ENTITY[args.entity],
+        every=args.every,
+        name=args.name,
+        repo=repo,
+        seed=args.seed,
+        device=device,
+        instance_count=args.instances,
+    )
+    print(f"{args.name} version {r.version} written to {r.path} ({r.epochs} epochs, {r.seconds:.1f} s)")
+    print(f"columns: {len(r.schema.columns)}; left out: {_left_out(r.schema)}")
+    rows = r.rows
+    print(
+        f"rows: {rows['train']:,} trained on, {rows['validation']:,} for early stopping, "
+        f"{rows['holdout_normal']:,} held out" + (f", {rows['attacks']:,} attacks" if args.label else "")
+    )
+    print(f"alert threshold {r.threshold:.5g}: alerts on {r.holdout_fpr:.2%} of held-out normal rows")
+    if r.metrics is not None:
+        print("held-out normal rows and all attack rows:")
+        print(r.metrics.table())
+    return 0
+
+
+def train_fraud_command(args: argparse.Namespace) -> int:
+    from engine.families.fraud import FraudColumns, parse_duration_us, train_fraud
+
+    repo, device = _target(args)
+    for flag in ("train_days", "test_days"):
+        if getattr(args, flag) < 1:
+            msg = f"--{flag.replace('_', '-')} must be at least 1"
+            raise UsageError(msg)
+    if args.gap_days < 0:
+        msg = "--gap-days must not be negative"
+        raise UsageError(msg)
+    columns = FraudColumns(
+        card=args.card, time=args.time, amount=args.amount, label=args.label, terminal=args.terminal, id=args.id_column
+    )
+    r = train_fraud(
+        args.data,
+        columns=columns,
+        delay_us=parse_duration_us(args.label_delay),
+        train_start=args.train_start,
+        train_days=args.train_days,
+        gap_days=args.gap_days,
+        test_days=args.test_days,
+        keep_known_cards=args.keep_known_cards,
+        repo=repo,
+        seed=args.seed,
+        device=device,
+    )
+    print(f"fraud version {r.version} written to {r.path} ({r.rounds} trees, {r.seconds:.1f} s)")
+    print(f"split: {r.split.describe()}; label delay {args.label_delay}")
+    rows = r.rows
+    print(
+        f"rows: {rows['train']:,} trained on (the last {rows['validation']:,} also for early stopping and thresholds), "
+        f"{rows['test']:,} tested ({rows['test_known_cards_left_out']:,} more left out: their card had a known fraud); "
+        f"the served state starts from all {rows['history']:,}"
+    )
+    print(f"decision: review from {r.thresholds['review']:.4f}, decline from {r.thresholds['decline']:.4f}")
+    if r.metrics is None:
+        print("no test metrics: the test period holds no rows, or no frauds")
+    else:
+        print("test period:")
+        print(r.metrics.table())
+    return 0
