@@ -1,5 +1,12 @@
 """A client for the stateful ``fraud`` model: score authorizations, report fraud labels later.
 
+What the model takes and answers is read from the served model, not restated here: the authorization fields
+and their datatypes from its metadata's inputs, the scores from its outputs, and the rows one request may
+carry from its config's ``max_batch_size``. The client names only its own vocabulary: the ``label`` and
+``forget`` inputs that make a request a label report or an erasure, the ``features`` output that
+``features=True`` asks for, and the ``decision`` an erasure answers (``forgotten`` for a card the server held).
+An authorization's ``timestamp`` is µs since the Unix epoch; ``terminal_id`` may be left out.
+
 >>> # with FraudClient("127.0.0.1:8001") as fraud:
 >>> #     fraud.authorize({"transaction_id": ["t1"], "card_id": ["c9"], "terminal_id": ["m4"],
 >>> #                      "amount": [25.0], "timestamp": [1_700_000_000_000_000]})["decision"]
@@ -10,40 +17,54 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from tritonclient.utils import triton_to_np_dtype
 
 from clients.grpc import DEFAULT_URL, ModelClient
 from clients.tensors import columns_of, decode_outputs
 from clients.tls import Tls
-from engine.errors import InvalidInputError
+from engine.errors import InvalidInputError, NotFoundError
 
-__all__ = ["AUTHORIZATION_FIELDS", "FraudClient"]
+__all__ = ["FraudClient"]
 
-#: What an authorization carries (``terminal_id`` may be left out); ``timestamp`` is µs since the Unix epoch.
-AUTHORIZATION_FIELDS = {
-    "transaction_id": object,
-    "card_id": object,
-    "terminal_id": object,
-    "amount": np.float64,
-    "timestamp": np.int64,
-}
-SCORES = ("fraud_probability", "reason_codes", "decision")
-#: Cards per forget request (the model's max batch size is 4096).
-FORGET_ROWS = 1024
+#: The inputs that turn a request into a label report or an erasure instead of an authorization.
+LABEL, FORGET = "label", "forget"
+#: The output ``authorize(features=True)`` adds: the feature row each authorization was scored on.
+FEATURES = "features"
+#: The output an erasure answers, and its value for a card the server held.
+DECISION, FORGOTTEN = "decision", "forgotten"
 
 
-def _column(name: str, values: Any, dtype: Any) -> np.ndarray:
+@dataclass(frozen=True)
+class _Served:
+    """The fraud model as the server describes it (read once per client)."""
+
+    inputs: dict[str, str]  # every input's Triton datatype, in the metadata's order
+    outputs: tuple[str, ...]
+    rows: int  # the most rows one request may carry; 0 when the model does not batch
+
+    @property
+    def authorization(self) -> dict[str, str]:
+        return {name: datatype for name, datatype in self.inputs.items() if name not in (LABEL, FORGET)}
+
+    @property
+    def scores(self) -> list[str]:
+        return [name for name in self.outputs if name != FEATURES]
+
+
+def _column(name: str, values: Any, datatype: str) -> np.ndarray:
     seq = values if isinstance(values, (list, tuple, np.ndarray)) else [values]
-    if dtype is object:
+    if datatype == "BYTES":
         return np.array([v if isinstance(v, bytes) else str(v).encode("utf-8") for v in seq], dtype=object).reshape(
             -1, 1
         )
     try:
-        return np.asarray(seq, dtype=dtype).reshape(-1, 1)
+        return np.asarray(seq, dtype=triton_to_np_dtype(datatype)).reshape(-1, 1)
     except (TypeError, ValueError):
-        msg = f"column {name!r} cannot be read as {np.dtype(dtype).name}"
+        msg = f"column {name!r} cannot be read as {datatype}"
         raise InvalidInputError(msg) from None
 
 
@@ -54,37 +75,71 @@ class FraudClient(ModelClient):
         self, url: str = DEFAULT_URL, model: str = "fraud", *, timeout: float | None = 30.0, tls: Tls | None = None
     ) -> None:
         super().__init__(url, model, timeout=timeout, tls=tls)
+        self._served: _Served | None = None
+
+    def _model(self) -> _Served:
+        if self._served is None:
+            config = self._model_config()
+            self._served = _Served(
+                inputs={spec.name: spec.datatype for spec in self.inputs},
+                outputs=tuple(self.outputs),
+                rows=int(config.get("max_batch_size", 0) or 0),
+            )
+        return self._served
+
+    def _needs(self, *, inputs: Sequence[str] = (), outputs: Sequence[str] = ()) -> _Served:
+        """The served model, checked to have ``inputs`` and ``outputs`` (those a request kind relies on)."""
+        served = self._model()
+        for kind, names, have in (("input", inputs, served.inputs), ("output", outputs, served.outputs)):
+            missing = [name for name in names if name not in have]
+            if missing:
+                msg = (
+                    f"model {self.model!r} at {self.url} has no {kind} {missing[0]!r}: it is not finscore's fraud model"
+                )
+                raise NotFoundError(msg)
+        return served
+
+    @property
+    def authorization_fields(self) -> dict[str, str]:
+        """What an authorization carries, by name, with each field's Triton datatype (from the model's metadata)."""
+        return self._model().authorization
 
     def authorize(self, data: Any, *, features: bool = False) -> dict[str, np.ndarray]:
         """Score authorizations (a dict, DataFrame or Arrow table) in order; the server records each.
         ``features=True`` also returns the feature row each was scored on."""
+        served = self._needs(outputs=[FEATURES] if features else [])
         columns = columns_of(data)
         arrays = {
-            name: _column(name, columns[name], dtype) for name, dtype in AUTHORIZATION_FIELDS.items() if name in columns
+            name: _column(name, columns[name], datatype)
+            for name, datatype in served.authorization.items()
+            if name in columns
         }
-        outputs = [*SCORES, "features"] if features else list(SCORES)
+        outputs = [*served.scores, FEATURES] if features else served.scores
         return decode_outputs(self.infer_arrays(arrays, outputs=outputs))
 
     def report(self, transaction_ids: Sequence[Any], labels: Sequence[int]) -> None:
         """Report fraud labels (1 fraud, 0 genuine) of authorizations scored earlier."""
+        served = self._needs(inputs=["transaction_id", LABEL], outputs=[DECISION])
         arrays = {
-            "transaction_id": _column("transaction_id", list(transaction_ids), object),
-            "label": _column("label", list(labels), np.int32),
+            "transaction_id": _column("transaction_id", list(transaction_ids), served.inputs["transaction_id"]),
+            LABEL: _column(LABEL, list(labels), served.inputs[LABEL]),
         }
-        self.infer_arrays(arrays, outputs=["decision"])
+        self.infer_arrays(arrays, outputs=[DECISION])
 
     def forget(self, cards: Sequence[Any]) -> list[bool]:
         """Erase cards from the server's state (GDPR erasure, what ``finscore forget`` sends): True for each
         card the server held. The card's next authorization is scored as its first."""
+        served = self._needs(inputs=["card_id", FORGET], outputs=[DECISION])
+        step = served.rows or max(len(cards), 1)
         held: list[bool] = []
-        for start in range(0, len(cards), FORGET_ROWS):
-            part = list(cards[start : start + FORGET_ROWS])
+        for start in range(0, len(cards), step):
+            part = list(cards[start : start + step])
             arrays = {
-                "card_id": _column("card_id", part, object),
-                "forget": np.ones((len(part), 1), dtype=np.int32),
+                "card_id": _column("card_id", part, served.inputs["card_id"]),
+                FORGET: _column(FORGET, [1] * len(part), served.inputs[FORGET]),
             }
-            decision = decode_outputs(self.infer_arrays(arrays, outputs=["decision"]))["decision"]
-            held.extend(str(d) == "forgotten" for d in np.asarray(decision).ravel())
+            decision = decode_outputs(self.infer_arrays(arrays, outputs=[DECISION]))[DECISION]
+            held.extend(str(d) == FORGOTTEN for d in np.asarray(decision).ravel())
         return held
 
     def __enter__(self) -> FraudClient:

@@ -1,13 +1,20 @@
 """Typed gRPC clients over ``tritonclient``: discover a model's inputs, send rows, get named outputs.
 
+:class:`ModelClient` and :class:`AsyncModelClient` share one base, :class:`BaseModelClient`, which holds
+everything but the calls that go over the wire: the model, its address and TLS, the input specs read from the
+model's metadata, encoding rows into tensors and decoding the answer, the config's parameters and the served
+version. Each client only makes the calls (``tritonclient.grpc`` or ``tritonclient.grpc.aio``) and hands the
+answers to the base, so the two cannot drift apart again.
+
 >>> # client = ModelClient("127.0.0.1:8001", "churn")
 >>> # client.infer({"tenure": [3], "Contract": ["Month-to-month"], ...})["churn_probability"]
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from types import ModuleType
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import tritonclient.grpc as grpcclient
@@ -17,30 +24,35 @@ from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 from clients.errors import map_error
 from clients.tensors import InputSpec, decode_outputs, encode_inputs
 from clients.tls import Tls
+from engine.errors import FinscoreError
 
-__all__ = ["AsyncModelClient", "ModelClient"]
+__all__ = ["AsyncModelClient", "BaseModelClient", "ModelClient"]
 
 DEFAULT_URL = "127.0.0.1:8001"
 
-
-def _specs(metadata: Any) -> tuple[list[InputSpec], list[str]]:
-    inputs = [InputSpec(t.name, t.datatype) for t in metadata.inputs]
-    outputs = [t.name for t in metadata.outputs]
-    return inputs, outputs
+T = TypeVar("T")
 
 
-def _request(arrays: dict[str, np.ndarray], outputs: list[str], module: Any) -> tuple[list[Any], list[Any]]:
-    infer_inputs = []
-    for name, arr in arrays.items():
-        datatype = "BYTES" if arr.dtype == object else np_to_triton_dtype(arr.dtype)
-        tensor = module.InferInput(name, list(arr.shape), datatype)
-        tensor.set_data_from_numpy(arr)
-        infer_inputs.append(tensor)
-    return infer_inputs, [module.InferRequestedOutput(name) for name in outputs]
+class BaseModelClient:
+    """What a client of one served model knows and computes, whichever way its calls travel.
 
+    Subclasses set :attr:`wire` (the ``tritonclient`` module their calls go through) and make the calls;
+    the methods here turn the server's answers into finscore's types.
 
-class ModelClient:
-    """A synchronous client for one served model."""
+    Parameters
+    ----------
+    url
+        ``host:port`` of the server's gRPC endpoint.
+    model
+        The served model's name.
+    timeout
+        Seconds an inference may take before the client gives up (None: no limit).
+    tls
+        How to reach the server over TLS; None speaks plaintext gRPC.
+    """
+
+    #: ``tritonclient.grpc`` or ``tritonclient.grpc.aio``: where ``InferInput`` and the server client come from.
+    wire: ClassVar[ModuleType]
 
     def __init__(
         self, url: str = DEFAULT_URL, model: str = "churn", *, timeout: float | None = 30.0, tls: Tls | None = None
@@ -49,32 +61,85 @@ class ModelClient:
         self.model = model
         self.timeout = timeout
         self.tls = tls
-        self._client = grpcclient.InferenceServerClient(url=url, **(tls.client_kwargs() if tls else {}))
+        self._client = self.wire.InferenceServerClient(url=url, **(tls.client_kwargs() if tls else {}))
         self._inputs: list[InputSpec] | None = None
         self._outputs: list[str] = []
 
-    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    # --- the server's answers, read ---------------------------------------------------------------------------
+
+    def _error(self, exc: InferenceServerException) -> FinscoreError:
+        """The domain error for a failed call (the one place the clients map them: :func:`map_error`)."""
+        return map_error(exc, url=self.url, model=self.model, tls=self.tls is not None)
+
+    def _take_metadata(self, metadata: Any) -> list[InputSpec]:
+        """Keep the input specs and output names of the model's metadata; the input specs."""
+        self._inputs = [InputSpec(t.name, t.datatype) for t in metadata.inputs]
+        self._outputs = [t.name for t in metadata.outputs]
+        return self._inputs
+
+    @staticmethod
+    def _parameters_of(config: dict[str, Any]) -> dict[str, str]:
+        """The string parameters of a model config read ``as_json`` (its ``config`` part)."""
+        return {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+
+    @staticmethod
+    def _newest_version(metadata: Any) -> str:
+        """The newest version the metadata lists (what an unversioned request runs); "" when none."""
+        versions = list(metadata.versions)
+        return max(versions, key=int) if versions else ""
+
+    # --- a request, built, and its answer, read ---------------------------------------------------------------
+
+    def _encode(self, data: Any, specs: list[InputSpec]) -> dict[str, np.ndarray]:
+        """Arrays shaped ``[rows, 1]`` for the model's inputs ``specs``."""
+        return encode_inputs(data, specs, model=self.model)
+
+    def _request(self, arrays: dict[str, np.ndarray], names: Sequence[str]) -> tuple[list[Any], list[Any]]:
+        """The ``InferInput`` tensors for ``arrays`` and the ``InferRequestedOutput`` for each of ``names``."""
+        infer_inputs = []
+        for name, arr in arrays.items():
+            datatype = "BYTES" if arr.dtype == object else np_to_triton_dtype(arr.dtype)
+            tensor = self.wire.InferInput(name, list(arr.shape), datatype)
+            tensor.set_data_from_numpy(arr)
+            infer_inputs.append(tensor)
+        return infer_inputs, [self.wire.InferRequestedOutput(name) for name in names]
+
+    @staticmethod
+    def _arrays_of(result: Any, names: Sequence[str]) -> dict[str, np.ndarray]:
+        return {name: result.as_numpy(name) for name in names}
+
+
+class ModelClient(BaseModelClient):
+    """A synchronous client for one served model (its calls go through ``tritonclient.grpc``)."""
+
+    wire = grpcclient
+
+    def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         try:
             return fn(*args, **kwargs)
         except InferenceServerException as exc:
-            raise map_error(exc, url=self.url, model=self.model, tls=self.tls is not None) from None
+            raise self._error(exc) from None
 
     @property
     def inputs(self) -> list[InputSpec]:
         """The model's inputs as the server describes them (read once)."""
         if self._inputs is None:
-            self._inputs, self._outputs = _specs(self._call(self._client.get_model_metadata, self.model))
+            return self._take_metadata(self._call(self._client.get_model_metadata, self.model))
         return self._inputs
 
     @property
     def outputs(self) -> list[str]:
+        """The model's output names, in the order of its metadata (read once)."""
         self.inputs  # noqa: B018 - loads the metadata
         return self._outputs
 
+    def _model_config(self) -> dict[str, Any]:
+        """The model's config as the server reports it now (JSON form, the ``config`` part)."""
+        return dict(self._call(self._client.get_model_config, self.model, as_json=True)["config"])
+
     def parameters(self) -> dict[str, str]:
         """The model's config parameters (e.g. ``id_column``)."""
-        config = self._call(self._client.get_model_config, self.model, as_json=True)["config"]
-        return {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+        return self._parameters_of(self._model_config())
 
     def id_column(self) -> str | None:
         """The column that identifies a row in this model's outputs, if the model names one."""
@@ -82,8 +147,7 @@ class ModelClient:
 
     def served_version(self) -> str:
         """The newest version of the model the server has loaded (what an unversioned request runs)."""
-        versions = list(self._call(self._client.get_model_metadata, self.model).versions)
-        return max(versions, key=int) if versions else ""
+        return self._newest_version(self._call(self._client.get_model_metadata, self.model))
 
     def is_ready(self) -> bool:
         try:
@@ -97,7 +161,7 @@ class ModelClient:
         """Send arrays already shaped ``[rows, 1]``; raw outputs (BYTES as bytes). ``outputs`` asks for some of
         the model's outputs only (the model may then skip the work of the others)."""
         names = list(outputs) if outputs else self.outputs
-        inputs, requested = _request(arrays, names, grpcclient)
+        inputs, requested = self._request(arrays, names)
         result = self._call(
             self._client.infer,
             self.model,
@@ -106,11 +170,12 @@ class ModelClient:
             request_id=request_id,
             client_timeout=self.timeout,
         )
-        return {name: result.as_numpy(name) for name in names}
+        return self._arrays_of(result, names)
 
-    def infer(self, data: Any) -> dict[str, np.ndarray]:
-        """Score a dict, DataFrame or Arrow table; outputs by name, text decoded, ``[rows]`` where dims are [1]."""
-        return decode_outputs(self.infer_arrays(encode_inputs(data, self.inputs, model=self.model)))
+    def infer(self, data: Any, *, outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Score a dict, DataFrame or Arrow table; outputs by name, text decoded, ``[rows]`` where dims are [1].
+        ``outputs`` asks for some of the model's outputs only."""
+        return decode_outputs(self.infer_arrays(self._encode(data, self.inputs), outputs=outputs))
 
     def close(self) -> None:
         self._client.close()
@@ -122,42 +187,69 @@ class ModelClient:
         self.close()
 
 
-class AsyncModelClient:
-    """The asyncio twin of :class:`ModelClient`."""
+class AsyncModelClient(BaseModelClient):
+    """The asyncio twin of :class:`ModelClient` (its calls go through ``tritonclient.grpc.aio``): the same
+    methods, awaited; ``await load_metadata()`` is what the ``inputs`` property reads."""
 
-    def __init__(
-        self, url: str = DEFAULT_URL, model: str = "churn", *, timeout: float | None = 30.0, tls: Tls | None = None
-    ) -> None:
-        self.url = url
-        self.model = model
-        self.timeout = timeout
-        self.tls = tls
-        self._client = aioclient.InferenceServerClient(url=url, **(tls.client_kwargs() if tls else {}))
-        self._inputs: list[InputSpec] | None = None
-        self._outputs: list[str] = []
+    wire = aioclient
 
-    async def _call(self, coro: Any) -> Any:
+    async def _call(self, call: Awaitable[T]) -> T:
         try:
-            return await coro
+            return await call
         except InferenceServerException as exc:
-            raise map_error(exc, url=self.url, model=self.model, tls=self.tls is not None) from None
+            raise self._error(exc) from None
 
     async def load_metadata(self) -> list[InputSpec]:
+        """The model's inputs as the server describes them (read once)."""
         if self._inputs is None:
-            self._inputs, self._outputs = _specs(await self._call(self._client.get_model_metadata(self.model)))
+            return self._take_metadata(await self._call(self._client.get_model_metadata(self.model)))
         return self._inputs
 
-    async def infer_arrays(self, arrays: dict[str, np.ndarray], *, request_id: str = "") -> dict[str, np.ndarray]:
+    async def output_names(self) -> list[str]:
+        """The model's output names, in the order of its metadata (read once)."""
         await self.load_metadata()
-        inputs, outputs = _request(arrays, self._outputs, aioclient)
-        result = await self._call(
-            self._client.infer(self.model, inputs, outputs=outputs, request_id=request_id, client_timeout=self.timeout)
-        )
-        return {name: result.as_numpy(name) for name in self._outputs}
+        return list(self._outputs)
 
-    async def infer(self, data: Any) -> dict[str, np.ndarray]:
+    async def _model_config(self) -> dict[str, Any]:
+        return dict((await self._call(self._client.get_model_config(self.model, as_json=True)))["config"])
+
+    async def parameters(self) -> dict[str, str]:
+        """The model's config parameters (e.g. ``id_column``)."""
+        return self._parameters_of(await self._model_config())
+
+    async def id_column(self) -> str | None:
+        """The column that identifies a row in this model's outputs, if the model names one."""
+        return (await self.parameters()).get("id_column") or None
+
+    async def served_version(self) -> str:
+        """The newest version of the model the server has loaded (what an unversioned request runs)."""
+        return self._newest_version(await self._call(self._client.get_model_metadata(self.model)))
+
+    async def is_ready(self) -> bool:
+        try:
+            return bool(await self._client.is_model_ready(self.model))
+        except InferenceServerException:
+            return False
+
+    async def infer_arrays(
+        self, arrays: dict[str, np.ndarray], *, request_id: str = "", outputs: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Send arrays already shaped ``[rows, 1]``; raw outputs (BYTES as bytes). ``outputs`` asks for some of
+        the model's outputs only (the model may then skip the work of the others)."""
+        names = list(outputs) if outputs else await self.output_names()
+        inputs, requested = self._request(arrays, names)
+        result = await self._call(
+            self._client.infer(
+                self.model, inputs, outputs=requested, request_id=request_id, client_timeout=self.timeout
+            )
+        )
+        return self._arrays_of(result, names)
+
+    async def infer(self, data: Any, *, outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Score a dict, DataFrame or Arrow table; outputs by name, text decoded, ``[rows]`` where dims are [1].
+        ``outputs`` asks for some of the model's outputs only."""
         specs = await self.load_metadata()
-        return decode_outputs(await self.infer_arrays(encode_inputs(data, specs, model=self.model)))
+        return decode_outputs(await self.infer_arrays(self._encode(data, specs), outputs=outputs))
 
     async def close(self) -> None:
         await self._client.close()

@@ -5,12 +5,8 @@ every input in one shared-memory region (tensors at aligned offsets) and every o
 size in another; BYTES outputs, whose size is unknown before the model runs, come back over gRPC as usual.
 Only the request's description crosses the socket, which for big batches is several times faster.
 
-Regions are created on the first request, re-created larger (doubling) only when a request needs more, and
-named ``finscore-<pid namespace>-<pid>-<random>-in|out`` so clients and processes never collide. ``close()``
-unregisters and removes them; a client that is garbage collected, or still open when the interpreter exits
-normally, does the same (``weakref.finalize``). A process that is killed cannot: before its first region, each
-later client reaps what dead processes of its own pid namespace left, on its server and in ``/dev/shm``
-(:func:`reap_stale_regions`), so killed scans do not fill the host's shared memory.
+The regions themselves (naming, growth, release, reaping what killed processes left) are
+:mod:`clients.regions`; this module decides where the server is (:func:`is_local`) and lays tensors out in them.
 
 >>> # with bulk_client("127.0.0.1:8001", "churn") as client:   # shared memory when the server is local
 >>> #     outputs = client.infer_arrays(arrays)
@@ -18,17 +14,9 @@ later client reaps what dead processes of its own pid namespace left, on its ser
 
 from __future__ import annotations
 
-import functools
-import importlib
-import importlib.util
 import ipaddress
-import logging
-import os
-import secrets
 import socket
-import sys
 import threading
-import types
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,54 +28,18 @@ from tritonclient.utils import InferenceServerException, np_to_triton_dtype, ser
 
 from clients.errors import map_error
 from clients.grpc import DEFAULT_URL, ModelClient
+from clients.regions import PAGE, Region, Regions, reap_stale_regions, region_prefix, round_up, shared_memory_module
 from clients.tls import Tls
-from engine.errors import InvalidInputError, ServerError, ServerUnavailableError
+from engine.errors import InvalidInputError, ServerError, ServerUnavailableError, SharedMemoryUnavailableError
 
 __all__ = ["SharedMemoryModelClient", "SharedMemoryUnavailableError", "bulk_client", "is_local", "reap_stale_regions"]
 
-log = logging.getLogger(__name__)
-
 _ALIGN = 64  # tensors start on cache-line boundaries
-_PAGE = 4096
-_RELEASE_TIMEOUT = 5.0  # seconds: closing must not hang on a server that stopped answering
 # Datatypes whose byte size follows from the shape (BF16 has no NumPy twin; BYTES varies per element).
 _FIXED_SIZE = frozenset(
     {"BOOL", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64", "FP16", "FP32", "FP64"}
 )
 _NO_SHM = "score over plain gRPC instead (--no-shared-memory, or bulk_client(..., shared_memory=False))"
-
-
-class SharedMemoryUnavailableError(ServerError):
-    """Shared memory cannot be used between this client and the server (plain gRPC still works)."""
-
-
-@functools.cache
-def _shm() -> types.ModuleType:
-    """``tritonclient.utils.shared_memory``, even where ``pkg_resources`` is gone.
-
-    tritonclient 2.51 (pinned to match the bundled server) finds its ``libcshm.so`` with
-    ``pkg_resources.resource_filename``, and setuptools 81+ no longer ships ``pkg_resources``. A stand-in
-    that answers that one call is visible only while the module imports. Loaded on first use, so importing
-    ``clients`` never depends on it.
-    """
-    name = "tritonclient.utils.shared_memory"
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name != "pkg_resources":
-            raise
-    spec = importlib.util.find_spec(name)
-    folder = next(iter(spec.submodule_search_locations or [])) if spec else None
-    if folder is None:
-        raise ModuleNotFoundError(name)
-    stand_in = types.ModuleType("pkg_resources")
-    stand_in.resource_filename = lambda _package, resource: os.path.join(folder, resource)  # type: ignore[attr-defined]
-    sys.modules["pkg_resources"] = stand_in
-    try:
-        return importlib.import_module(name)
-    finally:
-        if sys.modules.get("pkg_resources") is stand_in:
-            del sys.modules["pkg_resources"]
 
 
 # --- where the server is ------------------------------------------------------------------------------------
@@ -154,151 +106,6 @@ def is_local(url: str) -> bool:
     return any(_address_is_mine(str(info[4][0])) for info in infos)
 
 
-# --- regions --------------------------------------------------------------------------------------------------
-
-
-_DEV_SHM = "/dev/shm"
-
-
-def _pid_namespace() -> str:
-    """This process's pid namespace (the inode of ``/proc/self/ns/pid``): a pid means something only inside
-    it, so regions of other containers sharing ``/dev/shm`` are never judged by it."""
-    try:
-        return str(os.stat("/proc/self/ns/pid").st_ino)
-    except OSError:
-        return "0"
-
-
-def _region_prefix() -> str:
-    return f"finscore-{_pid_namespace()}-{os.getpid()}-{secrets.token_hex(4)}"
-
-
-def _dead_owner(name: str, namespace: str) -> bool:
-    """Whether ``name`` is a finscore region of ``namespace`` whose process no longer exists."""
-    parts = name.split("-")
-    if len(parts) != 5 or parts[0] != "finscore" or parts[1] != namespace or not parts[2].isdigit():
-        return False
-    try:
-        os.kill(int(parts[2]), 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # alive, someone else's
-        return False
-    return False
-
-
-def reap_stale_regions(server: grpcclient.InferenceServerClient, *, shm_dir: str = _DEV_SHM) -> list[str]:
-    """Unregister from ``server`` and remove from ``shm_dir`` the regions left by dead processes of this pid
-    namespace (a scan killed with SIGKILL); the names reaped. Best effort: a failure is logged, never raised."""
-    namespace = _pid_namespace()
-    try:
-        local = {n for n in os.listdir(shm_dir) if _dead_owner(n, namespace)}
-    except OSError:
-        local = set()
-    try:
-        status = server.get_system_shared_memory_status(client_timeout=_RELEASE_TIMEOUT)
-        on_server = {n for n in status.regions if _dead_owner(n, namespace)}
-    except Exception as exc:  # an old server, a closed channel: the files still go
-        log.debug("could not list the server's shared memory regions: %s", exc)
-        on_server = set()
-    for name in sorted(on_server):
-        try:  # the server keeps the region mapped until it is unregistered, file or not
-            server.unregister_system_shared_memory(name, client_timeout=_RELEASE_TIMEOUT)
-        except Exception as exc:
-            log.debug("could not unregister stale shared memory region %s: %s", name, exc)
-    for name in sorted(local):
-        try:
-            os.unlink(os.path.join(shm_dir, name))
-        except OSError as exc:
-            log.warning("could not remove stale shared memory region %s/%s: %s", shm_dir, name, exc)
-    reaped = sorted(local | on_server)
-    if reaped:
-        log.info("removed %d shared memory regions left by processes that were killed", len(reaped))
-    return reaped
-
-
-def _round_up(n: int, to: int) -> int:
-    return -(-n // to) * to
-
-
-def _destroy(name: str, handle: Any) -> None:
-    """Unmap and unlink a region; a file someone else already removed is not an error worth raising."""
-    try:
-        _shm().destroy_shared_memory_region(handle)
-    except _shm().SharedMemoryException as exc:
-        log.warning("could not remove shared memory region /dev/shm/%s: %s", name, exc)
-
-
-@dataclass
-class _Region:
-    name: str  # Triton's name for it; the file is /dev/shm/<name>
-    size: int
-    handle: Any
-    view: np.ndarray | None  # the whole mapping as uint8, dropped before it is unmapped
-
-
-class _Regions:
-    """A client's regions by role (``"in"``, ``"out"``); also the finalizer, so it holds no reference to the client."""
-
-    def __init__(self, server: grpcclient.InferenceServerClient, prefix: str) -> None:
-        self.server = server
-        self.prefix = prefix
-        self.pid = os.getpid()  # a forked child must not remove its parent's regions
-        self.by_role: dict[str, _Region] = {}
-        self.closed = False
-        self.reaped = False
-
-    def get(self, role: str, needed: int, *, floor: int) -> _Region:
-        """The ``role`` region, created or re-created so that it holds at least ``needed`` bytes.
-
-        Raises ``SharedMemoryException`` (creating it here) or ``InferenceServerException`` (registering).
-        """
-        if self.closed:
-            msg = "this shared-memory client is closed"
-            raise RuntimeError(msg)
-        region = self.by_role.get(role)
-        if region is not None and region.size >= needed:
-            return region
-        size = _round_up(max(needed, floor, 2 * region.size if region else 0), _PAGE)
-        if not self.reaped:
-            self.reaped = True
-            reap_stale_regions(self.server)
-        if region is not None:
-            self._drop(role)
-        name = f"{self.prefix}-{role}"
-        handle = _shm().create_shared_memory_region(name, f"/{name}", size)
-        try:
-            view = _shm().get_contents_as_numpy(handle, np.uint8, [size])
-            self.server.register_system_shared_memory(name, f"/{name}", size)
-        except BaseException:
-            _destroy(name, handle)
-            raise
-        self.by_role[role] = region = _Region(name, size, handle, view)
-        return region
-
-    def forget(self) -> None:
-        """Drop every region (after the server lost them, e.g. it restarted); the next request re-creates them."""
-        for role in list(self.by_role):
-            self._drop(role)
-
-    def _drop(self, role: str) -> None:
-        """Unregister (best effort) and remove one region."""
-        region = self.by_role.pop(role)
-        region.view = None
-        try:
-            self.server.unregister_system_shared_memory(region.name, client_timeout=_RELEASE_TIMEOUT)
-        except Exception as exc:  # a server that has gone away, a closed channel: the local file goes anyway
-            log.debug("could not unregister shared memory region %s: %s", region.name, exc)
-        _destroy(region.name, region.handle)
-
-    def release(self) -> None:
-        self.closed = True
-        if os.getpid() != self.pid:
-            return
-        for role in list(self.by_role):
-            self._drop(role)
-
-
 # --- the client -----------------------------------------------------------------------------------------------
 
 
@@ -345,9 +152,9 @@ class SharedMemoryModelClient(ModelClient):
         tls: Tls | None = None,
     ) -> None:
         super().__init__(url, model, timeout=timeout, tls=tls)
-        self.min_region_bytes = max(int(min_region_bytes), _PAGE)
-        self.region_prefix = _region_prefix()
-        self._regions = _Regions(self._client, self.region_prefix)
+        self.min_region_bytes = max(int(min_region_bytes), PAGE)
+        self.region_prefix = region_prefix()
+        self._regions = Regions(self._client, self.region_prefix)
         self._release = weakref.finalize(self, self._regions.release)
         self._lock = threading.Lock()
         self._layout: tuple[list[_Output], bool] | None = None
@@ -384,10 +191,10 @@ class SharedMemoryModelClient(ModelClient):
             f"cannot create a shared memory region of {size:,} bytes in /dev/shm ({exc}); {_NO_SHM}"
         )
 
-    def _region(self, role: str, needed: int) -> _Region:
+    def _region(self, role: str, needed: int) -> Region:
         try:
             return self._regions.get(role, needed, floor=self.min_region_bytes)
-        except (InferenceServerException, _shm().SharedMemoryException) as exc:
+        except (InferenceServerException, shared_memory_module().SharedMemoryException) as exc:
             raise self._shm_error(exc, size=needed) from None
 
     def infer_arrays(
@@ -403,7 +210,7 @@ class SharedMemoryModelClient(ModelClient):
         for name, arr in arrays.items():
             datatype, payload = _payload(name, arr)
             inputs.append((name, list(arr.shape), datatype, payload, in_bytes))
-            in_bytes += _round_up(payload.size, _ALIGN)
+            in_bytes += round_up(payload.size, _ALIGN)
 
         # Outputs whose size is known before the model runs go to shared memory; BYTES (and BF16) over gRPC.
         fixed: dict[str, tuple[np.dtype, int, int]] = {}
@@ -414,7 +221,7 @@ class SharedMemoryModelClient(ModelClient):
             dtype = np.dtype(triton_to_np_dtype(out.datatype))
             nbytes = (rows if batching else 1) * int(np.prod(out.dims, dtype=np.int64)) * dtype.itemsize
             fixed[out.name] = (dtype, out_bytes, nbytes)
-            out_bytes += _round_up(nbytes, _ALIGN)
+            out_bytes += round_up(nbytes, _ALIGN)
 
         with self._lock:
             for attempt in (1, 2):
@@ -448,7 +255,7 @@ class SharedMemoryModelClient(ModelClient):
             return {name: self._read(result, name, fixed.get(name), region_out) for name in names}
 
     def _read(
-        self, result: Any, name: str, where: tuple[np.dtype, int, int] | None, region: _Region | None
+        self, result: Any, name: str, where: tuple[np.dtype, int, int] | None, region: Region | None
     ) -> np.ndarray:
         if where is None or region is None or region.view is None:
             return result.as_numpy(name)

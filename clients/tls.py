@@ -1,5 +1,6 @@
 """TLS for the gRPC clients: the CA that signed the server's certificate, and for mutual TLS the client's own
-certificate and key (PEM files, as ``finscore serve --tls-cert --tls-key [--tls-ca]`` takes for the server).
+certificate and key (PEM files, as ``finscore serve --tls-cert --tls-key [--tls-ca]`` takes for the server;
+the commands that call a server take ``--tls-ca --tls-cert --tls-key``, see :mod:`engine.cli.common`).
 
 >>> Tls.from_files(None, None, None) is None
 True
@@ -7,22 +8,13 @@ True
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from engine.errors import InvalidInputError
 
-__all__ = ["Tls", "add_tls_arguments"]
-
-
-def add_tls_arguments(p: argparse.ArgumentParser) -> None:
-    """``--tls-ca``, ``--tls-cert``, ``--tls-key`` of a command that calls a server; :meth:`Tls.from_files` reads
-    them."""
-    p.add_argument("--tls-ca", type=Path, help="gRPC over TLS: the CA (PEM) that signed the server's certificate")
-    p.add_argument("--tls-cert", type=Path, help="mutual TLS: this client's certificate (PEM)")
-    p.add_argument("--tls-key", type=Path, help="mutual TLS: this client's private key (PEM)")
+__all__ = ["Tls"]
 
 
 def _file(path: str | Path | None, what: str) -> Path | None:

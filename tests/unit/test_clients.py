@@ -104,9 +104,9 @@ class _Server:
 
 
 def test_only_dead_processes_of_this_pid_namespace_are_reaped(tmp_path: Path) -> None:
-    from clients.shm import _pid_namespace, reap_stale_regions
+    from clients.regions import pid_namespace, reap_stale_regions
 
-    ns = _pid_namespace()
+    ns = pid_namespace()
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     gone = int(dead.stdout)
     names = {
