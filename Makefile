@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.finscore-installed
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]' --config-settings editable_mode=compat
+	$(BIN)/python -m pip install --quiet -e '.[all,dev]' --config-settings editable_mode=compat
 	@touch $(STAMP)
 
 run: $(STAMP)

@@ -2,7 +2,8 @@
 ``protect``/``audit``/``forget``, plugins such as ``bench``), each command a function set as ``func``.
 
 Errors print ``Error: <one sentence>`` on stderr and exit 1; a :class:`~engine.errors.UsageError` (a flag or
-setting used wrongly) exits 2, as argparse's own errors do. ``--debug`` shows the traceback instead.
+setting used wrongly) exits 2, as argparse's own errors do. ``--debug`` shows the traceback instead. A command
+whose libraries are not installed (the base install is only the client) names the extra that installs them.
 """
 
 from __future__ import annotations
@@ -16,6 +17,14 @@ from engine.cli import data, plugins, score, security, serve, train
 from engine.errors import FinscoreError, UsageError
 
 __all__ = ["build_parser", "main"]
+
+#: The libraries (by import name) that only an extra of ``pyproject.toml`` installs, and the extra each
+#: command needs; a command not named needs ``serve``.
+OPTIONAL_LIBRARIES = frozenset(
+    ("pytriton", "polars", "numba", "xgboost", "sklearn", "onnxruntime", "redis", "cryptography", "tqdm", "dask")
+    + ("distributed", "torch", "onnx", "onnxscript", "hdrh", "matplotlib", "fastapi", "uvicorn", "pandas")
+)
+EXTRA_OF_COMMAND = {"train": "train", "demo": "train", "bench": "bench"}
 
 #: The modules that add commands, in the order ``finscore --help`` lists them.
 GROUPS = (serve, train, score, data, security, plugins)
@@ -40,6 +49,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"Error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, UsageError) else 1
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] not in OPTIONAL_LIBRARIES or args.debug:
+            raise
+        extra = EXTRA_OF_COMMAND.get(args.command, "serve")
+        print(
+            f"Error: finscore {args.command} needs {exc.name}, which is not installed: pip install 'finscore[{extra}]'",
+            file=sys.stderr,
+        )
+        return 1
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
         return 130

@@ -71,7 +71,7 @@ def triton_paths() -> _Paths:
 
     spec = importlib.util.find_spec("pytriton")
     if spec is None or not spec.submodule_search_locations:
-        msg = "the bundled Triton server is not installed: pip install nvidia-pytriton (run `make run` to set up)"
+        msg = "the bundled Triton server is not installed: pip install 'finscore[serve]' (or run `make run` to set up)"
         raise ServerStartError(msg)
     root = Path(next(iter(spec.submodule_search_locations))) / "tritonserver"
     libs = root.parent.parent / "nvidia_pytriton.libs"
