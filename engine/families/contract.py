@@ -111,6 +111,9 @@ class ServedModel:
     scorer: type[Scorer]
     #: The output holding the reason codes: BYTES names, or INT32 indices into names the config publishes.
     reasons: str
+    #: A model that answers a list per row (the recommender) gives one reason per listed item instead:
+    #: BYTES with the list's variable length.
+    reasons_per_item: bool = False
 
 
 @dataclass(frozen=True)
@@ -265,6 +268,9 @@ def contract_problems(family: Family, result: object, repository: Path) -> list[
         if _config_tensors(config, "output") != _specs(scorer.OUTPUTS):
             problems.append(f"{where}: the config's outputs are not what {served.scorer.__name__} declares")
         reasons = {s.name: s for s in scorer.OUTPUTS}.get(served.reasons)
-        if reasons is None or tuple(reasons.dims) != (N_REASONS,) or reasons.datatype not in ("BYTES", "INT32"):
+        if served.reasons_per_item:
+            if reasons is None or tuple(reasons.dims) != (-1,) or reasons.datatype != "BYTES":
+                problems.append(f"{where}: reasons {served.reasons!r} are not one name (BYTES) per listed item")
+        elif reasons is None or tuple(reasons.dims) != (N_REASONS,) or reasons.datatype not in ("BYTES", "INT32"):
             problems.append(f"{where}: reasons {served.reasons!r} are not {N_REASONS} names (BYTES) or indices (INT32)")
     return problems

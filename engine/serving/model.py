@@ -82,7 +82,19 @@ def as_output(value: np.ndarray, dims: Sequence[int]) -> np.ndarray:
         arr = np.array([v.encode("utf-8") if isinstance(v, str) else v for v in arr.ravel()], dtype=object).reshape(
             arr.shape
         )
+    if any(d < 0 for d in dims):  # a list per row, as long as the batch's longest: already [rows, n]
+        return arr.reshape((arr.shape[0], -1)) if arr.size else arr.reshape((arr.shape[0], 0))
     return arr.reshape((-1, *dims))
+
+
+def _trimmed(block: np.ndarray) -> np.ndarray:
+    """A request's slice of a variable-length output without the columns that only pad other requests' lists
+    (``""`` or NaN in every row)."""
+    if block.ndim != 2 or not block.shape[1]:
+        return block
+    filled = ~np.isnan(block) if block.dtype.kind == "f" else (block != b"") & (block != "")
+    used = np.flatnonzero(filled.any(axis=0))
+    return block[:, : used[-1] + 1] if len(used) else block[:, :0]
 
 
 class BackendModel:
@@ -165,10 +177,16 @@ class BackendModel:
         asked = {name for names in wanted.values() for name in names}
         # Text is encoded once for the batch; each response gets a slice.
         ready = {name: as_output(outputs[name], self.output_dims[name]) for name in asked}
+        variable = {name for name in asked if any(d < 0 for d in self.output_dims[name])}
         start = 0
         for i, n in sizes:
             stop = start + n
-            tensors = [self.pb_utils.Tensor(name, ready[name][start:stop]) for name in wanted[i]]
+            blocks = {name: ready[name][start:stop] for name in wanted[i]}
+            lists = variable & blocks.keys()
+            if lists:
+                width = max(_trimmed(blocks[name]).shape[1] for name in lists)
+                blocks = {name: b[:, :width] if name in lists else b for name, b in blocks.items()}
+            tensors = [self.pb_utils.Tensor(name, block) for name, block in blocks.items()]
             responses[i] = self.pb_utils.InferenceResponse(output_tensors=tensors)
             start = stop
 
