@@ -15,11 +15,13 @@ import numpy as np
 import polars as pl
 import pytest
 
+from engine.demo.advisory import advisory_tables
 from engine.demo.tables import CHURN_ID, CHURN_LABEL, EVENT_LABEL, churn_customers, network_events
 from engine.demo.transactions import synthetic_transactions
 from engine.device import gpu_available
 from engine.families.churn import ChurnScorer, ChurnTrainResult, train_churn
 from engine.families.fraud import FraudColumns, FraudTrainResult, train_fraud
+from engine.families.recommender import RecommenderTrainResult, train_recommender
 from engine.families.threat import ThreatScorer, ThreatTrainResult, train_threat
 from engine.serving.repository import ModelRepository
 from engine.serving.server import free_port
@@ -204,6 +206,24 @@ def fraud_trained(
         train_days=5,
         gap_days=1,
         test_days=3,
+        repo=repository,
+        threads=2,
+    )
+
+
+@pytest.fixture(scope="session")
+def advisory(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Generated advisory data (600 customers, 800 products) as Parquet files, by file name."""
+    return advisory_tables(600, 800, seed=21).write(tmp_path_factory.mktemp("advisory"))
+
+
+@pytest.fixture(scope="session")
+def recommender_trained(repository: ModelRepository, advisory: dict[str, Path]) -> RecommenderTrainResult:
+    return train_recommender(
+        advisory["holdings.parquet"],
+        customers=advisory["customers.parquet"],
+        products=advisory["products.parquet"],
+        weight="amount",
         repo=repository,
         threads=2,
     )

@@ -1,4 +1,4 @@
-"""``finscore train churn|threat|fraud``: train a model and write its next version into the repository."""
+"""``finscore train churn|threat|fraud|recommender``: train a model and write its next version into the repository."""
 
 from __future__ import annotations
 
@@ -6,11 +6,17 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from engine.cli.common import ENTITY, Subparsers, add_repo
+from engine.cli.common import ENTITY, Subparsers, add_repo, positive_int
 from engine.errors import UsageError
 from engine.settings import resolve_settings
 
-__all__ = ["add_parsers", "train_churn_command", "train_fraud_command", "train_threat_command"]
+__all__ = [
+    "add_parsers",
+    "train_churn_command",
+    "train_fraud_command",
+    "train_recommender_command",
+    "train_threat_command",
+]
 
 
 def add_parsers(sub: Subparsers) -> None:
@@ -68,6 +74,21 @@ def add_parsers(sub: Subparsers) -> None:
     fraud.add_argument("--device", help="auto, cpu or gpu (default auto)")
     add_repo(fraud)
     fraud.set_defaults(func=train_fraud_command)
+
+    rec = train_sub.add_parser("recommender", help="investment recommender on holdings (implicit feedback)")
+    rec.add_argument("--interactions", required=True, type=Path, help="CSV or Parquet: who holds or bought what")
+    rec.add_argument("--user", default="customer_id", help="the customer column (default customer_id)")
+    rec.add_argument("--item", default="product_id", help="the product column (default product_id)")
+    rec.add_argument("--weight", help="a positive column weighing each interaction, e.g. amount (default: 1 each)")
+    rec.add_argument("--customers", type=Path, help="customer profiles keyed by --user: content model, suitability")
+    rec.add_argument("--products", type=Path, help="the product catalogue keyed by --item: attributes, rule columns")
+    rec.add_argument("--rules", type=Path, help="suitability rules (JSON) instead of the defaults")
+    rec.add_argument("--factors", type=positive_int, help="collaborative factors (default 16)")
+    rec.add_argument("--seed", type=int, default=42, help="split and training seed (default 42)")
+    rec.add_argument("--instances", type=int, default=1, help="Triton instances of the served model (default 1)")
+    rec.add_argument("--device", help="auto, cpu or gpu (default auto)")
+    add_repo(rec)
+    rec.set_defaults(func=train_recommender_command)
 
 
 def _target(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -181,4 +202,34 @@ def train_fraud_command(args: argparse.Namespace) -> int:
     else:
         print("test period:")
         print(r.metrics.table())
+    return 0
+
+
+def train_recommender_command(args: argparse.Namespace) -> int:
+    from engine.families.recommender import train_recommender
+
+    repo, device = _target(args)
+    r = train_recommender(
+        args.interactions,
+        user=args.user,
+        item=args.item,
+        weight=args.weight,
+        customers=args.customers,
+        products=args.products,
+        rules=args.rules,
+        repo=repo,
+        seed=args.seed,
+        device=device,
+        instance_count=args.instances,
+        als={"factors": args.factors} if args.factors else None,
+    )
+    print(f"recommender version {r.version} written to {r.path} ({r.seconds:.1f} s)")
+    left = f"; left out: {r.left_out:,} interactions" if r.left_out else ""
+    print(f"{r.customers:,} customers, {r.products:,} products, {r.interactions:,} interactions{left}")
+    print("held-out quarter of each customer's interactions (then retrained on all):")
+    print(r.metrics.table())
+    parts = f"collaborative alone {r.ndcg_collaborative:.4f}"
+    if r.ndcg_content is not None:
+        parts += f", content alone {r.ndcg_content:.4f}"
+    print(f"  {'NDCG@10 of each part':<34} {parts}")
     return 0

@@ -15,6 +15,7 @@ FAMILIES: dict[str, str] = {
     "churn": "engine.families.churn.family",
     "threat": "engine.families.threat.family",
     "fraud": "engine.families.fraud.family",
+    "recommender": "engine.families.recommender.family",
 }
 
 

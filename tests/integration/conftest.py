@@ -6,6 +6,7 @@ import pytest
 
 from engine.families.churn import ChurnTrainResult
 from engine.families.fraud import FraudTrainResult
+from engine.families.recommender import RecommenderTrainResult
 from engine.families.threat import ThreatTrainResult
 from engine.serving.server import ServerPorts, TritonServer
 
@@ -15,9 +16,10 @@ def server(
     trained: ChurnTrainResult,
     threat_trained: ThreatTrainResult,
     fraud_trained: FraudTrainResult,
+    recommender_trained: RecommenderTrainResult,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[TritonServer]:
-    """The real bundled tritonserver on free ports, serving the trained churn, threat and fraud versions;
+    """The real bundled tritonserver on free ports, serving the trained churn, threat, fraud and recommender versions;
     always stopped."""
     log = tmp_path_factory.mktemp("triton") / "triton.log"
     srv = TritonServer(
