@@ -4,6 +4,7 @@ import engine  # noqa: F401  (first: it sets gRPC's client up before grpc is imp
 from clients.errors import map_error
 from clients.fraud import FraudClient
 from clients.grpc import AsyncModelClient, ModelClient
+from clients.recommender import Recommendation, RecommenderClient
 from clients.shm import SharedMemoryModelClient, SharedMemoryUnavailableError, bulk_client, is_local
 from clients.tensors import InputSpec, columns_of, decode_outputs, encode_inputs
 from clients.tls import Tls
@@ -13,6 +14,8 @@ __all__ = [
     "FraudClient",
     "InputSpec",
     "ModelClient",
+    "Recommendation",
+    "RecommenderClient",
     "SharedMemoryModelClient",
     "SharedMemoryUnavailableError",
     "Tls",

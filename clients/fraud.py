@@ -21,12 +21,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from tritonclient.utils import triton_to_np_dtype
 
 from clients.grpc import DEFAULT_URL, ModelClient
-from clients.tensors import columns_of, decode_outputs
+from clients.tensors import columns_of, decode_outputs, typed_column
 from clients.tls import Tls
-from engine.errors import InvalidInputError, NotFoundError
+from engine.errors import NotFoundError
 
 __all__ = ["FraudClient"]
 
@@ -53,19 +52,6 @@ class _Served:
     @property
     def scores(self) -> list[str]:
         return [name for name in self.outputs if name != FEATURES]
-
-
-def _column(name: str, values: Any, datatype: str) -> np.ndarray:
-    seq = values if isinstance(values, (list, tuple, np.ndarray)) else [values]
-    if datatype == "BYTES":
-        return np.array([v if isinstance(v, bytes) else str(v).encode("utf-8") for v in seq], dtype=object).reshape(
-            -1, 1
-        )
-    try:
-        return np.asarray(seq, dtype=triton_to_np_dtype(datatype)).reshape(-1, 1)
-    except (TypeError, ValueError):
-        msg = f"column {name!r} cannot be read as {datatype}"
-        raise InvalidInputError(msg) from None
 
 
 class FraudClient(ModelClient):
@@ -110,7 +96,7 @@ class FraudClient(ModelClient):
         served = self._needs(outputs=[FEATURES] if features else [])
         columns = columns_of(data)
         arrays = {
-            name: _column(name, columns[name], datatype)
+            name: typed_column(name, columns[name], datatype)
             for name, datatype in served.authorization.items()
             if name in columns
         }
@@ -121,8 +107,8 @@ class FraudClient(ModelClient):
         """Report fraud labels (1 fraud, 0 genuine) of authorizations scored earlier."""
         served = self._needs(inputs=["transaction_id", LABEL], outputs=[DECISION])
         arrays = {
-            "transaction_id": _column("transaction_id", list(transaction_ids), served.inputs["transaction_id"]),
-            LABEL: _column(LABEL, list(labels), served.inputs[LABEL]),
+            "transaction_id": typed_column("transaction_id", list(transaction_ids), served.inputs["transaction_id"]),
+            LABEL: typed_column(LABEL, list(labels), served.inputs[LABEL]),
         }
         self.infer_arrays(arrays, outputs=[DECISION])
 
@@ -135,8 +121,8 @@ class FraudClient(ModelClient):
         for start in range(0, len(cards), step):
             part = list(cards[start : start + step])
             arrays = {
-                "card_id": _column("card_id", part, served.inputs["card_id"]),
-                FORGET: _column(FORGET, [1] * len(part), served.inputs[FORGET]),
+                "card_id": typed_column("card_id", part, served.inputs["card_id"]),
+                FORGET: typed_column(FORGET, [1] * len(part), served.inputs[FORGET]),
             }
             decision = decode_outputs(self.infer_arrays(arrays, outputs=[DECISION]))[DECISION]
             held.extend(str(d) == FORGOTTEN for d in np.asarray(decision).ravel())

@@ -11,7 +11,7 @@ from tritonclient.utils import triton_to_np_dtype
 
 from engine.errors import InvalidInputError
 
-__all__ = ["InputSpec", "columns_of", "decode_outputs", "encode_inputs"]
+__all__ = ["InputSpec", "columns_of", "decode_outputs", "encode_inputs", "typed_column"]
 
 
 @dataclass(frozen=True)
@@ -115,3 +115,17 @@ def decode_outputs(outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
             arr = arr[:, 0]
         decoded[name] = arr
     return decoded
+
+
+def typed_column(name: str, values: Any, datatype: str) -> np.ndarray:
+    """One input's values (a scalar or a sequence) as the ``[rows, 1]`` array of its Triton ``datatype``."""
+    seq = values if isinstance(values, (list, tuple, np.ndarray)) else [values]
+    if datatype == "BYTES":
+        return np.array([v if isinstance(v, bytes) else str(v).encode("utf-8") for v in seq], dtype=object).reshape(
+            -1, 1
+        )
+    try:
+        return np.asarray(seq, dtype=triton_to_np_dtype(datatype)).reshape(-1, 1)
+    except (TypeError, ValueError):
+        msg = f"column {name!r} cannot be read as {datatype}"
+        raise InvalidInputError(msg) from None
