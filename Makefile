@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.finscore-installed
 
-.PHONY: run test redis bench bench-tools bench-scan bench-fraud-latency eval-fraud bench-fraud eval-threat lint clean
+.PHONY: run test redis bench bench-tools bench-scan bench-fraud-latency eval-fraud bench-fraud eval-threat eval-recommender lint clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -59,6 +59,10 @@ HANDBOOK_COLUMNS := --label TX_FRAUD --time TX_DATETIME --card CUSTOMER_ID --ter
 eval-fraud: $(STAMP)
 	$(BIN)/finscore train fraud --data $(HANDBOOK) $(HANDBOOK_COLUMNS) --label-delay 7d --repo build/eval-fraud
 	$(BIN)/finscore train fraud --data $(HANDBOOK) $(HANDBOOK_COLUMNS) --label-delay 1d --repo build/eval-fraud
+
+# The recommender on MovieLens-100k (reads ../shared/data/movielens-100k when present), seeds 42, 0 and 1.
+eval-recommender: $(STAMP)
+	$(BIN)/python -m bench.movielens
 
 # The threat model against IsolationForest on NSL-KDD (reads ../shared/data/nsl-kdd when present).
 eval-threat: $(STAMP)
