@@ -24,6 +24,11 @@ def add_parsers(sub: Subparsers) -> None:
         dd.add_argument("--seed", type=int, default=7)
         dd.add_argument("--out", required=True, type=Path)
         dd.set_defaults(func=demo_data_command)
+    adv = dd_sub.add_parser("advisory", help="investment customers, products and holdings (three Parquet files)")
+    adv.add_argument("--rows", type=positive_int, default=2000, help="customers (default: %(default)s)")
+    adv.add_argument("--seed", type=int, default=11)
+    adv.add_argument("--out", required=True, type=Path, help="folder for the files")
+    adv.set_defaults(func=demo_data_command)
 
     demo = sub.add_parser("demo", help="the main job: demo data, train churn and threat, serve, score, scan, print")
     demo.add_argument("--rows", type=positive_int, default=5000)
@@ -36,6 +41,15 @@ def demo_data_command(args: argparse.Namespace) -> int:
     from engine.demo.tables import churn_customers, network_events
     from engine.tables.io import write_table
 
+    if args.model == "advisory":
+        from engine.demo.advisory import advisory_tables
+
+        tables = advisory_tables(args.rows, seed=args.seed)
+        paths = tables.write(args.out)
+        frames = (tables.customers, tables.products, tables.holdings)
+        counts = ", ".join(f"{name} ({frame.height:,} rows)" for name, frame in zip(paths, frames, strict=True))
+        print(f"wrote {counts} to {args.out}")
+        return 0
     if args.model == "authlog":
         from engine.demo.authlog import write_ssh_auth_log
 

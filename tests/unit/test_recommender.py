@@ -249,3 +249,14 @@ def test_generated_advisory_data_is_seeded_and_consistent() -> None:
     assert not a.holdings.select("customer_id", "product_id").is_duplicated().any()
     assert (h["amount"] >= h["min_investment"]).all()
     assert (h["risk_level"] <= h["risk_tolerance"]).mean() > 0.8  # mostly suitable, a few legacy holdings
+
+
+def test_demo_data_advisory_writes_the_three_files(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from engine.cli import main
+
+    assert main(["demo-data", "advisory", "--out", str(tmp_path / "adv"), "--rows", "120"]) == 0
+    out = capsys.readouterr().out
+    for name in ("customers.parquet", "products.parquet", "holdings.parquet"):
+        rows = pl.read_parquet(tmp_path / "adv" / name).height
+        assert f"{name} ({rows:,} rows)" in out
+    assert pl.read_parquet(tmp_path / "adv" / "customers.parquet").height == 120
