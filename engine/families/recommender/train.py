@@ -154,7 +154,7 @@ def _content_weight(
     return max(grid, key=lambda wp: parts.metrics(wp[0], wp[1], inner, valid).ndcg_at_10)
 
 
-def _interactions(path: Path, user: str, item: str, weight: str | None) -> tuple[pl.DataFrame, list[str]]:
+def _interactions(path: Path, user: str, item: str, weight: str | None) -> tuple[pl.DataFrame, dict[str, int]]:
     df = read_table(path)
     needed = [user, item] + ([weight] if weight else [])
     require_columns(df.columns, needed, source=str(path))
@@ -163,9 +163,10 @@ def _interactions(path: Path, user: str, item: str, weight: str | None) -> tuple
         pl.col(item).cast(pl.Utf8).alias("item"),
         (pl.col(weight).cast(pl.Float64, strict=False) if weight else pl.lit(1.0)).alias("weight"),
     )
-    bad = df.filter(pl.col("user").is_null() | pl.col("item").is_null() | ~(pl.col("weight") > 0))
-    notes = [f"{bad.height:,} interactions without a user, an item or a positive weight"] if bad.height else []
-    return df.filter(~(pl.col("user").is_null() | pl.col("item").is_null() | ~(pl.col("weight") > 0))), notes
+    usable = pl.col("user").is_not_null() & pl.col("item").is_not_null() & (pl.col("weight") > 0).fill_null(False)
+    kept = df.filter(usable)
+    left = {"without a user, an item or a positive weight": df.height - kept.height}
+    return kept, left
 
 
 def train_recommender(
@@ -190,7 +191,7 @@ def train_recommender(
     repo = repo or ModelRepository()
     dev = resolve_device(str(device))
     params = {**ALS_DEFAULTS, **(als or {})}
-    df, notes = _interactions(Path(interactions), user, item, weight)
+    df, left_out = _interactions(Path(interactions), user, item, weight)
 
     if products:
         catalogue = _catalogue(Path(products), item)
@@ -199,7 +200,7 @@ def train_recommender(
     known_items = set(catalogue["product_id"].to_list())
     outside = df.filter(~pl.col("item").is_in(list(known_items)))
     if outside.height:
-        notes.append(f"{outside.height:,} interactions with a product the catalogue lacks")
+        left_out["with a product the catalogue lacks"] = outside.height
         df = df.filter(pl.col("item").is_in(list(known_items)))
     profiles = _customers(Path(customers), user) if customers else None
     profiled = set(profiles["customer_id"].to_list()) if profiles is not None else set()
@@ -267,7 +268,7 @@ def train_recommender(
         "collaborative_dims": int(final.users.shape[1]),
         "profile": profile_spec,
         "interactions": {"train": int(train_m.nnz), "held_out": int(test_m.nnz), "all": int(full.nnz)},
-        "left_out": notes,
+        "left_out": {reason: n for reason, n in left_out.items() if n},
     }
     (writer.path / PARAMS_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
     scorer_inputs = RecommenderScorer.declared_inputs(profile_spec)
@@ -282,7 +283,7 @@ def train_recommender(
         customers=len(ids),
         products=catalogue.height,
         interactions=int(full.nnz),
-        left_out=sum(int(n.split(" ", 1)[0].replace(",", "")) for n in notes),
+        left_out=sum(left_out.values()),
         ndcg_collaborative=ndcg_cf,
         ndcg_content=ndcg_content,
     )
