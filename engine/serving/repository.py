@@ -44,6 +44,11 @@ class VersionWriter:
         return final
 
 
+def _staging(model_dir: Path, version: int | str) -> Path:
+    """The hidden folder a version is written into before it is renamed into place."""
+    return model_dir / f".v{version}.partial"
+
+
 class ModelRepository:
     """A Triton model repository folder."""
 
@@ -58,6 +63,11 @@ class ModelRepository:
         if not d.is_dir():
             return []
         return sorted(int(p.name) for p in d.iterdir() if p.is_dir() and p.name.isdigit())
+
+    def unfinished(self, model: str) -> list[Path]:
+        """Versions of ``model`` being written, or left half-written by a run that stopped: their folders."""
+        d = self.model_dir(model)
+        return sorted(p for p in d.glob(_staging(d, "*").name) if p.is_dir()) if d.is_dir() else []
 
     def latest(self, model: str) -> Path:
         """The newest complete version folder of ``model``."""
@@ -97,7 +107,7 @@ class ModelRepository:
         d = self.model_dir(model)
         d.mkdir(parents=True, exist_ok=True)
         version = (self.versions(model) or [0])[-1] + 1
-        staging = d / f".v{version}.partial"
+        staging = _staging(d, version)
         if staging.exists():
             shutil.rmtree(staging)
         staging.mkdir()
