@@ -84,3 +84,12 @@ class RecommenderClient(ModelClient):
                 [Recommendation(p, float(s), r) for p, s, r in zip(ids, scores, reasons, strict=True) if p != ""]
             )
         return lists
+
+    def reload(self, *, timeout: float | None = 300.0) -> list[str]:
+        """Load the model again from the server's repository (Triton's repository API), so that its memory
+        holds what the version files hold now: what ``finscore forget`` asks once it has erased customers from
+        them. The versions served afterwards; ``[]`` when the model is not loaded (it is then left unloaded)."""
+        if not self._call(self._client.is_model_ready, self.model):
+            return []
+        self._call(self._client.load_model, self.model, client_timeout=timeout)
+        return sorted(self._call(self._client.get_model_metadata, self.model).versions, key=int)
