@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 #: Modules whose import registers a store. A new store adds its module here.
-BUILTIN_STORES = ("engine.families.fraud.erasure",)
+BUILTIN_STORES = ("engine.families.fraud.erasure", "engine.families.recommender.erasure")
 
 
 @dataclass(frozen=True)
