@@ -28,12 +28,23 @@ from engine.security.trail import DecisionAudit
 from engine.tables.io import iter_batches, require_columns, table_format
 from kernels import parse_number
 
-__all__ = ["BulkSummary", "Reject", "score_file", "score_file_through", "score_isolating"]
+__all__ = [
+    "BulkSummary",
+    "FrameFn",
+    "Reject",
+    "ScoreFn",
+    "output_frame",
+    "score_file",
+    "score_file_through",
+    "score_isolating",
+]
 
 log = logging.getLogger("finscore.bulk")
 
 #: ``arrays shaped [rows, 1] -> outputs by name`` (a served model or an in-process scorer).
 ScoreFn = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+#: ``(ids of the scored rows or None, their input rows, the outputs) -> output frame`` with a ``row`` column.
+FrameFn = Callable[[list[object] | None, np.ndarray, dict[str, np.ndarray]], pl.DataFrame]
 
 
 @dataclass(frozen=True)
@@ -48,6 +59,10 @@ class BulkSummary:
     rows_read: int = 0
     scored: int = 0
     rejected: int = 0
+    #: Rows written to the output (one per scored row, or several: a list per row).
+    written: int = 0
+    #: Scored rows that gave no output row (an empty list).
+    empty: int = 0
     out: Path | None = None
     rejects_path: Path | None = None
     seconds: float = 0.0
@@ -117,7 +132,8 @@ def score_isolating(
     return merged, lrows + rrows, lrej + rrej
 
 
-def _output_frame(ids: list[object] | None, rows: np.ndarray, outputs: dict[str, np.ndarray]) -> pl.DataFrame:
+def output_frame(ids: list[object] | None, rows: np.ndarray, outputs: dict[str, np.ndarray]) -> pl.DataFrame:
+    """One output row per scored row: ``row``, ``id`` when given, then each output (``name_1..n`` when wider)."""
     cols: dict[str, object] = {"row": rows.astype(np.int64)}
     if ids is not None:
         cols["id"] = ids
@@ -179,25 +195,30 @@ def score_file(
     *,
     score: ScoreFn,
     inputs: Sequence[tuple[str, str]],
+    optional: Sequence[tuple[str, str]] = (),
     id_column: str | None = None,
     request_rows: int = 1024,
     progress: bool = True,
     guard: OutputGuard | None = None,
     audit: DecisionAudit | None = None,
+    frame: FrameFn = output_frame,
+    written: Sequence[str] | None = None,
 ) -> BulkSummary:
     """Score every row of ``data`` with ``score`` and write ``out`` (CSV or Parquet).
 
-    ``inputs`` are the model's ``(name, datatype)`` pairs; ``id_column`` is carried to the output (as
-    ``id``) when the file has it. Rows that cannot be scored are counted and listed in
-    ``<out>.rejected.csv``. ``guard`` treats every output part before it is written (card numbers in ``id``
-    are masked even without one); ``audit`` records each decision written and, at the end, whether the
-    output was.
+    ``inputs`` are the model's ``(name, datatype)`` pairs the file must have, ``optional`` those sent when
+    the file has them; ``id_column`` is carried to the output (as ``id``) when the file has it. Rows that
+    cannot be scored are counted and listed in ``<out>.rejected.csv``. ``guard`` treats every output part
+    before it is written (card numbers in ``id`` are masked even without one); ``audit`` records each
+    decision written and, at the end, whether the output was. ``frame`` makes the output rows of a request's
+    outputs (:func:`output_frame`: one per scored row); ``written`` names the columns written, when not all.
     """
     guard = guard or OutputGuard.build(("id",))
     started = time.perf_counter()
     out_path = Path(out)
     summary = BulkSummary(out=out_path)
     names = [n for n, _ in inputs]
+    sent = list(inputs)
     writer = _Writer(out_path)
     bar = None
     if progress:
@@ -209,12 +230,13 @@ def score_file(
         for batch in iter_batches(data):
             if not checked:
                 require_columns(batch.schema.names, names, source=str(data))
+                sent += [(n, t) for n, t in optional if n in batch.schema.names and n not in names]
                 if id_column and id_column not in batch.schema.names:
                     id_column = None
                 checked = True
             first = summary.rows_read
             summary.rows_read += batch.num_rows
-            arrays, valid, rejects = _encode(batch, inputs, first)
+            arrays, valid, rejects = _encode(batch, sent, first)
             summary.rejects.extend(rejects)
             ids = batch.column(id_column).to_pylist() if id_column else None
             valid_rows = np.flatnonzero(valid)
@@ -225,15 +247,15 @@ def score_file(
                     summary.rejects.append(Reject(first + r.row, r.column, r.reason))
                 if outputs is not None:
                     kept_rows = np.asarray(kept)
-                    frame = guard.apply(
-                        _output_frame(
-                            [ids[i] for i in kept_rows] if ids is not None else None, first + kept_rows, outputs
-                        )
+                    rows_out = guard.apply(
+                        frame([ids[i] for i in kept_rows] if ids is not None else None, first + kept_rows, outputs)
                     )
-                    writer.write(drop_subject(frame))
+                    writer.write(_written(rows_out, written))
                     if audit is not None:
-                        audit.record(frame)
+                        audit.record(rows_out)
                     summary.scored += len(kept_rows)
+                    summary.written += rows_out.height
+                    summary.empty += len(kept_rows) - rows_out.get_column("row").n_unique()
             if bar is not None:
                 bar.update(batch.num_rows)
         if not checked:
@@ -249,7 +271,7 @@ def score_file(
     finally:
         if bar is not None:
             bar.close()
-    writer.close(pl.DataFrame({"row": pl.Series([], dtype=pl.Int64)}))
+    writer.close(_written(frame(None, np.empty(0, dtype=np.int64), {}), written))
     summary.rejected = len(summary.rejects)
     if audit is not None:
         audit.close("written", rows=summary.rows_read, scored=summary.scored, rejected=summary.rejected)
@@ -264,6 +286,11 @@ def score_file(
         rejects_path.unlink(missing_ok=True)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _written(frame: pl.DataFrame, columns: Sequence[str] | None) -> pl.DataFrame:
+    """What of an output part is written: ``columns``, or all but the audit's subject column."""
+    return frame.select(columns) if columns is not None else drop_subject(frame)
 
 
 def _close_failed(audit: DecisionAudit, summary: BulkSummary) -> None:
