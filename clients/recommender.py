@@ -22,7 +22,7 @@ from clients.tensors import decode_outputs, typed_column
 from clients.tls import Tls
 from engine.errors import InvalidInputError
 
-__all__ = ["Recommendation", "RecommenderClient"]
+__all__ = ["Recommendation", "RecommenderClient", "recommendation_lists", "request_arrays"]
 
 
 @dataclass(frozen=True)
@@ -55,19 +55,7 @@ class RecommenderClient(ModelClient):
     ) -> dict[str, np.ndarray]:
         """The request's input arrays: ``customer_id``, ``k`` when given, and the profile fields given."""
         types = {s.name: s.datatype for s in self.inputs}
-        arrays = {"customer_id": typed_column("customer_id", list(customers), types["customer_id"])}
-        if k is not None:
-            arrays["k"] = typed_column("k", [k] * len(customers), types["k"])
-        for name, values in (profile or {}).items():
-            if name not in types or name in arrays:
-                msg = f"{name!r} is not a profile field of model {self.model!r} ({', '.join(self.profile_fields)})"
-                raise InvalidInputError(msg)
-            column = typed_column(name, values, types[name])
-            if len(column) != len(customers):
-                msg = f"profile field {name!r} has {len(column)} values for {len(customers)} customers"
-                raise InvalidInputError(msg)
-            arrays[name] = column
-        return arrays
+        return request_arrays(types, customers, k=k, profile=profile, model=self.model)
 
     def recommend(
         self, customers: Sequence[str], *, k: int | None = None, profile: Mapping[str, Sequence[Any]] | None = None
@@ -75,15 +63,10 @@ class RecommenderClient(ModelClient):
         """One list per customer, best first."""
         if not customers:
             return []
-        out = decode_outputs(self.infer_arrays(self.arrays(customers, k=k, profile=profile)))
-        rows = len(customers)  # decode_outputs flattens [rows, 1]: a list of one is still a list
-        ids_, scores_, reasons_ = (np.asarray(out[n]).reshape(rows, -1) for n in ("product_ids", "scores", "reasons"))
-        lists = []
-        for ids, scores, reasons in zip(ids_, scores_, reasons_, strict=True):
-            lists.append(
-                [Recommendation(p, float(s), r) for p, s, r in zip(ids, scores, reasons, strict=True) if p != ""]
-            )
-        return lists
+        return recommendation_lists(self.infer_arrays(self.arrays(customers, k=k, profile=profile)), len(customers))
+
+    def __enter__(self) -> RecommenderClient:
+        return self
 
     def reload(self, *, timeout: float | None = 300.0) -> list[str]:
         """Load the model again from the server's repository (Triton's repository API), so that its memory
@@ -93,3 +76,43 @@ class RecommenderClient(ModelClient):
             return []
         self._call(self._client.load_model, self.model, client_timeout=timeout)
         return sorted(self._call(self._client.get_model_metadata, self.model).versions, key=int)
+
+
+def request_arrays(
+    types: Mapping[str, str],
+    customers: Sequence[str],
+    *,
+    k: int | None = None,
+    profile: Mapping[str, Sequence[Any]] | None = None,
+    model: str = "recommender",
+) -> dict[str, np.ndarray]:
+    """A request's ``[rows, 1]`` arrays for a recommender whose inputs have the datatypes ``types`` (by name, as
+    its metadata or its scorer lists them): ``customer_id``, ``k`` when given, and the profile fields given, one
+    value per customer each. What :meth:`RecommenderClient.arrays` sends, and ``finscore recommend --local``
+    hands the scorer."""
+    arrays = {"customer_id": typed_column("customer_id", list(customers), types["customer_id"])}
+    if k is not None:
+        arrays["k"] = typed_column("k", [k] * len(customers), types["k"])
+    for name, values in (profile or {}).items():
+        if name not in types or name in arrays:
+            fields = ", ".join(n for n in types if n not in ("customer_id", "k"))
+            msg = f"{name!r} is not a profile field of model {model!r} ({fields})"
+            raise InvalidInputError(msg)
+        column = typed_column(name, values, types[name])
+        if len(column) != len(customers):
+            msg = f"profile field {name!r} has {len(column)} values for {len(customers)} customers"
+            raise InvalidInputError(msg)
+        arrays[name] = column
+    return arrays
+
+
+def recommendation_lists(outputs: Mapping[str, np.ndarray], rows: int) -> list[list[Recommendation]]:
+    """A recommender's outputs (``product_ids``, ``scores``, ``reasons``: ``[rows, n]``, padded with ``""``) as
+    one list per request row, best first; text as it comes from the wire (bytes) or from a scorer (str)."""
+    out = decode_outputs(outputs)
+    # decode_outputs flattens [rows, 1]: a list of one is still a list
+    ids_, scores_, reasons_ = (np.asarray(out[n]).reshape(rows, -1) for n in ("product_ids", "scores", "reasons"))
+    lists = []
+    for ids, scores, reasons in zip(ids_, scores_, reasons_, strict=True):
+        lists.append([Recommendation(p, float(s), r) for p, s, r in zip(ids, scores, reasons, strict=True) if p != ""])
+    return lists
