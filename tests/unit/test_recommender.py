@@ -260,3 +260,18 @@ def test_demo_data_advisory_writes_the_three_files(tmp_path: Path, capsys: pytes
         rows = pl.read_parquet(tmp_path / "adv" / name).height
         assert f"{name} ({rows:,} rows)" in out
     assert pl.read_parquet(tmp_path / "adv" / "customers.parquet").height == 120
+
+
+def test_a_version_whose_row_files_disagree_is_refused(
+    recommender_trained: RecommenderTrainResult, tmp_path: Path
+) -> None:
+    """Customers meet their factors and holdings by row position: a version whose files disagree in length
+    (an erasure cut short, a file copied from another version) must not load and answer for the wrong person."""
+    from engine.families.recommender.scorer import USERS_FILE
+
+    version = tmp_path / "3"
+    shutil.copytree(recommender_trained.path, version)
+    users = np.load(version / USERS_FILE)
+    np.save(version / USERS_FILE, users[1:])
+    with pytest.raises(ModelNotReadyError, match="must agree"):
+        RecommenderScorer.load(version)

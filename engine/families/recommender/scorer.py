@@ -21,7 +21,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from engine.device import Device, faiss_index
-from engine.errors import InvalidInputError
+from engine.errors import InvalidInputError, ModelNotReadyError
 from engine.families.contract import load_version
 from engine.families.recommender.content import ContentModel
 from engine.families.recommender.index import search
@@ -99,6 +99,13 @@ class RecommenderScorer:
         self.held = sp.load_npz(d / SEEN_FILE).tocsr()
         customers = pl.read_parquet(d / CUSTOMERS_FILE)
         self.customer_index = {c: i for i, c in enumerate(customers["customer_id"].to_list())}
+        if not len(self.users) == self.held.shape[0] == customers.height:
+            # Rows pair customers with their factors and holdings by position: never load a mismatch.
+            msg = (
+                f"{d}: {CUSTOMERS_FILE}, {USERS_FILE} and {SEEN_FILE} hold {customers.height}, {len(self.users)} "
+                f"and {self.held.shape[0]} customers; they must agree (retrain, or finish the erasure)"
+            )
+            raise ModelNotReadyError(msg)
         self.profiles = customers.drop("customer_id").to_dicts() if customers.width > 1 else None
         catalogue = pl.read_parquet(d / PRODUCTS_FILE)
         self.product_ids = np.asarray(catalogue["product_id"].to_list(), dtype=object)
