@@ -1,5 +1,6 @@
-"""The ``finscore`` command: one parser per command group (``serve``, ``train``, ``score``/``scan``, ``demo``,
-``protect``/``audit``/``forget``, plugins such as ``bench``), each command a function set as ``func``.
+"""The ``finscore`` command: one parser per command group (``serve``, ``train``, ``score``/``scan``,
+``recommend``, ``demo``, ``protect``/``audit``/``forget``, plugins such as ``bench``), each command a function set
+as ``func``.
 
 Errors print ``Error: <one sentence>`` on stderr and exit 1; a :class:`~engine.errors.UsageError` (a flag or
 setting used wrongly) exits 2, as argparse's own errors do. ``--debug`` shows the traceback instead. A command
@@ -13,7 +14,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from engine.cli import data, plugins, score, security, serve, train
+from engine.cli import data, plugins, recommend, score, security, serve, train
 from engine.errors import FinscoreError, UsageError
 
 __all__ = ["build_parser", "main"]
@@ -27,7 +28,7 @@ OPTIONAL_LIBRARIES = frozenset(
 EXTRA_OF_COMMAND = {"train": "train", "demo": "train", "bench": "bench"}
 
 #: The modules that add commands, in the order ``finscore --help`` lists them.
-GROUPS = (serve, train, score, data, security, plugins)
+GROUPS = (serve, train, score, recommend, data, security, plugins)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,5 @@
-"""Flags several commands share (``--repo``, client TLS, output protection), and the checks of their values.
+"""Flags several commands share (``--repo``, client TLS, output protection), the checks of their values, and the
+plain-text tables commands print.
 
 Kept in one module so a flag means the same, with the same help, in every command that takes it.
 """
@@ -6,7 +7,7 @@ Kept in one module so a flag means the same, with the same help, in every comman
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ __all__ = [
     "client_tls",
     "output_guard",
     "positive_int",
+    "text_table",
 ]
 
 Subparsers = argparse._SubParsersAction  # what ``add_subparsers`` returns
@@ -94,3 +96,11 @@ def check_request_rows(rows: int, limit: int, whose: str) -> None:
     if not 1 <= rows <= limit:
         msg = f"--request-rows must be between 1 and {limit} ({whose} max batch size)"
         raise UsageError(msg)
+
+
+def text_table(rows: Iterable[Sequence[object]], header: Sequence[str]) -> str:
+    """``rows`` under ``header`` in left-aligned columns, a rule of dashes between (no trailing blanks)."""
+    lines = [tuple(str(v) for v in r) for r in [header, *rows]]
+    widths = [max(len(r[i]) for r in lines) for i in range(len(header))]
+    lines.insert(1, tuple("-" * w for w in widths))
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in lines)
