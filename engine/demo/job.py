@@ -1,10 +1,10 @@
-"""``make run``: synthetic customers, an SSH auth log and card transactions → train churn, threat and fraud →
-one Triton serves them all → score over gRPC → scan the log through the server → authorize cards → stop."""
+"""``make run``: synthetic customers, an SSH auth log, card transactions and investment holdings → train churn,
+threat, fraud and the recommender → one Triton serves them all → score over gRPC → scan the log through the server
+→ authorize cards → recommend products → stop."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -13,12 +13,15 @@ import polars as pl
 from engine.batch.scan import ServerSpec, scan
 from engine.batch.scan.run import CARRIED, SUBJECTS
 from engine.batch.score import score_file_through
+from engine.cli.common import text_table
+from engine.demo.advisory import advisory_tables
 from engine.demo.authlog import write_ssh_auth_log
 from engine.demo.tables import CHURN_ID, CHURN_LABEL, churn_customers
 from engine.demo.transactions import synthetic_transactions
 from engine.families.churn import train_churn
 from engine.families.fraud import FraudColumns, train_fraud
 from engine.families.fraud.scorer import LIVE_STATE
+from engine.families.recommender import train_recommender
 from engine.families.threat import train_threat
 from engine.families.threat.authlog import read_auth_log
 from engine.security.guard import OutputGuard
@@ -31,10 +34,15 @@ from kernels.transactions import DAY_US
 __all__ = ["run_demo"]
 
 
-def _table(rows: Sequence[tuple[object, ...]], header: tuple[str, ...]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda r: "  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True))  # noqa: E731
-    return "\n".join([line(header), line(tuple("-" * w for w in widths)), *(line(r) for r in rows)])
+#: The new customer of the recommender's part: no holdings, only a profile.
+NEW_CUSTOMER = {
+    "risk_tolerance": 4.0,
+    "horizon_years": 10.0,
+    "income_band": "middle",
+    "goal": "growth",
+    "esg_preference": "some",
+    "age": 40.0,
+}
 
 
 def run_demo(
@@ -59,12 +67,13 @@ def run_demo(
     )
 
     fraud_start = _train_fraud(workdir, repository)
+    investors = _train_recommender(workdir, repository)
 
     trail = Trail.from_env()
     ports = ServerPorts.free()
-    models = ["churn", "threat", "threat_features", "fraud"]
+    models = ["churn", "threat", "threat_features", "fraud", "recommender"]
     with TritonServer(repository, ports=ports, models=models, log_path=workdir / "triton.log") as server:
-        print(f"3. Triton is serving churn, threat and fraud on gRPC {server.grpc_url}")
+        print(f"3. Triton is serving churn, threat, fraud and the recommender on gRPC {server.grpc_url}")
         customers = pl.read_parquet(data)
         with ModelClient(server.grpc_url, "churn") as client:
             # Half who did churn, half who did not: the table shows both kinds of answer.
@@ -88,7 +97,7 @@ def run_demo(
                     strict=True,
                 )
             ]
-            print(_table(table, ("customer", "churn_probability", "reason_codes", "retention_action")))
+            print(text_table(table, ("customer", "churn_probability", "reason_codes", "retention_action")))
             summary = score_file_through(
                 client,
                 data,
@@ -122,7 +131,8 @@ def run_demo(
         print(f"   mean churn probability {mean:.3f}")
         _threat_demo(server.grpc_url, log, attackers, workdir, trail)
         _fraud_demo(server.grpc_url, *fraud_start)
-    print("9. Triton stopped.")
+        _recommender_demo(server.grpc_url, investors)
+    print("10. Triton stopped.")
     _audit_summary(trail, set(customers.get_column(CHURN_ID).to_list()))
 
 
@@ -141,7 +151,7 @@ def _audit_summary(trail: Trail, ids: set[str]) -> None:
             events[record["event"]] += 1
             leaked += sum(1 for v in record.values() if isinstance(v, str) and v in ids)
     print(
-        f"10. audit log {trail.path}: {report.lines:,} lines ("
+        f"11. audit log {trail.path}: {report.lines:,} lines ("
         + ", ".join(f"{n:,} {e}" for e, n in events.most_common())
         + f"); {leaked} of them name a customer by id rather than pseudonym; the log refuses card numbers itself. "
         f"`finscore audit verify {trail.path}`: {report.sentence()}"
@@ -176,7 +186,7 @@ def _threat_demo(url: str, log: Path, attackers: set[str], workdir: Path, trail:
             strict=True,
         )
     ]
-    print(_table(rows, ("source_ip", "window", "anomaly_score", "is_threat", "top_features")))
+    print(text_table(rows, ("source_ip", "window", "anomaly_score", "is_threat", "top_features")))
     guard = OutputGuard.build(CARRIED, subject=SUBJECTS, pseudonym_key=trail.pseudonym_key)
     summary = scan(
         [log],
@@ -242,5 +252,50 @@ def _fraud_demo(url: str, cards: list[str], start_us: int) -> None:
             strict=True,
         )
     ]
-    print(_table(rows, ("transaction", "amount", "fraud_probability", "decision", "reason_codes")))
+    print(text_table(rows, ("transaction", "amount", "fraud_probability", "decision", "reason_codes")))
     print("   demo-3 reported as fraud: its terminal's risk counts it once the label delay has passed")
+
+
+def _train_recommender(workdir: Path, repository: ModelRepository) -> list[str]:
+    """Generated investors, products and holdings → the recommender; returns two customers with holdings."""
+    tables = advisory_tables(1500, 2000, seed=11)
+    paths = tables.write(workdir / "advisory")
+    r = train_recommender(
+        paths["holdings.parquet"],
+        weight="amount",
+        customers=paths["customers.parquet"],
+        products=paths["products.parquet"],
+        repo=repository,
+    )
+    content = f", content alone {r.ndcg_content:.3f}" if r.ndcg_content is not None else ""
+    print(
+        f"   trained recommender version {r.version} on {r.interactions:,} generated holdings of {r.customers:,} "
+        f"investors in {r.products:,} products: held-out NDCG@10 {r.metrics.ndcg_at_10:.3f} "
+        f"(collaborative alone {r.ndcg_collaborative:.3f}{content})"
+    )
+    # Two investors whose goals differ, so their lists do too.
+    people = tables.customers
+    return [people.filter(pl.col("goal") == goal)["customer_id"][0] for goal in ("income", "growth")]
+
+
+def _recommender_demo(url: str, known: list[str], k: int = 3) -> None:
+    from clients import RecommenderClient
+
+    with RecommenderClient(url) as rec:
+        lists = rec.recommend(known, k=k)
+        new = rec.recommend(["new-investor"], k=k, profile={f: [v] for f, v in NEW_CUSTOMER.items()})
+    profile = ", ".join(
+        f"{f.replace('_', ' ')} {v:g}" if isinstance(v, float) else f"{f.replace('_', ' ')} {v}"
+        for f, v in NEW_CUSTOMER.items()
+    )
+    print(
+        f"\n9. recommended {k} products each over gRPC to 2 investors with holdings and 1 new investor who has "
+        f"only a profile ({profile}); only products the suitability rules allow:\n"
+    )
+    names = [*known, "new (profile only)"]
+    rows = [
+        (name, rank, r.product_id, f"{r.score:.3f}", r.reason)
+        for name, recs in zip(names, [*lists, *new], strict=True)
+        for rank, r in enumerate(recs, 1)
+    ]
+    print(text_table(rows, ("customer", "rank", "product", "score", "reason")))

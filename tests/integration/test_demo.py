@@ -1,36 +1,86 @@
-"""`make run`'s job end to end: both models trained, served by one Triton, scored, scanned, stopped."""
+"""`make run`'s job end to end: churn, threat, fraud and the recommender trained, served by one Triton, scored,
+scanned, authorized, recommended, stopped. One run; each test reads its own part of what it printed."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from engine.demo.job import run_demo
+from engine.families.recommender.scorer import REASONS
 
 
-def test_demo_scores_customers_and_scans_the_log(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("FINSCORE_HOME", str(tmp_path / "home"))  # its own audit log, counted below
-    run_demo(rows=1500, workdir=tmp_path / "demo", repo=tmp_path / "repo")
-    out = capsys.readouterr().out
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """What the demo printed, and its folder (``demo/``, ``repo/``, ``home/``: its own audit log, counted below)."""
+    folder = tmp_path_factory.mktemp("demo")
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(printed):
+        mp.setenv("FINSCORE_HOME", str(folder / "home"))
+        run_demo(rows=1500, workdir=folder / "demo", repo=folder / "repo")
+    yield printed.getvalue(), folder
+
+
+def test_demo_scores_customers_and_scans_the_log(demo: tuple[str, Path]) -> None:
+    out, folder = demo
     assert "scored 8 customers over gRPC" in out and "Triton stopped." in out
+    assert re.findall(r"^(\d+)\. ", out, re.M) == [str(i) for i in range(1, 12)]  # every step, in order
     caught = re.search(r"alerts name (\d+) addresses: (\d+) of the (\d+) attackers", out)
     assert caught is not None
     named, hit, attackers = map(int, caught.groups())
     assert hit >= attackers / 2 and hit <= named
-    alerts = [json.loads(line) for line in (tmp_path / "demo" / "alerts.jsonl").read_text().splitlines()]
+    alerts = [json.loads(line) for line in (folder / "demo" / "alerts.jsonl").read_text().splitlines()]
     assert len({a["source"]["ip"] for a in alerts}) == named
-    assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["churn", "fraud", "threat", "threat_features"]
+    assert sorted(p.name for p in (folder / "repo").iterdir()) == [
+        "churn",
+        "fraud",
+        "recommender",
+        "threat",
+        "threat_features",
+    ]
     fraud = re.search(r"scored 4 card authorizations.*?\n\n(.*?)\n   demo-3", out, re.S)
     assert fraud is not None
     decisions = {line.split()[0]: line.split()[3] for line in fraud.group(1).splitlines()[2:]}
     assert decisions["demo-3"] in {"review", "decline"} and decisions["demo-1"] == "approve"
-    audit = re.search(r"10\. audit log .*?: ([\d,]+) lines \((.*?)\).*audit log OK", out)
+    audit = re.search(r"11\. audit log .*?: ([\d,]+) lines \((.*?)\).*audit log OK", out)
     assert audit is not None, out[-600:]
     counts = {e: int(n.replace(",", "")) for n, e in (part.split() for part in audit.group(2).split(", "))}
-    assert counts["decision"] >= 1500 and counts["model_load"] >= 4 and counts["run"] == 2
+    assert counts["decision"] >= 1500 and counts["model_load"] >= 5 and counts["run"] == 2
     assert "; 0 of them name a customer by id" in out
+
+
+def test_demo_recommends_to_known_and_new_investors(demo: tuple[str, Path]) -> None:
+    """The held-out NDCG@10 of the recommender's training, then a table of up to 3 products, best first, for each
+    of 2 investors with holdings and 1 new investor with a profile only, served over gRPC."""
+    out, _ = demo
+    ndcg = re.search(
+        r"trained recommender version 1 on [\d,]+ generated holdings of 1,500 investors in 2,000 products: "
+        r"held-out NDCG@10 (0\.\d+)",
+        out,
+    )
+    assert ndcg is not None and float(ndcg.group(1)) > 0.03  # a random top 10 of 2,000 products: about 0.005
+    part = re.search(
+        r"9\. recommended 3 products each over gRPC to 2 investors with holdings and 1 new investor who has only a "
+        r"profile \(.*?\).*?\n\n(.*?)\n10\. Triton stopped",
+        out,
+        re.S,
+    )
+    assert part is not None, out[-2000:]
+    lines = part.group(1).splitlines()
+    assert re.split(r"\s{2,}", lines[0]) == ["customer", "rank", "product", "score", "reason"]
+    by_customer: dict[str, list[list[str]]] = {}
+    for line in lines[2:]:
+        customer, *rest = re.split(r"\s{2,}", line.strip())
+        by_customer.setdefault(customer, []).append(rest)
+    assert len(by_customer) == 3 and list(by_customer)[-1] == "new (profile only)"
+    for recs in by_customer.values():
+        assert [r[0] for r in recs] == [str(i) for i in range(1, len(recs) + 1)] and 1 <= len(recs) <= 3
+        assert all(r[1].startswith("P") and r[3] in REASONS.values() for r in recs)
+        scores = [float(r[2]) for r in recs]
+        assert scores == sorted(scores, reverse=True)
