@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from engine.cli import data, plugins, recommend, score, security, serve, train
+from engine.cli.common import Parser
 from engine.errors import FinscoreError, UsageError
 
 __all__ = ["build_parser", "main"]
@@ -32,7 +33,7 @@ GROUPS = (serve, train, score, recommend, data, security, plugins)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="finscore", description="GPU-first scoring engine served by NVIDIA Triton.")
+    parser = Parser(prog="finscore", description="GPU-first scoring engine served by NVIDIA Triton.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for group in GROUPS:

@@ -4,7 +4,8 @@ Customers named on the command line get a table each (rank, product, score, reas
 document with ``--json``; ``--data FILE --out FILE`` answers a file of customers in bulk
 (:mod:`engine.batch.recommend`), guarded and audited as ``finscore score`` is. A customer the model has not seen
 brings a profile: one flag per field the model takes (``--risk-tolerance 4 --goal growth``...), made from the
-scorer's ``PROFILE_FIELDS``, so the flags follow the model rather than a list kept here.
+scorer's ``PROFILE_FIELDS``, so the flags follow the model rather than a list kept here. The scorer's module is
+imported only when ``finscore recommend`` itself is parsed (:meth:`engine.cli.common.Parser.defer`).
 
 ``--local`` answers with the latest version in this process and prints what the server prints: the request is
 built and the answer read by the same functions as :class:`clients.RecommenderClient`'s
@@ -18,10 +19,10 @@ import argparse
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from engine.cli.common import (
+    Parser,
     Subparsers,
     add_client_tls,
     add_output_protection,
@@ -42,41 +43,19 @@ __all__ = ["add_parsers", "recommend_command"]
 MODEL = "recommender"
 
 
-def _scorer_module() -> ModuleType | None:
-    """The recommender's scorer module (its profile fields and limits), or None where its libraries are not
-    installed (the client install, whose ``finscore recommend`` then names the extra it needs when run)."""
-    try:
-        from engine.families.recommender import scorer
-    except ModuleNotFoundError:
-        return None
-    return scorer
-
-
 def add_parsers(sub: Subparsers) -> None:
     p = sub.add_parser(
         "recommend", help="investment products for customers (named, or a file with --data), served or in-process"
     )
     p.add_argument("customers", nargs="*", metavar="CUSTOMER_ID", help="customers to print recommendations for")
-    scorer = _scorer_module()
-    limits = f" (default {scorer.DEFAULT_K}, at most {scorer.MAX_K})" if scorer else ""
-    p.add_argument("--k", type=int, help=f"products per customer{limits}")
+    k = p.add_argument("--k", type=int, help="products per customer")
     p.add_argument("--json", action="store_true", help="print one JSON document: customer -> list of products")
     p.add_argument("--url", help="server gRPC address HOST:PORT (default 127.0.0.1:8001)")
     add_client_tls(p)
     p.add_argument("--local", action="store_true", help="answer in this process with the latest version")
     add_repo(p)
-    profile = p.add_argument_group(
-        "profile", "a customer's profile, for customers the model has not seen (over a known customer's, it wins)"
-    )
-    for name, wire in (scorer.PROFILE_FIELDS if scorer else {}).items():
-        number = wire == "FP32"
-        profile.add_argument(
-            "--" + name.replace("_", "-"),
-            dest=name,
-            type=float if number else str,
-            metavar="N" if number else "TEXT",
-            help=f"{name}: {'a number' if number else 'one of the values the model was trained with'}",
-        )
+    assert isinstance(p, Parser)  # build_parser's class, which add_subparsers hands on
+    p.defer(lambda parser: _add_model_flags(parser, k))
     bulk = p.add_argument_group("bulk", "a file of customers (CSV or Parquet) answered into another")
     bulk.add_argument("--data", type=Path, help="CSV or Parquet: an id column and any profile columns")
     bulk.add_argument("--out", type=Path, help="output .parquet or .csv: customer_id, rank, product_id, score, reason")
@@ -85,6 +64,29 @@ def add_parsers(sub: Subparsers) -> None:
     bulk.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_output_protection(bulk, "customer_id")
     p.set_defaults(func=recommend_command)
+
+
+def _add_model_flags(p: argparse.ArgumentParser, k: argparse.Action) -> None:
+    """A flag per profile field of the recommender (``--risk-tolerance N``...), and the limits of ``k`` in its
+    help; none where its libraries are not installed (the client install, whose ``finscore recommend`` then
+    names the extra it needs when run)."""
+    try:
+        from engine.families.recommender.scorer import DEFAULT_K, MAX_K, PROFILE_FIELDS
+    except ModuleNotFoundError:
+        return
+    k.help = f"products per customer (default {DEFAULT_K}, at most {MAX_K})"
+    profile = p.add_argument_group(
+        "profile", "a customer's profile, for customers the model has not seen (over a known customer's, it wins)"
+    )
+    for name, wire in PROFILE_FIELDS.items():
+        number = wire == "FP32"
+        profile.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            type=float if number else str,
+            metavar="N" if number else "TEXT",
+            help=f"{name}: {'a number' if number else 'one of the values the model was trained with'}",
+        )
 
 
 def _check(args: argparse.Namespace, profile: Mapping[str, object], k: int, max_k: int) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,7 @@ from engine.batch.score import BulkSummary, ScoreFn
 from engine.cli import main
 from engine.errors import ServerUnavailableError
 from engine.families.recommender import RecommenderScorer, RecommenderTrainResult
+from engine.families.recommender.scorer import MAX_K, PROFILE_FIELDS
 from engine.serving.server import free_port
 
 K = 4
@@ -113,13 +116,14 @@ def test_json_is_one_document(
 def test_a_customer_the_rules_leave_nothing(
     capsys: pytest.CaptureFixture[str], scorer: RecommenderScorer, repo: str, known: list[str]
 ) -> None:
-    """A customer whose profile no product suits gets a sentence in the table and an empty list in JSON."""
-    nothing = next(c for c in scorer.customer_index if not expected(scorer, c, 5))
-    code, out, _ = run(capsys, "recommend", known[0], nothing, "--k", "5", "--local", "--repo", repo)
-    assert code == 0 and out.rstrip().endswith(f"\n\n{nothing}: no suitable product")
-    code, out, _ = run(capsys, "recommend", known[0], nothing, "--k", "5", "--local", "--repo", repo, "--json")
-    doc = json.loads(out)
-    assert len(doc[known[0]]) == 5 and doc[nothing] == []
+    """A profile no product suits (no risk, no time) gets a sentence in the table and an empty list in JSON; the
+    profile flags describe every customer named, over a known one's stored profile too."""
+    argv = ["recommend", "cautious", "--risk-tolerance", "0", "--horizon-years", "0", "--k", "5", "--local"]
+    code, out, err = run(capsys, *argv, "--repo", repo)
+    assert (code, out) == (0, "cautious: no suitable product\n"), err
+    code, out, _ = run(capsys, *argv[:2], known[0], *argv[2:], "--repo", repo, "--json")
+    assert code == 0 and json.loads(out) == {"cautious": [], known[0]: []}
+    assert expected(scorer, "cautious", 5, risk_tolerance=0.0, horizon_years=0.0) == []
 
 
 def test_a_new_customer_described_by_profile_flags(
@@ -150,10 +154,9 @@ def test_bulk_file_rejects_an_unknown_customer_and_counts_it(
     argv = ["recommend", "--data", str(data), "--out", str(out), "--k", "5", "--local", "--repo", repo]
     code, printed, err = run(capsys, *argv, "--request-rows", "8", "--no-progress")
     assert code == 0, err
-    listed = [c for c in ids[:11] + ids[12:] if expected(scorer, c, 5)]
-    empty = 39 - len(listed)
-    assert empty > 0  # the rules leave some customers nothing: counted, no row written
-    assert f"for 39 customers ({empty} with no suitable product); read 40 rows, scored 39, rejected 1" in printed
+    listed = [c for c in ids[:11] + ids[12:] if expected(scorer, c, 5)]  # the rules may leave one nothing
+    empty = f" ({39 - len(listed)} with no suitable product)" if len(listed) < 39 else ""
+    assert f"for 39 customers{empty}; read 40 rows, scored 39, rejected 1" in printed
     rejects = pl.read_csv(tmp_path / "recs.rejected.csv")
     assert rejects["row"].to_list() == [11]
     assert "not known to this version" in rejects["reason"][0]
@@ -178,15 +181,16 @@ def test_bulk_reads_the_profile_columns_the_file_has(
     capsys: pytest.CaptureFixture[str], scorer: RecommenderScorer, repo: str, tmp_path: Path
 ) -> None:
     """A new customer with a profile is answered; a bad number, an unknown text value or a missing id is rejected
-    with its row; a blank value is no value (a known customer keeps the stored one)."""
+    with its row; a blank value is no value (a known customer keeps the stored one); a profile no product suits
+    is answered with nothing, and counted."""
     known = list(scorer.customer_index)[:2]
     frame = pl.DataFrame(
         {
-            "cid": [known[0], "new-1", "new-2", "new-3", known[1], None],
-            "risk_tolerance": ["", "4", "forty", "3", "", "4"],
-            "horizon_years": ["", "10", "10", "10", "", "10"],
-            "income_band": ["", "middle", "middle", "rich", "", "middle"],
-            "unrelated": ["a", "b", "c", "d", "e", "f"],
+            "cid": [known[0], "new-1", "new-2", "new-3", known[1], None, "new-0"],
+            "risk_tolerance": ["", "4", "forty", "3", "", "4", "0"],
+            "horizon_years": ["", "10", "10", "10", "", "10", "0"],
+            "income_band": ["", "middle", "middle", "rich", "", "middle", "low"],
+            "unrelated": ["a", "b", "c", "d", "e", "f", "g"],
         }
     )
     data = tmp_path / "people.csv"
@@ -197,7 +201,7 @@ def test_bulk_reads_the_profile_columns_the_file_has(
         "--repo", repo, "--no-progress",
     )  # fmt: skip
     assert code == 0, err
-    assert "read 6 rows, scored 3, rejected 3" in printed
+    assert "for 4 customers (1 with no suitable product); read 7 rows, scored 4, rejected 3" in printed
     rejects = pl.read_csv(tmp_path / "recs.rejected.csv")
     assert rejects.rows() == [
         (2, "risk_tolerance", "not a finite number"),
@@ -266,7 +270,7 @@ def test_bulk_output_is_guarded_and_audited(
     """As ``finscore score``: ``--tokenize customer_id`` writes tokens, and every product written is a ``decision``
     line of the audit log naming the customer by pseudonym only, closed by a ``run`` line."""
     monkeypatch.setenv("FINSCORE_PROTECT_KEYS", "v1 " + bytes(range(32)).hex())
-    ids = [c for c in scorer.customer_index if expected(scorer, c, 10)][:12]
+    ids = list(scorer.customer_index)[:12]
     data = tmp_path / "ids.parquet"
     pl.DataFrame({"customer_id": ids}).write_parquet(data)
     out = tmp_path / "recs.parquet"
@@ -279,12 +283,12 @@ def test_bulk_output_is_guarded_and_audited(
     assert code == 0, err
     recs = pl.read_parquet(out)
     tokens = recs["customer_id"].unique().to_list()
-    assert len(tokens) == 12 and not set(tokens) & set(ids)
+    assert len(tokens) == len({c for c in ids if expected(scorer, c, 10)}) > 0 and not set(tokens) & set(ids)
     lines = [json.loads(line) for line in log.read_text().splitlines()[before:]]
     decisions = [line for line in lines if line["event"] == "decision"]
     assert len(decisions) == recs.height
     assert {d["decision"] for d in decisions} == set(recs["product_id"])
-    assert len({d["subject"] for d in decisions}) == 12
+    assert len({d["subject"] for d in decisions}) == len(tokens)
     assert not any(i in log.read_text() for i in ids)
     closing = [line for line in lines if line["event"] == "run"][-1]
     assert (closing["command"], closing["status"], closing["decisions"]) == ("recommend", "written", recs.height)
@@ -352,3 +356,23 @@ def test_no_server_is_one_sentence(
     assert (code, out) == (1, "")
     assert err == f"Error: no Triton server answers at {url}: start one with `finscore serve`\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ids.parquet"]
+
+
+def test_help_has_a_flag_per_profile_field(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["recommend", "--help"])
+    out = capsys.readouterr().out
+    assert all(f"--{name.replace('_', '-')}" in out for name in PROFILE_FIELDS)
+    assert f"at most {MAX_K}" in out
+
+
+def test_other_commands_do_not_import_the_recommender() -> None:
+    """The profile flags are added when ``recommend`` is parsed: the other commands neither wait for the
+    recommender's imports nor depend on them."""
+    code = (
+        "import sys; from engine.cli import build_parser; p = build_parser(); p.parse_args(['audit', 'head', 'x']); "
+        "print('engine.families.recommender' in sys.modules); p.parse_args(['recommend', 'x', '--goal', 'growth']); "
+        "print('engine.families.recommender' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "True"]
