@@ -2,7 +2,7 @@
 
 ``resolve_device("auto" | "cpu" | "gpu")`` answers ``"cpu"`` or ``"gpu"``. Everything device-specific
 (Polars' GPU engine through cudf-polars, XGBoost's ``device="cuda"``, torch's CUDA device, ONNX Runtime's
-CUDA provider, faiss GPU indexes) is handed out from here, lazily,
+CUDA provider, faiss' GPU search) is handed out from here, lazily,
 so importing finscore never touches a GPU library.
 
 A GPU asked for explicitly that cannot run raises :class:`UnsupportedOnGPU`. ``"auto"`` falls back to
@@ -22,7 +22,7 @@ from engine.errors import UnsupportedOnGPU, UsageError
 __all__ = [
     "instance_kind",
     "Device",
-    "faiss_index",
+    "faiss_knn",
     "gpu_available",
     "onnx_providers",
     "polars_engine",
@@ -123,13 +123,14 @@ def onnx_providers(device: Device) -> list[str]:
     return ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
-def faiss_index(index: Any, device: Device) -> Any:
-    """A faiss index on this device: the CPU index itself, or a copy on GPU 0 (needs faiss built with CUDA)."""
-    if device == "cpu":
-        return index
+def faiss_knn(device: Device) -> Any:
+    """Exact inner-product search without an index, ``knn(queries, vectors, k) -> (scores, ids)`` (each
+    ``[queries, k]``, ids -1 past the end): faiss on the CPU, or on GPU 0 (needs faiss built with CUDA)."""
     import faiss
 
+    if device == "cpu":
+        return functools.partial(faiss.knn, metric=faiss.METRIC_INNER_PRODUCT)
     if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() < 1:
         msg = "faiss on the GPU needs a CUDA build of faiss (faiss-gpu) and a visible GPU"
         raise UnsupportedOnGPU(msg)
-    return faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
+    return functools.partial(faiss.knn_gpu, faiss.StandardGpuResources(), metric=faiss.METRIC_INNER_PRODUCT)

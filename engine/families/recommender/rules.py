@@ -168,6 +168,16 @@ class Rules:
     def customer_fields(self) -> list[str]:
         return list(dict.fromkeys(r.customer for r in self.rules))
 
+    def order_key(self, catalogue: Mapping[str, np.ndarray]) -> np.ndarray | None:
+        """Per product, a key under which the products the first ordering rule allows come first for any
+        customer (the rule's column, negated for ``>=`` and ``>``); None when no rule orders."""
+        for rule in self.rules:
+            if rule.op in ("<=", "<"):
+                return np.asarray(catalogue[rule.product], dtype=np.float64)
+            if rule.op in (">=", ">"):
+                return -np.asarray(catalogue[rule.product], dtype=np.float64)
+        return None
+
     def suitable(self, catalogue: Mapping[str, np.ndarray], profile: Mapping[str, Any]) -> np.ndarray:
         """Bool per product: every rule holds for this customer (NaN on either side: unsuitable)."""
         n = len(next(iter(catalogue.values()))) if catalogue else 0

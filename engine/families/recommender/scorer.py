@@ -20,11 +20,11 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from engine.device import Device, faiss_index
+from engine.device import Device
 from engine.errors import InvalidInputError, ModelNotReadyError
 from engine.families.contract import load_version
 from engine.families.recommender.content import ContentModel
-from engine.families.recommender.index import search
+from engine.families.recommender.index import ProductIndex
 from engine.families.recommender.rules import RULES_FILE, Rules
 from engine.serving.config import TensorSpec
 
@@ -94,7 +94,6 @@ class RecommenderScorer:
         self.version = d.name
         self.device = device
         self.meta = json.loads((d / PARAMS_FILE).read_text(encoding="utf-8"))
-        self.index = faiss_index(faiss.read_index(str(d / INDEX_FILE)), device)
         self.users = np.load(d / USERS_FILE)
         self.held = sp.load_npz(d / SEEN_FILE).tocsr()
         customers = pl.read_parquet(d / CUSTOMERS_FILE)
@@ -109,17 +108,30 @@ class RecommenderScorer:
         self.profiles = customers.drop("customer_id").to_dicts() if customers.width > 1 else None
         catalogue = pl.read_parquet(d / PRODUCTS_FILE)
         self.product_ids = np.asarray(catalogue["product_id"].to_list(), dtype=object)
+        self.n = len(self.product_ids)
         self.rules = Rules.read(d / RULES_FILE)
         self.rules.check_catalogue(catalogue.columns, source=str(d / RULES_FILE))
         numeric = {c for c, t in catalogue.schema.items() if t.is_numeric()}
         self.catalogue = {c: catalogue[c].to_numpy().astype(np.float64) for c in numeric}
         div = self.rules.diversification
         self.groups = catalogue[div.column].cast(pl.Utf8).fill_null("").to_numpy() if div else None
+        codes = np.unique(self.groups, return_inverse=True)[1] if self.groups is not None else None
+        self.products = ProductIndex(
+            faiss.read_index(str(d / INDEX_FILE)),
+            groups=codes,
+            order_by=self.rules.order_key(self.catalogue),
+            device=device,
+        )
         self.content = ContentModel.from_dict(self.meta["content"]) if self.meta.get("content") else None
         self.scale = float(self.meta.get("content_scale", 0.0))
         self.spec: dict[str, dict[str, Any]] = self.meta.get("profile", {})
         self.cf_dims = int(self.meta["collaborative_dims"])
-        self._token_attribute = (self.content.token_attribute() + ["popularity"]) if self.content else []
+        # Each content dimension's product attribute, as a [dimensions, attributes] one-hot: a product's score
+        # parts summed by attribute in one product, for its reason.
+        names = (self.content.token_attribute() + ["popularity"]) if self.content else []
+        self._attributes = list(dict.fromkeys(names))
+        self._by_attribute = np.zeros((len(names), len(self._attributes)), dtype=np.float32)
+        self._by_attribute[np.arange(len(names)), [self._attributes.index(a) for a in names]] = 1.0
 
     @classmethod
     def load(cls, version_dir: str | Path, *, device: Device = "cpu", threads: int = 1) -> RecommenderScorer:
@@ -211,31 +223,17 @@ class RecommenderScorer:
 
     def recommend(self, customer: str, profile: Mapping[str, Any], k: int) -> tuple[list[int], list[float], list[str]]:
         """Product indices, scores and reasons for one customer, best first."""
-        suitable = self.rules.suitable(self.catalogue, profile) if self.rules.rules else None
         q, known = self.query(customer, profile)
-        held = self.held.indices[self.held.indptr[known] : self.held.indptr[known + 1]] if known is not None else []
-        allowed = np.ones(len(self.product_ids), dtype=bool) if suitable is None else suitable.copy()
-        allowed[held] = False
-        available = int(allowed.sum())
-        if available == 0:
-            return [], [], []
+        allowed = self.rules.suitable(self.catalogue, profile) if self.rules.rules else np.ones(self.n, dtype=bool)
+        if known is not None:
+            allowed[self.held.indices[self.held.indptr[known] : self.held.indptr[known + 1]]] = False
         cap = self.rules.diversification.cap(k) if self.rules.diversification else k
-        want = min(available, max(10 * k, 100))
-        scores, ids = search(self.index, q, want)
-        keep = (ids >= 0) & allowed[np.maximum(ids, 0)]
-        scores, ids = scores[keep], ids[keep]
-        while True:
-            if suitable is not None:  # every candidate checked again on its own catalogue row
-                recheck = self.rules.suitable({c: v[ids] for c, v in self.catalogue.items()}, profile)
-                ids, scores = ids[recheck], scores[recheck]
-            chosen = self._diversified(ids, k, cap)
-            if len(chosen) == k or want >= available:
-                break
-            # Too few left once the rules and the caps ran: search deeper, among the allowed products only.
-            want = min(available, want * 4)
-            scores, ids = search(self.index, q, want, allowed)
-            keep = ids >= 0
-            scores, ids = scores[keep], ids[keep]
+        # Greedy diversification over the whole ranking picks from each group's best `cap` alone.
+        scores, ids = self.products.best(q, allowed, cap)
+        if self.rules.rules:  # every candidate checked again on its own catalogue row, not through the mask alone
+            passed = self.rules.suitable({c: v[ids] for c, v in self.catalogue.items()}, profile)
+            scores, ids = scores[passed], ids[passed]
+        chosen = self._diversified(ids, k, cap)
         by_id = dict(zip(ids.tolist(), scores.tolist(), strict=True))
         return chosen, [float(by_id[j]) for j in chosen], self._reasons(q, chosen, known is not None)
 
@@ -255,21 +253,21 @@ class RecommenderScorer:
         return chosen
 
     def _reasons(self, q: np.ndarray, chosen: list[int], has_history: bool) -> list[str]:
+        """Each product's reason: the part of its score that weighs most (its collaborative part, or the product
+        attribute whose content tokens add most)."""
         if not chosen:
             return []
-        items = np.stack([self.index.reconstruct(int(j)) for j in chosen])
         if self.content is None:
             return [REASONS["collaborative"]] * len(chosen)
-        cf = items[:, : self.cf_dims] @ q[: self.cf_dims] if has_history else np.zeros(len(chosen))
-        parts = items[:, self.cf_dims :] * q[self.cf_dims :]  # [chosen, content tokens]
-        out = []
-        for i in range(len(chosen)):
-            by_attr: dict[str, float] = {}
-            for attr, v in zip(self._token_attribute, parts[i].tolist(), strict=True):
-                by_attr[attr] = by_attr.get(attr, 0.0) + v
-            best = max(by_attr, key=lambda a: by_attr[a]) if by_attr else "popularity"
-            out.append(REASONS["collaborative"] if cf[i] >= by_attr.get(best, 0.0) and has_history else REASONS[best])
-        return out
+        items = self.products.vectors[chosen]
+        cf = items[:, : self.cf_dims] @ q[: self.cf_dims] if has_history else np.full(len(chosen), -np.inf)
+        by_attribute = (items[:, self.cf_dims :] * q[self.cf_dims :]) @ self._by_attribute  # [chosen, attributes]
+        best = by_attribute.argmax(axis=1)
+        top = by_attribute[np.arange(len(chosen)), best]
+        return [
+            REASONS["collaborative"] if c >= t else REASONS[self._attributes[b]]
+            for c, t, b in zip(cf.tolist(), top.tolist(), best.tolist(), strict=True)
+        ]
 
     def score_rows(self, rows: Mapping[str, Any], *, outputs: Collection[str] | None = None) -> dict[str, np.ndarray]:
         results = [
