@@ -51,7 +51,7 @@ def create_app(model: str, version_dir: str | Path) -> Any:
     from engine.errors import InvalidInputError
 
     scorer = scorer_class(model).load(version_dir)
-    specs = [InputSpec(t.name, t.datatype) for t in scorer.inputs]
+    specs = [InputSpec(t.name, t.datatype, optional=t.optional) for t in scorer.inputs]
     app = FastAPI(title=f"{model} (FastAPI baseline)")
 
     @app.get("/health")
@@ -65,7 +65,7 @@ def create_app(model: str, version_dir: str | Path) -> Any:
             raise HTTPException(status_code=400, detail="the body must be {'inputs': {column: [values...]}}")
         try:
             # The JSON lists become typed arrays as the gRPC client's do (None is missing, numbers as FP32).
-            outputs = scorer.score(encode_inputs(inputs, specs, model=model))
+            outputs = scorer.score_rows(scorer.validate(encode_inputs(inputs, specs, model=model)))
         except InvalidInputError as exc:
             raise HTTPException(status_code=400, detail=str(exc)) from None
         return {name: arr.tolist() for name, arr in decode_outputs(outputs).items()}

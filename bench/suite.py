@@ -241,6 +241,21 @@ def _sweep(runner: _Runner, plan: Plan, target: TritonTarget) -> dict[str, Any]:
     return {**result, "concurrency": level}
 
 
+def _probe(url: str, plan: Plan, pool: dict[str, Any]) -> None:
+    """One request of the pool, before minutes of measuring: a model that refuses it (random ids a recommender
+    does not know, say) gets one sentence, with the server's own, rather than a run of errors."""
+    from clients import ModelClient
+    from engine.errors import InvalidInputError
+
+    with ModelClient(url, plan.model, tls=plan.tls) as client:
+        try:
+            client.infer_arrays({name: arr[: plan.batch] for name, arr in pool.items()})
+        except InvalidInputError as exc:
+            where = f"the rows of {plan.data}" if plan.data else "random values of its inputs (give --data FILE)"
+            msg = f"model {plan.model!r} refuses a request built from {where}: {exc}"
+            raise InvalidInputError(msg) from None
+
+
 def run(plan: Plan) -> dict[str, Any]:
     """Measure everything ``plan`` asks for; the figures (see :mod:`bench.report_files`)."""
     from engine.serving.repository import ModelRepository
@@ -267,7 +282,10 @@ def run(plan: Plan) -> dict[str, Any]:
         with ModelClient(url, plan.model, tls=plan.tls) as probe:
             probe.inputs  # noqa: B018 - reads the metadata
         metadata = stats.get_model_metadata(plan.model)
-        pool = request_pool(metadata.inputs, data=plan.data, model=plan.model)
+        config = stats.get_model_config(plan.model, as_json=True)["config"]
+        optional = {t["name"] for t in config.get("input", []) if t.get("optional")}
+        pool = request_pool(metadata.inputs, data=plan.data, model=plan.model, optional=optional)
+        _probe(url, plan, pool)
         target = TritonTarget(url, plan.model, pool, metadata, batch=plan.batch, client=plan.client, tls=plan.tls)
         stack.callback(target.close)
         runner = _Runner(plan, url, stats)

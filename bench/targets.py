@@ -19,7 +19,7 @@ import contextlib
 import http.client
 import importlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ SCORERS = {
     "churn": "engine.families.churn:ChurnScorer",
     "threat": "engine.families.threat:ThreatScorer",
     "threat_features": "engine.families.threat.matrix:ThreatMatrixScorer",
+    "recommender": "engine.families.recommender:RecommenderScorer",
 }
 Arrays = dict[str, np.ndarray]
 _MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
@@ -70,10 +71,17 @@ def _random_column(datatype: str, shape: tuple[int, ...], rng: np.random.Generat
 
 
 def request_pool(
-    inputs: Sequence[Any], *, rows: int = 256, data: str | Path | None = None, model: str = "", seed: int = 0
+    inputs: Sequence[Any],
+    *,
+    rows: int = 256,
+    data: str | Path | None = None,
+    model: str = "",
+    seed: int = 0,
+    optional: Collection[str] = (),
 ) -> Arrays:
     """``rows`` rows of every input, shaped ``[rows, *dims]``: from ``data`` (a CSV or Parquet file with the
-    model's columns) when given, else random values of each input's datatype.
+    model's columns) when given, else random values of each input's datatype. The ``optional`` inputs are sent
+    only when ``data`` has their column (a request without them is what most clients send).
 
     ``inputs`` are the model's metadata tensors (``name``, ``datatype``, ``shape`` with -1 first).
     """
@@ -86,9 +94,11 @@ def request_pool(
             msg = f"{data} has no rows to send"
             raise InvalidInputError(msg)
         frame = frame.sample(rows, with_replacement=frame.height < rows, seed=seed)
-        return encode_inputs(frame, [InputSpec(t.name, t.datatype) for t in inputs], model=model)
+        specs = [InputSpec(t.name, t.datatype, optional=t.name in optional) for t in inputs]
+        return encode_inputs(frame, specs, model=model)
     rng = np.random.default_rng(seed)
-    return {t.name: _random_column(t.datatype, (rows, *(int(d) for d in list(t.shape)[1:])), rng) for t in inputs}
+    shapes = {t.name: (rows, *(int(d) for d in list(t.shape)[1:])) for t in inputs if t.name not in optional}
+    return {t.name: _random_column(t.datatype, shapes[t.name], rng) for t in inputs if t.name in shapes}
 
 
 def _take(pool: Arrays, i: int, batch: int) -> Arrays:
@@ -335,10 +345,10 @@ class InProcessTarget:
         self.requests = _slices(pool, batch, requests)
 
     def worker(self) -> Callable[[int], None]:
-        score, requests = self.scorer.score, self.requests
+        validate, score, requests = self.scorer.validate, self.scorer.score_rows, self.requests
 
         def call(i: int) -> None:
-            score(requests[i % len(requests)])
+            score(validate(requests[i % len(requests)]))
 
         return call
 

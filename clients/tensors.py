@@ -18,6 +18,8 @@ __all__ = ["InputSpec", "columns_of", "decode_outputs", "encode_inputs", "typed_
 class InputSpec:
     name: str
     datatype: str
+    #: The model takes requests without it (``optional: true`` in its config): left out when the data lacks it.
+    optional: bool = False
 
 
 def columns_of(data: Any) -> dict[str, Any]:
@@ -78,8 +80,10 @@ def _numeric(spec: InputSpec, values: list[Any] | np.ndarray) -> np.ndarray:
 
 
 def encode_inputs(data: Any, specs: list[InputSpec], *, model: str) -> dict[str, np.ndarray]:
-    """Arrays shaped ``[rows, 1]`` for each input of the model, in the model's datatypes."""
+    """Arrays shaped ``[rows, 1]`` for each input of the model, in the model's datatypes; an optional input the
+    data lacks is left out."""
     columns = columns_of(data)
+    specs = [s for s in specs if s.name in columns or not s.optional]
     missing = [s.name for s in specs if s.name not in columns]
     if missing:
         msg = f"model {model!r} needs column {missing[0]!r}, which the data lacks ({len(missing)} missing)"

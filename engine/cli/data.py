@@ -26,6 +26,7 @@ def add_parsers(sub: Subparsers) -> None:
         dd.set_defaults(func=demo_data_command)
     adv = dd_sub.add_parser("advisory", help="investment customers, products and holdings (three Parquet files)")
     adv.add_argument("--rows", type=positive_int, default=2000, help="customers (default: %(default)s)")
+    adv.add_argument("--products", type=positive_int, default=3000, help="products (default: %(default)s)")
     adv.add_argument("--seed", type=int, default=11)
     adv.add_argument("--out", required=True, type=Path, help="folder for the files")
     adv.set_defaults(func=demo_data_command)
@@ -44,7 +45,7 @@ def demo_data_command(args: argparse.Namespace) -> int:
     if args.model == "advisory":
         from engine.demo.advisory import advisory_tables
 
-        tables = advisory_tables(args.rows, seed=args.seed)
+        tables = advisory_tables(args.rows, args.products, seed=args.seed)
         paths = tables.write(args.out)
         frames = (tables.customers, tables.products, tables.holdings)
         counts = ", ".join(f"{name} ({frame.height:,} rows)" for name, frame in zip(paths, frames, strict=True))

@@ -235,6 +235,26 @@ def test_request_pool_from_metadata_and_json_bodies() -> None:
         request_pool([SimpleNamespace(name="d", datatype="TUPLE", shape=[-1, 1])], rows=2)
 
 
+def test_request_pool_sends_optional_inputs_only_when_the_data_has_them(tmp_path: Path) -> None:
+    """A recommender request is a customer id; its k and profile fields are optional: random data leaves them out,
+    a file sends the ones it has, and a required input the file lacks is one sentence."""
+    import polars as pl
+
+    inputs = [
+        SimpleNamespace(name="customer_id", datatype="BYTES", shape=[-1, 1]),
+        SimpleNamespace(name="k", datatype="INT32", shape=[-1, 1]),
+        SimpleNamespace(name="age", datatype="FP32", shape=[-1, 1]),
+    ]
+    assert set(request_pool(inputs, rows=4, optional={"k", "age"})) == {"customer_id"}
+    data = tmp_path / "customers.parquet"
+    pl.DataFrame({"customer_id": ["K1", "K2"], "age": [40, 51]}).write_parquet(data)
+    pool = request_pool(inputs, rows=4, data=data, model="recommender", optional={"k", "age"})
+    assert set(pool) == {"customer_id", "age"} and pool["age"].dtype == np.float32
+    assert set(pool["customer_id"].ravel()) <= {b"K1", b"K2"}
+    with pytest.raises(InvalidInputError, match="needs column 'k'"):
+        request_pool(inputs, rows=4, data=data, model="recommender", optional={"age"})
+
+
 def test_with_settings_changes_only_the_three_settings() -> None:
     config = {"name": "churn", "max_batch_size": 4096, "instance_group": [{"count": 1, "kind": "KIND_CPU"}],
               "dynamic_batching": {"max_queue_delay_microseconds": "0", "preserve_ordering": False,

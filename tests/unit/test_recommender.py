@@ -318,3 +318,24 @@ def test_retrieval_equals_ranking_the_whole_catalogue(
     np.testing.assert_allclose(scores, full[expected], rtol=1e-5, atol=1e-5)
     # Equal scores may come in either order: compare the lists as scores, and the sets of products.
     assert set(got) == set(expected) or np.allclose(sorted(full[got]), sorted(full[expected]), atol=1e-5)
+
+
+def test_a_query_from_a_new_thread_scans_on_one_thread(scorer: RecommenderScorer) -> None:
+    """OpenMP's thread count belongs to each calling thread: a server's or load generator's worker that never set
+    it would split every small scan over all cores. A query sets it to the scorer's own, on its own thread."""
+    import threading
+
+    import faiss
+
+    seen: list[int] = []
+
+    def ask() -> None:
+        faiss.omp_set_num_threads(8)  # what a fresh thread may start with
+        rows = scorer.validate(request(["new"], risk_tolerance=[5], horizon_years=[10], income_band=["high"]))
+        scorer.score_rows(rows)
+        seen.append(faiss.omp_get_max_threads())
+
+    worker = threading.Thread(target=ask)
+    worker.start()
+    worker.join()
+    assert seen == [scorer.products.threads] == [1]

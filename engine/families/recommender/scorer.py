@@ -89,7 +89,6 @@ class RecommenderScorer:
     def __init__(self, version_dir: Path, *, device: Device = "cpu", threads: int = 1) -> None:
         import faiss
 
-        faiss.omp_set_num_threads(threads)
         d = version_dir
         self.version = d.name
         self.device = device
@@ -121,6 +120,7 @@ class RecommenderScorer:
             groups=codes,
             order_by=self.rules.order_key(self.catalogue),
             device=device,
+            threads=threads,
         )
         self.content = ContentModel.from_dict(self.meta["content"]) if self.meta.get("content") else None
         self.scale = float(self.meta.get("content_scale", 0.0))
