@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.finscore-installed
 
-.PHONY: run test redis bench bench-tools bench-scan bench-fraud-latency eval-fraud bench-fraud eval-threat eval-recommender lint clean
+.PHONY: run test redis bench bench-tools bench-recommender bench-scan bench-fraud-latency eval-fraud bench-fraud eval-threat eval-recommender lint clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -59,6 +59,16 @@ HANDBOOK_COLUMNS := --label TX_FRAUD --time TX_DATETIME --card CUSTOMER_ID --ter
 eval-fraud: $(STAMP)
 	$(BIN)/finscore train fraud --data $(HANDBOOK) $(HANDBOOK_COLUMNS) --label-delay 7d --repo build/eval-fraud
 	$(BIN)/finscore train fraud --data $(HANDBOOK) $(HANDBOOK_COLUMNS) --label-delay 1d --repo build/eval-fraud
+
+# The recommender served by Triton on 100,000 generated products x 64 dimensions (38 collaborative factors and
+# the 26 content dimensions of the generated catalogue): one customer id per request, c=1 and c=16.
+bench-recommender: bench-tools
+	$(BIN)/finscore demo-data advisory --rows 10000 --products 100000 --out build/bench/advisory
+	$(BIN)/finscore train recommender --interactions build/bench/advisory/holdings.parquet --weight amount \
+	  --customers build/bench/advisory/customers.parquet --products build/bench/advisory/products.parquet \
+	  --factors 38 --repo build/bench/recommender_repo
+	$(BIN)/finscore bench recommender --repo build/bench/recommender_repo --data build/bench/advisory/holdings.parquet \
+	  --concurrency 1,16 --json build/bench/recommender.json
 
 # The recommender on MovieLens-100k (reads ../shared/data/movielens-100k when present), seeds 42, 0 and 1.
 eval-recommender: $(STAMP)

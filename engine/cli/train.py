@@ -226,6 +226,7 @@ def train_recommender_command(args: argparse.Namespace) -> int:
     print(f"recommender version {r.version} written to {r.path} ({r.seconds:.1f} s)")
     left = f"; left out: {r.left_out:,} interactions" if r.left_out else ""
     print(f"{r.customers:,} customers, {r.products:,} products, {r.interactions:,} interactions{left}")
+    print(f"faiss index: {r.products:,} products x {r.dims} dimensions (exact inner product)")
     print("held-out quarter of each customer's interactions (then retrained on all):")
     print(r.metrics.table())
     parts = f"collaborative alone {r.ndcg_collaborative:.4f}"
