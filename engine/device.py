@@ -124,13 +124,38 @@ def onnx_providers(device: Device) -> list[str]:
 
 
 def faiss_knn(device: Device) -> Any:
-    """Exact inner-product search without an index, ``knn(queries, vectors, k) -> (scores, ids)`` (each
-    ``[queries, k]``, ids -1 past the end): faiss on the CPU, or on GPU 0 (needs faiss built with CUDA)."""
+    """Exact inner-product search of one query among the rows of ``vectors`` that ``mask`` allows, without an
+    index: ``knn(query [1, d], vectors [n, d], mask [n] bool, k) -> (scores [k], rows [k])``, rows -1 past the
+    end, best first. On the CPU a faiss ID selector skips the rows the mask leaves out (their memory untouched,
+    so rows laid out in runs cost what the allowed ones do); on GPU 0 the allowed rows are gathered and searched
+    there (needs faiss built with CUDA)."""
     import faiss
 
     if device == "cpu":
-        return functools.partial(faiss.knn, metric=faiss.METRIC_INNER_PRODUCT)
+
+        def knn(query: Any, vectors: Any, mask: Any, k: int) -> tuple[Any, Any]:
+            import numpy as np
+
+            bits = np.packbits(mask, bitorder="little")
+            selector = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bits))
+            scores, rows = np.empty((1, k), np.float32), np.empty((1, k), np.int64)
+            ptr = faiss.swig_ptr
+            faiss.knn_inner_product(
+                ptr(query), ptr(vectors), vectors.shape[1], 1, len(vectors), k, ptr(scores), ptr(rows), selector
+            )
+            return scores[0], rows[0]
+
+        return knn
     if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() < 1:
         msg = "faiss on the GPU needs a CUDA build of faiss (faiss-gpu) and a visible GPU"
         raise UnsupportedOnGPU(msg)
-    return functools.partial(faiss.knn_gpu, faiss.StandardGpuResources(), metric=faiss.METRIC_INNER_PRODUCT)
+    resources = faiss.StandardGpuResources()
+
+    def knn_gpu(query: Any, vectors: Any, mask: Any, k: int) -> tuple[Any, Any]:
+        import numpy as np
+
+        rows = np.flatnonzero(mask)
+        scores, at = faiss.knn_gpu(resources, query, vectors[rows], k, metric=faiss.METRIC_INNER_PRODUCT)
+        return scores[0], np.where(at[0] >= 0, rows[np.maximum(at[0], 0)], -1)
+
+    return knn_gpu

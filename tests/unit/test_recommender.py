@@ -301,7 +301,7 @@ def test_retrieval_equals_ranking_the_whole_catalogue(
     got, scores, _ = scorer.recommend(customer, profile, k)
 
     q, index = scorer.query(customer, profile)
-    full = scorer.products.vectors @ q
+    full = scorer.products.rows(np.arange(scorer.n)) @ q
     allowed = scorer.rules.suitable(scorer.catalogue, profile)
     if index is not None:
         allowed[scorer.held[index].indices] = False

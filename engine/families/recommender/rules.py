@@ -168,15 +168,17 @@ class Rules:
     def customer_fields(self) -> list[str]:
         return list(dict.fromkeys(r.customer for r in self.rules))
 
-    def order_key(self, catalogue: Mapping[str, np.ndarray]) -> np.ndarray | None:
-        """Per product, a key under which the products the first ordering rule allows come first for any
-        customer (the rule's column, negated for ``>=`` and ``>``); None when no rule orders."""
+    def order_keys(self, catalogue: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """Per ordering rule (``<``, ``<=``, ``>``, ``>=``), in rule order, a key under which the products it
+        allows come first for any customer (the rule's column, negated for ``>=`` and ``>``). Products sorted by
+        these keys in turn lie, for any customer, in runs that every rule allows or in runs that one refuses."""
+        keys = []
         for rule in self.rules:
             if rule.op in ("<=", "<"):
-                return np.asarray(catalogue[rule.product], dtype=np.float64)
-            if rule.op in (">=", ">"):
-                return -np.asarray(catalogue[rule.product], dtype=np.float64)
-        return None
+                keys.append(np.asarray(catalogue[rule.product], dtype=np.float64))
+            elif rule.op in (">=", ">"):
+                keys.append(-np.asarray(catalogue[rule.product], dtype=np.float64))
+        return keys
 
     def suitable(self, catalogue: Mapping[str, np.ndarray], profile: Mapping[str, Any]) -> np.ndarray:
         """Bool per product: every rule holds for this customer (NaN on either side: unsuitable)."""

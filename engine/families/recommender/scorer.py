@@ -118,7 +118,7 @@ class RecommenderScorer:
         self.products = ProductIndex(
             faiss.read_index(str(d / INDEX_FILE)),
             groups=codes,
-            order_by=self.rules.order_key(self.catalogue),
+            order_by=self.rules.order_keys(self.catalogue),
             device=device,
             threads=threads,
         )
@@ -179,8 +179,9 @@ class RecommenderScorer:
         for i, (cid, row) in enumerate(zip(ids, given, strict=True)):
             known = self.customer_index.get(cid)
             if known is None and not row:
+                where = f"row {i}: " if n > 1 else ""  # a one-row request (a bulk job's bisection) is its row
                 msg = (
-                    f"row {i}: the customer is not known to this version and the request carries no profile "
+                    f"{where}the customer is not known to this version and the request carries no profile "
                     f"({', '.join(self.spec) or 'this version takes none'})"
                 )
                 raise InvalidInputError(msg)
@@ -259,7 +260,7 @@ class RecommenderScorer:
             return []
         if self.content is None:
             return [REASONS["collaborative"]] * len(chosen)
-        items = self.products.vectors[chosen]
+        items = self.products.rows(chosen)
         cf = items[:, : self.cf_dims] @ q[: self.cf_dims] if has_history else np.full(len(chosen), -np.inf)
         by_attribute = (items[:, self.cf_dims :] * q[self.cf_dims :]) @ self._by_attribute  # [chosen, attributes]
         best = by_attribute.argmax(axis=1)
