@@ -47,6 +47,15 @@ def finscore_home(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest
             os.environ[k] = v
 
 
+@pytest.fixture()
+def audit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """This test's own audit log and pseudonym key."""
+    monkeypatch.setenv("FINSCORE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("FINSCORE_AUDIT_LOG", str(tmp_path / "home" / "audit.jsonl"))
+    monkeypatch.delenv("FINSCORE_PSEUDONYM_KEY_FILE", raising=False)
+    return tmp_path / "home" / "audit.jsonl"
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """The log scan: a card number or raw customer id in any server log, alert file or audit log the suites
     left behind fails the run."""

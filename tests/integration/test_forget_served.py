@@ -67,13 +67,9 @@ def test_forget_reaches_the_running_server_its_snapshots_and_the_audit_log(
     fraud_trained: FraudTrainResult,
     fraud_split: tuple[pl.DataFrame, pl.DataFrame],
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    audit: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    audit = tmp_path / "audit.jsonl"
-    monkeypatch.setenv("FINSCORE_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("FINSCORE_AUDIT_LOG", str(audit))
-    monkeypatch.delenv("FINSCORE_PSEUDONYM_KEY_FILE", raising=False)
     root = served.repo.root
     model = root / "fraud"
     secret = (model / KEY_FILE).read_bytes()

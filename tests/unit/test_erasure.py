@@ -43,15 +43,6 @@ T0 = 1_900_000_000_000_000
 PAN, CUSTOMER = "4111111111111111", "C0000000042"
 
 
-@pytest.fixture()
-def audit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """This test's own audit log and pseudonym key."""
-    monkeypatch.setenv("FINSCORE_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("FINSCORE_AUDIT_LOG", str(tmp_path / "home" / "audit.jsonl"))
-    monkeypatch.delenv("FINSCORE_PSEUDONYM_KEY_FILE", raising=False)
-    return tmp_path / "home" / "audit.jsonl"
-
-
 def _lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 

@@ -17,20 +17,14 @@ import pytest
 from engine.batch.recommend import COLUMNS, in_process, recommend_file
 from engine.batch.score import BulkSummary, ScoreFn
 from engine.cli import main
+from engine.demo.job import NEW_CUSTOMER
 from engine.errors import ServerUnavailableError
 from engine.families.recommender import RecommenderScorer, RecommenderTrainResult
 from engine.families.recommender.scorer import MAX_K, PROFILE_FIELDS
 from engine.serving.server import free_port
 
 K = 4
-NEW = {
-    "risk_tolerance": 4.0,
-    "horizon_years": 10.0,
-    "income_band": "middle",
-    "goal": "growth",
-    "esg_preference": "some",
-    "age": 40.0,
-}
+NEW = NEW_CUSTOMER  # the demo's new customer: no holdings, only a profile
 
 
 @pytest.fixture(scope="module")

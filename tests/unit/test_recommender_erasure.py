@@ -26,15 +26,6 @@ from engine.serving.server import free_port
 NEVER = "never-a-customer"
 
 
-@pytest.fixture()
-def audit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """This test's own audit log and pseudonym key."""
-    monkeypatch.setenv("FINSCORE_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("FINSCORE_AUDIT_LOG", str(tmp_path / "home" / "audit.jsonl"))
-    monkeypatch.delenv("FINSCORE_PSEUDONYM_KEY_FILE", raising=False)
-    return tmp_path / "home" / "audit.jsonl"
-
-
 @pytest.fixture(scope="module")
 def original(recommender_trained: RecommenderTrainResult) -> RecommenderScorer:
     """The shared fixture's version, read only."""
