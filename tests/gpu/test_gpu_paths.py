@@ -49,3 +49,17 @@ def test_auth_log_features_are_identical_on_each_backend(backend: str, tmp_path)
     gpu = read_auth_log(tmp_path / "auth.log", year=2024, device=resolve_device(backend)).features
     cpu = read_auth_log(tmp_path / "auth.log", year=2024).features
     assert gpu.equals(cpu)
+
+
+def test_recommendations_agree_on_each_backend(backend: str, recommender_trained) -> None:  # noqa: ANN001
+    """The recommender's scans through faiss on the GPU (engine.device.faiss_knn) give the CPU's lists."""
+    from engine.families.recommender import RecommenderScorer
+
+    gpu = RecommenderScorer.load(recommender_trained.path, device=resolve_device(backend))
+    cpu = RecommenderScorer.load(recommender_trained.path, device="cpu")
+    for customer in list(cpu.customer_index)[:50]:
+        profile = cpu.profiles[cpu.customer_index[customer]] if cpu.profiles else {}
+        got, scores, _ = gpu.recommend(customer, profile, 10)
+        want, expected, _ = cpu.recommend(customer, profile, 10)
+        assert got == want
+        np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-5)
