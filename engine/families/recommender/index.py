@@ -49,7 +49,7 @@ class _Slab:
 
 class ProductIndex:
     """A version's product vectors, laid out in slabs by ``groups`` (ints, one per product; None: one slab) and
-    sorted within each by ``order_by`` (ascending, NaN last; None: catalogue order)."""
+    sorted within each by the keys of ``order_by`` in turn (ascending, NaN last; none: catalogue order)."""
 
     def __init__(
         self,
@@ -87,7 +87,7 @@ class ProductIndex:
         import faiss
 
         # OpenMP's thread count is the calling thread's own: a thread that never set it (a server's or a load
-        # generator's worker) would split each small scan over every core, 16 times slower on a busy 2-core host.
+        # generator's worker) would split each small scan over every core: ten times slower on a busy 2-core host.
         faiss.omp_set_num_threads(self.threads)
         q = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
         ok = allowed[self.order]
