@@ -241,19 +241,17 @@ def _sweep(runner: _Runner, plan: Plan, target: TritonTarget) -> dict[str, Any]:
     return {**result, "concurrency": level}
 
 
-def _probe(url: str, plan: Plan, pool: dict[str, Any]) -> None:
+def _probe(client: Any, plan: Plan, pool: dict[str, Any]) -> None:
     """One request of the pool, before minutes of measuring: a model that refuses it (random ids a recommender
     does not know, say) gets one sentence, with the server's own, rather than a run of errors."""
-    from clients import ModelClient
     from engine.errors import InvalidInputError
 
-    with ModelClient(url, plan.model, tls=plan.tls) as client:
-        try:
-            client.infer_arrays({name: arr[: plan.batch] for name, arr in pool.items()})
-        except InvalidInputError as exc:
-            where = f"the rows of {plan.data}" if plan.data else "random values of its inputs (give --data FILE)"
-            msg = f"model {plan.model!r} refuses a request built from {where}: {exc}"
-            raise InvalidInputError(msg) from None
+    try:
+        client.infer_arrays({name: arr[: plan.batch] for name, arr in pool.items()})
+    except InvalidInputError as exc:
+        where = f"the rows of {plan.data}" if plan.data else "random values of its inputs (give --data FILE)"
+        msg = f"model {plan.model!r} refuses a request built from {where}: {exc}"
+        raise InvalidInputError(msg) from None
 
 
 def run(plan: Plan) -> dict[str, Any]:
@@ -278,14 +276,13 @@ def run(plan: Plan) -> dict[str, Any]:
         stats = stack.enter_context(grpcclient.InferenceServerClient(url=url, **tls_kwargs))
         from clients import ModelClient
 
-        # One sentence if the server is down or lacks the model.
         with ModelClient(url, plan.model, tls=plan.tls) as probe:
-            probe.inputs  # noqa: B018 - reads the metadata
-        metadata = stats.get_model_metadata(plan.model)
-        config = stats.get_model_config(plan.model, as_json=True)["config"]
-        optional = {t["name"] for t in config.get("input", []) if t.get("optional")}
-        pool = request_pool(metadata.inputs, data=plan.data, model=plan.model, optional=optional)
-        _probe(url, plan, pool)
+            probe.inputs  # noqa: B018 - reads the metadata: one sentence if the server is down or lacks the model
+            metadata = stats.get_model_metadata(plan.model)
+            config = stats.get_model_config(plan.model, as_json=True)["config"]
+            optional = {t["name"] for t in config.get("input", []) if t.get("optional")}
+            pool = request_pool(metadata.inputs, data=plan.data, model=plan.model, optional=optional)
+            _probe(probe, plan, pool)
         target = TritonTarget(url, plan.model, pool, metadata, batch=plan.batch, client=plan.client, tls=plan.tls)
         stack.callback(target.close)
         runner = _Runner(plan, url, stats)
