@@ -22,7 +22,7 @@ from engine.errors import UnsupportedOnGPU, UsageError
 __all__ = [
     "instance_kind",
     "Device",
-    "faiss_knn",
+    "faiss_gpu_knn",
     "gpu_available",
     "onnx_providers",
     "polars_engine",
@@ -123,39 +123,19 @@ def onnx_providers(device: Device) -> list[str]:
     return ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
-def faiss_knn(device: Device) -> Any:
-    """Exact inner-product search of one query among the rows of ``vectors`` that ``mask`` allows, without an
-    index: ``knn(query [1, d], vectors [n, d], mask [n] bool, k) -> (scores [k], rows [k])``, rows -1 past the
-    end, best first. On the CPU a faiss ID selector skips the rows the mask leaves out (their memory untouched,
-    so rows laid out in runs cost what the allowed ones do); on GPU 0 the allowed rows are gathered and searched
-    there (needs faiss built with CUDA)."""
+def faiss_gpu_knn() -> Any:
+    """Exact inner-product search on GPU 0 through faiss, without an index: ``knn(query [1, d], vectors [n, d],
+    k) -> (scores [k], rows [k])``, rows -1 past the end, best first. Needs faiss built with CUDA (faiss-gpu);
+    the CPU scans 8-bit codes instead (:mod:`kernels.retrieval`)."""
     import faiss
 
-    if device == "cpu":
-
-        def knn(query: Any, vectors: Any, mask: Any, k: int) -> tuple[Any, Any]:
-            import numpy as np
-
-            bits = np.packbits(mask, bitorder="little")
-            selector = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bits))
-            scores, rows = np.empty((1, k), np.float32), np.empty((1, k), np.int64)
-            ptr = faiss.swig_ptr
-            faiss.knn_inner_product(
-                ptr(query), ptr(vectors), vectors.shape[1], 1, len(vectors), k, ptr(scores), ptr(rows), selector
-            )
-            return scores[0], rows[0]
-
-        return knn
     if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() < 1:
         msg = "faiss on the GPU needs a CUDA build of faiss (faiss-gpu) and a visible GPU"
         raise UnsupportedOnGPU(msg)
     resources = faiss.StandardGpuResources()
 
-    def knn_gpu(query: Any, vectors: Any, mask: Any, k: int) -> tuple[Any, Any]:
-        import numpy as np
+    def knn(query: Any, vectors: Any, k: int) -> tuple[Any, Any]:
+        scores, rows = faiss.knn_gpu(resources, query, vectors, k, metric=faiss.METRIC_INNER_PRODUCT)
+        return scores[0], rows[0]
 
-        rows = np.flatnonzero(mask)
-        scores, at = faiss.knn_gpu(resources, query, vectors[rows], k, metric=faiss.METRIC_INNER_PRODUCT)
-        return scores[0], np.where(at[0] >= 0, rows[np.maximum(at[0], 0)], -1)
-
-    return knn_gpu
+    return knn

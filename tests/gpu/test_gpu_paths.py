@@ -52,7 +52,7 @@ def test_auth_log_features_are_identical_on_each_backend(backend: str, tmp_path)
 
 
 def test_recommendations_agree_on_each_backend(backend: str, recommender_trained) -> None:  # noqa: ANN001
-    """The recommender's scans through faiss on the GPU (engine.device.faiss_knn) give the CPU's lists."""
+    """The recommender's scans through faiss on the GPU (engine.device.faiss_gpu_knn) give the CPU's lists."""
     from engine.families.recommender import RecommenderScorer
 
     gpu = RecommenderScorer.load(recommender_trained.path, device=resolve_device(backend))

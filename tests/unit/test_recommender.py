@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.errors import InvalidInputError, ModelNotReadyError
-from engine.families.recommender import RecommenderScorer, RecommenderTrainResult, Rules
+from engine.families.recommender import RecommenderScorer, RecommenderTrainResult
 from engine.families.recommender.evaluate import holdout_split, ranking_metrics
 from engine.families.recommender.rules import RULES_FILE
 
@@ -154,7 +155,7 @@ OPS = {"<=": np.less_equal, "<": np.less, ">=": np.greater_equal, ">": np.greate
     share=st.floats(0.1, 1.0),
 )
 def test_no_unsuitable_product_is_ever_returned(
-    scorer: RecommenderScorer,
+    recommender_trained: RecommenderTrainResult,
     seed: int,
     profile: dict,
     thresholds: list[str],
@@ -182,16 +183,20 @@ def test_no_unsuitable_product_is_ever_returned(
         ],
         "diversification": {"column": "asset_class", "max_share": share},
     }
-    scorer.rules = Rules.from_dict(rules)
-    n = len(scorer.product_ids)
-    scorer.catalogue = {
-        "risk_level": rng.integers(1, 8, n).astype(float),
-        "min_horizon_years": rng.uniform(0, 15, n),
-        "min_investment": rng.choice([0, 100, 1000, 5000, 25000, 100000], n).astype(float),
-        "fee_pct": rng.uniform(0, 2, n),
-        "esg_score": rng.uniform(0, 100, n),
-    }
-    scorer.catalogue["risk_level"][rng.random(n) < 0.05] = np.nan  # a product without a risk level is never suitable
+    with tempfile.TemporaryDirectory() as folder:  # a version of its own: the catalogue and rules as files
+        version = Path(folder) / "1"
+        shutil.copytree(recommender_trained.path, version)
+        products = pl.read_parquet(version / "products.parquet")
+        n = products.height
+        risk = rng.integers(1, 8, n).astype(float)
+        risk[rng.random(n) < 0.05] = np.nan  # a product without a risk level is never suitable
+        products.with_columns(
+            pl.Series("risk_level", risk, nan_to_null=False),
+            pl.Series("min_horizon_years", rng.uniform(0, 15, n)),
+            pl.Series("min_investment", rng.choice([0, 100, 1000, 5000, 25000, 100000], n).astype(float)),
+        ).write_parquet(version / "products.parquet")
+        (version / RULES_FILE).write_text(json.dumps(rules), encoding="utf-8")
+        scorer = RecommenderScorer.load(version)
     customer = next(iter(scorer.customer_index)) if known else "new"
     given_profile = {
         name: [v if v is not None else (math.nan if name != "income_band" else "")] for name, v in profile.items()
@@ -320,22 +325,24 @@ def test_retrieval_equals_ranking_the_whole_catalogue(
     assert set(got) == set(expected) or np.allclose(sorted(full[got]), sorted(full[expected]), atol=1e-5)
 
 
-def test_a_query_from_a_new_thread_scans_on_one_thread(scorer: RecommenderScorer) -> None:
-    """OpenMP's thread count belongs to each calling thread: a server's or load generator's worker that never set
-    it would split every small scan over all cores. A query sets it to the scorer's own, on its own thread."""
-    import threading
+@settings(max_examples=200, deadline=None)
+@given(
+    value=st.one_of(
+        st.none(),
+        st.just(""),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.integers(-100, 100),
+        st.sampled_from([3.0, 7.0, 15.0, 30.0, 45.0, 60.0, 75.0, 2.5, 3.5]),  # band edges and halves (rounding)
+        st.sampled_from(["growth", "income", "low"]),
+    ),
+    which=st.integers(0, 5),
+)
+def test_a_profile_value_reads_as_the_same_token_alone_as_in_a_column(value: object, which: int) -> None:
+    """A request's profile is read one value at a time; training read whole columns. The tokens must agree, or a
+    served customer would be matched on other attributes than the model learnt."""
+    from engine.families.recommender.content import CUSTOMER_ATTRIBUTES
 
-    import faiss
-
-    seen: list[int] = []
-
-    def ask() -> None:
-        faiss.omp_set_num_threads(8)  # what a fresh thread may start with
-        rows = scorer.validate(request(["new"], risk_tolerance=[5], horizon_years=[10], income_band=["high"]))
-        scorer.score_rows(rows)
-        seen.append(faiss.omp_get_max_threads())
-
-    worker = threading.Thread(target=ask)
-    worker.start()
-    worker.join()
-    assert seen == [scorer.products.threads] == [1]
+    attribute = CUSTOMER_ATTRIBUTES[which]
+    if isinstance(value, str) and value and (attribute.bins or attribute.numeric):
+        value = None  # text never reaches a numeric attribute: validation refuses it first
+    assert attribute.token(value) == attribute.tokens([value])[0]

@@ -9,6 +9,8 @@ history (cold start) is ranked by it alone. Only the attributes present in the g
 
 from __future__ import annotations
 
+import bisect
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +38,19 @@ class Attribute:
         # A whole column at once: one search for every value (per value, it was most of a wide catalogue's load).
         codes = np.searchsorted(self.bins, x, side="right") if self.bins else np.round(np.nan_to_num(x))
         return [None if m else f"{self.name}={int(c)}" for c, m in zip(codes.tolist(), missing, strict=True)]
+
+    def token(self, value: Any) -> str | None:
+        """:meth:`tokens` of one value, without arrays (a request's profile: a fifth of a query's time went to
+        arrays of one)."""
+        if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
+            return None
+        if not self.bins and not self.numeric:
+            return f"{self.name}={value}"
+        x = float(value)
+        if not math.isfinite(x):
+            x = float(np.nan_to_num(x))
+        code = bisect.bisect_right(self.bins, x) if self.bins else round(x)
+        return f"{self.name}={int(code)}"
 
 
 CUSTOMER_ATTRIBUTES = (
@@ -107,7 +122,7 @@ class ContentModel:
         """Indices of a profile's tokens (fields it lacks, or values training never saw, add none)."""
         found = []
         for attr in self.customer_attributes:
-            token = attr.tokens([profile.get(attr.name)])[0]
+            token = attr.token(profile.get(attr.name))
             if token is not None and token in self.customer_vocabulary:
                 found.append(self.customer_vocabulary[token])
         return np.asarray(found, dtype=np.int64)

@@ -184,10 +184,10 @@ class Rules:
         """Bool per product: every rule holds for this customer (NaN on either side: unsuitable)."""
         n = len(next(iter(catalogue.values()))) if catalogue else 0
         ok = np.ones(n, dtype=bool)
-        for rule in self.rules:
-            value = rule.customer_value(profile)
-            if math.isnan(value):
-                return np.zeros(n, dtype=bool)
-            with np.errstate(invalid="ignore"):
+        with np.errstate(invalid="ignore"):  # once, not per rule: entering it cost as much as a comparison
+            for rule in self.rules:
+                value = rule.customer_value(profile)
+                if math.isnan(value):
+                    return np.zeros(n, dtype=bool)
                 ok &= _OPS[rule.op](catalogue[rule.product], value)
         return ok

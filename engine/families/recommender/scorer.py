@@ -86,7 +86,7 @@ class RecommenderScorer:
 
     OUTPUTS: ClassVar[Sequence[TensorSpec]] = OUTPUTS
 
-    def __init__(self, version_dir: Path, *, device: Device = "cpu", threads: int = 1) -> None:
+    def __init__(self, version_dir: Path, *, device: Device = "cpu") -> None:
         import faiss
 
         d = version_dir
@@ -120,8 +120,10 @@ class RecommenderScorer:
             groups=codes,
             order_by=self.rules.order_keys(self.catalogue),
             device=device,
-            threads=threads,
         )
+        # The catalogue's numeric columns again in slab order: the rules' mask comes out in the order the scan
+        # reads it (no gather of a mask a query); the re-check of the candidates reads the catalogue's own rows.
+        self.laid_catalogue = {r.product: self.products.laid_out(self.catalogue[r.product]) for r in self.rules.rules}
         self.content = ContentModel.from_dict(self.meta["content"]) if self.meta.get("content") else None
         self.scale = float(self.meta.get("content_scale", 0.0))
         self.spec: dict[str, dict[str, Any]] = self.meta.get("profile", {})
@@ -134,9 +136,9 @@ class RecommenderScorer:
         self._by_attribute[np.arange(len(names)), [self._attributes.index(a) for a in names]] = 1.0
 
     @classmethod
-    def load(cls, version_dir: str | Path, *, device: Device = "cpu", threads: int = 1) -> RecommenderScorer:
+    def load(cls, version_dir: str | Path, *, device: Device = "cpu") -> RecommenderScorer:
         def read(d: Path) -> RecommenderScorer:
-            return cls(d, device=device, threads=threads)
+            return cls(d, device=device)
 
         return load_version(version_dir, family="recommender", model_file=INDEX_FILE, read=read)
 
@@ -225,9 +227,10 @@ class RecommenderScorer:
     def recommend(self, customer: str, profile: Mapping[str, Any], k: int) -> tuple[list[int], list[float], list[str]]:
         """Product indices, scores and reasons for one customer, best first."""
         q, known = self.query(customer, profile)
-        allowed = self.rules.suitable(self.catalogue, profile) if self.rules.rules else np.ones(self.n, dtype=bool)
+        allowed = self.rules.suitable(self.laid_catalogue, profile) if self.rules.rules else np.ones(self.n, dtype=bool)
         if known is not None:
-            allowed[self.held.indices[self.held.indptr[known] : self.held.indptr[known + 1]]] = False
+            held = self.held.indices[self.held.indptr[known] : self.held.indptr[known + 1]]
+            allowed[self.products.position[held]] = False
         cap = self.rules.diversification.cap(k) if self.rules.diversification else k
         # Greedy diversification over the whole ranking picks from each group's best `cap` alone.
         scores, ids = self.products.best(q, allowed, cap)
