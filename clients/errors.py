@@ -13,7 +13,7 @@ from engine.errors import (
     ServerUnavailableError,
 )
 
-__all__ = ["map_error"]
+__all__ = ["gave_up", "map_error", "retry_reason"]
 
 
 def _tls_error(message: str, *, url: str, tls: bool) -> FinscoreError | None:
@@ -56,3 +56,41 @@ def map_error(exc: InferenceServerException, *, url: str, model: str, tls: bool 
     if "DEADLINE_EXCEEDED" in status:
         return ServerError(f"model {model!r} at {url} did not answer in time")
     return ServerError(f"model {model!r} at {url} failed: {message or status}")
+
+
+def retry_reason(exc: InferenceServerException, *, seen: bool) -> str | None:
+    """Why a failed call may succeed if made again, or None when it would fail the same way.
+
+    Each case is one where the request never reached the model, so sending it again cannot apply it twice (a
+    fraud authorization's state update included): no server answering (stopped, restarting), a model's
+    python-backend stub that died (until the server reloads it), and a model not loaded at this moment (being
+    reloaded). Only for a client that has already talked to the model (``seen``): a server down or a model name
+    not found at the first call is a mistake to report at once, not a fault to wait out."""
+    if not seen:
+        return None
+    status = str(exc.status() or "")
+    message = (exc.message() or str(exc)).strip()
+    text = message.lower()
+    if "handshake" in text or "ssl" in text:
+        return None  # TLS misconfigured: retrying changes nothing
+    if "UNAVAILABLE" in status and ("connect" in text or "socket" in text or not message):
+        return "no server answers"
+    if "is not healthy" in text:
+        return "the model's python-backend stub died and the server is reloading it"
+    if "unknown model" in text:
+        return "the model is not loaded (it is being reloaded, or was unloaded)"
+    if "UNAVAILABLE" in status:
+        return "the model is not ready"
+    return None
+
+
+def gave_up(
+    exc: InferenceServerException, reason: str, *, seconds: float, url: str, model: str, tls: bool = False
+) -> FinscoreError:
+    """The error once retries of a call to ``model`` at ``url`` ran out after ``seconds``: what happened last."""
+    last = map_error(exc, url=url, model=model, tls=tls)
+    if reason == "no server answers":
+        msg = f"the server at {url} went away and did not come back within {seconds:g} s (connection refused)"
+        return ServerUnavailableError(msg)
+    msg = f"model {model!r} at {url} did not come back within {seconds:g} s: {reason} ({last})"
+    return ModelNotReadyError(msg)

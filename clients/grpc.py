@@ -12,6 +12,8 @@ answers to the base, so the two cannot drift apart again.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from types import ModuleType
 from typing import Any, ClassVar, TypeVar
@@ -21,7 +23,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
-from clients.errors import map_error
+from clients.errors import gave_up, map_error, retry_reason
 from clients.tensors import InputSpec, decode_outputs, encode_inputs
 from clients.tls import Tls
 from engine.errors import FinscoreError
@@ -47,6 +49,10 @@ class BaseModelClient:
         The served model's name.
     timeout
         Seconds an inference may take before the client gives up (None: no limit).
+    retry_for
+        Seconds an inference the server could not take (server restarting, model reloading: see
+        :func:`clients.errors.retry_reason`) is sent again, with backoff, before the client gives up; 0: never.
+        Default: the ``retry_for`` setting (``FINSCORE_RETRY_FOR``, 30).
     tls
         How to reach the server over TLS; None speaks plaintext gRPC.
     """
@@ -55,12 +61,23 @@ class BaseModelClient:
     wire: ClassVar[ModuleType]
 
     def __init__(
-        self, url: str = DEFAULT_URL, model: str = "churn", *, timeout: float | None = 30.0, tls: Tls | None = None
+        self,
+        url: str = DEFAULT_URL,
+        model: str = "churn",
+        *,
+        timeout: float | None = 30.0,
+        tls: Tls | None = None,
+        retry_for: float | None = None,
     ) -> None:
         self.url = url
         self.model = model
         self.timeout = timeout
         self.tls = tls
+        if retry_for is None:
+            from engine.settings import resolve_settings
+
+            retry_for = float(resolve_settings().retry_for)
+        self.retry_for = retry_for
         self._client = self.wire.InferenceServerClient(url=url, **(tls.client_kwargs() if tls else {}))
         self._inputs: list[InputSpec] | None = None
         self._outputs: list[str] = []
@@ -70,6 +87,21 @@ class BaseModelClient:
     def _error(self, exc: InferenceServerException) -> FinscoreError:
         """The domain error for a failed call (the one place the clients map them: :func:`map_error`)."""
         return map_error(exc, url=self.url, model=self.model, tls=self.tls is not None)
+
+    def _retry_delay(self, exc: InferenceServerException, started: float | None, delay: float) -> tuple[float, float]:
+        """(when the retries started, how long to wait now) for a failed inference, or raise its error: at once
+        when it would fail again, once ``retry_for`` seconds have passed since the first failure otherwise."""
+        reason = retry_reason(exc, seen=self._inputs is not None) if self.retry_for > 0 else None
+        if reason is None:
+            raise self._error(exc) from None
+        now = time.monotonic()
+        started = now if started is None else started
+        left = started + self.retry_for - now
+        if left <= 0:
+            raise gave_up(
+                exc, reason, seconds=self.retry_for, url=self.url, model=self.model, tls=self.tls is not None
+            ) from None
+        return started, min(delay, left)
 
     def _take_metadata(self, metadata: Any) -> list[InputSpec]:
         """Keep the input specs and output names of the model's metadata; the input specs."""
@@ -120,6 +152,19 @@ class ModelClient(BaseModelClient):
         except InferenceServerException as exc:
             raise self._error(exc) from None
 
+    def _retrying(self, attempt: Callable[[], T]) -> T:
+        """``attempt()``, made again with backoff (50 ms doubling to 1 s) while its failure is one a server heals
+        (:meth:`_retry_delay`)."""
+        started: float | None = None
+        delay = 0.05
+        while True:
+            try:
+                return attempt()
+            except InferenceServerException as exc:
+                started, wait = self._retry_delay(exc, started, delay)
+            time.sleep(wait)
+            delay = min(delay * 2, 1.0)
+
     @property
     def inputs(self) -> list[InputSpec]:
         """The model's inputs as the server describes them (read once)."""
@@ -162,13 +207,10 @@ class ModelClient(BaseModelClient):
         the model's outputs only (the model may then skip the work of the others)."""
         names = list(outputs) if outputs else self.outputs
         inputs, requested = self._request(arrays, names)
-        result = self._call(
-            self._client.infer,
-            self.model,
-            inputs,
-            outputs=requested,
-            request_id=request_id,
-            client_timeout=self.timeout,
+        result = self._retrying(
+            lambda: self._client.infer(
+                self.model, inputs, outputs=requested, request_id=request_id, client_timeout=self.timeout
+            )
         )
         return self._arrays_of(result, names)
 
@@ -198,6 +240,18 @@ class AsyncModelClient(BaseModelClient):
             return await call
         except InferenceServerException as exc:
             raise self._error(exc) from None
+
+    async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """:meth:`ModelClient._retrying`, awaited."""
+        started: float | None = None
+        delay = 0.05
+        while True:
+            try:
+                return await attempt()
+            except InferenceServerException as exc:
+                started, wait = self._retry_delay(exc, started, delay)
+            await asyncio.sleep(wait)
+            delay = min(delay * 2, 1.0)
 
     async def load_metadata(self) -> list[InputSpec]:
         """The model's inputs as the server describes them (read once)."""
@@ -238,8 +292,8 @@ class AsyncModelClient(BaseModelClient):
         the model's outputs only (the model may then skip the work of the others)."""
         names = list(outputs) if outputs else await self.output_names()
         inputs, requested = self._request(arrays, names)
-        result = await self._call(
-            self._client.infer(
+        result = await self._retrying(
+            lambda: self._client.infer(
                 self.model, inputs, outputs=requested, request_id=request_id, client_timeout=self.timeout
             )
         )

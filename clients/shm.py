@@ -223,6 +223,18 @@ class SharedMemoryModelClient(ModelClient):
             fixed[out.name] = (dtype, out_bytes, nbytes)
             out_bytes += round_up(nbytes, _ALIGN)
 
+        return self._retrying(lambda: self._infer_once(inputs, in_bytes, names, fixed, out_bytes, request_id))
+
+    def _infer_once(
+        self,
+        inputs: list[tuple[str, list[int], str, np.ndarray, int]],
+        in_bytes: int,
+        names: list[str],
+        fixed: dict[str, tuple[np.dtype, int, int]],
+        out_bytes: int,
+        request_id: str,
+    ) -> dict[str, np.ndarray]:
+        """One inference through the regions; tritonclient's exception when the server refuses it."""
         with self._lock:
             for attempt in (1, 2):
                 region_in = self._region("in", max(in_bytes, 1))
@@ -250,7 +262,7 @@ class SharedMemoryModelClient(ModelClient):
                     if attempt == 1 and "NOT_FOUND" in str(exc.status()) and "shared memory" in (exc.message() or ""):
                         self._regions.forget()
                         continue
-                    raise map_error(exc, url=self.url, model=self.model, tls=self.tls is not None) from None
+                    raise
                 break
             return {name: self._read(result, name, fixed.get(name), region_out) for name in names}
 

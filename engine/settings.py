@@ -53,6 +53,11 @@ class Settings:
     protect_keys: str | None = _setting(
         None, "protection key lines `v<N> <64 hex>`, `;`-separated, when no --keys FILE is given", secret=True
     )
+    retry_for: int = _setting(
+        30,
+        "seconds a client sends again a request the server could not take (server restarting, model reloading); "
+        "0: never",
+    )
     fraud_redis: str | None = _setting(
         None, "a Redis URL (redis://HOST:PORT/DB) holding the fraud model's shared state", flag="--fraud-redis"
     )

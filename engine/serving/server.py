@@ -11,6 +11,8 @@ is honoured) and needs ``LD_LIBRARY_PATH`` with the wheel's ``nvidia_pytriton.li
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import re
 import signal
@@ -29,8 +31,11 @@ from types import TracebackType
 
 from engine.errors import ModelNotReadyError, PortInUseError, ServerError, ServerStartError
 from engine.serving.repository import ModelRepository
+from engine.serving.watch import StubWatch
 
 __all__ = ["ServerPorts", "ServerTls", "TritonServer", "free_port", "triton_paths"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -203,6 +208,7 @@ class TritonServer:
         verbose: bool = False,
         env: Mapping[str, str] | None = None,
         tls: ServerTls | None = None,
+        watch: bool = True,
     ) -> None:
         self.repo = repository if isinstance(repository, ModelRepository) else ModelRepository(repository)
         self.ports = ports or ServerPorts()
@@ -217,6 +223,9 @@ class TritonServer:
         )
         self.process: subprocess.Popen[bytes] | None = None
         self.loaded: list[str] = []
+        #: Reload a model whose python-backend stub died (:mod:`engine.serving.watch`); needs the HTTP endpoint.
+        self.watch: StubWatch | None = None
+        self._watching = watch
 
     @property
     def grpc_url(self) -> str:
@@ -235,6 +244,9 @@ class TritonServer:
             f"--backend-directory={_backend_dir(paths)}",
             # Only trained models are loaded, so an untrained folder in the repository does not stop the server.
             "--model-control-mode=explicit",
+            # The configs are complete (generated with each version): without auto-completion Triton does not
+            # start a throw-away stub per load to ask model.py for one. A load took 2.8-4.2 s instead of 9.9-11.8 s.
+            "--disable-auto-complete-config",
             *(f"--load-model={m}" for m in models),
             f"--grpc-address={self.host}",
             f"--grpc-port={self.ports.grpc}",
@@ -275,7 +287,8 @@ class TritonServer:
             _check_port(self.host, port, role, flag)
         paths = triton_paths()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("wb")
+        self.log_path.write_bytes(b"")
+        log = self.log_path.open("ab")  # appended to, so the stub watch's lines and Triton's never overwrite
         self.process = subprocess.Popen(
             self._command(paths, models),
             env={**server_env(paths), **self.env},
@@ -291,7 +304,21 @@ class TritonServer:
             self.stop()
             raise
         self.loaded = models
+        if self._watching:
+            if self.tls is None:
+                self.watch = StubWatch(self.process.pid, self.http_url, note=self.note).start()
+            else:
+                self.note(
+                    "finscore: no stub watch under TLS (no HTTP endpoint to reload through): restart the "
+                    "server if a model's stub dies"
+                )
         return self
+
+    def note(self, line: str) -> None:
+        """Append one line of finscore's own to the server log (and to this process's log)."""
+        log.warning("%s", line)
+        with contextlib.suppress(OSError), self.log_path.open("a", encoding="utf-8") as fh:
+            fh.write(line.rstrip("\n") + "\n")
 
     def log_text(self) -> str:
         try:
@@ -336,6 +363,9 @@ class TritonServer:
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM, wait, then SIGKILL if Triton has not exited."""
+        watch, self.watch = self.watch, None
+        if watch is not None:  # first: a stub that exits on shutdown did not die
+            watch.stop()
         proc, self.process = self.process, None
         if proc is None or proc.poll() is not None:
             return
