@@ -61,6 +61,12 @@ class Settings:
     fraud_redis: str | None = _setting(
         None, "a Redis URL (redis://HOST:PORT/DB) holding the fraud model's shared state", flag="--fraud-redis"
     )
+    max_row_bytes: int = _setting(
+        8 << 20,
+        "the longest CSV row `score` and `scan` read, in bytes; a longer one is rejected by its number and size, the "
+        "rest scored",
+        flag="--max-row-bytes",
+    )
 
 
 def env_name(name: str) -> str:

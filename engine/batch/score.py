@@ -203,6 +203,7 @@ def score_file(
     audit: DecisionAudit | None = None,
     frame: FrameFn = output_frame,
     written: Sequence[str] | None = None,
+    max_row_bytes: int | None = None,
 ) -> BulkSummary:
     """Score every row of ``data`` with ``score`` and write ``out`` (CSV or Parquet).
 
@@ -212,6 +213,7 @@ def score_file(
     before it is written (card numbers in ``id`` are masked even without one); ``audit`` records each
     decision written and, at the end, whether the output was. ``frame`` makes the output rows of a request's
     outputs (:func:`output_frame`: one per scored row); ``written`` names the columns written, when not all.
+    A CSV row longer than ``max_row_bytes`` (default: the setting) is rejected by its size, unread.
     """
     guard = guard or OutputGuard.build(("id",))
     started = time.perf_counter()
@@ -225,9 +227,15 @@ def score_file(
         from tqdm import tqdm
 
         bar = tqdm(unit=" rows", desc="scoring", leave=False)
+
+    def too_long(row: int, reason: str) -> None:
+        # Between two batches: the rows after it keep their numbers, and it is counted as read.
+        summary.rejects.append(Reject(row, "", reason))
+        summary.rows_read += 1
+
     try:
         checked = False
-        for batch in iter_batches(data):
+        for batch in iter_batches(data, max_row_bytes=max_row_bytes, on_reject=too_long):
             if not checked:
                 require_columns(batch.schema.names, names, source=str(data))
                 sent += [(n, t) for n, t in optional if n in batch.schema.names and n not in names]
@@ -258,7 +266,7 @@ def score_file(
                     summary.empty += len(kept_rows) - rows_out.get_column("row").n_unique()
             if bar is not None:
                 bar.update(batch.num_rows)
-        if not checked:
+        if not summary.rows_read:
             msg = f"{data}: the table has no rows"
             raise InvalidInputError(msg)
         if audit is not None:
@@ -309,6 +317,7 @@ def score_file_through(
     progress: bool = True,
     guard: OutputGuard | None = None,
     audit: DecisionAudit | None = None,
+    max_row_bytes: int | None = None,
 ) -> BulkSummary:
     """:func:`score_file` through a served model: its inputs from the model's metadata, its id column from
     the model's config (``client`` is a :class:`clients.ModelClient`)."""
@@ -322,4 +331,5 @@ def score_file_through(
         progress=progress,
         guard=guard,
         audit=audit,
+        max_row_bytes=max_row_bytes,
     )

@@ -1,5 +1,5 @@
-"""Flags several commands share (``--repo``, client TLS, output protection), the checks of their values, and the
-plain-text tables commands print.
+"""Flags several commands share (``--repo``, client TLS, output protection, the progress bar), the checks of their
+values, and the plain-text tables commands print.
 
 Kept in one module so a flag means the same, with the same help, in every command that takes it.
 """
@@ -7,6 +7,7 @@ Kept in one module so a flag means the same, with the same help, in every comman
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,11 +20,13 @@ __all__ = [
     "Subparsers",
     "add_client_tls",
     "add_output_protection",
+    "add_progress",
     "add_repo",
     "check_request_rows",
     "client_tls",
     "output_guard",
     "positive_int",
+    "show_progress",
     "text_table",
 ]
 
@@ -78,7 +81,7 @@ def add_repo(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_client_tls(p: argparse.ArgumentParser) -> None:
+def add_client_tls(p: argparse._ActionsContainer) -> None:
     """``--tls-ca``, ``--tls-cert``, ``--tls-key`` of a command that calls a server; :func:`client_tls` reads them."""
     p.add_argument("--tls-ca", type=Path, help="gRPC over TLS: the CA (PEM) that signed the server's certificate")
     p.add_argument("--tls-cert", type=Path, help="mutual TLS: this client's certificate (PEM)")
@@ -102,6 +105,25 @@ def add_output_protection(p: argparse._ActionsContainer, columns: str) -> None:
     p.add_argument(
         "--keys", type=Path, metavar="FILE", help="key file for --tokenize/--encrypt (or FINSCORE_PROTECT_KEYS)"
     )
+
+
+def add_progress(p: argparse._ActionsContainer) -> None:
+    """``--progress`` and ``--no-progress`` of a command that draws a progress bar; :func:`show_progress` reads
+    them."""
+    choice = p.add_mutually_exclusive_group()
+    choice.add_argument(
+        "--progress", action="store_true", default=None, help="draw the progress bar (default: only on a terminal)"
+    )
+    choice.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    """Whether to draw the progress bar: as ``--progress``/``--no-progress`` say, else only when stderr is a
+    terminal. A bar redrawn with carriage returns is unreadable in a log file or a pipe, and it would be
+    the first thing there, before the command's own lines."""
+    if args.progress is not None:
+        return bool(args.progress)
+    return sys.stderr is not None and sys.stderr.isatty()
 
 
 def output_guard(args: argparse.Namespace, carried: Sequence[str], subject: Sequence[str], trail: Any) -> Any:

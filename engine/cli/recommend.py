@@ -26,10 +26,12 @@ from engine.cli.common import (
     Subparsers,
     add_client_tls,
     add_output_protection,
+    add_progress,
     add_repo,
     check_request_rows,
     client_tls,
     output_guard,
+    show_progress,
     text_table,
 )
 from engine.errors import UsageError
@@ -61,7 +63,7 @@ def add_parsers(sub: Subparsers) -> None:
     bulk.add_argument("--out", type=Path, help="output .parquet or .csv: customer_id, rank, product_id, score, reason")
     bulk.add_argument("--id", default="customer_id", help="the customer id column of --data (default customer_id)")
     bulk.add_argument("--request-rows", type=int, default=256, help="customers per request (default 256, max 4096)")
-    bulk.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress(bulk)
     add_output_protection(bulk, "customer_id")
     p.set_defaults(func=recommend_command)
 
@@ -183,7 +185,7 @@ def _bulk(args: argparse.Namespace, s: Any, k: int) -> int:
         "k": k,
         "id_column": args.id,
         "request_rows": args.request_rows,
-        "progress": not args.no_progress,
+        "progress": show_progress(args),
         "guard": guard,
     }
 

@@ -13,10 +13,12 @@ from engine.cli.common import (
     Subparsers,
     add_client_tls,
     add_output_protection,
+    add_progress,
     add_repo,
     check_request_rows,
     client_tls,
     output_guard,
+    show_progress,
 )
 from engine.settings import resolve_settings
 
@@ -33,7 +35,10 @@ def add_parsers(sub: Subparsers) -> None:
     add_client_tls(sc)
     sc.add_argument("--local", action="store_true", help="score in this process with the latest version")
     sc.add_argument("--request-rows", type=int, default=1024, help="rows per request (default 1024, max 4096)")
-    sc.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sc.add_argument(
+        "--max-row-bytes", type=int, help="a longer CSV row is rejected, the rest scored (default 8388608: 8 MB)"
+    )
+    add_progress(sc)
     add_output_protection(sc, "id")
     add_repo(sc)
     sc.set_defaults(func=score_command)
@@ -59,7 +64,7 @@ def add_parsers(sub: Subparsers) -> None:
         "--threads", type=int, help="ONNX Runtime threads per unit with --local (default: half the cores; 2 units run)"
     )
     scan.add_argument("--restart", action="store_true", help="ignore the checkpoint of an unfinished scan")
-    scan.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress(scan)
     add_output_protection(scan, "record_id, user_name, source_ip or file")
     add_repo(scan)
     scan.set_defaults(func=scan_command)
@@ -69,7 +74,7 @@ def score_command(args: argparse.Namespace) -> int:
     from engine.batch.score import score_file, score_file_through
     from engine.security.trail import DecisionAudit, Trail
 
-    s = resolve_settings(repo=args.repo, url=args.url)
+    s = resolve_settings(repo=args.repo, url=args.url, max_row_bytes=args.max_row_bytes)
     check_request_rows(args.request_rows, 4096, "the model's")
     trail = Trail.from_env()
     guard = output_guard(args, ("id",), ("id",), trail)
@@ -98,9 +103,10 @@ def score_command(args: argparse.Namespace) -> int:
             inputs=[(c.name, c.wire) for c in scorer.schema.columns],
             id_column=scorer.schema.id_column,
             request_rows=args.request_rows,
-            progress=not args.no_progress,
+            progress=show_progress(args),
             guard=guard,
             audit=audit(version_dir.name),
+            max_row_bytes=s.max_row_bytes,
         )
     else:
         from clients import ModelClient
@@ -111,9 +117,10 @@ def score_command(args: argparse.Namespace) -> int:
                 args.data,
                 args.out,
                 request_rows=args.request_rows,
-                progress=not args.no_progress,
+                progress=show_progress(args),
                 guard=guard,
                 audit=audit(client.served_version()),
+                max_row_bytes=s.max_row_bytes,
             )
     print(f"{args.out}: {summary.line()}")
     print(f"decisions recorded in the audit log {trail.path}")
@@ -152,7 +159,7 @@ def scan_command(args: argparse.Namespace) -> int:
             entity=ENTITY[args.entity],
             dask=args.dask,
             restart=args.restart,
-            progress=not args.no_progress,
+            progress=show_progress(args),
             guard=output_guard(args, CARRIED, SUBJECTS, trail),
             trail=trail,
         )

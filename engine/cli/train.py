@@ -1,4 +1,5 @@
-"""``finscore train churn|threat|fraud|recommender``: train a model and write its next version into the repository."""
+"""``finscore train churn|threat|fraud|recommender``: train a model and write its next version into the repository;
+with ``--load URL``, then make the server at URL serve it (:func:`engine.cli.reload.reload_model`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from engine.cli.common import ENTITY, Subparsers, add_repo, positive_int
+from engine.cli.common import ENTITY, Subparsers, add_client_tls, add_repo, client_tls, positive_int
 from engine.errors import UsageError
 from engine.settings import resolve_settings
 
@@ -32,6 +33,7 @@ def add_parsers(sub: Subparsers) -> None:
     churn.add_argument("--instances", type=int, default=1, help="Triton instances of the served model (default 1)")
     churn.add_argument("--device", help="auto, cpu or gpu (default auto)")
     add_repo(churn)
+    _add_load(churn)
     churn.set_defaults(func=train_churn_command)
     threat = train_sub.add_parser("threat", help="autoencoder anomaly model on event or log data")
     threat.add_argument("--data", required=True, type=Path, help="CSV or Parquet event table, or an OpenSSH auth log")
@@ -48,6 +50,7 @@ def add_parsers(sub: Subparsers) -> None:
     threat.add_argument("--instances", type=int, default=1, help="Triton instances of the served model (default 1)")
     threat.add_argument("--device", help="auto, cpu or gpu (default auto)")
     add_repo(threat)
+    _add_load(threat)
     threat.set_defaults(func=train_threat_command)
 
     fraud = train_sub.add_parser("fraud", help="card-fraud model on a transaction table (time-based split)")
@@ -73,6 +76,7 @@ def add_parsers(sub: Subparsers) -> None:
     fraud.add_argument("--seed", type=int, default=42, help="training seed (default 42)")
     fraud.add_argument("--device", help="auto, cpu or gpu (default auto)")
     add_repo(fraud)
+    _add_load(fraud)
     fraud.set_defaults(func=train_fraud_command)
 
     rec = train_sub.add_parser("recommender", help="investment recommender on holdings (implicit feedback)")
@@ -88,16 +92,42 @@ def add_parsers(sub: Subparsers) -> None:
     rec.add_argument("--instances", type=int, default=1, help="Triton instances of the served model (default 1)")
     rec.add_argument("--device", help="auto, cpu or gpu (default auto)")
     add_repo(rec)
+    _add_load(rec)
     rec.set_defaults(func=train_recommender_command)
 
 
+def _add_load(p: argparse.ArgumentParser) -> None:
+    """``--load HOST:PORT`` and the client TLS flags to reach that server; :func:`_load` reads them."""
+    served = p.add_argument_group("serving", "make a running server load the new version (as finscore reload)")
+    served.add_argument(
+        "--load", metavar="HOST:PORT", help="then load the new version on the server at HOST:PORT (gRPC)"
+    )
+    add_client_tls(served)
+
+
 def _target(args: argparse.Namespace) -> tuple[Any, Any]:
-    """The repository (``--repo``) and the device (``--device``) to train into and on."""
+    """The repository (``--repo``) and the device (``--device``) to train into and on; checks ``--load``'s TLS
+    files first, so that a wrong path does not cost a training run."""
     from engine.device import resolve_device
     from engine.serving.repository import ModelRepository
 
+    tls = client_tls(args)
+    if tls is not None and args.load is None:
+        msg = "--tls-ca, --tls-cert and --tls-key reach the server of --load HOST:PORT; give --load or leave them out"
+        raise UsageError(msg)
     s = resolve_settings(repo=args.repo, device=args.device)
     return ModelRepository(s.repo), resolve_device(s.device)
+
+
+def _load(args: argparse.Namespace, models: list[str]) -> int:
+    """With ``--load``, make its server load the newest version of ``models`` (what training just wrote)."""
+    if args.load is not None:
+        from engine.cli.reload import reload_model
+
+        tls = client_tls(args)
+        for model in models:
+            print(reload_model(args.load, model, tls=tls).line())
+    return 0
 
 
 def train_churn_command(args: argparse.Namespace) -> int:
@@ -121,7 +151,7 @@ def train_churn_command(args: argparse.Namespace) -> int:
         print(f"rows without a label, left out of training: {result.rows_without_label:,}")
     print("held-out metrics (stratified 20%):")
     print(result.metrics.table())
-    return 0
+    return _load(args, [result.path.parent.name])
 
 
 def _left_out(schema: Any) -> str:
@@ -131,6 +161,7 @@ def _left_out(schema: Any) -> str:
 
 def train_threat_command(args: argparse.Namespace) -> int:
     from engine.families.threat import train_threat
+    from engine.families.threat.matrix import SUFFIX
 
     repo, device = _target(args)
     r = train_threat(
@@ -158,7 +189,8 @@ def train_threat_command(args: argparse.Namespace) -> int:
     if r.metrics is not None:
         print("held-out normal rows and all attack rows:")
         print(r.metrics.table())
-    return 0
+    # Training wrote the same version twice: fed raw columns, and fed feature matrices (what scans send).
+    return _load(args, [r.path.parent.name, r.path.parent.name + SUFFIX])
 
 
 def train_fraud_command(args: argparse.Namespace) -> int:
@@ -202,7 +234,7 @@ def train_fraud_command(args: argparse.Namespace) -> int:
     else:
         print("test period:")
         print(r.metrics.table())
-    return 0
+    return _load(args, [r.path.parent.name])
 
 
 def train_recommender_command(args: argparse.Namespace) -> int:
@@ -233,4 +265,4 @@ def train_recommender_command(args: argparse.Namespace) -> int:
     if r.ndcg_content is not None:
         parts += f", content alone {r.ndcg_content:.4f}"
     print(f"  {'NDCG@10 of each part':<34} {parts}")
-    return 0
+    return _load(args, [r.path.parent.name])

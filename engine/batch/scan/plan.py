@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Literal
 
@@ -18,7 +19,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from engine.errors import DataFileError
-from engine.tables.io import iter_batches, require_columns
+from engine.tables.io import csv_header, iter_batches, require_columns
 
 __all__ = ["Unit", "Windows", "discover", "fingerprint", "plan_units", "unit_batches"]
 
@@ -94,10 +95,7 @@ def _columns_of(path: Path, kind: Kind) -> list[str] | None:
             msg = f"{path}: cannot be read as PARQUET ({type(exc).__name__})"
             raise DataFileError(msg) from None
     if kind == "csv":
-        batch = next(iter_batches(path, batch_rows=1), None)
-        if batch is None:
-            return []
-        return list(batch.schema.names)
+        return csv_header(path)
     return None  # auth logs: columns exist only after parsing
 
 
@@ -135,11 +133,14 @@ def unit_batches(
     windows: Windows = Windows(),  # noqa: B008 - frozen, so one shared default is safe
     lines: dict[str, int] | None = None,
     columns: Sequence[str] | None = None,
+    too_long: dict[int, str] | None = None,
 ) -> Iterator[tuple[int, pl.DataFrame]]:
     """``(first row within the file, frame)`` for each batch of the unit, always cut the same way.
 
     For an auth log the rows are its windows; ``lines`` (if given) receives its line counts. ``columns``
-    limits a Parquet read to the columns of these names that the file has.
+    limits a Parquet read to the columns of these names that the file has. A CSV row over the row limit
+    (:func:`engine.tables.io.iter_batches`) keeps its place as a row of empty values, and ``too_long`` receives
+    its row number and the reason (without ``too_long``, such a row is an error naming it).
     """
     if unit.kind == "authlog":
         from engine.families.threat.authlog import read_auth_log
@@ -163,16 +164,27 @@ def unit_batches(
         for start in range(0, table.height, batch_rows):
             yield unit.first_row + start, table.slice(start, batch_rows)
         return
-    source = iter_batches(unit.path, batch_rows=batch_rows)
+    found: list[tuple[int, str]] = []
+    report = (lambda r, why: found.append((r, why))) if too_long is not None else None
+    source = iter_batches(unit.path, batch_rows=batch_rows, on_reject=report)
+    blank = pl.DataFrame({name: [""] for name in csv_header(unit.path)}) if too_long is not None else None
     # Arrow's readers cut batches by bytes or row group; re-cut to exactly batch_rows rows.
     pending: list[pl.DataFrame] = []
     held = 0
     row = unit.first_row
-    for rb in source:
-        frame = pl.from_arrow(rb)
-        assert isinstance(frame, pl.DataFrame)
-        pending.append(frame)
-        held += frame.height
+    for rb in chain(source, [None]):
+        # A row over the limit is reported as the reader passes it: before the batch that follows it.
+        for r, why in found:
+            assert too_long is not None and blank is not None
+            too_long[r] = why
+            pending.append(blank)
+            held += 1
+        found.clear()
+        if rb is not None:
+            frame = pl.from_arrow(rb)
+            assert isinstance(frame, pl.DataFrame)
+            pending.append(frame)
+            held += frame.height
         while held >= batch_rows:
             merged = pl.concat(pending, how="vertical")
             yield row, merged.slice(0, batch_rows)
