@@ -40,7 +40,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -191,6 +191,39 @@ class AuditLog:
         head = encode({"event": event, **shared})[1:-1] + ("," if frame.width else "")
         _, seq, _, digest = self._write_bodies((head + json_members(frame)).to_list())
         return seq, digest
+
+    def size(self) -> int:
+        """Where the next line will start, in bytes (0 before the first): a place to read :meth:`lines` from
+        later. Taken under the lock, so it is never in the middle of another writer's batch."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return 0
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            return os.fstat(fd).st_size
+        finally:
+            os.close(fd)
+
+    def lines(self, start: int = 0) -> Iterator[bytes]:
+        """The lines from byte ``start`` (a :meth:`size` taken earlier) to the end as it is now, each with its
+        newline; lines appended meanwhile are left out. Nothing is checked: :func:`verify` does that."""
+        try:
+            f = self.path.open("rb")
+        except FileNotFoundError:
+            return
+        with f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_SH)  # no writer holds the lock now, so the file holds whole lines
+            end = os.fstat(f.fileno()).st_size
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+            f.seek(start)
+            pos = start
+            while pos < end:
+                raw = f.readline(end - pos)
+                if not raw:
+                    break
+                pos += len(raw)
+                yield raw
 
     def _write(self, events: Sequence[Mapping[str, object]]) -> tuple[str, int, str, str]:
         names = [_check_event(e, f" (event {i} of the batch)" if len(events) > 1 else "") for i, e in enumerate(events)]

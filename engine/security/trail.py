@@ -17,6 +17,7 @@ A served model appends ``model_load`` when Triton loads it; ``finscore score`` a
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import uuid
 from collections.abc import Callable
@@ -187,6 +188,10 @@ class DecisionAudit:
     ``decision`` and ``score`` name the output columns carrying the decision and its score; ``subject`` the
     column of the raw id (pseudonymised here, before anything else sees it). Request ids are
     ``<run>/<row>``, the row counted from 0 in the input, so a decision can be traced to its input row.
+
+    A command that resumes (``scan``) passes the ``run`` id of its first attempt and calls :meth:`resume`
+    before recording: the lines a killed attempt wrote are then not written again. ``written`` counts the
+    run's decision lines in the log, an earlier attempt's included.
     """
 
     def __init__(
@@ -199,6 +204,7 @@ class DecisionAudit:
         decision: str,
         score: str,
         subject: str | None = None,
+        run: str | None = None,
     ) -> None:
         self.trail = trail
         self.command = command
@@ -207,13 +213,38 @@ class DecisionAudit:
         self.decision = decision
         self.score = score
         self.subject = subject
-        self.run = new_run_id()
+        self.run = run or new_run_id()
         self.written = 0
         self._pending: list[pl.DataFrame] = []
+        self._held = pl.Series("request_id", [], dtype=pl.String)
+        self._closed = False
 
-    def record(self, frame: pl.DataFrame) -> None:
+    def resume(self, since: int = 0) -> None:
+        """Take up this run where an earlier attempt was killed: read the log from byte ``since`` (its size
+        before that attempt's first line) for what the run holds already, so that :meth:`record` queues only
+        the decisions still missing and :meth:`close` writes no second ``run`` line.
+
+        Lines are matched by request id, not counted, so an attempt killed between two appends of one flush,
+        or in the middle of one (whole lines reach the file in order), ends with each decision once.
+        """
+        run = re.escape(self.run.encode("ascii"))
+        ours = re.compile(rb'"request_id":"(' + run + rb'/[^"]*)"')  # only this run's decision lines have one
+        closing = re.compile(rb'"event":"run",.*"run":"' + run + rb'"')
+        held = []
+        for raw in self.trail.log.lines(since):
+            if not raw.endswith(b"}\n"):  # cut short by a crash: no line, and the log takes none until repaired
+                continue
+            if found := ours.search(raw):
+                held.append(found.group(1).decode("ascii"))
+            elif closing.search(raw):
+                self._closed = True
+        self._held = pl.Series("request_id", held, dtype=pl.String).unique()
+        self.written = self._held.len()
+
+    def record(self, frame: pl.DataFrame, *, batch: str | None = None) -> None:
         """Queue a decision line per row of ``frame`` (a Polars frame with ``row`` and the named columns);
-        lines are appended :data:`BATCH` at a time, and by :meth:`flush`."""
+        lines are appended :data:`BATCH` at a time, and by :meth:`flush`. ``batch`` names the checkpoint
+        batch the rows come from, for a command that resumes: each line carries it."""
         if not frame.height:
             return
         if SUBJECT in frame.columns:  # pseudonymised already, where the raw value was read
@@ -223,14 +254,16 @@ class DecisionAudit:
         else:
             subject = pl.Series([None] * frame.height, dtype=pl.String)
         score = pl.col(self.score).cast(pl.Float64)
-        self._pending.append(
-            frame.select(
-                pl.format("{}/{}", pl.lit(self.run), pl.col("row")).alias("request_id"),
-                pl.lit(subject).alias("subject"),
-                pl.col(self.decision).cast(pl.String).alias("decision"),
-                pl.when(score.is_nan()).then(None).otherwise(score.round(6)).alias("score"),
-            )
+        lines = frame.select(
+            pl.format("{}/{}", pl.lit(self.run), pl.col("row")).alias("request_id"),
+            *([pl.lit(batch, dtype=pl.String).alias("batch")] if batch is not None else []),
+            pl.lit(subject).alias("subject"),
+            pl.col(self.decision).cast(pl.String).alias("decision"),
+            pl.when(score.is_nan()).then(None).otherwise(score.round(6)).alias("score"),
         )
+        if self._held.len():
+            lines = lines.filter(~pl.col("request_id").is_in(self._held))
+        self._pending.append(lines)
         if sum(f.height for f in self._pending) >= BATCH:
             self.flush()
 
@@ -242,8 +275,11 @@ class DecisionAudit:
 
     def close(self, status: str, **counts: object) -> None:
         """The closing ``run`` line: ``status`` is ``written`` (the output holds these decisions) or
-        ``failed`` (it does not: the decisions of this run id never reached a file)."""
+        ``failed`` (it does not: the decisions of this run id never reached a file). Written once per run:
+        not again when :meth:`resume` found it."""
         self.flush()
+        if self._closed:
+            return
         self.trail.event(
             "run",
             command=self.command,
@@ -254,3 +290,4 @@ class DecisionAudit:
             decisions=self.written,
             **counts,
         )
+        self._closed = True

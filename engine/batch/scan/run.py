@@ -12,6 +12,12 @@ in input order, into the output (JSON lines byte for byte), the rejects report a
 folder is removed. The work per alert is done where the batch was scored, on as many threads or Dask
 workers as score; joining is only copying.
 
+The audit log cannot be rolled back with the checkpoint: its lines are chained and never rewritten. So each
+``decision`` line names its run (the manifest's run id, the same on every attempt) and its batch, the log's
+size is noted in the checkpoint before the first line goes out, and an attempt that finds that note reads the
+log from there and writes only the decisions, and the ``run`` line, still missing. A scan killed at any step,
+even between two appends of one flush, ends with each alert audited exactly once.
+
 Dask runs units on its workers and the parts are the same files, so a distributed scan writes exactly the
 alerts of a single-process one.
 """
@@ -32,22 +38,28 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from engine.batch.scan.alerts import ENTITY_COLUMNS, AlertFormat, alert_frame
-from engine.batch.scan.backends import LocalSpec, ServerSpec, close_backends, open_backend
+from engine.batch.scan.backends import Backend, LocalSpec, ServerSpec, close_backends, open_backend
 from engine.batch.scan.plan import Unit, Windows, discover, fingerprint, plan_units, unit_batches
+from engine.batch.score import Reject
 from engine.errors import InvalidInputError, ServerUnavailableError
 from engine.security.guard import OutputGuard, drop_subject
 from engine.security.protect import mask_text
-from engine.security.trail import SUBJECT, DecisionAudit, Trail
+from engine.security.trail import SUBJECT, DecisionAudit, Trail, new_run_id
 from engine.tables.io import require_columns
 
 #: What an alert carries from its input row: card numbers in them are masked, --tokenize/--encrypt apply.
 CARRIED = ("record_id", "user_name", "source_ip", "file")
 #: Whom an alert is about: the user of an auth-log window, else its address, else the record.
 SUBJECTS = ("user_name", "source_ip", "record_id")
+#: Checkpoint marks: the audit log and its size before this run's first decision line; every line written.
+_AUDITING = "auditing"
 _AUDITED = "audited"
+#: Manifest fields that are not part of what a scan is (a resumed scan keeps them).
+_OWN = ("started", "run")
 _AUDIT_COLUMNS = {"file", "row", "anomaly_score", SUBJECT}
 
 __all__ = ["ScanSummary", "run_unit", "scan"]
@@ -95,8 +107,23 @@ class ScanSummary:
         return text
 
 
+def _phase(name: str) -> None:
+    """A step of the scan has just become durable: ``batch`` (one batch's ``.done`` marker), ``scanned``
+    (every batch), ``auditing`` (where this run's audit lines start is noted), ``audited`` (every decision
+    line), ``written`` (alerts and rejects in place), ``closed`` (the ``run`` line), ``summarised`` (the
+    summary, only the checkpoint left to remove). Nothing happens here: the exactly-once tests replace it to
+    stop a scan at each of these points, as a kill would."""
+
+
 def _state_dir(out: Path) -> Path:
     return out.with_name(f".{out.name}.scan")
+
+
+def _remove_state(state: Path) -> None:
+    """The manifest first: a folder without one is never resumed, so a scan killed while its checkpoint goes
+    is a finished scan, and the next one clears what is left."""
+    (state / "manifest.json").unlink(missing_ok=True)
+    shutil.rmtree(state)
 
 
 def _atomic_frame(frame: pl.DataFrame, path: Path) -> None:
@@ -140,7 +167,8 @@ def run_unit(
     lines: dict[str, int] = {}
     # What alerts and scoring read: the model's inputs, its id column, an auth-log window's entity.
     wanted = [*(n for n, _ in backend.inputs), *filter(None, (backend.id_column, *ENTITY_COLUMNS))]
-    batches = unit_batches(unit, batch_rows=batch_rows, windows=windows, lines=lines, columns=wanted)
+    too_long: dict[int, str] = {}  # CSV rows over the row limit: a blank row in their place, rejected below
+    batches = unit_batches(unit, batch_rows=batch_rows, windows=windows, lines=lines, columns=wanted, too_long=too_long)
     for b, (first_row, frame) in enumerate(batches):
         if stop is not None and stop.is_set():
             break
@@ -150,7 +178,7 @@ def run_unit(
         if f"{stem}.done" in done:
             counts["resumed"] += 1
             continue
-        outputs, kept, rejects = backend.score(frame)
+        outputs, kept, rejects = _score_readable(backend, frame, first_row, too_long)
         alerts = alert_frame(frame, kept, outputs, file=unit.path, first_row=first_row, id_column=backend.id_column)
         protected = guard.apply(alerts)
         # What the audit log's decision lines need, kept even when this run writes none: a later run that
@@ -173,11 +201,27 @@ def run_unit(
         if b == 0 and lines:  # a log's line counts belong to its first batch
             marker.update(lines=lines["lines"], unparsed=lines["unparsed"])
         _atomic_json(marker, d / f"{stem}.done")
+        _phase("batch")
         for k, v in marker.items():
             counts[k] += v
         if on_batch is not None:
             on_batch(frame.height)
     return counts
+
+
+def _score_readable(
+    backend: Backend, frame: pl.DataFrame, first_row: int, too_long: dict[int, str]
+) -> tuple[dict[str, np.ndarray], np.ndarray, list[Reject]]:
+    """``backend.score(frame)`` for the rows that were read: a row over the CSV row limit stands in ``frame`` as
+    a blank row; it is not scored but rejected with its reason (its size, never its content)."""
+    blank = [r - first_row for r in too_long if first_row <= r < first_row + frame.height]
+    if not blank:
+        return backend.score(frame)
+    read = np.setdiff1d(np.arange(frame.height), blank)
+    outputs, kept, rejects = backend.score(frame[read])
+    rejects = [Reject(int(read[r.row]), r.column, r.reason) for r in rejects]
+    rejects += [Reject(p, "", too_long.pop(first_row + p)) for p in blank]
+    return outputs, read[kept], sorted(rejects, key=lambda r: r.row)
 
 
 def _manifest(files: list[Path], spec: LocalSpec | ServerSpec, version: str, batch_rows: int, windows: Windows) -> dict:
@@ -191,19 +235,23 @@ def _manifest(files: list[Path], spec: LocalSpec | ServerSpec, version: str, bat
     }
 
 
-def _prepare_state(out: Path, manifest: dict[str, Any], restart: bool) -> tuple[Path, datetime]:
+def _prepare_state(out: Path, manifest: dict[str, Any], restart: bool) -> tuple[Path, datetime, str]:
+    """The checkpoint folder, the scan's start time and its run id: those of the unfinished scan it resumes."""
     d = _state_dir(out)
     path = d / "manifest.json"
     if d.is_dir() and not restart and path.is_file():
         saved = json.loads(path.read_text(encoding="utf-8"))
-        if {k: v for k, v in saved.items() if k != "started"} == manifest:
-            return d, datetime.fromisoformat(saved["started"])
+        if {k: v for k, v in saved.items() if k not in _OWN} == manifest:
+            if "run" not in saved:  # begun by a finscore that kept no run id: one from now on
+                saved["run"] = new_run_id()
+                _atomic_json(saved, path)
+            return d, datetime.fromisoformat(saved["started"]), saved["run"]
     if d.exists():
         shutil.rmtree(d)
     d.mkdir(parents=True)
-    started = datetime.now(timezone.utc)
-    _atomic_json({**manifest, "started": started.isoformat()}, path)
-    return d, started
+    started, run = datetime.now(timezone.utc), new_run_id()
+    _atomic_json({**manifest, "started": started.isoformat(), "run": run}, path)
+    return d, started, run
 
 
 def _run_dask(
@@ -293,23 +341,41 @@ def _run_threads(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _audit_alerts(parts: list[Path], files: list[str], audit: DecisionAudit, state: Path) -> None:
-    """One ``decision`` line per alert, request id ``<run>/<file number>:<row>``; once per scan, even resumed."""
+def _start_audit(audit: DecisionAudit, state: Path) -> None:
+    """Note the audit log and its size before this run's first line; or, when an earlier attempt noted them,
+    take up what it wrote from there (from the start of the log if the log is another file or shorter now)."""
+    mark = state / _AUDITING
+    log = audit.trail.log
+    where = str(log.path.resolve())
+    if mark.is_file():
+        noted = json.loads(mark.read_text(encoding="utf-8"))
+        since = noted["from"] if noted["log"] == where and log.size() >= noted["from"] else 0
+        audit.resume(since)
+    else:
+        _atomic_json({"log": where, "from": log.size(), "run": audit.run}, mark)
+    _phase("auditing")
+
+
+def _audit_alerts(stems: list[str], files: list[str], audit: DecisionAudit, state: Path) -> None:
+    """One ``decision`` line per alert, request id ``<run>/<file number>:<row>``, naming its batch; those an
+    earlier attempt of this run wrote are skipped (:func:`_start_audit`)."""
     if (state / _AUDITED).is_file():
         return
     number = {f: i for i, f in enumerate(files)}
-    for part in parts:
-        alerts = pl.read_ipc(part)
+    for stem in stems:
+        alerts = pl.read_ipc(state / f"{stem}.audit.arrow")
         audit.record(
             alerts.select(
                 pl.format("{}:{}", pl.col("file").replace_strict(number, default=-1), pl.col("row")).alias("row"),
                 pl.lit("alert").alias("decision"),
                 pl.col("anomaly_score"),
                 *([pl.col(SUBJECT)] if SUBJECT in alerts.columns else []),
-            )
+            ),
+            batch=stem,
         )
     audit.flush()
     _atomic_json({"decisions": audit.written, "run": audit.run}, state / _AUDITED)
+    _phase("audited")
 
 
 def _finish(
@@ -331,7 +397,8 @@ def _finish(
         summary.unparsed_lines += counts.get("unparsed", 0)
     stems = [m.name[: -len(".done")] for m in markers]
     if audit is not None:
-        _audit_alerts([state / f"{s}.audit.arrow" for s in stems], files or [], audit, state)
+        _start_audit(audit, state)
+        _audit_alerts(stems, files or [], audit, state)
     fmt.join([state / f"{s}.alerts{fmt.suffix}" for s in stems], out)
     rejects_path = out.with_name(out.stem + ".rejected.csv")
     rejected = [state / f"{s}.rejects.parquet" for s in stems if (state / f"{s}.rejects.parquet").is_file()]
@@ -340,11 +407,12 @@ def _finish(
         summary.rejects_path = str(rejects_path)
     else:
         rejects_path.unlink(missing_ok=True)
+    _phase("written")
     if audit is not None:
         audit.close(
             "written", rows=summary.rows_read, scored=summary.scored, rejected=summary.rejected, alerts=summary.alerts
         )
-    shutil.rmtree(state)
+        _phase("closed")
 
 
 def _closing_backends(fn: Callable[..., ScanSummary]) -> Callable[..., ScanSummary]:
@@ -403,7 +471,7 @@ def scan(
     units = plan_units(files, needed=[n for n, _ in backend.inputs], unit_rows=batch_rows)
     manifest = _manifest(files, spec, backend.version, batch_rows, windows)
     manifest["protection"] = {"tokenize": list(guard.tokenize), "encrypt": list(guard.encrypt)}
-    state, started = _prepare_state(out_path, manifest, restart)
+    state, started, run = _prepare_state(out_path, manifest, restart)
     fmt = AlertFormat.of(
         out_path, model=backend.name, version=backend.version, threshold=backend.threshold, started=started
     )
@@ -418,6 +486,7 @@ def scan(
             version=backend.version,
             decision="decision",
             score="anomaly_score",
+            run=run,
         )
     summary = ScanSummary(
         files=len(files),
@@ -449,8 +518,11 @@ def scan(
             bar.close()
     summary.resumed_batches = sum(r["resumed"] for r in results)
     summary.rows_this_run = sum(r["rows"] for r in results)
+    _phase("scanned")
     _finish(state, out_path, summary, fmt, audit, [str(f) for f in files])
     summary.seconds = time.perf_counter() - t0
     summary_path = out_path.with_name(out_path.stem + ".summary.json")
     summary_path.write_text(json.dumps(asdict(summary), indent=2, default=str), encoding="utf-8")
+    _phase("summarised")
+    _remove_state(state)
     return summary
