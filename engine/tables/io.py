@@ -108,21 +108,25 @@ def csv_header(path: str | os.PathLike[str], *, max_row_bytes: int | None = None
     such rows, does not stop it)."""
     p = _existing(path)
     limit = _row_limit(max_row_bytes)
-    with p.open("rb", buffering=0) as fh:
-        size, at = _Lines(fh, min(_BLOCK, limit)).line(0)
+    try:
+        with p.open("rb", buffering=0) as fh, pa.OSFile(str(p)) as f:
+            return _header(p, _Lines(fh, min(_BLOCK, limit)), f, limit)[0]
+    except (pa.ArrowInvalid, OSError) as exc:
+        msg = f"{p}: cannot be read as CSV ({_arrow_reason(exc)})"
+        raise DataFileError(msg) from exc
+
+
+def _header(p: Path, lines: _Lines, f: pa.OSFile, limit: int) -> tuple[list[str], int, bool]:
+    """The header's column names, the offset after it, and whether rows follow it."""
+    size, at = lines.line(0)
     if size > limit:
         msg = f"{p}: the CSV header line is {_over(size, limit)} ({env_name('max_row_bytes')})"
         raise DataFileError(msg)
     if size == 0:
         msg = f"{p}: the CSV file has no header line"
         raise DataFileError(msg)
-    try:
-        with pa.OSFile(str(p)) as f:
-            reader = pacsv.open_csv(f.get_stream(0, at), read_options=pacsv.ReadOptions(block_size=at + 1))
-            return list(reader.schema.names)
-    except (pa.ArrowInvalid, OSError) as exc:
-        msg = f"{p}: cannot be read as CSV ({_arrow_reason(exc)})"
-        raise DataFileError(msg) from exc
+    reader = pacsv.open_csv(f.get_stream(0, at), read_options=pacsv.ReadOptions(block_size=at + 1))
+    return list(reader.schema.names), at, at > size  # a header without a line end: no rows
 
 
 def _row_limit(given: int | None) -> int:
@@ -152,16 +156,9 @@ def _csv_batches(
     # handed to Arrow's threads can be released by one of them as the interpreter exits, which aborts it.
     with p.open("rb", buffering=0) as fh, pa.OSFile(str(p)) as f:
         lines = _Lines(fh, block)
-        size, at = lines.line(0)
-        if size > limit:
-            msg = f"{p}: the CSV header line is {_over(size, limit)} ({env_name('max_row_bytes')})"
-            raise DataFileError(msg)
-        if size == 0:
-            msg = f"{p}: the CSV file has no header line"
-            raise DataFileError(msg)
-        if at == size:  # a header without a line end: no rows
+        header, at, rows = _header(p, lines, f, limit)
+        if not rows:
             return
-        header = pacsv.open_csv(f.get_stream(0, at), read_options=pacsv.ReadOptions(block_size=at)).schema.names
         convert = pacsv.ConvertOptions(
             column_types={name: pa.string() for name in header},
             include_columns=columns,
