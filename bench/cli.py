@@ -61,6 +61,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-baselines", action="store_true", help="skip the in-process and FastAPI baselines")
     p.add_argument("--fastapi-workers", type=int, default=1, help="uvicorn worker processes (default 1)")
     p.add_argument("--no-perf-analyzer", action="store_true", help="skip the perf_analyzer cross-check")
+    p.add_argument(
+        "--no-floor", action="store_true", help="skip the floor: a no-op model with the model's inputs and outputs"
+    )
     p.add_argument("--sweep", action="store_true", help="also sweep instances x queue delay x max batch size")
     p.add_argument("--sweep-instances", type=_ints, default=[1, 2], help="instance counts (default 1,2)")
     p.add_argument("--sweep-delay", type=_ints, default=[0, 500], help="queue delays in µs (default 0,500)")
@@ -113,6 +116,7 @@ def bench_command(args: argparse.Namespace) -> int:
         tls=Tls.from_files(args.tls_ca, args.tls_cert, args.tls_key),
         data=args.data,
         baselines=not args.no_baselines, fastapi_workers=args.fastapi_workers, perf_analyzer=not args.no_perf_analyzer,
+        floor=not args.no_floor,
         sweep=args.sweep, sweep_instances=args.sweep_instances, sweep_delays_us=args.sweep_delay,
         sweep_max_batches=args.sweep_max_batch, p99_budget_ms=args.p99_budget,
     )  # fmt: skip
@@ -143,14 +147,15 @@ def _cores(run: dict) -> str:
 
 
 def _headline(figures: dict) -> None:
-    """The two comparisons the suite exists for: finscore vs perf_analyzer (first in the mode shaped like
-    finscore's client at that level, then in its other mode), and Triton vs the FastAPI baseline."""
+    """The comparisons the suite exists for: finscore vs perf_analyzer (first in the mode shaped like finscore's
+    client at that level, then in its other mode), Triton vs the FastAPI baseline, and the model vs the floor."""
     from bench.perf_analyzer import mode_like
 
     closed = [r for r in figures["runs"] if r["mode"] == "closed"]
     ours = {r["level"]: r for r in closed if r["target"] == "triton" and r["config"] == "default"}
     pa = {(r["level"], r["config"]): r for r in closed if r["target"] == "perf_analyzer" and r["throughput"]}
     api = {r["level"]: r for r in closed if r["target"] == "fastapi" and r["throughput"]}
+    floor = {r["level"]: r for r in closed if r["target"] == "floor" and r["throughput"]}
     for level, run in sorted(ours.items()):
         like = mode_like(run.get("driver", ""))
         for mode in dict.fromkeys((like, "sync", "async")):
@@ -165,3 +170,10 @@ def _headline(figures: dict) -> None:
         if level in api:
             ratio = run["throughput"] / api[level]["throughput"]
             print(f"c={level}: Triton {ratio:.2f}x the FastAPI baseline's throughput")
+        if level in floor and run["throughput"]:
+            f = floor[level]
+            print(
+                f"c={level}: the model's p50 {run['p50_ms']:.2f} ms is {run['p50_ms'] / f['p50_ms']:.2f}x the floor's "
+                f"{f['p50_ms']:.2f} ms; its throughput {run['throughput'] / f['throughput']:.0%} of the floor's "
+                f"{f['throughput']:,.0f}/s"
+            )

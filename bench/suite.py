@@ -8,7 +8,10 @@ One run, on one server (the bundled Triton started on free ports against ``--rep
    binary, whose ``-s 100 --max-trials 3`` also averages 3 windows) at the same concurrency on the same rows;
 2. open loops at each ``--rate`` (``auto``: half and one and a half times the best closed-loop throughput), with
    constant and Poisson arrivals, latency from each request's intended send time;
-3. (the sweep, when asked, last: it reloads the model);
+3. the floor (with the bundled server, unless ``--no-floor``): ``<model>_floor``, a no-op python-backend model
+   with the model's config (:mod:`bench.floor_model`), served beside it and measured at the same levels and
+   windows, so every report shows the serving stack's own limit and the model's share of it, in the same run;
+   (the sweep, when asked, comes last: it reloads the model);
 4. the baselines under the same load generator: the scorer in this process, and a FastAPI + uvicorn JSON
    endpoint serving the same version folder (both need the repository, so not with ``--url`` alone);
 5. with ``--sweep``, instances × queue delay × max batch size, the best configuration under ``--p99-budget``.
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import os
 import resource
+import tempfile
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -64,6 +68,8 @@ class Plan:
     baselines: bool = True
     fastapi_workers: int = 1
     perf_analyzer: bool = True
+    #: Serve the floor (:mod:`bench.floor_model`) beside the model and measure it at the same levels.
+    floor: bool = True
     sweep: bool = False
     sweep_instances: list[int] = field(default_factory=lambda: [1, 2])
     sweep_delays_us: list[int] = field(default_factory=lambda: [0, 500])
@@ -135,11 +141,12 @@ class _Runner:
         self, target: Any, level: int, *, config: str = "default", server: bool = False, windows: int = 1
     ) -> dict:
         p = self.plan
-        before = _stats(self.stats, p.model) if server else None
+        served = getattr(target, "model", p.model)  # the floor's statistics are its own
+        before = _stats(self.stats, served) if server else None
         cores = _Cores()
         m = load.closed_loop(target, concurrency=level, duration=p.duration, warmup=p.warmup, windows=windows)
         used = cores.used()
-        breakdown = server_breakdown(before, _stats(self.stats, p.model)) if before is not None else None
+        breakdown = server_breakdown(before, _stats(self.stats, served)) if before is not None else None
         rec = _record(target.name, config, "closed", level, m, breakdown, used)
         self.runs.append(rec)
         spread = f" (windows {' '.join(f'{w:,.0f}' for w in m.window_throughputs)})" if m.window_throughputs else ""
@@ -191,6 +198,20 @@ def _triton(runner: _Runner, plan: Plan, target: TritonTarget, pool: dict) -> No
     for rate in rates:
         for arrivals in plan.arrivals:
             runner.opened(target, rate, arrivals)
+
+
+def _floor(runner: _Runner, plan: Plan, url: str, name: str, pool: dict, stats: Any) -> None:
+    """The floor model at the same levels and windows as the model: the serving stack's own limit, the same run."""
+    print(f"the floor ({name}: the model's inputs read, constant outputs) over gRPC, batch {plan.batch}:", flush=True)
+    target = TritonTarget(
+        url, name, pool, stats.get_model_metadata(name), batch=plan.batch, client=plan.client, tls=plan.tls
+    )
+    target.name = "floor"
+    try:
+        for level in plan.concurrency:
+            runner.closed(target, level, server=True, windows=plan.windows)
+    finally:
+        target.close()
 
 
 def _perf_analyzer(runner: _Runner, plan: Plan, pool: dict, level: int, mode: str) -> None:
@@ -269,9 +290,19 @@ def run(plan: Plan) -> dict[str, Any]:
             version_dir = repo.latest(plan.model)
         elif plan.baselines:
             print(f"baselines skipped: {plan.repo} has no trained {plan.model} to serve them from (--repo DIR)")
+        floor = None
         if url is None:
-            server = TritonServer(plan.repo, ports=ServerPorts.free(), models=[plan.model])
+            models, more = [plan.model], []
+            if plan.floor:
+                from bench.floor import floor_repository
+
+                more = [Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="finscore-floor-")))]
+                floor = floor_repository(repo.root, plan.model, more[0])
+                models.append(floor)
+            server = TritonServer(plan.repo, ports=ServerPorts.free(), models=models, more_repositories=more)
             url = stack.enter_context(server).grpc_url
+        elif plan.floor:
+            print("floor skipped: it is served only by the bundled server (not with --url)")
         tls_kwargs = plan.tls.client_kwargs() if plan.tls else {}
         stats = stack.enter_context(grpcclient.InferenceServerClient(url=url, **tls_kwargs))
         from clients import ModelClient
@@ -287,6 +318,8 @@ def run(plan: Plan) -> dict[str, Any]:
         stack.callback(target.close)
         runner = _Runner(plan, url, stats)
         _triton(runner, plan, target, pool)
+        if floor is not None:
+            _floor(runner, plan, url, floor, pool, stats)
         if plan.baselines and version_dir is not None:
             _baselines(runner, plan, version_dir, pool)
         sweep = _sweep(runner, plan, target) if plan.sweep else None

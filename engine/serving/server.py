@@ -24,7 +24,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -209,6 +209,7 @@ class TritonServer:
         env: Mapping[str, str] | None = None,
         tls: ServerTls | None = None,
         watch: bool = True,
+        more_repositories: Sequence[str | os.PathLike[str]] = (),
     ) -> None:
         self.repo = repository if isinstance(repository, ModelRepository) else ModelRepository(repository)
         self.ports = ports or ServerPorts()
@@ -217,6 +218,8 @@ class TritonServer:
         self.ready_timeout = ready_timeout
         self.verbose = verbose
         self.tls = tls
+        #: Further folders of models (a benchmark's floor model), served beside the repository's.
+        self.more_repositories = [Path(p) for p in more_repositories]
         self.env = dict(env or {})  # added to the server's environment (read by the models as they load)
         self.log_path = (
             Path(log_path) if log_path else Path(tempfile.gettempdir()) / f"finscore-triton-{self.ports.grpc}.log"
@@ -241,6 +244,7 @@ class TritonServer:
         cmd = [
             str(paths.binary),
             f"--model-repository={self.repo.root}",
+            *(f"--model-repository={p}" for p in self.more_repositories),
             f"--backend-directory={_backend_dir(paths)}",
             # Only trained models are loaded, so an untrained folder in the repository does not stop the server.
             "--model-control-mode=explicit",
@@ -277,7 +281,8 @@ class TritonServer:
             )
             raise ModelNotReadyError(msg)
         for m in models:
-            self.repo.latest(m)  # a clear sentence for an untrained model asked for by name
+            if not any((p / m).is_dir() for p in self.more_repositories):
+                self.repo.latest(m)  # a clear sentence for an untrained model asked for by name
         self.ports.check_distinct()
         for port, role, flag in (
             (self.ports.grpc, "gRPC", "--grpc-port"),

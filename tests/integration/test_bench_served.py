@@ -24,7 +24,7 @@ def test_bench_measures_every_target_and_writes_reports(
     printed = capsys.readouterr().out
     figures = json.loads(out.read_text(encoding="utf-8"))
     runs = figures["runs"]
-    assert {r["target"] for r in runs} == {"triton", "perf_analyzer", "in-process", "fastapi"}
+    assert {r["target"] for r in runs} == {"triton", "perf_analyzer", "in-process", "fastapi", "floor"}
     assert all(r["errors"] == 0 and r["throughput"] > 0 for r in runs), [r["first_error"] for r in runs]
     # Every client's CPU is measured, perf_analyzer's too (a child process, counted once it has finished).
     assert all(0.02 < r["client_cores"] <= (os.cpu_count() or 1) for r in runs), [r["client_cores"] for r in runs]
@@ -54,6 +54,11 @@ def test_bench_measures_every_target_and_writes_reports(
     for suffix in (".md", "-latency.png", "-server.png", "-openloop.png"):
         assert (out.parent / f"churn{suffix}").is_file()
     assert "x the FastAPI baseline's throughput" in printed and "perf_analyzer" in printed
+    # The floor, beside the model in the same run: its own server statistics, the model's levels and windows.
+    floor = [r for r in runs if r["target"] == "floor"]
+    assert [r["level"] for r in floor] == [1, 4] and all(r["seconds"] == 2 for r in floor)
+    assert all(r["server"]["compute_infer_us"] > 0 for r in floor)
+    assert "x the floor's" in printed and "| floor |" in (out.parent / "churn.md").read_text(encoding="utf-8")
     assert figures["machine"]["tritonserver"] == "2.51.0"
 
 
