@@ -228,6 +228,11 @@ def train_fraud_command(args: argparse.Namespace) -> int:
         f"{rows['test']:,} tested ({rows['test_known_cards_left_out']:,} more left out: their card had a known fraud); "
         f"the served state starts from all {rows['history']:,}"
     )
+    if rows.get("erased_cards"):
+        print(
+            f"left out {rows['erased_left_out']:,} transactions of {rows['erased_cards']:,} cards erased with "
+            "`finscore forget` (the audit log's erasure lines): not trained on, not in the state"
+        )
     print(f"decision: review from {r.thresholds['review']:.4f}, decline from {r.thresholds['decline']:.4f}")
     if r.metrics is None:
         print("no test metrics: the test period holds no rows, or no frauds")

@@ -16,10 +16,13 @@ pseudonym. A raw id never reaches the audit log, a printed line or an exception'
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import polars as pl
 
 from engine.errors import FinscoreError, InvalidInputError
 
@@ -33,8 +36,10 @@ __all__ = [
     "ErasureReport",
     "Store",
     "erasure_store",
+    "erased_subjects",
     "forget",
     "stores",
+    "without_erased",
 ]
 
 #: Modules whose import registers a store. A new store adds its module here.
@@ -168,3 +173,33 @@ def forget(subjects: Sequence[str], ctx: ErasureContext, *, trail: Trail | None 
         results.extend(done)
     written = _audit(trail, ids, results)
     return ErasureReport(len(ids), tuple(results), trail.path, written)
+
+
+_ERASED = re.compile(rb'"event":"erasure",.*?"subject":"([^"]+)"')
+
+
+def erased_subjects(trail: Trail) -> frozenset[str]:
+    """The pseudonyms of every subject ``finscore forget`` has erased: the audit log's ``erasure`` lines are the
+    registry, append-only and chained, so an erasure cannot be lost or undone without it showing."""
+    found = set()
+    for raw in trail.log.lines():
+        if b'"event":"erasure"' in raw and (m := _ERASED.search(raw)):
+            found.add(m.group(1).decode("ascii"))
+    return frozenset(found)
+
+
+def without_erased(frame: pl.DataFrame, column: str, trail: Trail) -> tuple[pl.DataFrame, int, int]:
+    """``frame`` without the rows whose ``column`` names an erased subject (matched by pseudonym, as ``forget``
+    recorded them), and how many rows and subjects were left out. Training reads this, so that a customer or
+    card erased from the stores does not come back with the next version trained from an older file."""
+    erased = erased_subjects(trail)
+    if not erased or not frame.height:
+        return frame, 0, 0
+    from engine.security.trail import subjects_of
+
+    values = frame.get_column(column).cast(pl.String).unique()
+    gone = values.filter(subjects_of(values, trail.pseudonym_key).is_in(list(erased)))
+    if not gone.len():
+        return frame, 0, 0
+    kept = frame.filter(~pl.col(column).cast(pl.String).is_in(gone))
+    return kept, frame.height - kept.height, gone.len()

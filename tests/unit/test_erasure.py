@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 import pytest
 
 import engine.security.erasure as erasure
@@ -367,3 +368,39 @@ def test_ids_from_a_file_or_standard_input_never_reach_the_command_line(
         with pytest.raises(FinscoreError, match=words):
             args.func(args)
     assert len(seen) == 2
+
+
+def test_a_retrain_from_a_file_that_still_holds_an_erased_card_leaves_it_out(
+    tmp_path: Path, audit: Path, fraud_split: tuple[pl.DataFrame, pl.DataFrame]
+) -> None:
+    """Erasure outlives the next version: training reads the audit log's erasure lines and leaves the card out of
+    the model and of the state the version starts from, though the file still holds it."""
+    from engine.families.fraud import train_fraud
+    from engine.serving.repository import ModelRepository
+    from tests.conftest import FRAUD_COLUMNS
+
+    history = fraud_split[0]
+    path = tmp_path / "history.parquet"
+    history.write_parquet(path)
+    repo = ModelRepository(tmp_path / "repo")
+
+    def train() -> FraudTrainResult:
+        return train_fraud(
+            path, columns=FRAUD_COLUMNS, delay_us=FRAUD_DELAY_US, train_days=5, gap_days=1, test_days=3, repo=repo,
+            threads=2,
+        )  # fmt: skip
+
+    counts = history.group_by("card_id").len().sort("len", descending=True)
+    card, kept = str(counts["card_id"][0]), str(counts["card_id"][1])
+    first = train()
+    assert first.rows["erased_cards"] == 0 and first.rows["history"] == history.height
+    erased = forget([card], ErasureContext(repo=repo.root))
+    assert {r.place: r.removed for r in erased.results if r.store == "fraud"}[str(first.path / INITIAL_STATE)] == (1,)
+
+    second = train()
+
+    assert second.rows["erased_cards"] == 1
+    assert second.rows["erased_left_out"] == counts["len"][0]
+    assert second.rows["history"] == history.height - counts["len"][0]
+    places = {r.place: r.removed for r in forget([card, kept], ErasureContext(repo=repo.root)).results}
+    assert places[str(second.path / INITIAL_STATE)] == (0, 1)  # the erased card is not there; the other one is

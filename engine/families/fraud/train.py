@@ -30,6 +30,8 @@ from engine.families.fraud.data import FraudColumns, canonical
 from engine.families.fraud.scorer import AUTHORIZATION, INITIAL_STATE, KEY_FILE, MODEL_FILE, OUTPUTS, PARAMS_FILE
 from engine.families.fraud.state import FraudState
 from engine.families.metrics import FraudMetrics, best_f1_threshold, fraud_metrics
+from engine.security.erasure import without_erased
+from engine.security.trail import Trail
 from engine.serving.config import ModelConfig
 from engine.serving.repository import ModelRepository
 from engine.tables.io import read_table
@@ -168,6 +170,9 @@ def train_fraud(
         raise SchemaError(msg)
     repo = repo or ModelRepository()
     tx = canonical(read_table(data), columns, source=str(data))
+    # A card erased with `finscore forget` stays erased: neither trained on nor in the state the version starts
+    # from, even when the file still holds it.
+    tx, erased_rows, erased_cards = without_erased(tx, "card", Trail.from_env())
     feats = transaction_features(tx.lazy(), delay_us=delay_us, engine=polars_engine(device)).collect()
     feats = feats.with_columns((pl.col("time") // DAY_US).alias("_day"))
     first_day = int(feats["_day"].min())  # type: ignore[arg-type]
@@ -227,6 +232,8 @@ def train_fraud(
         "test": test.height,
         "test_known_cards_left_out": excluded,
         "history": tx.height,
+        "erased_left_out": erased_rows,
+        "erased_cards": erased_cards,
     }
     body = {
         "features": names,
