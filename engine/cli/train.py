@@ -230,7 +230,8 @@ def train_fraud_command(args: argparse.Namespace) -> int:
     )
     if rows.get("erased_cards"):
         print(
-            f"left out {rows['erased_left_out']:,} transactions of {rows['erased_cards']:,} cards erased with "
+            f"left out {rows['erased_left_out']:,} transactions of {rows['erased_cards']:,} "
+            f"card{'s' if rows['erased_cards'] > 1 else ''} erased with "
             "`finscore forget` (the audit log's erasure lines): not trained on, not in the state"
         )
     print(f"decision: review from {r.thresholds['review']:.4f}, decline from {r.thresholds['decline']:.4f}")
