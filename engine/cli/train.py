@@ -264,6 +264,11 @@ def train_recommender_command(args: argparse.Namespace) -> int:
     print(f"recommender version {r.version} written to {r.path} ({r.seconds:.1f} s)")
     left = f"; left out: {r.left_out:,} interactions" if r.left_out else ""
     print(f"{r.customers:,} customers, {r.products:,} products, {r.interactions:,} interactions{left}")
+    if r.erased_customers:
+        print(
+            f"left out {r.erased_customers:,} customer{'s' if r.erased_customers > 1 else ''} erased with "
+            "`finscore forget` (the audit log's erasure lines): not trained on, not kept in the version"
+        )
     print(f"faiss index: {r.products:,} products x {r.dims} dimensions (exact inner product)")
     print("held-out quarter of each customer's interactions (then retrained on all):")
     print(r.metrics.table())

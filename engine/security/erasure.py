@@ -188,18 +188,19 @@ def erased_subjects(trail: Trail) -> frozenset[str]:
     return frozenset(found)
 
 
-def without_erased(frame: pl.DataFrame, column: str, trail: Trail) -> tuple[pl.DataFrame, int, int]:
+def without_erased(frame: pl.DataFrame, column: str, trail: Trail) -> tuple[pl.DataFrame, int, set[str]]:
     """``frame`` without the rows whose ``column`` names an erased subject (matched by pseudonym, as ``forget``
-    recorded them), and how many rows and subjects were left out. Training reads this, so that a customer or
-    card erased from the stores does not come back with the next version trained from an older file."""
+    recorded them), how many rows were left out, and the values they had (to count subjects across tables; never
+    to print). Training reads this, so that a customer or card erased from the stores does not come back with the
+    next version trained from an older file."""
     erased = erased_subjects(trail)
     if not erased or not frame.height:
-        return frame, 0, 0
+        return frame, 0, set()
     from engine.security.trail import subjects_of
 
     values = frame.get_column(column).cast(pl.String).unique()
     gone = values.filter(subjects_of(values, trail.pseudonym_key).is_in(list(erased)))
     if not gone.len():
-        return frame, 0, 0
+        return frame, 0, set()
     kept = frame.filter(~pl.col(column).cast(pl.String).is_in(gone))
-    return kept, frame.height - kept.height, gone.len()
+    return kept, frame.height - kept.height, set(gone.to_list())

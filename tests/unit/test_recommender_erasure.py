@@ -218,3 +218,30 @@ def test_no_trained_recommender_is_said(tmp_path: Path, audit: Path) -> None:
     report = forget(["anyone"], ErasureContext(repo=tmp_path / "empty", url=f"127.0.0.1:{free_port()}"))
     (line,) = [r for r in report.results if r.store == "recommender"]  # and the server is not asked
     assert line.removed == (0,) and "no trained recommender" in line.note and report.complete
+
+
+def test_a_retrain_from_files_that_still_hold_an_erased_customer_leaves_them_out(
+    repo: Path, advisory: dict[str, Path], audit: Path
+) -> None:
+    """Erasure outlives the next version: training reads the audit log's erasure lines and keeps the customer out
+    of the new version's files, though the holdings and customers files still hold them."""
+    from engine.families.recommender import train_recommender
+    from engine.serving.repository import ModelRepository
+
+    holdings = pl.read_parquet(advisory["holdings.parquet"])
+    customer = str(holdings["customer_id"][0])
+    forget([customer], ErasureContext(repo=repo))
+
+    result = train_recommender(
+        advisory["holdings.parquet"],
+        weight="amount",
+        customers=advisory["customers.parquet"],
+        products=advisory["products.parquet"],
+        repo=ModelRepository(repo),
+    )
+
+    assert result.erased_customers == 1
+    kept = pl.read_parquet(result.path / CUSTOMERS_FILE)["customer_id"].to_list()
+    assert customer not in kept and len(kept) == pl.read_parquet(advisory["customers.parquet"]).height - 1
+    with pytest.raises(InvalidInputError, match="not known to this version"):
+        RecommenderScorer.load(result.path).validate({"customer_id": np.array([[customer.encode()]], dtype=object)})

@@ -233,7 +233,7 @@ def train_fraud(
         "test_known_cards_left_out": excluded,
         "history": tx.height,
         "erased_left_out": erased_rows,
-        "erased_cards": erased_cards,
+        "erased_cards": len(erased_cards),
     }
     body = {
         "features": names,

@@ -37,6 +37,8 @@ from engine.families.recommender.scorer import (
     USERS_FILE,
     RecommenderScorer,
 )
+from engine.security.erasure import without_erased
+from engine.security.trail import Trail
 from engine.serving.repository import ModelRepository
 from engine.tables.io import read_table, require_columns
 
@@ -70,6 +72,8 @@ class RecommenderTrainResult(TrainResult):
     #: NDCG@10 of each part alone on the same held-out split (None without a content model).
     ndcg_collaborative: float
     ndcg_content: float | None
+    #: Customers left out because ``finscore forget`` erased them (the audit log's erasure lines).
+    erased_customers: int = 0
 
 
 def _als(matrix: sp.csr_matrix, *, seed: int, device: Device, threads: int, params: Mapping[str, float]) -> Any:
@@ -207,6 +211,10 @@ def train_recommender(
     dev = resolve_device(str(device))
     params = {**ALS_DEFAULTS, **(als or {})}
     df, left_out = _interactions(Path(interactions), user, item, weight)
+    # A customer erased with `finscore forget` stays erased: not trained on, not kept in the version, even when
+    # the files still hold them (the audit log's erasure lines are the registry).
+    trail = Trail.from_env()
+    df, left_out["of customers erased with finscore forget"], erased = without_erased(df, "user", trail)
 
     if products:
         catalogue = _catalogue(Path(products), item)
@@ -218,6 +226,9 @@ def train_recommender(
         left_out["with a product the catalogue lacks"] = outside.height
         df = df.filter(pl.col("item").is_in(list(known_items)))
     profiles = _customers(Path(customers), user) if customers else None
+    if profiles is not None:
+        profiles, _, erased_profiles = without_erased(profiles, "customer_id", trail)
+        erased |= erased_profiles
     profiled = set(profiles["customer_id"].to_list()) if profiles is not None else set()
     ids = sorted(set(df["user"].to_list()) | profiled)
     if df.height < 10 or len(ids) < 2:
@@ -303,6 +314,7 @@ def train_recommender(
         dims=int(index.d),
         ndcg_collaborative=ndcg_cf,
         ndcg_content=ndcg_content,
+        erased_customers=len(erased),
     )
 
 
