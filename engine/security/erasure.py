@@ -188,12 +188,15 @@ def erased_subjects(trail: Trail) -> frozenset[str]:
     return frozenset(found)
 
 
-def without_erased(frame: pl.DataFrame, column: str, trail: Trail) -> tuple[pl.DataFrame, int, set[str]]:
+def without_erased(
+    frame: pl.DataFrame, column: str, trail: Trail, *, erased: frozenset[str] | None = None
+) -> tuple[pl.DataFrame, int, set[str]]:
     """``frame`` without the rows whose ``column`` names an erased subject (matched by pseudonym, as ``forget``
     recorded them), how many rows were left out, and the values they had (to count subjects across tables; never
     to print). Training reads this, so that a customer or card erased from the stores does not come back with the
-    next version trained from an older file."""
-    erased = erased_subjects(trail)
+    next version trained from an older file. ``erased``: :func:`erased_subjects` already read (for several
+    tables)."""
+    erased = erased_subjects(trail) if erased is None else erased
     if not erased or not frame.height:
         return frame, 0, set()
     from engine.security.trail import subjects_of

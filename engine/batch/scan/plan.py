@@ -167,7 +167,7 @@ def unit_batches(
     found: list[tuple[int, str]] = []
     report = (lambda r, why: found.append((r, why))) if too_long is not None else None
     source = iter_batches(unit.path, batch_rows=batch_rows, on_reject=report)
-    blank = pl.DataFrame({name: [""] for name in csv_header(unit.path)}) if too_long is not None else None
+    blank: pl.DataFrame | None = None  # a row of empty values, made from the header once a row needs it
     # Arrow's readers cut batches by bytes or row group; re-cut to exactly batch_rows rows.
     pending: list[pl.DataFrame] = []
     held = 0
@@ -175,7 +175,9 @@ def unit_batches(
     for rb in chain(source, [None]):
         # A row over the limit is reported as the reader passes it: before the batch that follows it.
         for r, why in found:
-            assert too_long is not None and blank is not None
+            assert too_long is not None
+            if blank is None:
+                blank = pl.DataFrame({name: [""] for name in csv_header(unit.path)})
             too_long[r] = why
             pending.append(blank)
             held += 1

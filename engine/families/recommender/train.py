@@ -37,7 +37,7 @@ from engine.families.recommender.scorer import (
     USERS_FILE,
     RecommenderScorer,
 )
-from engine.security.erasure import without_erased
+from engine.security.erasure import erased_subjects, without_erased
 from engine.security.trail import Trail
 from engine.serving.repository import ModelRepository
 from engine.tables.io import read_table, require_columns
@@ -214,7 +214,10 @@ def train_recommender(
     # A customer erased with `finscore forget` stays erased: not trained on, not kept in the version, even when
     # the files still hold them (the audit log's erasure lines are the registry).
     trail = Trail.from_env()
-    df, left_out["of customers erased with finscore forget"], erased = without_erased(df, "user", trail)
+    registry = erased_subjects(trail)  # read once for both tables
+    df, left_out["of customers erased with finscore forget"], erased = without_erased(
+        df, "user", trail, erased=registry
+    )
 
     if products:
         catalogue = _catalogue(Path(products), item)
@@ -227,7 +230,7 @@ def train_recommender(
         df = df.filter(pl.col("item").is_in(list(known_items)))
     profiles = _customers(Path(customers), user) if customers else None
     if profiles is not None:
-        profiles, _, erased_profiles = without_erased(profiles, "customer_id", trail)
+        profiles, _, erased_profiles = without_erased(profiles, "customer_id", trail, erased=registry)
         erased |= erased_profiles
     profiled = set(profiles["customer_id"].to_list()) if profiles is not None else set()
     ids = sorted(set(df["user"].to_list()) | profiled)
