@@ -232,12 +232,14 @@ def _perf_analyzer(runner: _Runner, plan: Plan, pool: dict, level: int, mode: st
         )
 
 
-def _baselines(runner: _Runner, plan: Plan, version_dir: Path, pool: dict) -> None:
+def _baselines(runner: _Runner, plan: Plan, model: str, version_dir: Path, pool: dict) -> None:
+    """The in-process scorer and FastAPI baselines of ``model`` (for a feature-tensor twin: its raw model, fed
+    the raw rows, as a user's own endpoint would be)."""
     from bench.fastapi_app import FastAPIServer
 
     print(f"baselines on {version_dir}:", flush=True)
-    runner.closed(InProcessTarget(plan.model, version_dir, pool, batch=plan.batch), 1)
-    with FastAPIServer(plan.model, version_dir, workers=plan.fastapi_workers) as api:
+    runner.closed(InProcessTarget(model, version_dir, pool, batch=plan.batch), 1)
+    with FastAPIServer(model, version_dir, workers=plan.fastapi_workers) as api:
         target = HttpTarget(api.host, api.port, pool, batch=plan.batch)
         for level in plan.concurrency:
             runner.closed(target, level, windows=plan.windows)
@@ -275,6 +277,54 @@ def _probe(client: Any, plan: Plan, pool: dict[str, Any]) -> None:
         raise InvalidInputError(msg) from None
 
 
+@dataclass(frozen=True)
+class _Raw:
+    """What a feature-tensor twin is measured beside: its raw model, and the raw rows its pool was encoded from."""
+
+    model: str
+    pool: dict[str, Any]
+    #: A client's cost of encoding one row for the twin (p50 and p99, µs): spent before a request is sent, so
+    #: outside the figures of the server, and reported beside them.
+    encode_us: dict[str, float]
+
+
+def _raw_model_of(config: Path) -> list[str]:
+    """The raw model a twin's ``config.pbtxt`` names (its ``raw_model`` parameter), as a list of none or one."""
+    import re
+
+    text = config.read_text(encoding="utf-8") if config.is_file() else ""
+    found = re.search(r'key:\s*"raw_model"\s*value:\s*\{\s*string_value:\s*"([^"]+)"', text)
+    return [found.group(1)] if found else []
+
+
+def _twin_pool(stats: Any, plan: Plan, parameters: dict[str, str]) -> tuple[dict[str, Any], _Raw]:
+    """The pool of a feature-tensor twin: raw rows (from ``--data`` or random, as for the raw model) encoded as
+    a client encodes them (:class:`clients.features.FeatureRoute`), and the raw side of the comparison."""
+    import numpy as np
+
+    from clients.features import FeatureRoute
+
+    raw = parameters["raw_model"]
+    config = stats.get_model_config(raw, as_json=True)["config"]
+    optional = {t["name"] for t in config.get("input", []) if t.get("optional")}
+    raw_pool = request_pool(stats.get_model_metadata(raw).inputs, data=plan.data, model=raw, optional=optional)
+    route = FeatureRoute.from_parameters(raw, parameters)
+    one = [{name: arr[i : i + plan.batch] for name, arr in raw_pool.items()} for i in range(64)]
+    times = []
+    for rows in one * 4:
+        t0 = time.perf_counter_ns()
+        route.encode(rows)
+        times.append((time.perf_counter_ns() - t0) / 1000)
+    spent = {"p50_us": float(np.percentile(times, 50)), "p99_us": float(np.percentile(times, 99))}
+    print(
+        f"{plan.model} is the feature-tensor twin of {raw}: requests carry rows encoded as a client encodes them "
+        f"(batch {plan.batch}: p50 {spent['p50_us']:.0f} µs, p99 {spent['p99_us']:.0f} µs in the client, "
+        "before each request and outside the figures below); the baselines serve the raw rows",
+        flush=True,
+    )
+    return route.encode(raw_pool), _Raw(raw, raw_pool, spent)
+
+
 def run(plan: Plan) -> dict[str, Any]:
     """Measure everything ``plan`` asks for; the figures (see :mod:`bench.report_files`)."""
     from engine.serving.repository import ModelRepository
@@ -292,7 +342,8 @@ def run(plan: Plan) -> dict[str, Any]:
             print(f"baselines skipped: {plan.repo} has no trained {plan.model} to serve them from (--repo DIR)")
         floor = None
         if url is None:
-            models, more = [plan.model], []
+            # A feature-tensor twin is served with its raw model: the rows it is fed are encoded from that model's.
+            models, more = [plan.model, *_raw_model_of(repo.root / plan.model / "config.pbtxt")], []
             if plan.floor:
                 from bench.floor import floor_repository
 
@@ -311,8 +362,13 @@ def run(plan: Plan) -> dict[str, Any]:
             probe.inputs  # noqa: B018 - reads the metadata: one sentence if the server is down or lacks the model
             metadata = stats.get_model_metadata(plan.model)
             config = stats.get_model_config(plan.model, as_json=True)["config"]
-            optional = {t["name"] for t in config.get("input", []) if t.get("optional")}
-            pool = request_pool(metadata.inputs, data=plan.data, model=plan.model, optional=optional)
+            parameters = ModelClient._parameters_of(config)
+            raw = None
+            if parameters.get("encoding"):
+                pool, raw = _twin_pool(stats, plan, parameters)
+            else:
+                optional = {t["name"] for t in config.get("input", []) if t.get("optional")}
+                pool = request_pool(metadata.inputs, data=plan.data, model=plan.model, optional=optional)
             _probe(probe, plan, pool)
         target = TritonTarget(url, plan.model, pool, metadata, batch=plan.batch, client=plan.client, tls=plan.tls)
         stack.callback(target.close)
@@ -321,7 +377,10 @@ def run(plan: Plan) -> dict[str, Any]:
         if floor is not None:
             _floor(runner, plan, url, floor, pool, stats)
         if plan.baselines and version_dir is not None:
-            _baselines(runner, plan, version_dir, pool)
+            if raw is None:
+                _baselines(runner, plan, plan.model, version_dir, pool)
+            else:
+                _baselines(runner, plan, raw.model, repo.latest(raw.model), raw.pool)
         sweep = _sweep(runner, plan, target) if plan.sweep else None
         server_version = stats.get_server_metadata().version
     machine = machine_facts(load_before, tritonserver=server_version, tritonclient=dist_version("tritonclient"))
@@ -330,6 +389,8 @@ def run(plan: Plan) -> dict[str, Any]:
         "batch": plan.batch, "client": plan.client, "duration_s": plan.duration, "warmup_s": plan.warmup,
         "windows": plan.windows,
         "data": str(plan.data or "random"),
+        "twin_of": raw.model if raw is not None else "",
+        "client_encode_us": raw.encode_us if raw is not None else None,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }  # fmt: skip
     return {"machine": machine, "settings": settings, "runs": runner.runs, "sweep": sweep}

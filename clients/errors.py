@@ -13,7 +13,7 @@ from engine.errors import (
     ServerUnavailableError,
 )
 
-__all__ = ["gave_up", "map_error", "retry_reason"]
+__all__ = ["gave_up", "map_error", "rejected", "retry_reason"]
 
 
 def _tls_error(message: str, *, url: str, tls: bool) -> FinscoreError | None:
@@ -36,6 +36,12 @@ def _tls_error(message: str, *, url: str, tls: bool) -> FinscoreError | None:
     return None
 
 
+def rejected(model: str, message: str) -> InvalidInputError:
+    """The error of a request ``model`` refuses: the same sentence whether the server or the client (encoding
+    rows for a feature-tensor twin) found the fault."""
+    return InvalidInputError(f"model {model!r} rejected the request: {message}")
+
+
 def map_error(exc: InferenceServerException, *, url: str, model: str, tls: bool = False) -> FinscoreError:
     """A domain error with one sentence for ``exc`` (raised by a call to ``model`` at ``url``; ``tls``: whether
     the client spoke TLS)."""
@@ -48,7 +54,7 @@ def map_error(exc: InferenceServerException, *, url: str, model: str, tls: bool 
     if "UNAVAILABLE" in status and ("connect" in message.lower() or "socket" in message.lower() or not message):
         return ServerUnavailableError(f"no Triton server answers at {url}: start one with `finscore serve`")
     if "INVALID_ARGUMENT" in status:
-        return InvalidInputError(f"model {model!r} rejected the request: {message}")
+        return rejected(model, message)
     if "NOT_FOUND" in status:
         return NotFoundError(f"model {model!r} is not served at {url}: {message}")
     if "UNAVAILABLE" in status:

@@ -24,9 +24,11 @@ import tritonclient.grpc.aio as aioclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from clients.errors import gave_up, map_error, retry_reason
+from clients.features import FeatureRoute
 from clients.tensors import InputSpec, decode_outputs, encode_inputs
 from clients.tls import Tls
-from engine.errors import FinscoreError
+from engine.errors import FinscoreError, NotFoundError
+from engine.families.twin import twin_name
 
 __all__ = ["AsyncModelClient", "BaseModelClient", "ModelClient"]
 
@@ -55,6 +57,11 @@ class BaseModelClient:
         Default: the ``retry_for`` setting (``FINSCORE_RETRY_FOR``, 30).
     tls
         How to reach the server over TLS; None speaks plaintext gRPC.
+    features
+        Send the rows as one feature tensor to the model's ``<model>_features`` twin, encoded here with the
+        kernels training used (:mod:`clients.features`), and decode its answer to the raw model's: what
+        the caller sees is the same, the server does a fraction of the work. ``None`` (the default) does so
+        when the server has the twin loaded; ``True`` requires it; ``False`` sends raw columns.
     """
 
     #: ``tritonclient.grpc`` or ``tritonclient.grpc.aio``: where ``InferInput`` and the server client come from.
@@ -68,9 +75,11 @@ class BaseModelClient:
         timeout: float | None = 30.0,
         tls: Tls | None = None,
         retry_for: float | None = None,
+        features: bool | None = None,
     ) -> None:
         self.url = url
         self.model = model
+        self.features = features
         self.timeout = timeout
         self.tls = tls
         if retry_for is None:
@@ -81,6 +90,9 @@ class BaseModelClient:
         self._client = self.wire.InferenceServerClient(url=url, **(tls.client_kwargs() if tls else {}))
         self._inputs: list[InputSpec] | None = None
         self._outputs: list[str] = []
+        #: The route through the twin once decided (None: raw columns); unset until the first inference.
+        self._route: FeatureRoute | None = None
+        self._routed = False
 
     # --- the server's answers, read ---------------------------------------------------------------------------
 
@@ -119,6 +131,21 @@ class BaseModelClient:
         """The newest version the metadata lists (what an unversioned request runs); "" when none."""
         versions = list(metadata.versions)
         return max(versions, key=int) if versions else ""
+
+    def _take_route(self, ready: bool, parameters: dict[str, str] | None) -> FeatureRoute | None:
+        """Decide (once) how rows travel, from whether the twin is ready and its config's parameters."""
+        route = None
+        if ready and parameters is not None and parameters.get("encoding"):
+            route = FeatureRoute.from_parameters(self.model, parameters)
+        elif self.features:
+            twin = twin_name(self.model)
+            msg = (
+                f"model {twin!r} (the feature-tensor twin of {self.model!r}) is not ready on {self.url}: "
+                f"retrain {self.model} or pass features=False"
+            )
+            raise NotFoundError(msg)
+        self._route, self._routed = route, True
+        return route
 
     # --- a request, built, and its answer, read ---------------------------------------------------------------
 
@@ -178,9 +205,9 @@ class ModelClient(BaseModelClient):
         self.inputs  # noqa: B018 - loads the metadata
         return self._outputs
 
-    def _model_config(self) -> dict[str, Any]:
-        """The model's config as the server reports it now (JSON form, the ``config`` part)."""
-        return dict(self._call(self._client.get_model_config, self.model, as_json=True)["config"])
+    def _model_config(self, model: str | None = None) -> dict[str, Any]:
+        """The model's (or ``model``'s) config as the server reports it now (JSON form, the ``config`` part)."""
+        return dict(self._call(self._client.get_model_config, model or self.model, as_json=True)["config"])
 
     def parameters(self) -> dict[str, str]:
         """The model's config parameters (e.g. ``id_column``)."""
@@ -200,16 +227,40 @@ class ModelClient(BaseModelClient):
         except InferenceServerException:
             return False
 
+    def feature_route(self) -> FeatureRoute | None:
+        """The route through the model's feature-tensor twin, or None for raw columns (decided once)."""
+        if self._routed or self.features is False:
+            return self._route
+        twin = twin_name(self.model)
+        try:
+            ready = bool(self._call(self._client.is_model_ready, twin))
+            parameters = self._parameters_of(self._model_config(twin)) if ready else None
+        except FinscoreError:
+            if self.features:
+                raise
+            return None  # the server cannot say now: raw columns for this request, ask again next time
+        return self._take_route(ready, parameters)
+
     def infer_arrays(
         self, arrays: dict[str, np.ndarray], *, request_id: str = "", outputs: Sequence[str] | None = None
     ) -> dict[str, np.ndarray]:
         """Send arrays already shaped ``[rows, 1]``; raw outputs (BYTES as bytes). ``outputs`` asks for some of
-        the model's outputs only (the model may then skip the work of the others)."""
+        the model's outputs only (the model may then skip the work of the others). Through the model's
+        feature-tensor twin when :meth:`feature_route` says so, with the same answer."""
         names = list(outputs) if outputs else self.outputs
+        route = self.feature_route()
+        if route is None:
+            return self._send(self.model, arrays, names, request_id)
+        return route.decode(self._send(route.model, route.encode(arrays), route.outputs(names), request_id))
+
+    def _send(
+        self, model: str, arrays: dict[str, np.ndarray], names: list[str], request_id: str
+    ) -> dict[str, np.ndarray]:
+        """One inference of ``model`` (retried while the server heals); its outputs ``names`` as arrays."""
         inputs, requested = self._request(arrays, names)
         result = self._retrying(
             lambda: self._client.infer(
-                self.model, inputs, outputs=requested, request_id=request_id, client_timeout=self.timeout
+                model, inputs, outputs=requested, request_id=request_id, client_timeout=self.timeout
             )
         )
         return self._arrays_of(result, names)
@@ -264,8 +315,9 @@ class AsyncModelClient(BaseModelClient):
         await self.load_metadata()
         return list(self._outputs)
 
-    async def _model_config(self) -> dict[str, Any]:
-        return dict((await self._call(self._client.get_model_config(self.model, as_json=True)))["config"])
+    async def _model_config(self, model: str | None = None) -> dict[str, Any]:
+        config = await self._call(self._client.get_model_config(model or self.model, as_json=True))
+        return dict(config["config"])
 
     async def parameters(self) -> dict[str, str]:
         """The model's config parameters (e.g. ``id_column``)."""
@@ -291,10 +343,32 @@ class AsyncModelClient(BaseModelClient):
         """Send arrays already shaped ``[rows, 1]``; raw outputs (BYTES as bytes). ``outputs`` asks for some of
         the model's outputs only (the model may then skip the work of the others)."""
         names = list(outputs) if outputs else await self.output_names()
+        route = await self.feature_route()
+        if route is None:
+            return await self._send(self.model, arrays, names, request_id)
+        return route.decode(await self._send(route.model, route.encode(arrays), route.outputs(names), request_id))
+
+    async def feature_route(self) -> FeatureRoute | None:
+        """:meth:`ModelClient.feature_route`, awaited."""
+        if self._routed or self.features is False:
+            return self._route
+        twin = twin_name(self.model)
+        try:
+            ready = bool(await self._call(self._client.is_model_ready(twin)))
+            parameters = self._parameters_of(await self._model_config(twin)) if ready else None
+        except FinscoreError:
+            if self.features:
+                raise
+            return None
+        return self._take_route(ready, parameters)
+
+    async def _send(
+        self, model: str, arrays: dict[str, np.ndarray], names: list[str], request_id: str
+    ) -> dict[str, np.ndarray]:
         inputs, requested = self._request(arrays, names)
         result = await self._retrying(
             lambda: self._client.infer(
-                self.model, inputs, outputs=requested, request_id=request_id, client_timeout=self.timeout
+                model, inputs, outputs=requested, request_id=request_id, client_timeout=self.timeout
             )
         )
         return self._arrays_of(result, names)

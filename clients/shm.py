@@ -18,7 +18,6 @@ import ipaddress
 import socket
 import threading
 import weakref
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,32 +149,33 @@ class SharedMemoryModelClient(ModelClient):
         timeout: float | None = 30.0,
         min_region_bytes: int = 1 << 20,
         tls: Tls | None = None,
+        features: bool | None = None,
     ) -> None:
-        super().__init__(url, model, timeout=timeout, tls=tls)
+        super().__init__(url, model, timeout=timeout, tls=tls, features=features)
         self.min_region_bytes = max(int(min_region_bytes), PAGE)
         self.region_prefix = region_prefix()
         self._regions = Regions(self._client, self.region_prefix)
         self._release = weakref.finalize(self, self._regions.release)
         self._lock = threading.Lock()
-        self._layout: tuple[list[_Output], bool] | None = None
+        self._layouts: dict[str, tuple[list[_Output], bool]] = {}
 
     @property
     def region_names(self) -> list[str]:
         """The regions this client holds now (also their file names in ``/dev/shm``)."""
         return [r.name for r in self._regions.by_role.values()]
 
-    def _output_layout(self) -> tuple[list[_Output], bool]:
-        """Each output's datatype and dims, and whether the model batches (read once)."""
-        if self._layout is None:
-            metadata = self._call(self._client.get_model_metadata, self.model)
-            config = self._call(self._client.get_model_config, self.model, as_json=True)["config"]
+    def _output_layout(self, model: str) -> tuple[list[_Output], bool]:
+        """Each output's datatype and dims of ``model``, and whether it batches (read once)."""
+        if model not in self._layouts:
+            metadata = self._call(self._client.get_model_metadata, model)
+            config = self._call(self._client.get_model_config, model, as_json=True)["config"]
             batching = int(config.get("max_batch_size", 0) or 0) > 0
             outputs = []
             for t in metadata.outputs:
                 dims = tuple(int(d) for d in t.shape)
                 outputs.append(_Output(t.name, t.datatype, dims[1:] if batching else dims))
-            self._layout = outputs, batching
-        return self._layout
+            self._layouts[model] = outputs, batching
+        return self._layouts[model]
 
     def _shm_error(self, exc: Exception, *, size: int) -> Exception:
         if isinstance(exc, InferenceServerException):
@@ -197,12 +197,11 @@ class SharedMemoryModelClient(ModelClient):
         except (InferenceServerException, shared_memory_module().SharedMemoryException) as exc:
             raise self._shm_error(exc, size=needed) from None
 
-    def infer_arrays(
-        self, arrays: dict[str, np.ndarray], *, request_id: str = "", outputs: Sequence[str] | None = None
+    def _send(
+        self, model: str, arrays: dict[str, np.ndarray], names: list[str], request_id: str
     ) -> dict[str, np.ndarray]:
-        """Send arrays already shaped ``[rows, 1]``; raw outputs (BYTES as bytes), as in :class:`ModelClient`."""
-        names = list(outputs) if outputs else self.outputs
-        layout, batching = self._output_layout()
+        """One inference of ``model`` through the regions (:meth:`ModelClient.infer_arrays` calls it)."""
+        layout, batching = self._output_layout(model)
         rows = next(iter(arrays.values())).shape[0] if arrays else 0
 
         inputs: list[tuple[str, list[int], str, np.ndarray, int]] = []
@@ -223,10 +222,11 @@ class SharedMemoryModelClient(ModelClient):
             fixed[out.name] = (dtype, out_bytes, nbytes)
             out_bytes += round_up(nbytes, _ALIGN)
 
-        return self._retrying(lambda: self._infer_once(inputs, in_bytes, names, fixed, out_bytes, request_id))
+        return self._retrying(lambda: self._infer_once(model, inputs, in_bytes, names, fixed, out_bytes, request_id))
 
     def _infer_once(
         self,
+        model: str,
         inputs: list[tuple[str, list[int], str, np.ndarray, int]],
         in_bytes: int,
         names: list[str],
@@ -255,7 +255,7 @@ class SharedMemoryModelClient(ModelClient):
                     requested.append(output)
                 try:
                     result = self._client.infer(
-                        self.model, infer_inputs, outputs=requested, request_id=request_id, client_timeout=self.timeout
+                        model, infer_inputs, outputs=requested, request_id=request_id, client_timeout=self.timeout
                     )
                 except InferenceServerException as exc:
                     # A server that restarted has forgotten our regions: register them again, once.
@@ -297,6 +297,7 @@ def bulk_client(
     shared_memory: bool | None = None,
     timeout: float | None = 30.0,
     tls: Tls | None = None,
+    features: bool | None = None,
 ) -> ModelClient:
     """A client for bulk scoring: through shared memory when the server is on this host, plain gRPC otherwise.
 
@@ -307,5 +308,5 @@ def bulk_client(
     """
     use = is_local(url) if shared_memory is None else shared_memory
     if use:
-        return SharedMemoryModelClient(url, model, timeout=timeout, tls=tls)
-    return ModelClient(url, model, timeout=timeout, tls=tls)
+        return SharedMemoryModelClient(url, model, timeout=timeout, tls=tls, features=features)
+    return ModelClient(url, model, timeout=timeout, tls=tls, features=features)

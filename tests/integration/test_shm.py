@@ -28,7 +28,8 @@ SHM = Path("/dev/shm")
 
 
 def plain(server: TritonServer, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    with ModelClient(server.grpc_url, "churn") as client:
+    """The raw-column model's answer over plain gRPC: what every other path must give, value for value."""
+    with ModelClient(server.grpc_url, "churn", features=False) as client:
         return client.infer_arrays(arrays)
 
 
@@ -51,9 +52,12 @@ def files(prefix: str) -> list[str]:
     return sorted(p.name for p in SHM.glob(f"{prefix}*"))
 
 
-def test_shared_memory_equals_plain_grpc(server: TritonServer, scorer: ChurnScorer, customers: pl.DataFrame) -> None:
+@pytest.mark.parametrize("features", [True, False], ids=["twin", "raw"])
+def test_shared_memory_equals_plain_grpc(
+    server: TritonServer, scorer: ChurnScorer, customers: pl.DataFrame, features: bool
+) -> None:
     arrays = request_arrays(scorer, customers.head(300))
-    with SharedMemoryModelClient(server.grpc_url, "churn") as client:
+    with SharedMemoryModelClient(server.grpc_url, "churn", features=features) as client:
         got = client.infer_arrays(arrays)
         # Both regions are in use: all inputs, and the FP32 output (the BYTES outputs come over gRPC).
         assert sorted(client.region_names) == [f"{client.region_prefix}-in", f"{client.region_prefix}-out"]
@@ -194,9 +198,10 @@ def test_wrong_dtype_is_the_same_domain_error_and_the_next_request_succeeds(
     arrays = request_arrays(scorer, customers.head(10))
     num = next(c.name for c in scorer.schema.columns if c.wire == "FP32")
     bad = {**arrays, num: arrays[num].astype(np.int32)}
-    with ModelClient(server.grpc_url, "churn") as client, pytest.raises(InvalidInputError) as over_grpc:
+    # Raw tensors, as a client that cannot encode sends them (through the twin, numbers are cast here).
+    with ModelClient(server.grpc_url, "churn", features=False) as client, pytest.raises(InvalidInputError) as over_grpc:
         client.infer_arrays(bad)
-    with SharedMemoryModelClient(server.grpc_url, "churn") as client:
+    with SharedMemoryModelClient(server.grpc_url, "churn", features=False) as client:
         with pytest.raises(InvalidInputError) as over_shm:
             client.infer_arrays(bad)
         assert type(over_shm.value) is type(over_grpc.value)
@@ -211,9 +216,12 @@ def test_values_the_model_rejects_come_back_as_invalid_input(
     arrays = request_arrays(scorer, customers.head(2))
     num = next(c.name for c in scorer.schema.columns if c.wire == "FP32")
     arrays[num] = np.array([[np.inf], [1.0]], np.float32)
-    with SharedMemoryModelClient(server.grpc_url, "churn") as client:
-        with pytest.raises(InvalidInputError, match="infinite"):
-            client.infer_arrays(arrays)
+    for features in (False, True):  # refused by the raw model, or by the client before it reaches the twin
+        with SharedMemoryModelClient(server.grpc_url, "churn", features=features) as client:
+            with pytest.raises(InvalidInputError, match="infinite"):
+                client.infer_arrays(arrays)
+            arrays_ok = {k: v[1:] for k, v in arrays.items()}
+            assert client.infer_arrays(arrays_ok)["churn_probability"].shape == (1, 1)
 
 
 def test_regions_the_server_forgot_are_registered_again(

@@ -36,7 +36,7 @@ def random_rows(scorer: ChurnScorer, data: st.DataObject, n: int) -> dict[str, n
 def test_online_equals_polars(scorer: ChurnScorer, data: st.DataObject, n: int) -> None:
     rows = random_rows(scorer, data, n)
     online = OnlineFeatures(scorer.schema).matrix(rows)
-    reference = polars_matrix(scorer.schema, scorer._exprs, rows, engine="cpu")
+    reference = polars_matrix(scorer.schema, scorer.encoder.exprs, rows, engine="cpu")
     same(online, reference)
 
 

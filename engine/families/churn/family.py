@@ -7,6 +7,7 @@ from typing import Any
 
 from engine.families.churn.scorer import ChurnScorer
 from engine.families.churn.train import train_churn
+from engine.families.churn.twin import ChurnTwinScorer
 from engine.families.contract import Family, ServedModel
 
 __all__ = ["FAMILY"]
@@ -22,4 +23,14 @@ def example(folder: Path) -> dict[str, Any]:
 
 
 SUMMARY = "gradient-boosted trees on a customer table: probability, TreeSHAP reason codes, retention action"
-FAMILY = Family("churn", SUMMARY, train_churn, (ServedModel("churn", ChurnScorer, "reason_codes"),), example)
+FAMILY = Family(
+    "churn",
+    SUMMARY,
+    train_churn,
+    (
+        ServedModel("churn", ChurnScorer, "reason_codes"),
+        # The same version fed feature tensors: reasons are indices into the published schema's columns.
+        ServedModel("churn_features", ChurnTwinScorer, "reason_codes"),
+    ),
+    example,
+)

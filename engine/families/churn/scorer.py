@@ -19,13 +19,12 @@ import xgboost as xgb
 from engine.device import Device, polars_engine, xgboost_device
 from engine.families.churn.actions import NO_ACTION, read_actions
 from engine.families.contract import N_REASONS, load_version, reason_names, schema_inputs, top_indices
+from engine.families.twin import TableEncoder
 from engine.serving.config import TensorSpec
-from engine.tables.checks import validate_columns
-from engine.tables.matrix import OnlineFeatures, polars_matrix
 from engine.tables.schema import TableSchema
 from kernels.treeshap import ShallowTreeShap
 
-__all__ = ["MODEL_FILE", "OUTPUTS", "PARAMS_FILE", "ChurnScorer", "Calibration"]
+__all__ = ["MODEL_FILE", "OUTPUTS", "PARAMS_FILE", "Calibration", "ChurnScorer", "action_names"]
 
 MODEL_FILE = "model.ubj"
 PARAMS_FILE = "churn.json"
@@ -34,6 +33,12 @@ OUTPUTS = (
     TensorSpec("reason_codes", "BYTES", (N_REASONS,)),
     TensorSpec("retention_action", "BYTES", (1,)),
 )
+
+
+def action_names(actions: Mapping[str, str]) -> list[str]:
+    """Every retention action a version can answer, :data:`NO_ACTION` first: what the feature-tensor twin's
+    INT32 ``retention_action`` indexes (its config publishes the list)."""
+    return [NO_ACTION, *sorted(set(actions.values()) - {NO_ACTION})]
 
 
 @dataclass(frozen=True)
@@ -70,10 +75,14 @@ class ChurnScorer:
         self.actions = dict(actions)
         self.device = device
         self.version = version
-        self._engine = polars_engine(device)
-        self._exprs = schema.expressions(schema.wire_dtypes())
         # The GPU path batches through cuDF; memoised kernels serve small batches on the CPU.
-        self._online = OnlineFeatures(schema) if device == "cpu" else None
+        self.encoder = TableEncoder(schema, model="churn", engine=polars_engine(device), online=device == "cpu")
+        self.action_names = action_names(self.actions)
+        # A reason's column index (-1: none, the last slot) -> its action's index in action_names.
+        code = {name: i for i, name in enumerate(self.action_names)}
+        self._action_of = np.array(
+            [code[self.actions.get(name, NO_ACTION)] for name in schema.names] + [0], dtype=np.int32
+        )
         self._feature_types = [c.xgb_type for c in schema.columns]
         self._names = schema.names
         # One thread per Triton instance: instances, not threads, use the cores.
@@ -124,14 +133,11 @@ class ChurnScorer:
 
         Any fault is an :class:`InvalidInputError` naming the input.
         """
-        return validate_columns(self.schema, columns, model="churn")
+        return self.encoder.validate(columns)
 
     def features(self, rows: Mapping[str, np.ndarray]) -> np.ndarray:
         """The feature matrix of validated rows: memoised kernels for small CPU batches, Polars otherwise."""
-        n = len(rows[self._names[0]])
-        if self._online is not None and n <= self._online.max_rows:
-            return self._online.matrix(rows)
-        return polars_matrix(self.schema, self._exprs, rows, engine=self._engine)
+        return self.encoder.features(rows)
 
     def contributions(self, x: np.ndarray) -> np.ndarray:
         """TreeSHAP contributions of a feature matrix, ``[rows, features + 1]``, the last column the bias."""
@@ -146,18 +152,22 @@ class ChurnScorer:
     ) -> dict[str, np.ndarray]:
         """Score validated rows (as :meth:`validate` returns); every output is computed (TreeSHAP gives the
         probability and the reasons in one pass), whatever ``outputs`` asks for."""
-        contribs = self.contributions(self.features(rows))
+        prob, reasons, actions = self.score_matrix(self.features(rows))
+        return {
+            "churn_probability": prob,
+            "reason_codes": reason_names(reasons, self._names),
+            "retention_action": np.asarray(self.action_names, dtype=object)[actions],
+        }
+
+    def score_matrix(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(probability FP32, reason column indices INT32 ``[rows, 3]`` with -1 for none, action index INT32
+        into :attr:`action_names`) of a feature matrix: what both the raw model and its twin answer from."""
+        contribs = self.contributions(x)
         prob = self.calibration(contribs.sum(axis=1))  # TreeSHAP is additive: the row sum is the margin
-        contribs = contribs[:, :-1]  # the last column is the bias
-        reasons = reason_names(top_indices(contribs, positive=True), self._names)
-        actions = np.array(
-            [
-                self.actions.get(r, NO_ACTION) if p >= self.threshold and r else NO_ACTION
-                for r, p in zip(reasons[:, 0], prob, strict=True)
-            ],
-            dtype=object,
-        )
-        return {"churn_probability": prob, "reason_codes": reasons, "retention_action": actions}
+        reasons = top_indices(contribs[:, :-1], positive=True)  # the last column is the bias
+        # Below the threshold, or with no reason that raises the risk, there is no action.
+        actions = np.where(prob >= self.threshold, self._action_of[reasons[:, 0]], 0).astype(np.int32)
+        return prob, reasons, actions
 
     def score(self, columns: Mapping[str, object]) -> dict[str, np.ndarray]:
         """Validate and score one request: ``{column: array}`` → ``{output: array}``."""

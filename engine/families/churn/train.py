@@ -21,6 +21,7 @@ from engine.device import Device, polars_engine, xgboost_device
 from engine.errors import SchemaError
 from engine.families.churn.actions import default_actions, read_actions, write_actions
 from engine.families.churn.scorer import MODEL_FILE, OUTPUTS, PARAMS_FILE, Calibration
+from engine.families.churn.twin import churn_twin_config, write_churn_twin
 from engine.families.contract import TrainResult, model_config, publish_version, schema_inputs
 from engine.families.metrics import BinaryMetrics, best_f1_threshold, binary_metrics
 from engine.serving.config import ModelConfig
@@ -161,5 +162,11 @@ def train_churn(
     (writer.path / PARAMS_FILE).write_text(json.dumps(params_out, indent=2), encoding="utf-8")
     config = churn_config(schema, instance_count=instance_count, device=device)
     final = publish_version(writer, config, metrics.as_dict())
+    # The same version fed feature tensors (see engine.families.churn.twin): clients that can encode use it.
+    write_churn_twin(
+        repo,
+        final,
+        churn_twin_config(schema, read_actions(final / "actions.csv"), instance_count=instance_count, device=device),
+    )
     seconds = time.perf_counter() - started
     return ChurnTrainResult(writer.version, final, metrics, seconds, schema, rounds, int((~keep).sum()))
