@@ -36,6 +36,11 @@ def add_parsers(sub: Subparsers) -> None:
     sc.add_argument("--local", action="store_true", help="score in this process with the latest version")
     sc.add_argument("--request-rows", type=int, default=1024, help="rows per request (default 1024, max 4096)")
     sc.add_argument(
+        "--raw-columns",
+        action="store_true",
+        help="send raw columns to churn (default: feature tensors encoded here, to churn_features when served)",
+    )
+    sc.add_argument(
         "--max-row-bytes", type=int, help="a longer CSV row is rejected, the rest scored (default 8388608: 8 MB)"
     )
     add_progress(sc)
@@ -111,7 +116,8 @@ def score_command(args: argparse.Namespace) -> int:
     else:
         from clients import ModelClient
 
-        with ModelClient(s.url, "churn", tls=client_tls(args)) as client:
+        features = False if args.raw_columns else None
+        with ModelClient(s.url, "churn", tls=client_tls(args), features=features) as client:
             summary = score_file_through(
                 client,
                 args.data,

@@ -4,6 +4,7 @@ model's answers, and fall back to raw columns where the twin is not served."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -14,6 +15,17 @@ from engine.errors import InvalidInputError, NotFoundError
 from engine.families.churn import ChurnScorer
 from engine.serving.server import TritonServer
 from tests.conftest import request_arrays, with_holes
+
+
+def _inferences(server: TritonServer) -> dict[str, int]:
+    """Rows each churn model has scored so far (Triton's statistics)."""
+    import tritonclient.grpc as grpcclient
+
+    with grpcclient.InferenceServerClient(server.grpc_url) as stats:
+        return {
+            name: sum(s.inference_count for s in stats.get_inference_statistics(model_name=name).model_stats)
+            for name in ("churn", "churn_features")
+        }
 
 
 def _same(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> None:
@@ -85,3 +97,24 @@ def test_a_model_without_a_twin_goes_raw_and_requiring_one_is_one_sentence(serve
     with ModelClient(server.grpc_url, "recommender", features=True) as client:
         with pytest.raises(NotFoundError, match="'recommender_features' .* is not ready .* features=False"):
             client.feature_route()
+
+
+def test_score_through_the_twin_writes_what_raw_columns_write(
+    server: TritonServer, customers_path: Path, tmp_path: Path
+) -> None:
+    from engine.cli import main
+
+    url = ["--url", server.grpc_url]
+    fast, raw = tmp_path / "fast.parquet", tmp_path / "raw.parquet"
+    before = _inferences(server)
+    assert main(["score", "churn", "--data", str(customers_path), "--out", str(fast), *url]) == 0
+    middle = _inferences(server)
+    assert main(["score", "churn", "--data", str(customers_path), "--out", str(raw), "--raw-columns", *url]) == 0
+    after = _inferences(server)
+    rows = pl.read_parquet(customers_path).height
+    # Each run went the way it says: every row to the twin, then every row to the raw model.
+    assert middle["churn_features"] - before["churn_features"] == rows == after["churn"] - middle["churn"]
+    assert middle["churn"] == before["churn"] and after["churn_features"] == middle["churn_features"]
+    got, want = pl.read_parquet(fast), pl.read_parquet(raw)
+    assert got.height == pl.read_parquet(customers_path).height
+    assert got.equals(want)
