@@ -23,7 +23,7 @@ from engine.settings import resolve_settings
 if TYPE_CHECKING:
     from clients.tls import Tls
 
-__all__ = ["Reloaded", "add_parsers", "reload_command", "reload_model"]
+__all__ = ["Reloaded", "add_parsers", "reload_command", "reload_model", "reload_models"]
 
 
 def add_parsers(sub: Subparsers) -> None:
@@ -57,10 +57,30 @@ class Reloaded:
 
 def reload_command(args: argparse.Namespace) -> int:
     url = resolve_settings(url=args.url).url
-    tls = client_tls(args)
-    for model in args.models:
-        print(reload_model(url, model, tls=tls).line())
+    for reloaded in reload_models(url, args.models, tls=client_tls(args)):
+        print(reloaded.line())
     return 0
+
+
+def reload_models(url: str, models: list[str], *, tls: Tls | None = None) -> list[Reloaded]:
+    """:func:`reload_model` for each of ``models`` and, right after it, its feature-tensor twin where the server's
+    repository has one (``churn`` then ``churn_features``): a twin serving an older version than its raw model
+    would answer clients that encode with the old model."""
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    from clients.errors import map_error
+    from engine.families.twin import twin_name
+
+    client = grpcclient.InferenceServerClient(url=url, **(tls.client_kwargs() if tls else {}))
+    try:
+        index = {m["name"] for m in client.get_model_repository_index(as_json=True).get("models", [])}
+    except InferenceServerException as exc:
+        raise map_error(exc, url=url, model=models[0], tls=tls is not None) from None
+    finally:
+        client.close()
+    order = [name for model in models for name in (model, twin_name(model)) if name == model or name in index]
+    return [reload_model(url, name, tls=tls) for name in dict.fromkeys(order)]
 
 
 def reload_model(url: str, model: str, *, tls: Tls | None = None) -> Reloaded:

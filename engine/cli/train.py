@@ -122,11 +122,10 @@ def _target(args: argparse.Namespace) -> tuple[Any, Any]:
 def _load(args: argparse.Namespace, models: list[str]) -> int:
     """With ``--load``, make its server load the newest version of ``models`` (what training just wrote)."""
     if args.load is not None:
-        from engine.cli.reload import reload_model
+        from engine.cli.reload import reload_models
 
-        tls = client_tls(args)
-        for model in models:
-            print(reload_model(args.load, model, tls=tls).line())
+        for reloaded in reload_models(args.load, models, tls=client_tls(args)):
+            print(reloaded.line())
     return 0
 
 

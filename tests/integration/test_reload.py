@@ -56,13 +56,15 @@ def served_now(server: TritonServer) -> tuple[str, list[str]]:
 
 
 def assert_answers_as(url: str, version_dir: Path, other_dir: Path, frame: pl.DataFrame) -> None:
-    """The server's churn answers are those of ``version_dir`` in-process, and not those of ``other_dir``."""
-    with ModelClient(url, "churn") as client:
-        served = client.infer(frame)["churn_probability"]
+    """The server's churn answers are those of ``version_dir`` in-process, and not those of ``other_dir``:
+    through the feature-tensor twin and through raw columns alike."""
     new, old = ChurnScorer.load(version_dir), ChurnScorer.load(other_dir)
     expected = new.score(request_arrays(new, frame))["churn_probability"]
     previous = old.score(request_arrays(old, frame))["churn_probability"]
-    np.testing.assert_allclose(served, expected, rtol=0, atol=1e-6)
+    for features in (True, False):
+        with ModelClient(url, "churn", features=features) as client:
+            served = client.infer(frame)["churn_probability"]
+        np.testing.assert_allclose(served, expected, rtol=0, atol=1e-6)
     assert np.abs(expected - previous).max() > 1e-3  # the two versions differ: the check above tells them apart
 
 
@@ -80,7 +82,11 @@ def test_reload_serves_the_version_trained_while_the_server_runs(
     code, out, err = run(capsys, "reload", "churn", "--url", url)
 
     assert (code, err) == (0, ""), err
-    assert out == f"churn version {new} is ready at {url} (was version {before})\n"
+    # The feature-tensor twin (what clients that encode are served by) is loaded with it.
+    assert out == (
+        f"churn version {new} is ready at {url} (was version {before})\n"
+        f"churn_features version {new} is ready at {url} (was version {before})\n"
+    )
     assert served_now(served) == (new, [new])
     assert_answers_as(url, result.path, served.repo.model_dir("churn") / before, customers.head(300))
 
@@ -98,7 +104,10 @@ def test_train_with_load_serves_the_new_version(
     assert (code, err) == (0, ""), err
     new = str(int(before) + 1)
     assert out.startswith(f"churn version {new} written to ")
-    assert out.endswith(f"churn version {new} is ready at {url} (was version {before})\n")
+    assert out.endswith(
+        f"churn version {new} is ready at {url} (was version {before})\n"
+        f"churn_features version {new} is ready at {url} (was version {before})\n"
+    )
     assert served_now(served) == (new, [new])
     model_dir = served.repo.model_dir("churn")
     assert_answers_as(url, model_dir / new, model_dir / before, customers.head(300))
@@ -130,7 +139,8 @@ def test_a_model_the_repository_lacks_is_one_sentence(served: TritonServer, caps
     code, out, err = run(capsys, "reload", "no_such_model", "--url", served.grpc_url)
     assert (code, out) == (1, "")
     assert err == (
-        f"Error: model 'no_such_model' is not in the repository of the server at {served.grpc_url} (it has: churn)\n"
+        f"Error: model 'no_such_model' is not in the repository of the server at {served.grpc_url} "
+        "(it has: churn, churn_features)\n"
     )
 
 
