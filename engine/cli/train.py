@@ -220,11 +220,14 @@ def train_fraud_command(args: argparse.Namespace) -> int:
         device=device,
     )
     print(f"fraud version {r.version} written to {r.path} ({r.rounds} trees, {r.seconds:.1f} s)")
-    print(f"split: {r.split.describe()}; label delay {args.label_delay}")
+    print(
+        f"split: {r.split.describe()}; label delay {args.label_delay}; features from every row of the file before each"
+    )
     rows = r.rows
     print(
         f"rows: {rows['train']:,} trained on (the last {rows['validation']:,} also for early stopping and thresholds), "
-        f"{rows['test']:,} tested ({rows['test_known_cards_left_out']:,} more left out: their card had a known fraud); "
+        f"{rows['test']:,} tested ({rows['test_known_cards_left_out']:,} more left out: their card had a fraud from "
+        "the training period's first day on whose label had arrived before the test day began, the Handbook's rule); "
         f"the served state starts from all {rows['history']:,}"
     )
     if rows.get("erased_cards"):
@@ -234,11 +237,13 @@ def train_fraud_command(args: argparse.Namespace) -> int:
             "`finscore forget` (the audit log's erasure lines): not trained on, not in the state"
         )
     print(f"decision: review from {r.thresholds['review']:.4f}, decline from {r.thresholds['decline']:.4f}")
-    if r.metrics is None:
-        print("no test metrics: the test period holds no rows, or no frauds")
-    else:
-        print("test period:")
-        print(r.metrics.table())
+    for protocol in r.protocols:
+        served = " (the model this version serves)" if protocol.name == "operator" else ""
+        print(f"{protocol.name} protocol{served}: {protocol.describe()}, {protocol.rounds} trees")
+        if protocol.metrics is None:
+            print("  no test metrics: the test period holds no rows, or no frauds")
+        else:
+            print(protocol.metrics.table())
     return _load(args, [r.path.parent.name])
 
 

@@ -1,10 +1,19 @@
 """Training fraud: canonical columns → transaction kernels → time-split XGBoost → a served version with state.
 
-The split follows the Fraud Detection Handbook: a training period, a gap as long as it takes labels to
-arrive, then a test period. Cards whose fraud was already known (a fraud label older than the label delay)
-are left out of each test day, as a bank would have blocked them. Early stopping and the decision
-thresholds use the last quarter of the training period; the final model is refitted on the whole period
-with the number of trees early stopping chose.
+Features are computed from every row of the file before each transaction, whatever the periods below. The split
+follows the Fraud Detection Handbook: a training period, a gap as long as it takes labels to arrive, then a test
+period. Two protocols are trained and scored on the same test rows:
+
+- **handbook**: trained on the training period alone (the Handbook's week), as its published baselines are;
+- **operator**: trained on every earlier day whose labels are known by the test period, after a warm-up of
+  :data:`WARMUP_DAYS` days (the longest feature window, so every row trained on has full windows): what an
+  operator retraining on its whole labelled history gets. This is the model the version serves.
+
+The test rows are the Handbook's: a card is left out of a test day once one of its frauds, from the training
+period's first day on, had its label arrive before that day began (the training period's frauds, then each day
+of the gap as the test days advance), as a bank would have blocked it. Early stopping and the decision thresholds
+use the last quarter of each training period; the final model is refitted on the whole period with the number
+of trees early stopping chose.
 
 The version also holds the server's starting state: every transaction of the file, replayed through
 :class:`engine.families.fraud.state.FraudState` with its label, so the first authorization served has its history.
@@ -37,7 +46,16 @@ from engine.serving.repository import ModelRepository
 from engine.tables.io import read_table
 from kernels.transactions import DAY_US, feature_names, transaction_features
 
-__all__ = ["FraudTrainResult", "Split", "fraud_config", "replay_state", "train_fraud", "transaction_matrix"]
+__all__ = [
+    "WARMUP_DAYS",
+    "FraudTrainResult",
+    "Protocol",
+    "Split",
+    "fraud_config",
+    "replay_state",
+    "train_fraud",
+    "transaction_matrix",
+]
 
 MODEL_NAME = "fraud"
 XGB_PARAMS = {
@@ -54,6 +72,12 @@ MAX_ROUNDS = 600
 EARLY_STOPPING = 50
 #: Decline only where validation precision reaches this; below it, review.
 DECLINE_PRECISION = 0.9
+#: Days of history before the operator protocol's training starts: the longest window of the features.
+WARMUP_DAYS = 30
+
+
+def _iso(day: int) -> str:
+    return date.fromordinal(date(1970, 1, 1).toordinal() + day).isoformat()
 
 
 @dataclass(frozen=True)
@@ -70,22 +94,46 @@ class Split:
         return self.train_start + self.train_days + self.gap_days
 
     def describe(self) -> str:
-        def iso(d: int) -> str:
-            return date.fromordinal(date(1970, 1, 1).toordinal() + d).isoformat()
-
         return (
-            f"train {iso(self.train_start)}..{iso(self.train_start + self.train_days - 1)}, "
-            f"gap {self.gap_days} d, test {iso(self.test_start)}..{iso(self.test_start + self.test_days - 1)}"
+            f"train {_iso(self.train_start)}..{_iso(self.train_start + self.train_days - 1)}, "
+            f"gap {self.gap_days} d, test {_iso(self.test_start)}..{_iso(self.test_start + self.test_days - 1)}"
         )
 
 
 @dataclass(frozen=True)
+class Protocol:
+    """One way of training, scored on the split's test rows: its training days (inclusive) and figures."""
+
+    name: str
+    train_from: int
+    train_to: int
+    trained_rows: int
+    rounds: int
+    metrics: FraudMetrics | None
+
+    def describe(self) -> str:
+        return f"trained on {_iso(self.train_from)}..{_iso(self.train_to)} ({self.trained_rows:,} transactions)"
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            **(self.metrics.as_dict() if self.metrics else {}),
+            "train_from": _iso(self.train_from),
+            "train_to": _iso(self.train_to),
+            "trained_rows": self.trained_rows,
+            "rounds": self.rounds,
+        }
+
+
+@dataclass(frozen=True)
 class FraudTrainResult(TrainResult):
+    #: The served model's figures: the operator protocol's.
     metrics: FraudMetrics | None
     split: Split
     rows: dict[str, int]
     rounds: int
     thresholds: dict[str, float]
+    #: ``handbook`` and ``operator``, in that order.
+    protocols: tuple[Protocol, ...] = ()
 
 
 def fraud_config(*, device: Device = "cpu") -> ModelConfig:
@@ -139,13 +187,50 @@ def _parse_day(text: str) -> int:
         raise SchemaError(msg) from None
 
 
-def _known_fraud_cards(frame: pl.DataFrame, delay_us: int) -> pl.Expr:
-    """Rows whose card had a fraud known (label older than the delay) before the row's day began."""
-    first = frame.filter(pl.col("label") == 1).group_by("card").agg(pl.col("time").min().alias("_first_fraud"))
+def _known_fraud_cards(frame: pl.DataFrame, delay_us: int, *, since_us: int) -> pl.Expr:
+    """Rows whose card had a fraud from ``since_us`` on whose label arrived (the delay after it) before the row's
+    day began: the Handbook's known compromised cards, counted from its training period's first day."""
+    frauds = frame.filter((pl.col("label") == 1) & (pl.col("time") >= since_us))
+    first = frauds.group_by("card").agg(pl.col("time").min().alias("_first_fraud"))
     known = dict(zip(first["card"].to_list(), first["_first_fraud"].to_list(), strict=True))
     day_start = (pl.col("time") // DAY_US) * DAY_US
     first_fraud = pl.col("card").replace_strict(known, default=None, return_dtype=pl.Int64)
     return first_fraud.is_not_null() & (first_fraud < day_start - delay_us)
+
+
+def _fit(
+    train: pl.DataFrame, params: dict[str, object], *, where: str
+) -> tuple[xgb.Booster, int, dict[str, float], int]:
+    """XGBoost on ``train`` (rows with ``_day``): early stopping and thresholds on its last quarter of days, then
+    refitted on all of it. (booster, trees, thresholds, validation rows)."""
+    first, last = int(train["_day"].min()), int(train["_day"].max())  # type: ignore[arg-type]
+    days = last - first + 1
+    val_from = first + days - max(1, days // 4)
+    day = pl.col("_day")
+    fit, val = train.filter(day < val_from), train.filter(day >= val_from)
+    if fit["label"].sum() < 5 or val["label"].sum() < 1:
+        msg = f"too few frauds in the training period ({where}) to train on"
+        raise SchemaError(msg)
+    names = feature_names()
+
+    def dmatrix(frame: pl.DataFrame) -> xgb.DMatrix:
+        return xgb.DMatrix(transaction_matrix(frame), label=frame["label"].to_numpy(), feature_names=names)
+
+    dval = dmatrix(val)
+    probe = xgb.train(
+        params, dmatrix(fit), MAX_ROUNDS, evals=[(dval, "validation")], early_stopping_rounds=EARLY_STOPPING,
+        verbose_eval=False,
+    )  # fmt: skip
+    rounds = probe.best_iteration + 1
+    thresholds = _thresholds(val["label"].to_numpy(), probe[:rounds].predict(dval))
+    return xgb.train(params, dmatrix(train), rounds), rounds, thresholds, val.height
+
+
+def _scored(booster: xgb.Booster, test: pl.DataFrame) -> FraudMetrics | None:
+    if not (test.height and 0 < test["label"].sum() < test.height):
+        return None
+    p = booster.predict(xgb.DMatrix(transaction_matrix(test), feature_names=feature_names()))
+    return fraud_metrics(test["_day"].to_numpy(), test["card"].to_numpy(), test["label"].to_numpy(), p, k=100)
 
 
 def train_fraud(
@@ -179,42 +264,30 @@ def train_fraud(
     split = Split(_parse_day(train_start) if train_start else first_day, train_days, gap_days, test_days)
     day = pl.col("_day")
     labelled = pl.col("label").is_not_null()
-    train = feats.filter(day.is_between(split.train_start, split.train_start + train_days - 1) & labelled)
-    val_from = split.train_start + train_days - max(1, train_days // 4)
-    fit, val = train.filter(day < val_from), train.filter(day >= val_from)
-    if fit["label"].sum() < 5 or val["label"].sum() < 1:
-        msg = f"{data}: too few frauds in the training period ({split.describe()}) to train on"
-        raise SchemaError(msg)
-
-    names = feature_names()
-
-    def dmatrix(frame: pl.DataFrame) -> xgb.DMatrix:
-        return xgb.DMatrix(transaction_matrix(frame), label=frame["label"].to_numpy(), feature_names=names)
-
-    params = {**XGB_PARAMS, "seed": seed, "device": xgboost_device(device), "nthread": threads or os.cpu_count() or 1}
-    dval = dmatrix(val)
-    probe = xgb.train(
-        params,
-        dmatrix(fit),
-        MAX_ROUNDS,
-        evals=[(dval, "validation")],
-        early_stopping_rounds=EARLY_STOPPING,
-        verbose_eval=False,
-    )
-    rounds = probe.best_iteration + 1
-    thresholds = _thresholds(val["label"].to_numpy(), probe[:rounds].predict(dval))
-    booster = xgb.train(params, dmatrix(train), rounds)
+    train_end = split.train_start + train_days - 1
 
     test = feats.filter(day.is_between(split.test_start, split.test_start + test_days - 1) & labelled)
     excluded = 0
     if not keep_known_cards and test.height:
-        known = test.select(_known_fraud_cards(feats, delay_us)).to_series()
+        known = test.select(_known_fraud_cards(feats, delay_us, since_us=split.train_start * DAY_US)).to_series()
         excluded = int(known.sum())
         test = test.filter(~known)
-    metrics = None
-    if test.height and 0 < test["label"].sum() < test.height:
-        p = booster.predict(xgb.DMatrix(transaction_matrix(test), feature_names=names))
-        metrics = fraud_metrics(test["_day"].to_numpy(), test["card"].to_numpy(), test["label"].to_numpy(), p, k=100)
+
+    params = {**XGB_PARAMS, "seed": seed, "device": xgboost_device(device), "nthread": threads or os.cpu_count() or 1}
+    protocols: list[Protocol] = []
+    fitted: dict[int, tuple[xgb.Booster, int, dict[str, float], int, int]] = {}
+    # The operator's training starts after the warm-up, or with the Handbook's week if that comes first.
+    for name, start in (("handbook", split.train_start), ("operator", min(first_day + WARMUP_DAYS, split.train_start))):
+        if start not in fitted:
+            train = feats.filter(day.is_between(start, train_end) & labelled)
+            where = f"{_iso(start)}..{_iso(train_end)} of {data}"
+            booster, rounds, thresholds, validation = _fit(train, params, where=where)
+            fitted[start] = (booster, rounds, thresholds, validation, train.height)
+        booster, rounds, _, _, trained = fitted[start]
+        protocols.append(Protocol(name, start, train_end, trained, rounds, _scored(booster, test)))
+    # The version serves the operator's model: every labelled day before the gap.
+    booster, rounds, thresholds, validation, trained = fitted[protocols[-1].train_from]
+    metrics = protocols[-1].metrics
 
     key_path = repo.model_dir(MODEL_NAME) / KEY_FILE
     key_path.parent.mkdir(parents=True, exist_ok=True)
@@ -227,8 +300,8 @@ def train_fraud(
     booster.save_model(writer.path / MODEL_FILE)
     state.snapshot(writer.path / INITIAL_STATE)
     rows = {
-        "train": train.height,
-        "validation": val.height,
+        "train": trained,
+        "validation": validation,
         "test": test.height,
         "test_known_cards_left_out": excluded,
         "history": tx.height,
@@ -236,13 +309,14 @@ def train_fraud(
         "erased_cards": len(erased_cards),
     }
     body = {
-        "features": names,
+        "features": feature_names(),
         "delay_us": delay_us,
         "thresholds": thresholds,
         "rounds": rounds,
         "seed": seed,
         "columns": columns.as_dict(),
         "split": split.__dict__,
+        "protocols": {p.name: p.as_dict() for p in protocols},
         "rows": rows,
         "xgboost": XGB_PARAMS,
         "metrics": metrics.as_dict() if metrics else None,
@@ -254,7 +328,10 @@ def train_fraud(
         "test_frauds": int(test["label"].sum()) if test.height else 0,
         "split": split.describe(),
         "label_delay_us": delay_us,
+        "protocols": {p.name: p.as_dict() for p in protocols},
     }
     final = publish_version(writer, fraud_config(device=device), figures)
     seconds = time.perf_counter() - started
-    return FraudTrainResult(writer.version, final, metrics, seconds, split, rows, rounds, thresholds)
+    return FraudTrainResult(
+        writer.version, final, metrics, seconds, split, rows, rounds, thresholds, protocols=tuple(protocols)
+    )
