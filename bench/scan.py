@@ -27,21 +27,29 @@ ROC-AUC (attack = ``label != "normal"``) is computed on the scanned rows outside
 scores with :meth:`engine.families.threat.ThreatScorer.score_frame` (served scans must flag exactly the in-process rows,
 which is checked), the baseline's from its own timed run. Figures are printed, never asserted on.
 
+Each path runs its repeats in a process of its own (spawned, so it inherits nothing of this one's memory),
+which reports its peak resident memory (``VmHWM``): run at ``--rows`` 1M and 10M, it shows whether a
+path's memory grows with the rows. ``--paths`` times a subset (``baseline``, ``local``, ``local-audit``,
+``shm``, ``grpc``, ``raw``, ``shm-audit``).
+
     python -m bench.scan [--rows 1000000] [--train-rows 50000] [--format parquet|csv] [--workdir DIR]
-                         [--instances 1,2] [--skip-server] [--repeats 1] [--json FILE]
+                         [--instances 1,2] [--skip-server] [--repeats 1] [--paths P,...] [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from importlib.metadata import version as dist_version
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +80,9 @@ CATEGORIES = ["protocol", "service", "flag"]
 TRAIN_SEED = 42
 HOLDOUT_SHARE = 0.2
 FPR = 0.01
+#: What ``--paths`` can name: the baselines, in-process, in-process + audit, and through Triton: shared memory
+#: with feature matrices, plain gRPC with matrices, shared memory with raw columns, shm + audit.
+PATHS = ("baseline", "local", "local-audit", "shm", "grpc", "raw", "shm-audit")
 
 
 @dataclass(frozen=True)
@@ -97,6 +108,9 @@ class Result:
     triton_seconds
         For a served scan, Triton's own compute per scan (input + infer + output of the model, from its
         statistics): the rest of ``seconds`` is the client, the transport and the scan's own work.
+    peak_rss_mb
+        Peak resident memory of the process that ran the path's repeats (imports included; the Triton
+        server's own memory is not in it).
     """
 
     path: str
@@ -107,6 +121,7 @@ class Result:
     roc_auc: float | None
     note: str = ""
     triton_seconds: float | None = None
+    peak_rss_mb: float | None = None
 
     @property
     def rows_per_second(self) -> float:
@@ -180,6 +195,14 @@ class SocBaseline:
         return len(df), int(flagged.sum()), score, df[LABEL]
 
 
+def _baseline_repeats(baseline: SocBaseline, data: Path, out: Path, repeats: int) -> tuple[list[float], Any]:
+    """In the child: the baseline's scan ``repeats`` times; ``(rows, alerts, scores)`` of the last."""
+    seconds, (n, flagged, score, _) = _timed(
+        lambda: baseline.scan(data, out), repeats, lambda: out.unlink(missing_ok=True)
+    )
+    return seconds, (n, flagged, score)
+
+
 # --- finscore -----------------------------------------------------------------------------------------------
 
 
@@ -198,23 +221,61 @@ def _timed(work: Callable[[], Any], repeats: int, before: Callable[[], None]) ->
     return seconds, last
 
 
-def _finscore_path(
-    name: str, data: Path, out: Path, spec: Any, *, repeats: int, auc: float | None, trail: Any = None
-) -> Result:
-    """Time ``engine.batch.scan.scan``; with ``trail``, as ``finscore scan`` runs it: subjects pseudonymised and one
-    audit line per alert (the command always audits)."""
+def _in_child(work: Callable[..., tuple[list[float], Any]], *args: Any) -> tuple[list[float], Any, float]:
+    """``work(*args)`` in a spawned process: its result and the process's peak resident memory in MB."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        seconds, last, before, peak = pool.submit(_measured, work, *args).result()
+    print(f"  peak RSS {peak:,.0f} MB ({before:,.0f} MB once the libraries were imported)")
+    return seconds, last, peak
+
+
+def _measured(work: Callable[..., tuple[list[float], Any]], *args: Any) -> tuple[list[float], Any, float, float]:
+    import sklearn.ensemble  # noqa: F401
+
+    import engine.batch.scan  # noqa: F401 - what every path imports, so ``before`` is the floor of them all
+
+    before = _peak_rss_mb()
+    seconds, last = work(*args)
+    return seconds, last, before, _peak_rss_mb()
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory in MB: ``VmHWM``, whose count starts at ``exec``. (``ru_maxrss``
+    does not: a spawned child starts with the peak of the process it was forked from.)"""
+    try:
+        for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _scan_repeats(data: Path, out: Path, spec: Any, repeats: int, trail_dir: Path | None) -> tuple[list[float], Any]:
+    """In the child: ``engine.batch.scan.scan`` ``repeats`` times; with ``trail_dir``, as ``finscore scan`` runs it:
+    subjects pseudonymised and one audit line per alert (the command always audits)."""
     from engine.batch.scan import scan
     from engine.batch.scan.run import CARRIED, SUBJECTS
     from engine.security.guard import OutputGuard
 
+    trail = _bench_trail(trail_dir) if trail_dir is not None else None
     guard = OutputGuard.build(CARRIED, subject=SUBJECTS, pseudonym_key=trail.pseudonym_key) if trail else None
-    print(f"timing {name} ...", flush=True)
     seconds, summary = _timed(
         lambda: scan([data], out, spec=spec, restart=True, progress=False, guard=guard, trail=trail),
         repeats,
         lambda: _clean(out),
     )
-    return Result(name, summary.rows_read, statistics.median(seconds), seconds, summary.alerts, auc)
+    return seconds, (summary.rows_read, summary.alerts)
+
+
+def _finscore_path(
+    name: str, data: Path, out: Path, spec: Any, *, repeats: int, auc: float | None, trail_dir: Path | None = None
+) -> Result:
+    """Time ``engine.batch.scan.scan`` in a process of its own; with ``trail_dir``, with the audit trail of
+    :func:`_bench_trail`."""
+    print(f"timing {name} ...", flush=True)
+    seconds, (rows, alerts), peak = _in_child(_scan_repeats, data, out, spec, repeats, trail_dir)
+    return Result(name, rows, statistics.median(seconds), seconds, alerts, auc, peak_rss_mb=peak)
 
 
 def _bench_trail(work: Path) -> Any:
@@ -222,7 +283,10 @@ def _bench_trail(work: Path) -> Any:
     from engine.security.audit import AuditLog
     from engine.security.trail import Trail
 
-    return Trail(AuditLog(work / "audit.jsonl"), os.urandom(32))
+    key = work / "pseudonym.key"
+    if not key.is_file():
+        key.write_bytes(os.urandom(32))
+    return Trail(AuditLog(work / "audit.jsonl"), key.read_bytes())
 
 
 def _alerted_rows(out: Path) -> np.ndarray:
@@ -256,10 +320,18 @@ def _repository_with_instances(trained: Any, root: Path, instances: int) -> Any:
 
 
 def _server_paths(
-    trained: Any, work: Path, data: Path, *, instances: list[int], repeats: int, local: Result, expected: np.ndarray
+    trained: Any,
+    work: Path,
+    data: Path,
+    *,
+    instances: list[int],
+    repeats: int,
+    local: Result | None,
+    expected: np.ndarray | None,
+    paths: frozenset[str] = frozenset(PATHS),
 ) -> tuple[list[Result], str]:
     """Scan through Triton over shared memory at each instance count, and over plain gRPC at the first; each
-    must flag the rows the in-process scan flagged (``expected``), and then shares its ROC-AUC."""
+    must flag the rows the in-process scan flagged (``expected``, when it ran), and then shares its ROC-AUC."""
     import tritonclient.grpc as grpcclient
 
     from engine.batch.scan import ServerSpec
@@ -273,22 +345,28 @@ def _server_paths(
         plural = "s" if n > 1 else ""
         # (shared memory, feature matrices): the scan's default first, then what each choice is worth.
         ways = [(True, True), (False, True), (True, False)] if n == instances[0] else [(True, True)]
+        ways = [w for w in ways if {(True, True): "shm", (False, True): "grpc", (True, False): "raw"}[w] in paths]
+        audited = [(True, True, True)] if n == instances[0] and "shm-audit" in paths else []
+        if not ways and not audited:
+            continue
         with (
             TritonServer(repository, ports=ServerPorts.free(), models=[MODEL, MATRIX], log_path=log_path) as server,
             grpcclient.InferenceServerClient(url=server.grpc_url) as raw,
         ):
             server_version = raw.get_server_metadata().version
-            audited = [(True, True, True)] if n == instances[0] else []
             for shm, matrix, audit in [(shm, matrix, False) for shm, matrix in ways] + audited:
                 spec = ServerSpec(server.grpc_url, MODEL, shared_memory=shm, request_rows=8192, matrix=matrix)
                 how = f"{'shm' if shm else 'gRPC'}, {'matrices' if matrix else 'raw columns'}"
                 name = f"finscore server {how}, {n} instance{plural}" + (AUDITED if audit else "")
                 out = work / "out" / f"server-{'shm' if shm else 'grpc'}-{'m' if matrix else 'r'}-x{n}.alerts.jsonl"
                 before = _triton_compute(raw)
-                trail = _bench_trail(work) if audit else None
-                result = _finscore_path(name, data, out, spec, repeats=repeats, auc=None, trail=trail)
+                result = _finscore_path(
+                    name, data, out, spec, repeats=repeats, auc=None, trail_dir=work if audit else None
+                )
                 triton = (_triton_compute(raw) - before) / repeats
-                if np.array_equal(_alerted_rows(out), expected):
+                if local is None or expected is None:
+                    auc, note = None, "in-process not run"
+                elif np.array_equal(_alerted_rows(out), expected):
                     auc, note = local.roc_auc, "= in-process"
                 else:
                     print(f"warning: {name} flagged other rows than the in-process scan")
@@ -310,8 +388,9 @@ def run(
     instances: list[int] | None = None,
     skip_server: bool = False,
     repeats: int = 1,
+    paths: frozenset[str] = frozenset(PATHS),
 ) -> dict[str, Any]:
-    """Generate (or reuse) the data, train both models, and time every path.
+    """Generate (or reuse) the data, train both models, and time every path (or those of ``paths``).
 
     Returns
     -------
@@ -343,8 +422,11 @@ def run(
         fit_idx, hold_idx = normal_split(frame[LABEL].to_numpy())
         if len(hold_idx) != trained.rows["holdout_normal"]:
             print("warning: the baseline's held-out rows do not match train_threat's split")
+        table = pl.read_parquet(data) if fmt == "parquet" else pl.read_csv(data, infer_schema_length=None)
+        attack = (table.get_column(LABEL) != NORMAL).to_numpy()
         results = []
-        for trees in BASELINE_TREES:
+        baseline_fit, baseline_threshold = None, None
+        for trees in BASELINE_TREES if "baseline" in paths else ():
             t0 = time.perf_counter()
             baseline = SocBaseline(frame.iloc[fit_idx], frame.iloc[hold_idx], trees=trees)
             baseline_fit = time.perf_counter() - t0
@@ -352,34 +434,49 @@ def run(
             name = f"pandas + IsolationForest({trees})"
             print(f"timing {name} ...", flush=True)
             base_out = work / "out" / f"iforest-{trees}.alerts.jsonl"
-            seconds, (n, flagged, score, labels) = _timed(
-                lambda b=baseline, o=base_out: b.scan(data, o), repeats, lambda o=base_out: o.unlink(missing_ok=True)
+            seconds, (n, flagged, score), peak = _in_child(_baseline_repeats, baseline, data, base_out, repeats)
+            baseline_threshold = baseline.threshold
+            results.append(
+                Result(name, n, statistics.median(seconds), seconds, flagged, _auc(attack, score), peak_rss_mb=peak)
             )
-            attack = (labels != NORMAL).to_numpy()
-            results.append(Result(name, n, statistics.median(seconds), seconds, flagged, _auc(attack, score)))
 
         local_out = work / "out" / "in-process.alerts.jsonl"
         # As `finscore scan --local` does: two units at a time, half the cores each.
         spec = LocalSpec(str(trained.path), threads=max(1, (os.cpu_count() or 2) // 2))
-        in_process = _finscore_path("finscore in-process", data, local_out, spec, repeats=repeats, auc=None)
-        scorer = ThreatScorer.load(trained.path, threads=os.cpu_count() or 1)
-        table = pl.read_parquet(data) if fmt == "parquet" else pl.read_csv(data, infer_schema_length=None)
-        ours = scorer.score_frame(table.select(scorer.schema.names))
-        local = Result(**{**asdict(in_process), "roc_auc": _auc(attack, ours["anomaly_score"])})
-        results.append(local)
-        expected = _alerted_rows(local_out)
-        if not np.array_equal(expected, np.flatnonzero(ours["is_threat"])):
-            print("warning: the in-process scan's alerts are not the rows score_frame flags")
-        name = "finscore in-process" + AUDITED
-        audited = _finscore_path(name, data, local_out, spec, repeats=repeats, auc=None, trail=_bench_trail(work))
-        same = np.array_equal(_alerted_rows(local_out), expected)
-        note = "= in-process" if same else "alerts differ from in-process"
-        results.append(Result(**{**asdict(audited), "roc_auc": local.roc_auc if same else None, "note": note}))
+        local, expected = None, None
+        if "local" in paths:
+            in_process = _finscore_path("finscore in-process", data, local_out, spec, repeats=repeats, auc=None)
+            scorer = ThreatScorer.load(trained.path, threads=os.cpu_count() or 1)
+            ours = scorer.score_frame(table.select(scorer.schema.names), explain="none")
+            local = Result(**{**asdict(in_process), "roc_auc": _auc(attack, ours["anomaly_score"])})
+            results.append(local)
+            expected = _alerted_rows(local_out)
+            if not np.array_equal(expected, np.flatnonzero(ours["is_threat"])):
+                print("warning: the in-process scan's alerts are not the rows score_frame flags")
+            del ours
+        del table
+        if "local-audit" in paths:
+            name = "finscore in-process" + AUDITED
+            audited = _finscore_path(name, data, local_out, spec, repeats=repeats, auc=None, trail_dir=work)
+            if local is None or expected is None:
+                note, auc_audited = "in-process not run", None
+            elif np.array_equal(_alerted_rows(local_out), expected):
+                note, auc_audited = "= in-process", local.roc_auc
+            else:
+                note, auc_audited = "alerts differ from in-process", None
+            results.append(Result(**{**asdict(audited), "roc_auc": auc_audited, "note": note}))
 
         server_version = "not started"
-        if not skip_server:
+        if not skip_server and paths & {"shm", "grpc", "raw", "shm-audit"}:
             served, server_version = _server_paths(
-                trained, work, data, instances=instances, repeats=repeats, local=local, expected=expected
+                trained,
+                work,
+                data,
+                instances=instances,
+                repeats=repeats,
+                local=local,
+                expected=expected,
+                paths=paths,
             )
             results.extend(served)
 
@@ -402,13 +499,14 @@ def run(
         "seed": seed,
         "repeats": repeats,
         "instances": [] if skip_server else instances,
+        "paths": sorted(paths),
     }
     training = {
         "finscore_seconds": trained.seconds,
         "finscore_epochs": trained.epochs,
         "finscore_threshold": trained.threshold,
         "iforest_seconds": baseline_fit,
-        "iforest_threshold": baseline.threshold,
+        "iforest_threshold": baseline_threshold,
         "normal_fit_rows": len(fit_idx),
         "normal_holdout_rows": len(hold_idx),
     }
@@ -433,6 +531,7 @@ def _table(results: list[Result]) -> str:
         "rows/s",
         *(f"vs IF({b.path.split('(')[-1]}" for b in bases),
         "alerts",
+        "peak RSS",
         "ROC-AUC",
     )
     lines = [
@@ -443,6 +542,7 @@ def _table(results: list[Result]) -> str:
             f"{r.rows_per_second:,.0f}",
             *(f"{b.seconds / r.seconds:.1f}x" for b in bases),
             f"{r.alerts:,}",
+            "-" if r.peak_rss_mb is None else f"{r.peak_rss_mb:,.0f} MB",
             ("-" if r.roc_auc is None else f"{r.roc_auc:.4f}") + (f" ({r.note})" if r.note else ""),
         )
         for r in results
@@ -476,12 +576,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--instances", default="1,2", help="Triton instance counts to try (default 1,2)")
     parser.add_argument("--skip-server", action="store_true", help="time only the in-process scan and the baseline")
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per path; the median is shown (default 1)")
+    parser.add_argument(
+        "--paths", default=",".join(PATHS), help=f"paths to time, comma-separated (default all: {','.join(PATHS)})"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     try:
         instances = [int(x) for x in args.instances.split(",") if x.strip()]
     except ValueError:
         parser.error(f"--instances must be comma-separated integers, got {args.instances!r}")
+    paths = frozenset(p.strip() for p in args.paths.split(",") if p.strip())
+    if not paths or paths - set(PATHS):
+        parser.error(f"--paths takes some of {','.join(PATHS)}, got {args.paths!r}")
     if args.rows < 1 or args.train_rows < 1000 or args.repeats < 1 or not instances or min(instances) < 1:
         parser.error("--rows, --repeats and --instances must be positive and --train-rows at least 1000")
     try:
@@ -494,6 +600,7 @@ def main(argv: list[str] | None = None) -> None:
             instances=instances,
             skip_server=args.skip_server,
             repeats=args.repeats,
+            paths=paths,
         )
     except FinscoreError as exc:  # e.g. a server that cannot start, or shared memory it cannot map
         raise SystemExit(f"bench.scan: {exc}") from None
@@ -504,7 +611,7 @@ def main(argv: list[str] | None = None) -> None:
     print(_table(results))
     print(
         f"seconds: file on disk -> alerts file on disk, median of {args.repeats}; training not included "
-        f"(finscore {t['finscore_seconds']:.1f} s, IsolationForest {t['iforest_seconds']:.1f} s, "
+        f"(finscore {t['finscore_seconds']:.1f} s, IsolationForest {t['iforest_seconds'] or 0:.1f} s, "
         f"both on the same {t['normal_fit_rows']:,} normal rows, thresholds at {FPR:.0%} FPR on "
         f"{t['normal_holdout_rows']:,} held-out normal rows)"
     )

@@ -254,3 +254,25 @@ def test_auth_log_scan_per_user(tmp_path: Path) -> None:
     # The windows scanned are the ones trained on: the same model over source-IP windows is refused.
     with pytest.raises(DataFileError, match="missing column 'distinct_sources'"):
         scan([log], tmp_path / "ip.jsonl", spec=LocalSpec(str(trained.path)), progress=False)
+
+
+@pytest.mark.parametrize("subject", [False, True])
+def test_a_units_file_is_guarded_once_as_each_alert_would_be(subject: bool) -> None:
+    from engine.batch.scan.run import CARRIED, SUBJECTS, _guard_file, _guarded
+    from engine.security.guard import OutputGuard
+
+    guard = OutputGuard.build(CARRIED, **({"subject": SUBJECTS, "pseudonym_key": b"k" * 32} if subject else {}))
+    path = "/logs/4111 1111 1111 1111/events.parquet"  # a card number in a path is masked like any other
+    alerts = pl.DataFrame(
+        {
+            "file": [path] * 3,
+            "row": [1, 5, 9],
+            "record_id": ["a", None, "5500 0000 0000 0004"],
+            "source_ip": ["10.0.0.1", None, None],
+            "user_name": [None, "root", None],
+        }
+    )
+    once = _guarded(guard, alerts, _guard_file(guard, path))
+    assert once.equals(guard.apply(alerts))
+    assert "4111 1111 1111 1111" not in once.get_column("file")[0]
+    assert _guarded(guard, alerts.clear(), _guard_file(guard, path)).equals(guard.apply(alerts.clear()))

@@ -21,6 +21,7 @@ import numpy as np
 import polars as pl
 
 from engine.batch.score import Reject, score_isolating
+from engine.errors import InvalidInputError
 from engine.families.threat.scorer import N_TOP
 from kernels import parse_number
 
@@ -150,10 +151,19 @@ class _Server:
     def infer(self, client: Any, part: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
-    def _request(self, arrays: dict[str, np.ndarray], rows: np.ndarray) -> tuple[Any, list[int], list[Reject]]:
+    def _request(
+        self, arrays: dict[str, np.ndarray], rows: np.ndarray
+    ) -> tuple[Any, np.ndarray | list[int], list[Reject]]:
+        """Score ``rows`` (consecutive positions) in one request, sent as views of ``arrays``; only a request
+        the model refuses is cut down to find the rows it refuses (:func:`score_isolating`)."""
         client = self.clients.get()
         try:
-            return score_isolating(lambda part: self.infer(client, part), arrays, rows)
+            lo, hi = int(rows[0]), int(rows[-1]) + 1
+            try:
+                part = {k: v[lo:hi] if v.ndim > 1 else v[lo:hi].reshape(-1, 1) for k, v in arrays.items()}
+                return self.infer(client, part), rows, []
+            except InvalidInputError:
+                return score_isolating(lambda part: self.infer(client, part), arrays, rows)
         finally:
             self.clients.put(client)
 
@@ -170,16 +180,16 @@ class _Server:
         size = self.spec.request_rows
         chunks = [np.arange(i, min(i + size, len(candidates))) for i in range(0, len(candidates), size)]
         parts: list[dict[str, np.ndarray]] = []
-        kept: list[int] = []
+        kept: list[np.ndarray] = []
         for outputs, ok, refused in self.pool.map(lambda rows: self._request(arrays, rows), chunks):
             rejects.extend(Reject(int(candidates[r.row]), r.column, r.reason) for r in refused)
             if outputs is not None:
                 parts.append(outputs)
-                kept.extend(ok)
+                kept.append(np.asarray(ok, dtype=np.int64))
         if not parts:
             return {}, np.zeros(0, dtype=np.int64), rejects
         merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        return merged, candidates[np.asarray(kept, dtype=np.int64)], sorted(rejects, key=lambda r: r.row)
+        return merged, candidates[np.concatenate(kept)], sorted(rejects, key=lambda r: r.row)
 
 
 class _RawServer(_Server):

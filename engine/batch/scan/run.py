@@ -16,7 +16,9 @@ The audit log cannot be rolled back with the checkpoint: its lines are chained a
 ``decision`` line names its run (the manifest's run id, the same on every attempt) and its batch, the log's
 size is noted in the checkpoint before the first line goes out, and an attempt that finds that note reads the
 log from there and writes only the decisions, and the ``run`` line, still missing. A scan killed at any step,
-even between two appends of one flush, ends with each alert audited exactly once.
+even between two appends of one flush, ends with each alert audited exactly once. The decision lines are
+written while the units are scored, by one writer thread in batch order (:mod:`engine.batch.scan.decisions`);
+a Dask scan writes them after its last batch, in the same order.
 
 Dask runs units on its workers and the parts are the same files, so a distributed scan writes exactly the
 alerts of a single-process one.
@@ -43,6 +45,7 @@ import polars as pl
 
 from engine.batch.scan.alerts import ENTITY_COLUMNS, AlertFormat, alert_frame
 from engine.batch.scan.backends import Backend, LocalSpec, ServerSpec, close_backends, open_backend
+from engine.batch.scan.decisions import AuditWriter, audit_batch, stem
 from engine.batch.scan.plan import Unit, Windows, discover, fingerprint, plan_units, unit_batches
 from engine.batch.score import Reject
 from engine.errors import InvalidInputError, ServerUnavailableError
@@ -154,11 +157,12 @@ def run_unit(
     stop: threading.Event | None = None,
     guard: OutputGuard | None = None,
     fmt: AlertFormat,
+    writer: AuditWriter | None = None,
 ) -> dict[str, int]:
     """Score every unfinished batch of ``unit``, writing its parts under ``state``; counts of this call.
     ``stop`` (set by an interrupted scan) ends the unit after its current batch. ``guard`` protects the
     alerts before their part is written (card numbers are masked without one too); ``fmt`` is the output's
-    format."""
+    format; ``writer`` is told of each finished batch (this attempt's or an earlier one's)."""
     guard = guard or OutputGuard.build(CARRIED)
     backend = open_backend(spec)
     d = Path(state)
@@ -169,23 +173,27 @@ def run_unit(
     wanted = [*(n for n, _ in backend.inputs), *filter(None, (backend.id_column, *ENTITY_COLUMNS))]
     too_long: dict[int, str] = {}  # CSV rows over the row limit: a blank row in their place, rejected below
     batches = unit_batches(unit, batch_rows=batch_rows, windows=windows, lines=lines, columns=wanted, too_long=too_long)
+    guarded_file = _guard_file(guard, unit.path)
+    b = -1
     for b, (first_row, frame) in enumerate(batches):
         if stop is not None and stop.is_set():
-            break
+            return counts
         if b == 0 and unit.kind == "authlog":  # a log's columns exist only once it is parsed
             require_columns(frame.columns, [n for n, _ in backend.inputs], source=f"{unit.path} (auth-log windows)")
-        stem = f"u{unit.index:05d}-b{b:06d}"
-        if f"{stem}.done" in done:
+        name = stem(unit.index, b)
+        if f"{name}.done" in done:
             counts["resumed"] += 1
+            if writer is not None:
+                writer.done(unit.index, b)
             continue
         outputs, kept, rejects = _score_readable(backend, frame, first_row, too_long)
         alerts = alert_frame(frame, kept, outputs, file=unit.path, first_row=first_row, id_column=backend.id_column)
-        protected = guard.apply(alerts)
+        protected = _guarded(guard, alerts, guarded_file)
         # What the audit log's decision lines need, kept even when this run writes none: a later run that
         # resumes this checkpoint may be one that does (``finscore scan`` always audits).
         audited = protected.select(c for c in protected.columns if c in _AUDIT_COLUMNS)
-        _atomic_frame(audited, d / f"{stem}.audit.arrow")
-        fmt.write(drop_subject(protected), d / f"{stem}.alerts{fmt.suffix}")
+        _atomic_frame(audited, d / f"{name}.audit.arrow")
+        fmt.write(drop_subject(protected), d / f"{name}.alerts{fmt.suffix}")
         if rejects:
             rej = pl.DataFrame(
                 {
@@ -196,17 +204,39 @@ def run_unit(
                 },
                 schema=_REJECT_SCHEMA,
             )
-            _atomic_frame(rej, d / f"{stem}.rejects.parquet")
+            _atomic_frame(rej, d / f"{name}.rejects.parquet")
         marker = {"rows": frame.height, "scored": len(kept), "rejected": len(rejects), "alerts": alerts.height}
         if b == 0 and lines:  # a log's line counts belong to its first batch
             marker.update(lines=lines["lines"], unparsed=lines["unparsed"])
-        _atomic_json(marker, d / f"{stem}.done")
+        _atomic_json(marker, d / f"{name}.done")
         _phase("batch")
+        if writer is not None:
+            writer.done(unit.index, b)
         for k, v in marker.items():
             counts[k] += v
         if on_batch is not None:
             on_batch(frame.height)
+    if writer is not None:
+        writer.ended(unit.index, b + 1)
     return counts
+
+
+def _guard_file(guard: OutputGuard, path: str) -> str | None:
+    """The ``file`` value of a unit's alerts as ``guard`` writes it, worked out once: every alert of a unit
+    carries the same path, and masking goes value by value. None when ``file`` is tokenized or encrypted
+    (each alert's value is then the guard's to make)."""
+    if "file" in guard.tokenize or "file" in guard.encrypt:
+        return None
+    return guard.apply(pl.DataFrame({"file": [path]}, schema={"file": pl.String})).item(0, "file")
+
+
+def _guarded(guard: OutputGuard, alerts: pl.DataFrame, file: str | None) -> pl.DataFrame:
+    """``guard.apply(alerts)``, with the ``file`` column filled with ``file`` (:func:`_guard_file`) rather
+    than guarded alert by alert."""
+    if file is None or "file" not in alerts.columns:
+        return guard.apply(alerts)
+    column = pl.repeat(file, alerts.height, dtype=pl.String, eager=True).alias("file")
+    return guard.apply(alerts.drop("file")).insert_column(alerts.columns.index("file"), column)
 
 
 def _score_readable(
@@ -302,10 +332,12 @@ def _run_threads(
     on_batch: Any,
     guard: OutputGuard,
     fmt: AlertFormat,
+    writer: AuditWriter | None = None,
 ) -> list[dict[str, int]]:
     """Two units at a time: one's Python work (reading, alerts, checkpoint) overlaps the other's kernels and
     network, which release the GIL. Parts are per batch, so the order units finish in does not matter. On an
-    error or Ctrl-C, units not started are dropped and running ones stop after their batch."""
+    error or Ctrl-C (or a failed audit ``writer``), units not started are dropped and running ones stop after
+    their batch."""
     stop = threading.Event()
 
     def one(unit: Unit) -> dict[str, int]:
@@ -319,6 +351,7 @@ def _run_threads(
             stop=stop,
             guard=guard,
             fmt=fmt,
+            writer=writer,
         )
 
     pool = ThreadPoolExecutor(max_workers=min(2, len(units)) or 1, thread_name_prefix="finscore-unit")
@@ -332,7 +365,8 @@ def _run_threads(
                     results.append(future.result(timeout=0.2))
                     break
                 except FutureTimeout:
-                    continue
+                    if writer is not None:
+                        writer.check()
         return results
     except BaseException:
         stop.set()
@@ -356,24 +390,21 @@ def _start_audit(audit: DecisionAudit, state: Path) -> None:
     _phase("auditing")
 
 
-def _audit_alerts(stems: list[str], files: list[str], audit: DecisionAudit, state: Path) -> None:
+def _audit_alerts(
+    stems: list[str], files: list[str], audit: DecisionAudit, state: Path, writer: AuditWriter | None
+) -> None:
     """One ``decision`` line per alert, request id ``<run>/<file number>:<row>``, naming its batch; those an
-    earlier attempt of this run wrote are skipped (:func:`_start_audit`)."""
+    earlier attempt of this run wrote are skipped (:func:`_start_audit`). ``writer`` has queued them while the
+    units ran; without one (a Dask scan) they are queued here, in the same order."""
     if (state / _AUDITED).is_file():
         return
-    number = {f: i for i, f in enumerate(files)}
-    for stem in stems:
-        alerts = pl.read_ipc(state / f"{stem}.audit.arrow")
-        audit.record(
-            alerts.select(
-                pl.format("{}:{}", pl.col("file").replace_strict(number, default=-1), pl.col("row")).alias("row"),
-                pl.lit("alert").alias("decision"),
-                pl.col("anomaly_score"),
-                *([pl.col(SUBJECT)] if SUBJECT in alerts.columns else []),
-            ),
-            batch=stem,
-        )
-    audit.flush()
+    if writer is not None:
+        writer.finish()
+    else:
+        number = {f: i for i, f in enumerate(files)}
+        for name in stems:
+            audit_batch(audit, state, name, number)
+        audit.flush()
     _atomic_json({"decisions": audit.written, "run": audit.run}, state / _AUDITED)
     _phase("audited")
 
@@ -385,6 +416,7 @@ def _finish(
     fmt: AlertFormat,
     audit: DecisionAudit | None = None,
     files: list[str] | None = None,
+    writer: AuditWriter | None = None,
 ) -> None:
     markers = sorted(state.glob("u*.done"))
     for m in markers:
@@ -397,8 +429,9 @@ def _finish(
         summary.unparsed_lines += counts.get("unparsed", 0)
     stems = [m.name[: -len(".done")] for m in markers]
     if audit is not None:
-        _start_audit(audit, state)
-        _audit_alerts(stems, files or [], audit, state)
+        if writer is None:
+            _start_audit(audit, state)
+        _audit_alerts(stems, files or [], audit, state, writer)
     fmt.join([state / f"{s}.alerts{fmt.suffix}" for s in stems], out)
     rejects_path = out.with_name(out.stem + ".rejected.csv")
     rejected = [state / f"{s}.rejects.parquet" for s in stems if (state / f"{s}.rejects.parquet").is_file()]
@@ -502,13 +535,20 @@ def scan(
         from tqdm import tqdm
 
         bar = tqdm(total=total, unit=" rows", unit_scale=True, desc="scanning", leave=False)
+    writer = None
+    if audit is not None and not dask and not (state / _AUDITED).is_file():
+        # The decision lines go out while the units are scored: where they start is noted first.
+        _start_audit(audit, state)
+        writer = AuditWriter(audit, state, [str(f) for f in files], len(units))
     try:
         if dask:
             results = _run_dask(dask, units, spec, state, batch_rows, windows, bar, guard, fmt)
         else:
             on_batch = bar.update if bar is not None else None
-            results = _run_threads(units, spec, state, batch_rows, windows, on_batch, guard, fmt)
+            results = _run_threads(units, spec, state, batch_rows, windows, on_batch, guard, fmt, writer)
     except BaseException:
+        if writer is not None:
+            writer.stop()
         # Keep a checkpoint worth resuming from; one with no finished batch is only clutter.
         if not any(state.glob("*.done")):
             shutil.rmtree(state, ignore_errors=True)
@@ -518,8 +558,12 @@ def scan(
             bar.close()
     summary.resumed_batches = sum(r["resumed"] for r in results)
     summary.rows_this_run = sum(r["rows"] for r in results)
-    _phase("scanned")
-    _finish(state, out_path, summary, fmt, audit, [str(f) for f in files])
+    try:
+        _phase("scanned")
+        _finish(state, out_path, summary, fmt, audit, [str(f) for f in files], writer)
+    finally:
+        if writer is not None:
+            writer.stop()
     summary.seconds = time.perf_counter() - t0
     summary_path = out_path.with_name(out_path.stem + ".summary.json")
     summary_path.write_text(json.dumps(asdict(summary), indent=2, default=str), encoding="utf-8")

@@ -1,0 +1,69 @@
+"""The scan's audit writer: decision lines in checkpoint order whatever order units finish in, and a failure
+in the writer reaching the scan."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from engine.batch.scan.decisions import AuditWriter, stem
+from engine.security.audit import AuditLog, verify
+from engine.security.trail import DecisionAudit, Trail
+
+KEY = b"d" * 32
+
+
+def _audit(tmp_path: Path) -> DecisionAudit:
+    trail = Trail(AuditLog(tmp_path / "audit.jsonl"), KEY)
+    return DecisionAudit(
+        trail, command="scan", model="threat", version="1", decision="decision", score="anomaly_score", run="r1"
+    )
+
+
+def _part(state: Path, unit: int, batch: int, rows: list[int]) -> None:
+    frame = pl.DataFrame(
+        {"file": ["/in/a.parquet"] * len(rows), "row": rows, "anomaly_score": [0.5] * len(rows)},
+        schema={"file": pl.String, "row": pl.Int64, "anomaly_score": pl.Float32},
+    )
+    frame.write_ipc(state / f"{stem(unit, batch)}.audit.arrow")
+
+
+def test_lines_follow_the_checkpoint_order_not_the_finishing_order(tmp_path: Path) -> None:
+    audit = _audit(tmp_path)
+    _part(tmp_path, 0, 0, [1, 2])
+    _part(tmp_path, 0, 1, [7])
+    _part(tmp_path, 1, 0, [])
+    _part(tmp_path, 2, 0, [40, 41])
+    writer = AuditWriter(audit, tmp_path, ["/in/a.parquet"], units=3)
+    writer.done(2, 0)
+    writer.ended(2, 1)
+    writer.ended(1, 1)
+    writer.done(0, 1)
+    writer.done(1, 0)
+    writer.done(0, 0)
+    writer.ended(0, 2)
+    writer.finish()
+    lines = [json.loads(x) for x in (tmp_path / "audit.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [x["request_id"] for x in lines] == ["r1/0:1", "r1/0:2", "r1/0:7", "r1/0:40", "r1/0:41"]
+    assert [x["batch"] for x in lines] == [stem(0, 0), stem(0, 0), stem(0, 1), stem(2, 0), stem(2, 0)]
+    assert audit.written == 5 and verify(tmp_path / "audit.jsonl").ok
+
+
+def test_a_failing_writer_is_raised_where_the_scan_waits(tmp_path: Path) -> None:
+    writer = AuditWriter(_audit(tmp_path), tmp_path, ["/in/a.parquet"], units=1)
+    writer.done(0, 0)  # its part was never written
+    writer.ended(0, 1)
+    with pytest.raises(FileNotFoundError):
+        writer.finish()
+
+
+def test_a_stopped_writer_writes_nothing_more(tmp_path: Path) -> None:
+    _part(tmp_path, 0, 0, [1])
+    writer = AuditWriter(_audit(tmp_path), tmp_path, ["/in/a.parquet"], units=2)
+    writer.stop()
+    writer.done(0, 0)
+    writer.ended(0, 1)
+    assert not (tmp_path / "audit.jsonl").exists()
