@@ -45,7 +45,8 @@ def _merged(
     read: list[tuple[int, dict[str, np.ndarray]]],
 ) -> tuple[list[tuple[int, int]], dict[str, np.ndarray]] | None:
     """Several requests' columns joined into one batch, or ``None`` when a request's shape is off (its own
-    check then says how): different names, an array not ``[rows, 1]``, columns of different lengths, no rows."""
+    check then says how): different names, an array not ``[rows, 1]``, columns of different lengths, no rows,
+    or a column whose type differs from the first request's."""
     if len(read) < 2:
         return None
     names = read[0][1].keys()
@@ -63,7 +64,19 @@ def _merged(
         if len(shape) != 2 or shape[1] != 1 or shape[0] < 1:
             return None
         sizes.append((i, shape[0]))
-    return sizes, {name: np.concatenate([c[name] for _, c in read]) for name in names}
+    # One join per dtype, not one per name: each name's rows are then a slice of its dtype's block.
+    first = read[0][1]
+    groups: dict[np.dtype, list[str]] = {}
+    for name in first:
+        groups.setdefault(first[name].dtype, []).append(name)
+    total = sum(n for _, n in sizes)
+    joined: dict[str, np.ndarray] = {}
+    for dtype, group in groups.items():
+        block = np.concatenate([c[name] for name in group for _, c in read])
+        if block.dtype != dtype:  # a request sent another type: each request is checked on its own
+            return None
+        joined.update((name, block[k * total : (k + 1) * total]) for k, name in enumerate(group))
+    return sizes, {name: joined[name] for name in first}
 
 
 def triton_code(exc: BaseException) -> str:
@@ -79,9 +92,12 @@ def as_output(value: np.ndarray, dims: Sequence[int]) -> np.ndarray:
     """An output array as the stub takes it: ``[rows, *dims]``, text as UTF-8 bytes."""
     arr = np.asarray(value)
     if arr.dtype == object:
-        arr = np.array([v.encode("utf-8") if isinstance(v, str) else v for v in arr.ravel()], dtype=object).reshape(
-            arr.shape
-        )
+        flat = arr.ravel().tolist()
+        try:
+            encoded = list(map(str.encode, flat))  # all text, as scorers answer: the encoder's own loop
+        except TypeError:  # bytes or None among the values: those are kept as they are
+            encoded = [v.encode("utf-8") if isinstance(v, str) else v for v in flat]
+        arr = np.array(encoded, dtype=object).reshape(arr.shape)
     if any(d < 0 for d in dims):  # a list per row, as long as the batch's longest: already [rows, n]
         return arr.reshape((arr.shape[0], -1)) if arr.size else arr.reshape((arr.shape[0], 0))
     return arr.reshape((-1, *dims))
@@ -196,12 +212,12 @@ class BackendModel:
         """The valid requests as (request, rows) and their rows as one batch; each invalid request gets its
         error. The whole batch is checked at once first (one check per column, not one per column and
         request); only when that finds a fault is each request checked on its own."""
-        merged = _merged(read)
-        if merged is not None:
-            try:
+        try:
+            merged = _merged(read)  # joining odd in-process arrays can fail too: each is then checked alone
+            if merged is not None:
                 return merged[0], dict(self.scorer.validate(merged[1]))
-            except Exception:  # noqa: S110 - a request is at fault: the checks below name it
-                pass
+        except Exception:  # noqa: S110 - a request is at fault: the checks below name it
+            pass
         frames: list[tuple[int, dict[str, np.ndarray]]] = []
         for i, columns in read:
             try:

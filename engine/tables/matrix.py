@@ -26,7 +26,6 @@ from kernels import BOOLEAN_SPELLINGS
 
 __all__ = ["OnlineFeatures", "polars_matrix"]
 
-_MISS = object()
 _PROBE = np.array([0.0, 1.0, -1.5, 2.5e-3, 3.4e38, -3.4e38, 1e-40, np.nan], dtype=np.float32)
 
 
@@ -62,24 +61,37 @@ class OnlineFeatures:
                 self._tables[col.name] = dict(zip(domain, codes.tolist(), strict=True))
             elif _same(_kernel(col, _PROBE.tolist(), pl.Float32()), _PROBE):
                 self._identity.add(col.name)
+        # The text columns are looked up together, in one pass over all their values: a served row is mostly
+        # text, and a pass per column cost more than its look-ups.
+        positions = {c.name: j for j, c in enumerate(schema.columns)}
+        self._text = [c for c in schema.columns if c.name in self._tables]
+        self._text_at = [positions[c.name] for c in self._text]
+        self._text_tables = [self._tables[c.name] for c in self._text]
+        self._others = [(j, c) for j, c in enumerate(schema.columns) if c.name not in self._tables]
 
     def matrix(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
         """The feature matrix (float32, rows × columns) of validated request columns."""
         n = len(columns[self.schema.columns[0].name])
         out = np.empty((n, len(self.schema.columns)), dtype=np.float32)
-        for j, col in enumerate(self.schema.columns):
-            values = columns[col.name]
+        for j, col in self._others:
             if col.name in self._identity:
-                out[:, j] = values
-            elif col.name in self._tables:
-                table = self._tables[col.name]
-                found = [table.get(v, _MISS) for v in values]
-                misses = [i for i, f in enumerate(found) if f is _MISS]
-                if misses:
-                    computed = _kernel(col, [values[i] for i in misses], pl.String())
-                    for i, code in zip(misses, computed.tolist(), strict=True):
-                        found[i] = code
-                out[:, j] = found
+                out[:, j] = columns[col.name]
             else:
-                out[:, j] = _kernel(col, list(values), pl.Float32())
+                out[:, j] = _kernel(col, list(columns[col.name]), pl.Float32())
+        if self._text:
+            values = np.concatenate([columns[c.name] for c in self._text]).reshape(len(self._text), n).tolist()
+            found = [table.get(v) for table, row in zip(self._text_tables, values, strict=True) for v in row]
+            if None in found:  # a value outside a table (codes are floats, never None)
+                self._compute(found, values, n)
+            out[:, self._text_at] = np.array(found, dtype=np.float32).reshape(len(self._text), n).T
         return out
+
+    def _compute(self, found: list[float | None], values: list[list[object]], n: int) -> None:
+        """Fill the gaps of ``found`` (column-major) with the kernel of each column, evaluated on its values
+        outside the table (never cached: request text is unbounded)."""
+        for k, col in enumerate(self._text):
+            misses = [i for i in range(k * n, (k + 1) * n) if found[i] is None]
+            if misses:
+                computed = _kernel(col, [values[k][i - k * n] for i in misses], pl.String())
+                for i, code in zip(misses, computed.tolist(), strict=True):
+                    found[i] = code

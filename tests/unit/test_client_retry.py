@@ -66,7 +66,7 @@ class _Result:
 
 
 def _client(errors: list[InferenceServerException], retry_for: float) -> tuple[ModelClient, _Flaky]:
-    client = ModelClient("127.0.0.1:1", "churn", retry_for=retry_for)
+    client = ModelClient("127.0.0.1:1", "churn", retry_for=retry_for, features=False)
     client._client.close()
     flaky = _Flaky(errors)
     client._client = flaky

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.families.churn import ChurnScorer
+from engine.tables import matrix
 from engine.tables.matrix import OnlineFeatures, polars_matrix
-from engine.tables.schema import infer_schema
+from engine.tables.schema import Column, infer_schema
 from kernels import BOOLEAN_SPELLINGS
 
 
@@ -66,3 +68,26 @@ def test_boolean_and_unknown_spellings_and_boolean_dtype() -> None:
     same(OnlineFeatures(schema).matrix(served), polars_matrix(schema, exprs, served, engine="cpu"))
     got = OnlineFeatures(schema).matrix(served)
     assert got[0].tolist() == [1.0, 1.0] and got[1, 0] == 0.0 and np.isnan(got[1, 1]) and np.isnan(got[2]).all()
+
+
+def test_unseen_values_are_computed_each_time_never_cached(
+    scorer: ChurnScorer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    online = OnlineFeatures(scorer.schema)
+    texts = [c for c in scorer.schema.columns if c.wire == "BYTES"]
+    calls: list[tuple[str, list[object]]] = []
+    kernel = matrix._kernel
+
+    def counted(column: Column, values: list[object], dtype: pl.DataType) -> np.ndarray:
+        calls.append((column.name, values))
+        return kernel(column, values, dtype)
+
+    monkeypatch.setattr(matrix, "_kernel", counted)
+    rows = {c.name: np.array([np.nan, 1.5, 0.0], dtype=np.float32) for c in scorer.schema.columns}
+    # Row 1 of the first and last text columns holds a value no table knows; every other text is known.
+    for col in texts:
+        rows[col.name] = np.array([None, (col.vocabulary or BOOLEAN_SPELLINGS)[0], None], dtype=object)
+    rows[texts[0].name][1] = rows[texts[-1].name][1] = "never seen"
+    for _ in range(2):
+        same(online.matrix(rows), polars_matrix(scorer.schema, scorer.encoder.exprs, rows, engine="cpu"))
+    assert calls == [(texts[0].name, ["never seen"]), (texts[-1].name, ["never seen"])] * 2

@@ -14,6 +14,7 @@ import polars as pl
 import pytest
 
 from engine.families.churn import ChurnScorer, ChurnTrainResult
+from engine.serving.model import as_output
 from tests.conftest import request_arrays
 
 
@@ -162,3 +163,51 @@ def test_an_empty_request_in_a_batch_is_refused_and_the_others_are_scored(
     responses = model.execute([FakeRequest(good), FakeRequest(empty), FakeRequest(good)])
     assert responses[1].error.code == "INVALID_ARG" and "no rows" in responses[1].error.message
     assert [r.outputs["churn_probability"].shape for r in (responses[0], responses[2])] == [(2, 1), (2, 1)]
+
+
+def test_bad_text_fails_alone_with_its_sentence(model: Any, scorer: ChurnScorer, customers: pl.DataFrame) -> None:
+    """A batch is checked in blocks first; a fault in one request's text still fails that request alone."""
+    texts = [c.name for c in scorer.schema.columns if c.wire == "BYTES"]
+    good = request_arrays(scorer, customers.head(2))
+    bad_utf8, not_text = request_arrays(scorer, customers.head(2)), request_arrays(scorer, customers.head(2))
+    bad_utf8[texts[-1]][1, 0] = b"\xffYes"
+    not_text[texts[0]] = np.zeros((2, 1), dtype=np.float32)
+    responses = model.execute([FakeRequest(good), FakeRequest(bad_utf8), FakeRequest(good), FakeRequest(not_text)])
+    assert (responses[1].error.code, responses[1].error.message) == (
+        "INVALID_ARG",
+        f"input {texts[-1]!r} row 1 is not valid UTF-8 text",
+    )
+    assert (responses[3].error.code, responses[3].error.message) == (
+        "INVALID_ARG",
+        f"input {texts[0]!r} must be BYTES (text), got float32 values",
+    )
+    expected = scorer.score(request_arrays(scorer, customers.head(2)))["churn_probability"]
+    for r in (responses[0], responses[2]):
+        assert r.error is None
+        np.testing.assert_allclose(r.outputs["churn_probability"][:, 0], expected, atol=1e-6)
+
+
+def test_as_output_encodes_text_and_keeps_bytes_and_none() -> None:
+    out = as_output(np.array([["é", "b"], [b"\xff", None]], dtype=object), [2])
+    assert out.dtype == object and out.tolist() == [["é".encode(), b"b"], [b"\xff", None]]
+    assert as_output(np.array(["a", "bc"], dtype=object), [1]).tolist() == [[b"a"], [b"bc"]]
+    assert as_output(np.zeros(3, dtype=np.float32), [1]).shape == (3, 1)
+
+
+def test_requests_whose_types_differ_are_scored_as_each_alone(
+    model: Any, scorer: ChurnScorer, customers: pl.DataFrame
+) -> None:
+    """Batches are joined one block per type; a request that sends another type (in-process callers can) is
+    checked on its own and scored as if alone."""
+    parts = [customers.head(2), customers.slice(2, 3), customers.slice(5, 1)]
+    arrays = [request_arrays(scorer, p) for p in parts]
+    num = next(c.name for c in scorer.schema.columns if c.wire == "FP32")
+    text = next(c.name for c in scorer.schema.columns if c.wire == "BYTES")
+    arrays[1][num] = arrays[1][num].astype(np.float64)
+    arrays[2][text] = arrays[2][text].astype("S")
+    responses = model.execute([FakeRequest(a) for a in arrays])
+    for r, part in zip(responses, parts, strict=True):
+        assert r.error is None
+        alone = scorer.score(request_arrays(scorer, part))
+        np.testing.assert_allclose(r.outputs["churn_probability"][:, 0], alone["churn_probability"], atol=1e-6)
+        assert r.outputs["reason_codes"].tolist() == [[v.encode() for v in row] for row in alone["reason_codes"]]
