@@ -11,7 +11,9 @@ Python sees). Triton's statistics give the server's share. In-process (the score
 
     python -m bench.fraud_latency [--duration 10] [--concurrency 1,4] [--redis redis://HOST:PORT/DB]
 
-With ``--redis`` the state lives in that Redis (as several servers would share it) instead of the model's process.
+With ``--redis`` the same run measures twice: first with the state in the model's process, then with the state
+in that Redis (as several servers would share it), so the two figures come from one machine at one time
+(``--redis-only`` skips the first).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import grpc
 import numpy as np
@@ -36,7 +39,7 @@ from bench.targets import _MODEL_INFER, _infer_request
 from clients import FraudClient
 from engine.demo.transactions import synthetic_transactions
 from engine.families.fraud import FraudColumns, FraudScorer, train_fraud
-from engine.families.fraud.redis_state import ENV_VAR
+from engine.families.fraud.redis_state import ENV_VAR, redacted_url
 from engine.serving.repository import ModelRepository
 from engine.serving.server import ServerPorts, TritonServer
 
@@ -141,8 +144,9 @@ def _line(label: str, m: Any, server: dict[str, Any] | None = None) -> None:
     )
 
 
-def _in_process(version: Path, auths: Authorizations, duration: float) -> None:
-    scorer = FraudScorer.load(version)
+def _in_process(version: Path, auths: Authorizations, duration: float, env: dict[str, str]) -> None:
+    with mock.patch.dict(os.environ, env):  # the scorer reads where its state lives there, as the served model does
+        scorer = FraudScorer.load(version)
     scorer.live_state = None  # a benchmark never writes the live snapshot
     gc.collect()
     gc.freeze()  # as the served model does after loading its state
@@ -155,12 +159,33 @@ def _in_process(version: Path, auths: Authorizations, duration: float) -> None:
         t1 = time.perf_counter_ns()
         scorer.score_features(x, outputs=OUTPUTS)
         times.append((t1 - t0, time.perf_counter_ns() - t1))
+    gc.unfreeze()
     a = np.array(times) / 1e3
     print(
-        f"  {'in-process (no transport)':<28} features+state p50 {np.median(a[:, 0]):.0f} µs, "
+        f"  {'in-process (no transport)':<28} features+state p50 {np.median(a[:, 0]):.0f} µs "
+        f"p99 {np.percentile(a[:, 0], 99):.0f} µs, "
         f"XGBoost (+TreeSHAP when flagged) p50 {np.median(a[:, 1]):.0f} µs, "
         f"total p99 {np.percentile(a.sum(axis=1), 99):.0f} µs"
     )
+
+
+def _measure(
+    version: Path, auths: Authorizations, levels: list[int], args: argparse.Namespace, url: str | None
+) -> None:
+    env = {ENV_VAR: url} if url else {}
+    where = f"state in Redis at {redacted_url(url)}" if url else "state in the server process"
+    print(f"one authorization per request, {where}, {args.duration:g} s per point after {args.warmup:g} s warm-up:")
+    with TritonServer(version.parent.parent, ports=ServerPorts.free(), models=["fraud"], env=env) as server:
+        stats = grpcclient.InferenceServerClient(server.grpc_url)
+        for client in ("stub", "tritonclient"):
+            for level in levels:
+                target = _Target(server.grpc_url, auths, client)
+                before = _stats(stats, "fraud")
+                m = closed_loop(target, concurrency=level, duration=args.duration, warmup=args.warmup)
+                _line(f"gRPC {client}, c={level}", m, server_breakdown(before, _stats(stats, "fraud")))
+                target.close()
+        stats.close()
+    _in_process(version, auths, min(args.duration, 5.0), env)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,26 +198,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--root", type=Path, default=Path("build/bench-fraud"), help="work folder (default build/bench-fraud)"
     )
-    ap.add_argument("--redis", metavar="URL", help="keep the state in this Redis (default: in the server process)")
+    ap.add_argument(
+        "--redis", metavar="URL", help="also measure with the state in this Redis, after the state in the process"
+    )
+    ap.add_argument("--redis-only", action="store_true", help="with --redis, skip the state in the process")
     args = ap.parse_args(argv)
-    env = {ENV_VAR: args.redis} if args.redis else {}
-    os.environ.update(env)  # the in-process scorer reads it too
+    if args.redis_only and not args.redis:
+        ap.error("--redis-only needs --redis URL")
+    os.environ.pop(ENV_VAR, None)  # where the state lives is this run's choice, not the caller's environment
     levels = [int(c) for c in args.concurrency.split(",")]
     version, cards, terminals, start = _prepare(args.root, args.cards, args.days)
     auths = Authorizations(cards, terminals, start, workers=max(levels))
-    where = f"state in Redis at {args.redis}" if args.redis else "state in the server process"
-    print(f"one authorization per request, {where}, {args.duration:g} s per point after {args.warmup:g} s warm-up:")
-    with TritonServer(version.parent.parent, ports=ServerPorts.free(), models=["fraud"], env=env) as server:
-        stats = grpcclient.InferenceServerClient(server.grpc_url)
-        for client in ("stub", "tritonclient"):
-            for level in levels:
-                target = _Target(server.grpc_url, auths, client)
-                before = _stats(stats, "fraud")
-                m = closed_loop(target, concurrency=level, duration=args.duration, warmup=args.warmup)
-                _line(f"gRPC {client}, c={level}", m, server_breakdown(before, _stats(stats, "fraud")))
-                target.close()
-        stats.close()
-    _in_process(version, auths, min(args.duration, 5.0))
+    urls = ([] if args.redis_only else [None]) + ([args.redis] if args.redis else [])
+    for url in urls:
+        _measure(version, auths, levels, args, url)
     return 0
 
 

@@ -1,9 +1,11 @@
 """The fraud state in a real Redis: the same features as the batch kernels, no update lost when two states
-(two servers) score the same card at once, all-or-nothing batches, and a clear error when Redis is away."""
+(two servers) score the same card at once, all-or-nothing batches, one round trip per request, keys that
+expire once idle, and a clear error when Redis is away."""
 
 from __future__ import annotations
 
 import shutil
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -13,8 +15,14 @@ import pytest
 
 from engine.errors import InvalidInputError
 from engine.families.fraud import FraudScorer, FraudTrainResult, canonical, replay_state
-from engine.families.fraud.redis_state import ENV_VAR, RedisFraudState, StateUnavailableError
-from engine.families.fraud.state import FraudState
+from engine.families.fraud.redis_state import (
+    ENV_VAR,
+    RedisFraudState,
+    StateUnavailableError,
+    _pack,
+    default_ttl_ms,
+)
+from engine.families.fraud.state import FraudState, card_key
 from engine.serving.server import free_port
 from kernels.transactions import feature_names, transaction_features
 from tests.conftest import FRAUD_COLUMNS, FRAUD_DELAY_US
@@ -163,3 +171,80 @@ def test_the_scorer_fills_an_empty_redis_once_and_keeps_what_it_scored(
     auth["timestamp"] = np.array([T0 + 1], dtype=np.int64)
     assert second.score(auth)["features"][0, COUNT_1H] == 2
     assert first.snapshot() is None and not (model / "state").exists()  # Redis keeps it; no file written
+
+
+def _names(state: RedisFraudState, card: str, terminal: str, txid: str) -> dict[str, str]:
+    return {
+        "card": state._key("card", card_key(card, SECRET)),
+        "tx": state._key("tx", txid),
+        "terminal": state._key("term", terminal + ":tx"),
+        "frauds": state._key("term", terminal + ":fr"),
+    }
+
+
+def test_one_authorization_is_one_round_trip(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    state = _state(redis_url)
+    state.authorize("rt-0", "c1", "t1", 5.0, T0)  # loads the script
+    sent: list[object] = []
+    execute = state.client.execute_command
+    monkeypatch.setattr(state.client, "execute_command", lambda *a, **k: sent.append(a[0]) or execute(*a, **k))
+    state.authorize_batch(["rt-1", "rt-2"], ["c1", "c2"], ["t1", "t2"], [6.0, 7.0], [T0 + 1, T0 + 2])
+    state.report("rt-1", 1)
+    assert sent == ["EVALSHA", "EVALSHA"]
+
+
+def test_a_redis_that_forgot_the_scripts_is_sent_them_again(redis_url: str) -> None:
+    state = _state(redis_url)
+    state.authorize("ns-1", "c1", "t1", 5.0, T0)
+    state.client.script_flush()  # as after a restart
+    assert state.authorize("ns-2", "c1", "t1", 5.0, T0 + 1)[COUNT_1H] == 2
+    state.client.script_flush()
+    state.report("ns-2", 1)
+    assert state.client.zcard(_names(state, "c1", "t1", "ns-2")["frauds"]) == 1
+
+
+def test_redis_keeps_the_card_histories_the_process_state_keeps(redis_url: str) -> None:
+    mine = FraudState(delay_us=FRAUD_DELAY_US, secret=SECRET)
+    shared = _state(redis_url)
+    rng = np.random.default_rng(1)
+    for step in range(40):  # batches with a card several times, over 80 days: histories grow and are trimmed
+        rows = [
+            (f"h{step}-{j}", f"card-{rng.integers(3)}", f"t{rng.integers(2)}", float(rng.gamma(2, 30)))
+            for j in range(5)
+        ]
+        when = [T0 + step * 2 * 86_400_000_000 + j for j in range(5)]
+        args = ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows], when)
+        np.testing.assert_array_equal(shared.authorize_batch(*args), mine.authorize_batch(*args))
+    for key, card in mine.cards.items():
+        assert shared.client.get(shared._key("card", key)) == _pack(card)
+
+
+def test_keys_live_as_long_as_the_label_delay_and_the_longest_window(redis_url: str) -> None:
+    state = _state(redis_url)
+    assert state.ttl_ms == default_ttl_ms(FRAUD_DELAY_US) == (FRAUD_DELAY_US + 31 * 86_400_000_000) // 1000
+    # Times from long ago, as a replay sends: the expiry counts from the write, not from the data's clock.
+    state.authorize("ttl-1", "c1", "shop", 5.0, T0 - 10 * 365 * 86_400_000_000)
+    state.report("ttl-1", 1)
+    names = _names(state, "c1", "shop", "ttl-1")
+    for name in names.values():
+        assert state.ttl_ms - 60_000 < state.client.pttl(name) <= state.ttl_ms, name
+    forever = RedisFraudState(state.client, delay_us=FRAUD_DELAY_US, secret=SECRET, ttl_ms=0)
+    forever.authorize("ttl-2", "c2", "shop2", 5.0, T0)
+    forever.report("ttl-2", 1)
+    assert [forever.client.pttl(n) for n in _names(forever, "c2", "shop2", "ttl-2").values()] == [-1] * 4
+
+
+def test_an_idle_card_and_terminal_expire_an_active_one_does_not(redis_url: str) -> None:
+    state = RedisFraudState.connect(redis_url, delay_us=FRAUD_DELAY_US, secret=SECRET, ttl_ms=400)
+    state.authorize("idle-1", "idle", "t-idle", 5.0, T0)
+    state.authorize("busy-0", "busy", "t-busy", 5.0, T0)
+    for i in range(1, 5):  # written every 0.15 s: each write sets the expiry again
+        time.sleep(0.15)
+        state.authorize(f"busy-{i}", "busy", "t-busy", 5.0, T0 + i)
+    idle, busy = _names(state, "idle", "t-idle", "idle-1"), _names(state, "busy", "t-busy", "busy-4")
+    assert state.client.exists(idle["card"], idle["tx"], idle["terminal"]) == 0
+    assert state.client.exists(busy["card"], busy["tx"], busy["terminal"]) == 3
+    again = state.authorize("idle-2", "idle", "t-idle", 5.0, T0 + 1)  # the idle card comes back new
+    assert again[COUNT_1H] == 1 and np.isnan(again[NAMES.index("seconds_since_previous")])
+    with pytest.raises(ValueError, match="time to live"):
+        RedisFraudState(state.client, delay_us=FRAUD_DELAY_US, secret=SECRET, ttl_ms=-1)

@@ -11,14 +11,33 @@ trained with another delay or another card key never reads this one's data)::
     card:<card key>     the card's history, packed: running totals, then times, sums before and amounts
     term:<terminal>:tx  sorted set, member per transaction, score its time (µs)
     term:<terminal>:fr  sorted set of the transactions reported as fraud
-    tx:<transaction>    "terminal \\x1f time \\x1f label", expiring once no window can read its label
+    tx:<transaction>    "terminal \\x1f time \\x1f label": its terminal and time, for a label reported later
     ready               set once the namespace holds the version's starting state
 
-A batch of authorizations is one optimistic transaction: WATCH the batch's cards and transaction ids, read
-them, compute every row in order (each seeing the rows before it), then MULTI/EXEC the writes; if another
-server changed one of those cards meanwhile, EXEC fails and the batch is read again. So two servers never
-lose each other's update of a card, and a bad request writes nothing. Terminal windows end the label delay
-before the transaction, so they are read outside the WATCH: what arrives meanwhile cannot fall in them.
+One round trip per request. A batch of authorizations is one Lua script
+(:data:`engine.families.fraud.redis_scripts.AUTHORIZE`, sent by digest): inside Redis, atomically, it checks
+the transaction ids and the cards' time order, counts every row's terminal windows, records the rows and
+answers the cards' histories as they were with the counts; Python then computes the features from those,
+with the very function :class:`FraudState` uses. It replaced an optimistic transaction (WATCH, read the cards,
+read the terminal windows, MULTI/EXEC: four round trips, more when another server changed a card meanwhile).
+Computing the features in Lua as well would save no round trip and would write the feature arithmetic a
+second time; what Lua does compute is the card update, in additions only, which round the same in Lua and in
+Python. Atomicity keeps the rest of the old guarantees: two servers never lose each other's update of a card,
+rows see the batch's earlier rows, and a bad request (an id already scored, a card going back in time)
+writes nothing, as the script checks the whole batch before it writes. A label report is one script too;
+an erasure one MULTI/EXEC.
+
+Expiry. Every key written gets a time to live of ``ttl_ms``, set again on every write, by default the label
+delay plus the longest window plus a day's margin. Redis counts it in wall-clock time, while windows count
+in the transactions' own times (which a replay may take from years ago), so the rule relies only on this:
+between two writes of a key, the data's clock moves no slower than the wall clock (true when serving live,
+and in a replay, which goes faster). Then a key that has not been written for ``ttl_ms`` holds only
+transactions that no window can reach from the next authorization: an active card or terminal never
+expires, an idle one goes after ``ttl_ms``. One thing does reach further than any window: a card's running
+totals, which its z-score and its seconds since the previous authorization read. A card idle longer than
+``ttl_ms`` comes back as a new card, as after an erasure (:class:`FraudState`, in one process, keeps it
+for ever); pass ``ttl_ms=0`` to keep every key for ever.
+
 Card ids never reach Redis, only their keyed digests. Redis keeps the state across restarts with its own
 persistence (RDB or AOF, as its operator configures); snapshots to a file are not taken in this mode.
 """
@@ -28,7 +47,6 @@ from __future__ import annotations
 import hashlib
 import struct
 import time as _time
-from bisect import bisect_right, insort
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -37,7 +55,9 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 
 from engine.errors import InvalidInputError, StateUnavailableError
+from engine.families.fraud.redis_scripts import AUTHORIZE, REPORT
 from engine.families.fraud.state import (
+    _CARD_SPAN,
     _N_FEATURES,
     _SCORED_TWICE,
     _TERMINAL_SPAN,
@@ -53,13 +73,16 @@ from engine.families.fraud.state import (
 from engine.settings import env_name
 from kernels.transactions import DAY_US, TERMINAL_WINDOWS
 
-__all__ = ["ENV_VAR", "RedisFraudState", "StateUnavailableError", "redacted_url"]
+__all__ = ["ENV_VAR", "RedisFraudState", "StateUnavailableError", "default_ttl_ms", "redacted_url"]
 
 ENV_VAR = env_name("fraud_redis")
 _HEADER = struct.Struct("<ddqqq")  # total, squares, count, last, n kept
+_DOUBLE = struct.Struct("<d")
+_TIME = struct.Struct("<q")
 _SEP = "\x1f"
-_RETRIES = 50
 _SEED_CHUNK = 5000
+_WINDOWS = list(TERMINAL_WINDOWS.values())
+_N_COUNTS = 2 * len(TERMINAL_WINDOWS)
 
 
 def redacted_url(url: str) -> str:
@@ -70,6 +93,11 @@ def redacted_url(url: str) -> str:
     host = parts.hostname or ""
     netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def default_ttl_ms(delay_us: int) -> int:
+    """How long a key lives after its last write: the label delay, the longest window and a day's margin."""
+    return (int(delay_us) + max(_CARD_SPAN, _TERMINAL_SPAN) + DAY_US) // 1000
 
 
 def _pack(c: _Card) -> bytes:
@@ -94,27 +122,38 @@ def _unpack(blob: bytes | None) -> _Card:
     return _Card(times, before, amounts, total, squares, count, None if last < 0 else last)
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else value
-
-
 class RedisFraudState:
-    """Card and terminal histories in Redis; the interface of :class:`FraudState`."""
+    """Card and terminal histories in Redis; the interface of :class:`FraudState`.
 
-    def __init__(self, client: Any, *, delay_us: int, secret: bytes, url: str = "redis") -> None:
+    ``ttl_ms`` is how long a key lives after its last write (default :func:`default_ttl_ms`; 0: for ever).
+    """
+
+    def __init__(
+        self, client: Any, *, delay_us: int, secret: bytes, url: str = "redis", ttl_ms: int | None = None
+    ) -> None:
         self.client = client
         self.delay_us = int(delay_us)
         self.secret = secret
         self.url = redacted_url(url)  # for messages only: the client holds the real one
         space = hashlib.blake2b(str(self.delay_us).encode(), key=secret, digest_size=8).hexdigest()
         self.prefix = f"finscore:fraud:{space}:"
-        # A transaction's label matters until no terminal window can reach it: the delay plus the longest window
-        # (a day more for clocks). Redis counts the expiry in wall-clock time, event times are close to it.
-        self.label_ttl_ms = (self.delay_us + _TERMINAL_SPAN + DAY_US) // 1000
+        self.ttl_ms = default_ttl_ms(self.delay_us) if ttl_ms is None else int(ttl_ms)
+        if self.ttl_ms < 0:
+            msg = f"the Redis keys' time to live must be 0 (no expiry) or more milliseconds, got {self.ttl_ms}"
+            raise ValueError(msg)
+        # EVALSHA by digest; redis-py loads the script again when Redis answers NOSCRIPT (after a restart).
+        self._authorize = client.register_script(AUTHORIZE)
+        self._report = client.register_script(REPORT)
 
     @classmethod
     def connect(
-        cls, url: str, *, delay_us: int, secret: bytes, seed: Callable[[], FraudState] | None = None
+        cls,
+        url: str,
+        *,
+        delay_us: int,
+        secret: bytes,
+        seed: Callable[[], FraudState] | None = None,
+        ttl_ms: int | None = None,
     ) -> RedisFraudState:
         """Connect to ``url``; if its namespace is empty, fill it from ``seed()`` (one server does, the others
         wait for it)."""
@@ -125,7 +164,7 @@ class RedisFraudState:
         except ValueError as exc:
             msg = f"{ENV_VAR}={redacted_url(url)!r} is not a Redis URL such as redis://127.0.0.1:6379/0 ({exc})"
             raise StateUnavailableError(msg) from None
-        state = cls(client, delay_us=delay_us, secret=secret, url=url)
+        state = cls(client, delay_us=delay_us, secret=secret, url=url, ttl_ms=ttl_ms)
         with state._reachable():
             client.ping()
             if seed is not None:
@@ -146,6 +185,10 @@ class RedisFraudState:
     def _key(self, kind: str, name: str) -> str:
         return f"{self.prefix}{kind}:{name}"
 
+    @property
+    def _px(self) -> int | None:
+        return self.ttl_ms or None
+
     # -- starting state ----------------------------------------------------------------------------------------
     def _seed_once(self, seed: Callable[[], FraudState], timeout: float = 300.0) -> None:
         ready = self.prefix + "ready"
@@ -163,7 +206,8 @@ class RedisFraudState:
             _time.sleep(0.2)
 
     def load(self, state: FraudState) -> None:
-        """Write an in-process state (a version's starting state, or a snapshot) into this namespace."""
+        """Write an in-process state (a version's starting state, or a snapshot) into this namespace; each key
+        expires as if written by an authorization now."""
         pipe = self.client.pipeline(transaction=False)
         pending = 0
 
@@ -173,20 +217,28 @@ class RedisFraudState:
                 pipe.execute()
                 pending = 0
 
+        def expire(name: str) -> None:
+            if self.ttl_ms:
+                pipe.pexpire(name, self.ttl_ms)
+
         for key, c in state.cards.items():
-            pipe.set(self._key("card", key), _pack(c))
+            pipe.set(self._key("card", key), _pack(c), px=self._px)
             pending += 1
             flush()
         for terminal, t in state.terminals.items():
             if t.times:
                 # Seeded transactions are members "s<i>"; live ones "t<id>": the two never collide.
-                pipe.zadd(self._key("term", terminal + ":tx"), {f"s{i}": v for i, v in enumerate(t.times)})
+                name = self._key("term", terminal + ":tx")
+                pipe.zadd(name, {f"s{i}": v for i, v in enumerate(t.times)})
+                expire(name)
                 pending += 1
                 flush()
         for txid, (terminal, when, label) in state.labels.items():
-            pipe.set(self._key("tx", txid), f"{terminal}{_SEP}{when}{_SEP}{label}", px=self.label_ttl_ms)
+            pipe.set(self._key("tx", txid), f"{terminal}{_SEP}{when}{_SEP}{label}", px=self._px)
             if label:
-                pipe.zadd(self._key("term", terminal + ":fr"), {f"t{txid}": when})
+                name = self._key("term", terminal + ":fr")
+                pipe.zadd(name, {f"t{txid}": when})
+                expire(name)
             pending += 1
             flush()
         flush(force=True)
@@ -209,72 +261,59 @@ class RedisFraudState:
         self, transaction_ids: list[str], cards: list[str], terminals: list[str], amounts: list[float], times: list[int]
     ) -> np.ndarray:
         """The features of each authorization in order, each seeing the ones before it; then all are recorded,
-        in one transaction. Raises :class:`InvalidInputError` (and records nothing) if any row is bad."""
-        import redis
-
+        in one script run by Redis. Raises :class:`InvalidInputError` (and records nothing) if any row is bad."""
         if not transaction_ids:
             return np.empty((0, _N_FEATURES))
         for amount in amounts:
             check_amount(amount)
         self.check(transaction_ids, cards, times)
         keys = [card_key(c, self.secret) for c in cards]
-        card_keys = list(dict.fromkeys(self._key("card", k) for k in keys))
-        tx_keys = [self._key("tx", t) for t in transaction_ids]
+        card_index = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+        term_index = {t: i for i, t in enumerate(dict.fromkeys(terminals))}
+        names = [
+            *(self._key("card", k) for k in card_index),
+            *(self._key("tx", t) for t in transaction_ids),
+            *(self._key("term", t + ":tx") for t in term_index),
+            *(self._key("term", t + ":fr") for t in term_index),
+        ]
+        args: list[Any] = [
+            len(card_index),
+            len(transaction_ids),
+            len(term_index),
+            _CARD_SPAN,
+            self.ttl_ms,
+            len(_WINDOWS),
+        ]
+        for txid, key, terminal, amount, when in zip(transaction_ids, keys, terminals, amounts, times, strict=True):
+            stop = when - self.delay_us  # terminal windows end the label delay before the transaction
+            args += [
+                card_index[key] + 1,
+                term_index[terminal] + 1,
+                f"t{txid}",
+                when,
+                _TIME.pack(when),
+                _DOUBLE.pack(amount),
+                _DOUBLE.pack(amount**2),  # squared here, as _Card.record does: the script only adds
+                f"{terminal}{_SEP}{when}{_SEP}0",
+                stop,
+                *(f"({stop - size}" for size in _WINDOWS),
+                stop - _TERMINAL_SPAN,  # what no window reaches any more
+            ]
         with self._reachable():
-            for _ in range(_RETRIES):
-                with self.client.pipeline(transaction=True) as pipe:
-                    try:
-                        pipe.watch(*card_keys, *tx_keys)
-                        found = pipe.mget(*card_keys, *tx_keys)
-                        if any(v is not None for v in found[len(card_keys) :]):
-                            raise InvalidInputError(_SCORED_TWICE)
-                        state = dict(zip(card_keys, map(_unpack, found[: len(card_keys)]), strict=True))
-                        counts = self._terminal_counts(terminals, times)
-                        rows = []
-                        added: dict[str, list[int]] = {}
-                        for i, key in enumerate(keys):
-                            c = state[self._key("card", key)]
-                            _check_order(c.last, times[i])
-                            extra = self._pending_counts(added.get(terminals[i], []), times[i])
-                            windows = [(n + e, f) for (n, f), e in zip(counts[i], extra, strict=True)]
-                            rows.append(features(c, amounts[i], times[i], windows))
-                            c.record(amounts[i], times[i])
-                            insort(added.setdefault(terminals[i], []), times[i])
-                        pipe.multi()
-                        for name, c in state.items():
-                            pipe.set(name, _pack(c))  # no expiry: the z-score reads a card's whole history
-                        for txid, terminal, when in zip(transaction_ids, terminals, times, strict=True):
-                            pipe.set(self._key("tx", txid), f"{terminal}{_SEP}{when}{_SEP}0", px=self.label_ttl_ms)
-                            pipe.zadd(self._key("term", terminal + ":tx"), {f"t{txid}": when})
-                        for terminal, stamps in added.items():
-                            horizon = stamps[-1] - self.delay_us - _TERMINAL_SPAN
-                            pipe.zremrangebyscore(self._key("term", terminal + ":tx"), "-inf", horizon)
-                            pipe.zremrangebyscore(self._key("term", terminal + ":fr"), "-inf", horizon)
-                        pipe.execute()
-                        return np.vstack(rows)
-                    except redis.WatchError:
-                        continue
-        msg = "the fraud state in Redis kept changing under this request (the same cards scored elsewhere); retry it"
-        raise StateUnavailableError(msg)
-
-    def _terminal_counts(self, terminals: list[str], times: list[int]) -> list[list[tuple[int, int]]]:
-        """(transactions, frauds) per terminal window for each row, as Redis holds them now."""
-        pipe = self.client.pipeline(transaction=False)
-        for terminal, when in zip(terminals, times, strict=True):
-            end = when - self.delay_us
-            for size in TERMINAL_WINDOWS.values():
-                pipe.zcount(self._key("term", terminal + ":tx"), f"({end - size}", end)
-                pipe.zcount(self._key("term", terminal + ":fr"), f"({end - size}", end)
-        flat = pipe.execute()
-        w = 2 * len(TERMINAL_WINDOWS)
-        return [list(zip(flat[i : i + w : 2], flat[i + 1 : i + w : 2], strict=True)) for i in range(0, len(flat), w)]
-
-    def _pending_counts(self, stamps: list[int], time: int) -> list[int]:
-        """Transactions of this batch, already read, that fall in each terminal window of a later row."""
-        if not stamps:
-            return [0] * len(TERMINAL_WINDOWS)
-        end = bisect_right(stamps, time - self.delay_us)
-        return [end - bisect_right(stamps, time - self.delay_us - size) for size in TERMINAL_WINDOWS.values()]
+            reply = self._authorize(keys=names, args=args)
+        if reply[0] == b"scored":
+            raise InvalidInputError(_SCORED_TWICE)
+        if reply[0] == b"order":
+            _check_order(int(reply[2]), times[int(reply[1])])
+        state = [_unpack(blob) for blob in reply[1]]
+        counts = reply[2]
+        rows = []
+        for i, key in enumerate(keys):
+            c = state[card_index[key]]
+            flat = counts[i * _N_COUNTS : (i + 1) * _N_COUNTS]
+            rows.append(features(c, amounts[i], times[i], list(zip(flat[::2], flat[1::2], strict=True))))
+            c.record(amounts[i], times[i])  # what the script recorded, for the batch's later rows of this card
+        return np.vstack(rows)
 
     # -- labels arriving late ----------------------------------------------------------------------------------
     def check_labels(self, transaction_ids: list[str], labels: list[int]) -> None:
@@ -289,39 +328,19 @@ class RedisFraudState:
 
     def report(self, transaction_id: str, label: int) -> None:
         """Record the fraud label (1) or its withdrawal (0) of an authorization scored earlier."""
-        import redis
-
         check_label(label)
-        name = self._key("tx", transaction_id)
-        with self._reachable(), self.client.pipeline(transaction=True) as pipe:
-            for _ in range(_RETRIES):
-                try:
-                    pipe.watch(name)
-                    known = pipe.get(name)
-                    if known is None:
-                        raise InvalidInputError(_UNKNOWN_TX)
-                    terminal, when, old = _text(known).split(_SEP)
-                    if int(old) == label:
-                        pipe.unwatch()
-                        return  # reported twice: nothing changes
-                    frauds = self._key("term", terminal + ":fr")
-                    pipe.multi()
-                    if label:
-                        pipe.zadd(frauds, {f"t{transaction_id}": int(when)})
-                    else:
-                        pipe.zrem(frauds, f"t{transaction_id}")
-                    pipe.set(name, f"{terminal}{_SEP}{when}{_SEP}{label}", keepttl=True)
-                    pipe.execute()
-                    return
-                except redis.WatchError:
-                    continue
-        msg = "the label kept changing under this report in Redis; retry it"
-        raise StateUnavailableError(msg)
+        with self._reachable():
+            done = self._report(
+                keys=[self._key("tx", transaction_id)],
+                args=[self.prefix + "term:", f"t{transaction_id}", label, self.ttl_ms],
+            )
+        if done == b"unknown":
+            raise InvalidInputError(_UNKNOWN_TX)
 
     # -- erasure ----------------------------------------------------------------------------------------------
     def forget(self, cards: Sequence[str]) -> list[bool]:
         """Erase these cards' histories (a GDPR erasure): True for each card that was held. One key per card;
-        a batch of authorizations watching it meanwhile is read again and finds the card new."""
+        an authorization of the card after it finds the card new."""
         if not cards:
             return []
         names = [self._key("card", card_key(card, self.secret)) for card in cards]
