@@ -31,6 +31,7 @@ from engine.device import Device, instance_kind
 from engine.errors import ModelNotReadyError
 from engine.serving.config import ModelConfig, TensorSpec
 from engine.serving.repository import VersionWriter
+from kernels.ranking import top_k
 
 __all__ = [
     "METRICS_FILE",
@@ -191,20 +192,13 @@ def load_version(
 
 def top_indices(values: np.ndarray, k: int = N_REASONS, *, positive: bool = False) -> np.ndarray:
     """Column indices (INT32, ``[rows, k]``) of each row's ``k`` largest values, largest first; -1 where a
-    row has fewer than ``k`` columns, and with ``positive`` where the value is not above zero.
+    row has fewer than ``k`` columns, and with ``positive`` where the value is not above zero. One kernel call
+    (:func:`kernels.ranking.top_k`): a one-row request pays no NumPy call per step.
 
     >>> top_indices(np.array([[0.1, -2.0, 0.5, 0.0]]), positive=True).tolist()
     [[2, 0, -1]]
     """
-    out = np.full((len(values), k), -1, dtype=np.int32)
-    width = min(k, values.shape[1])
-    if not len(values) or not width:
-        return out
-    top = np.argsort(-values, axis=1, kind="stable")[:, :width]
-    if positive:
-        top = np.where(np.take_along_axis(values, top, axis=1) > 0, top, -1)
-    out[:, :width] = top
-    return out
+    return top_k(np.asarray(values), k, positive)
 
 
 def reason_names(indices: np.ndarray, names: Sequence[str]) -> np.ndarray:

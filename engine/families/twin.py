@@ -33,6 +33,7 @@ from engine.serving.repository import ModelRepository
 from engine.tables.checks import validate_columns
 from engine.tables.matrix import OnlineFeatures, polars_matrix
 from engine.tables.schema import TableSchema
+from kernels.ranking import coded_fault
 
 __all__ = [
     "ENCODINGS",
@@ -120,8 +121,7 @@ class FeatureCheck:
     def __init__(self, schema: TableSchema, *, model: str) -> None:
         self.schema = schema
         self.model = model
-        #: Columns holding codes (yes/no, categories), and the count of codes of each (0 where numbers).
-        self.coded = np.array([c.kind != "numeric" for c in schema.columns])
+        #: The count of codes of each column (yes/no, categories); 0 where numbers.
         self.codes = np.array(
             [len(c.vocabulary) if c.kind == "categorical" else 2 if c.kind == "boolean" else 0 for c in schema.columns],
             dtype=np.float32,
@@ -129,19 +129,12 @@ class FeatureCheck:
 
     def __call__(self, columns: Mapping[str, object]) -> np.ndarray:
         x = _check_matrix(columns, model=self.model, width=len(self.schema.columns))
-        with np.errstate(invalid="ignore"):
-            inf = np.isinf(x)
-            coded = x[:, self.coded]
-            off = (coded != np.floor(coded)) | (coded < 0) | (coded >= self.codes[self.coded])
-            off &= ~np.isnan(coded)
-        if inf.any():
-            row, j = np.argwhere(inf)[0]
+        row, j, kind = coded_fault(x, self.codes)
+        if kind == 1:
             name = self.schema.columns[j].name
             msg = f"input {INPUT!r} has an infinite value for {name!r} at row {row}; use NaN for missing"
             raise InvalidInputError(msg)
-        if off.any():
-            row, k = (int(v) for v in np.argwhere(off)[0])
-            j = int(np.flatnonzero(self.coded)[k])
+        if kind == 2:
             col = self.schema.columns[j]
             top = int(self.codes[j])
             what = f"a code 0-{top - 1} of its {top} categories" if col.kind == "categorical" else "0 or 1"

@@ -45,11 +45,13 @@ def _merged(
     read: list[tuple[int, dict[str, np.ndarray]]],
 ) -> tuple[list[tuple[int, int]], dict[str, np.ndarray]] | None:
     """Several requests' columns joined into one batch, or ``None`` when a request's shape is off (its own
-    check then says how): different names, an array not ``[rows, 1]``, columns of different lengths, no rows,
-    or a column whose type differs from the first request's."""
+    check then says how): different names, an array not ``[rows, width]`` with the first request's width (1 for
+    a column, the feature width for a twin's matrix), columns of different lengths, no rows, or a column whose
+    type differs from the first request's."""
     if len(read) < 2:
         return None
     names = read[0][1].keys()
+    width = next(iter(read[0][1].values()), np.empty((0, 1))).shape[-1]
     sizes = []
     for i, columns in read:
         if columns.keys() != names:
@@ -61,7 +63,7 @@ def _merged(
         if len(shapes) != 1:
             return None
         shape = shapes.pop()
-        if len(shape) != 2 or shape[1] != 1 or shape[0] < 1:
+        if len(shape) != 2 or shape[1] != width or shape[0] < 1:
             return None
         sizes.append((i, shape[0]))
     # One join per dtype, not one per name: each name's rows are then a slice of its dtype's block.
