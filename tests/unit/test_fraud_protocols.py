@@ -91,8 +91,33 @@ def test_both_protocols_are_trained_printed_and_kept(
     assert (handbook["train_from"], operator["train_from"]) == (start, warm)
     assert handbook["train_to"] == operator["train_to"]
     assert operator["trained_rows"] > handbook["trained_rows"]
+    # The operator's model is the mean of the whole history's and the week's: both models' trees.
+    assert (operator["with_week"], handbook["with_week"]) == (True, False), (operator, handbook)
+    assert operator["rounds"] > handbook["rounds"]
     # Both scored on the same test rows; the version's own figures are the operator's (the model it serves).
     assert handbook["rows"] == operator["rows"] == kept["test_transactions"]
     assert kept["roc_auc"] == operator["roc_auc"]
     assert "handbook protocol" in out and "operator protocol" in out
     assert f"trained on {operator['train_from']}..{operator['train_to']}" in out
+    assert "averaged with the training period's model" in out
+
+
+def test_the_mean_booster_scores_and_explains_as_the_mean_of_its_two() -> None:
+    import xgboost as xgb
+
+    from engine.families.fraud.train import mean_booster
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3000, 6)).astype(np.float32)
+    y = (x[:, 0] + x[:, 1] * x[:, 2] + rng.normal(size=3000) > 1).astype(int)
+    params = {"objective": "binary:logistic", "max_depth": 4, "eta": 0.1, "tree_method": "hist"}
+    a = xgb.train(params, xgb.DMatrix(x[:2000], label=y[:2000]), 30)
+    b = xgb.train({**params, "max_depth": 3}, xgb.DMatrix(x[1000:], label=y[1000:]), 17)
+    both = mean_booster(a, b)
+    d = xgb.DMatrix(x)
+    margins = (a.predict(d, output_margin=True) + b.predict(d, output_margin=True)) / 2
+    np.testing.assert_allclose(both.predict(d, output_margin=True), margins, atol=1e-5)
+    np.testing.assert_allclose(both.predict(d), 1 / (1 + np.exp(-margins)), atol=1e-6)
+    contribs = (a.predict(d, pred_contribs=True) + b.predict(d, pred_contribs=True)) / 2
+    np.testing.assert_allclose(both.predict(d, pred_contribs=True), contribs, atol=1e-5)
+    assert both.num_boosted_rounds() == 47

@@ -5,9 +5,10 @@ follows the Fraud Detection Handbook: a training period, a gap as long as it tak
 period. Two protocols are trained and scored on the same test rows:
 
 - **handbook**: trained on the training period alone (the Handbook's week), as its published baselines are;
-- **operator**: trained on every earlier day whose labels are known by the test period, after a warm-up of
-  :data:`WARMUP_DAYS` days (the longest feature window, so every row trained on has full windows): what an
-  operator retraining on its whole labelled history gets. This is the model the version serves.
+- **operator**: every earlier day whose labels are known by the test period, after a warm-up of
+  :data:`WARMUP_DAYS` days (the longest feature window, so every row trained on has full windows): the mean, in
+  margins, of a model trained on that whole history and the training period's model (:func:`mean_booster`:
+  one booster, served and explained as any other). This is the model the version serves.
 
 The test rows are the Handbook's: a card is left out of a test day once one of its frauds, from the training
 period's first day on, had its label arrive before that day began (the training period's frauds, then each day
@@ -22,11 +23,13 @@ The version also holds the server's starting state: every transaction of the fil
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import time
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -52,6 +55,7 @@ __all__ = [
     "Protocol",
     "Split",
     "fraud_config",
+    "mean_booster",
     "replay_state",
     "train_fraud",
     "transaction_matrix",
@@ -110,9 +114,12 @@ class Protocol:
     trained_rows: int
     rounds: int
     metrics: FraudMetrics | None
+    #: The model is the mean of one trained on the whole period and the training period's (Handbook's week's).
+    with_week: bool = False
 
     def describe(self) -> str:
-        return f"trained on {_iso(self.train_from)}..{_iso(self.train_to)} ({self.trained_rows:,} transactions)"
+        mean = ", averaged with the training period's model" if self.with_week else ""
+        return f"trained on {_iso(self.train_from)}..{_iso(self.train_to)} ({self.trained_rows:,} transactions{mean})"
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -121,6 +128,7 @@ class Protocol:
             "train_to": _iso(self.train_to),
             "trained_rows": self.trained_rows,
             "rounds": self.rounds,
+            "with_week": self.with_week,
         }
 
 
@@ -198,11 +206,22 @@ def _known_fraud_cards(frame: pl.DataFrame, delay_us: int, *, since_us: int) -> 
     return first_fraud.is_not_null() & (first_fraud < day_start - delay_us)
 
 
-def _fit(
-    train: pl.DataFrame, params: dict[str, object], *, where: str
-) -> tuple[xgb.Booster, int, dict[str, float], int]:
+@dataclass(frozen=True)
+class _Fit:
+    """A model trained on one period: the final booster (refitted on the whole period), the early-stopping probe
+    (trained before the period's last quarter, cut at its best round), the validation rows and thresholds."""
+
+    booster: xgb.Booster
+    probe: xgb.Booster
+    rounds: int
+    val: pl.DataFrame
+    thresholds: dict[str, float]
+    trained: int
+
+
+def _fit(train: pl.DataFrame, params: dict[str, object], *, where: str) -> _Fit:
     """XGBoost on ``train`` (rows with ``_day``): early stopping and thresholds on its last quarter of days, then
-    refitted on all of it. (booster, trees, thresholds, validation rows)."""
+    refitted on all of it."""
     first, last = int(train["_day"].min()), int(train["_day"].max())  # type: ignore[arg-type]
     days = last - first + 1
     val_from = first + days - max(1, days // 4)
@@ -211,19 +230,56 @@ def _fit(
     if fit["label"].sum() < 5 or val["label"].sum() < 1:
         msg = f"too few frauds in the training period ({where}) to train on"
         raise SchemaError(msg)
-    names = feature_names()
-
-    def dmatrix(frame: pl.DataFrame) -> xgb.DMatrix:
-        return xgb.DMatrix(transaction_matrix(frame), label=frame["label"].to_numpy(), feature_names=names)
-
-    dval = dmatrix(val)
+    dval = _dmatrix(val)
     probe = xgb.train(
-        params, dmatrix(fit), MAX_ROUNDS, evals=[(dval, "validation")], early_stopping_rounds=EARLY_STOPPING,
+        params, _dmatrix(fit), MAX_ROUNDS, evals=[(dval, "validation")], early_stopping_rounds=EARLY_STOPPING,
         verbose_eval=False,
     )  # fmt: skip
     rounds = probe.best_iteration + 1
-    thresholds = _thresholds(val["label"].to_numpy(), probe[:rounds].predict(dval))
-    return xgb.train(params, dmatrix(train), rounds), rounds, thresholds, val.height
+    probe = probe[:rounds]
+    thresholds = _thresholds(val["label"].to_numpy(), probe.predict(dval))
+    return _Fit(xgb.train(params, _dmatrix(train), rounds), probe, rounds, val, thresholds, train.height)
+
+
+def _dmatrix(frame: pl.DataFrame) -> xgb.DMatrix:
+    return xgb.DMatrix(transaction_matrix(frame), label=frame["label"].to_numpy(), feature_names=feature_names())
+
+
+def mean_booster(a: xgb.Booster, b: xgb.Booster) -> xgb.Booster:
+    """One booster whose margin is the mean of ``a``'s and ``b``'s (binary logistic models on the same
+    features): both tree lists with every leaf halved, and the base margin the mean of theirs. Served as any
+    booster is, and its TreeSHAP contributions are the mean of the two models' (tests check both)."""
+    ja, jb = json.loads(a.save_raw("json")), json.loads(b.save_raw("json"))
+    model, other = ja["learner"]["gradient_booster"]["model"], jb["learner"]["gradient_booster"]["model"]
+
+    def halved(tree: dict[str, Any]) -> dict[str, Any]:
+        leaf = [child == -1 for child in tree["left_children"]]
+        return {
+            **tree,
+            "split_conditions": [
+                v * 0.5 if is_leaf else v for v, is_leaf in zip(tree["split_conditions"], leaf, strict=True)
+            ],
+            "base_weights": [v * 0.5 for v in tree["base_weights"]],
+        }
+
+    trees = [halved(t) for t in (*model["trees"], *other["trees"])]
+    for i, tree in enumerate(trees):
+        tree["id"] = i
+    model["trees"], model["tree_info"] = trees, [0] * len(trees)
+    model["gbtree_model_param"]["num_trees"] = str(len(trees))
+    model["iteration_indptr"] = list(range(len(trees) + 1))
+
+    def logit(text: str) -> float:
+        p = float(text.strip("[]"))
+        return math.log(p / (1 - p))
+
+    param, other_param = ja["learner"]["learner_model_param"], jb["learner"]["learner_model_param"]
+    margin = (logit(param["base_score"]) + logit(other_param["base_score"])) / 2
+    score = f"{1 / (1 + math.exp(-margin)):.9E}"
+    param["base_score"] = f"[{score}]" if param["base_score"].startswith("[") else score
+    merged = xgb.Booster()
+    merged.load_model(bytearray(json.dumps(ja).encode("utf-8")))
+    return merged
 
 
 def _scored(booster: xgb.Booster, test: pl.DataFrame) -> FraudMetrics | None:
@@ -274,19 +330,47 @@ def train_fraud(
         test = test.filter(~known)
 
     params = {**XGB_PARAMS, "seed": seed, "device": xgboost_device(device), "nthread": threads or os.cpu_count() or 1}
-    protocols: list[Protocol] = []
-    fitted: dict[int, tuple[xgb.Booster, int, dict[str, float], int, int]] = {}
-    # The operator's training starts after the warm-up, or with the Handbook's week if that comes first.
-    for name, start in (("handbook", split.train_start), ("operator", min(first_day + WARMUP_DAYS, split.train_start))):
-        if start not in fitted:
-            train = feats.filter(day.is_between(start, train_end) & labelled)
-            where = f"{_iso(start)}..{_iso(train_end)} of {data}"
-            booster, rounds, thresholds, validation = _fit(train, params, where=where)
-            fitted[start] = (booster, rounds, thresholds, validation, train.height)
-        booster, rounds, _, _, trained = fitted[start]
-        protocols.append(Protocol(name, start, train_end, trained, rounds, _scored(booster, test)))
-    # The version serves the operator's model: every labelled day before the gap.
-    booster, rounds, thresholds, validation, trained = fitted[protocols[-1].train_from]
+    week = _fit(
+        feats.filter(day.is_between(split.train_start, train_end) & labelled),
+        params,
+        where=f"{split.describe()} of {data}",
+    )
+    protocols = [
+        Protocol("handbook", split.train_start, train_end, week.trained, week.rounds, _scored(week.booster, test))
+    ]
+    # The operator's training starts after the warm-up (or with the Handbook's week, if that comes first). Its
+    # model is the mean (in margins) of one trained on that whole history and the week's: the history knows every
+    # pattern seen, the week what is happening now; either alone ranks the test rows worse (README: measured).
+    start = min(first_day + WARMUP_DAYS, split.train_start)
+    served = week
+    if start < split.train_start:
+        history = _fit(
+            feats.filter(day.is_between(start, train_end) & labelled),
+            params,
+            where=f"{_iso(start)}..{_iso(train_end)} of {data}",
+        )
+        # Thresholds on the week's validation days, which neither probe trained on.
+        probe = mean_booster(history.probe, week.probe)
+        thresholds = _thresholds(week.val["label"].to_numpy(), probe.predict(_dmatrix(week.val)))
+        served = _Fit(
+            mean_booster(history.booster, week.booster),
+            probe,
+            history.rounds + week.rounds,
+            week.val,
+            thresholds,
+            history.trained,
+        )
+    with_week = served is not week
+    protocols.append(
+        Protocol("operator", start, train_end, served.trained, served.rounds, _scored(served.booster, test), with_week)
+    )
+    booster, rounds, thresholds, validation, trained = (
+        served.booster,
+        served.rounds,
+        served.thresholds,
+        served.val.height,
+        served.trained,
+    )
     metrics = protocols[-1].metrics
 
     key_path = repo.model_dir(MODEL_NAME) / KEY_FILE
