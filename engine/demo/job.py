@@ -71,7 +71,7 @@ def run_demo(
 
     trail = Trail.from_env()
     ports = ServerPorts.free()
-    models = ["churn", "threat", "threat_features", "fraud", "recommender"]
+    models = ["churn", "churn_features", "threat", "threat_features", "fraud", "recommender"]
     with TritonServer(repository, ports=ports, models=models, log_path=workdir / "triton.log") as server:
         print(f"3. Triton is serving churn, threat, fraud and the recommender on gRPC {server.grpc_url}")
         customers = pl.read_parquet(data)
@@ -81,7 +81,9 @@ def run_demo(
                 customers.filter(pl.col(CHURN_LABEL) == value).sample(sample // 2, seed=1) for value in ("Yes", "No")
             ).drop(CHURN_LABEL)
             out = client.infer(picked)
-            print(f"4. scored {sample} customers over gRPC:\n")
+            twin = client.feature_route() is not None
+            route = "encoded here: one feature tensor each to churn_features" if twin else "raw columns"
+            print(f"4. scored {sample} customers over gRPC ({route}):\n")
             table = [
                 (
                     cid,

@@ -29,7 +29,8 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]
 
 def test_demo_scores_customers_and_scans_the_log(demo: tuple[str, Path]) -> None:
     out, folder = demo
-    assert "scored 8 customers over gRPC" in out and "Triton stopped." in out
+    assert "scored 8 customers over gRPC (encoded here: one feature tensor each to churn_features)" in out
+    assert "Triton stopped." in out
     assert re.findall(r"^(\d+)\. ", out, re.M) == [str(i) for i in range(1, 12)]  # every step, in order
     caught = re.search(r"alerts name (\d+) addresses: (\d+) of the (\d+) attackers", out)
     assert caught is not None
@@ -39,6 +40,7 @@ def test_demo_scores_customers_and_scans_the_log(demo: tuple[str, Path]) -> None
     assert len({a["source"]["ip"] for a in alerts}) == named
     assert sorted(p.name for p in (folder / "repo").iterdir()) == [
         "churn",
+        "churn_features",
         "fraud",
         "recommender",
         "threat",
