@@ -10,18 +10,28 @@ model's names. What a caller sees is what the raw model answers.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from clients.errors import rejected
 from engine.errors import InvalidInputError, ServerError
-from engine.families.twin import ENCODINGS, INPUT, TableEncoder, decode_indices, twin_name
-from engine.tables.schema import TableSchema
+from engine.families.twin import ENCODINGS, INPUT, decode_indices, twin_name
 
-__all__ = ["FeatureRoute"]
+if TYPE_CHECKING:
+    from engine.families.twin import TableEncoder
+
+__all__ = ["FeatureRoute", "can_encode"]
+
+
+def can_encode() -> bool:
+    """Whether this installation has what encoding rows needs (Polars: ``finscore[backend]``); a client-only
+    install sends raw columns."""
+    return importlib.util.find_spec("polars") is not None
 
 
 @dataclass(frozen=True)
@@ -37,6 +47,9 @@ class FeatureRoute:
     @classmethod
     def from_parameters(cls, raw: str, parameters: Mapping[str, str]) -> FeatureRoute:
         """The route to ``raw``'s twin, from the twin's config parameters."""
+        from engine.families.twin import TableEncoder
+        from engine.tables.schema import TableSchema
+
         model = twin_name(raw)
         encoding = parameters.get("encoding", "")
         if encoding not in ENCODINGS:

@@ -24,10 +24,10 @@ import tritonclient.grpc.aio as aioclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from clients.errors import gave_up, map_error, retry_reason
-from clients.features import FeatureRoute
+from clients.features import FeatureRoute, can_encode
 from clients.tensors import InputSpec, decode_outputs, encode_inputs
 from clients.tls import Tls
-from engine.errors import FinscoreError, NotFoundError
+from engine.errors import FinscoreError, NotFoundError, UsageError
 from engine.families.twin import twin_name
 
 __all__ = ["AsyncModelClient", "BaseModelClient", "ModelClient"]
@@ -135,7 +135,10 @@ class BaseModelClient:
     def _take_route(self, ready: bool, parameters: dict[str, str] | None) -> FeatureRoute | None:
         """Decide (once) how rows travel, from whether the twin is ready and its config's parameters."""
         route = None
-        if ready and parameters is not None and parameters.get("encoding"):
+        if self.features and not can_encode():
+            msg = "encoding rows for a feature-tensor twin needs Polars: install finscore[backend], or features=False"
+            raise UsageError(msg)
+        if ready and parameters is not None and parameters.get("encoding") and can_encode():
             route = FeatureRoute.from_parameters(self.model, parameters)
         elif self.features:
             twin = twin_name(self.model)

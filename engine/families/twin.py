@@ -24,16 +24,16 @@ import json
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from engine.errors import InvalidInputError, SchemaError
 from engine.serving.config import ModelConfig, TensorSpec
-from engine.serving.repository import ModelRepository
-from engine.tables.checks import validate_columns
-from engine.tables.matrix import OnlineFeatures, polars_matrix
-from engine.tables.schema import TableSchema
-from kernels.ranking import coded_fault
+
+if TYPE_CHECKING:  # the names and parameters above are all a client-only install needs; the rest imports Polars
+    from engine.serving.repository import ModelRepository
+    from engine.tables.schema import TableSchema
 
 __all__ = [
     "ENCODINGS",
@@ -128,6 +128,8 @@ class FeatureCheck:
         )
 
     def __call__(self, columns: Mapping[str, object]) -> np.ndarray:
+        from kernels.ranking import coded_fault
+
         x = _check_matrix(columns, model=self.model, width=len(self.schema.columns))
         row, j, kind = coded_fault(x, self.codes)
         if kind == 1:
@@ -148,6 +150,8 @@ class TableEncoder:
     runs: memoised kernels for small batches on the CPU (:class:`OnlineFeatures`), Polars otherwise."""
 
     def __init__(self, schema: TableSchema, *, model: str, engine: object = "cpu", online: bool = True) -> None:
+        from engine.tables.matrix import OnlineFeatures
+
         self.schema = schema
         self.model = model
         self.engine = engine
@@ -160,10 +164,14 @@ class TableEncoder:
 
     def validate(self, columns: Mapping[str, object]) -> dict[str, np.ndarray]:
         """A request's raw columns checked as the raw model checks them (its sentences)."""
+        from engine.tables.checks import validate_columns
+
         return validate_columns(self.schema, columns, model=self.model)
 
     def features(self, rows: Mapping[str, np.ndarray]) -> np.ndarray:
         """The feature matrix (float32, rows × columns, NaN for missing) of validated rows."""
+        from engine.tables.matrix import polars_matrix
+
         n = len(rows[self.schema.columns[0].name])
         if self.online is not None and n <= self.online.max_rows:
             return self.online.matrix(rows)

@@ -125,3 +125,22 @@ def test_a_twin_with_an_unknown_encoding_is_one_sentence() -> None:
         FeatureRoute.from_parameters("churn", {"encoding": "onnx", "schema": "{}"})
     with pytest.raises(ServerError, match="no readable schema"):
         FeatureRoute.from_parameters("churn", {"encoding": "table", "schema": "not json"})
+
+
+def test_a_client_without_polars_sends_raw_columns_and_requiring_the_twin_says_why(
+    route: FeatureRoute, repository: ModelRepository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import clients.grpc
+    from clients import ModelClient
+    from engine.errors import UsageError
+
+    config = (repository.model_dir("churn_features") / "config.pbtxt").read_text(encoding="utf-8")
+    parameters = _parameters(config)
+    with ModelClient("127.0.0.1:1", "churn") as client:
+        assert client._take_route(True, parameters) is not None  # this install encodes
+    monkeypatch.setattr(clients.grpc, "can_encode", lambda: False)
+    with ModelClient("127.0.0.1:1", "churn") as client:
+        assert client._take_route(True, parameters) is None  # a client-only install: raw columns
+    with ModelClient("127.0.0.1:1", "churn", features=True) as client:
+        with pytest.raises(UsageError, match=r"needs Polars: install finscore\[backend\], or features=False"):
+            client._take_route(True, parameters)
