@@ -29,6 +29,7 @@ import numpy as np
 
 from engine.device import Device, instance_kind
 from engine.errors import ModelNotReadyError
+from engine.families.twin import decode_indices
 from engine.serving.config import ModelConfig, TensorSpec
 from engine.serving.repository import VersionWriter
 from kernels.ranking import top_k
@@ -207,8 +208,7 @@ def reason_names(indices: np.ndarray, names: Sequence[str]) -> np.ndarray:
     >>> reason_names(np.array([[1, -1]]), ["a", "b"]).tolist()
     [['b', '']]
     """
-    table = np.asarray([*names, ""], dtype=object)
-    return table[indices]  # -1 picks the empty name at the end
+    return decode_indices(indices, names)
 
 
 _TENSOR = re.compile(

@@ -39,8 +39,9 @@ __all__ = [
     "ENCODINGS",
     "INPUT",
     "SUFFIX",
-    "TableEncoder",
     "FeatureCheck",
+    "TableEncoder",
+    "check_matrix",
     "decode_indices",
     "twin_input",
     "twin_name",
@@ -80,10 +81,12 @@ def twin_parameters(
     }
 
 
-def write_twin(repo: ModelRepository, source: Path, config: ModelConfig, artifacts: Iterable[str]) -> Path:
+def write_twin(
+    repo: ModelRepository, source: Path, config: ModelConfig, artifacts: Iterable[str], *, shell_of: str | None = None
+) -> Path:
     """Copy ``artifacts`` of the raw model's version folder ``source`` into the next version of the twin
-    ``config.name`` (whose ``model_repo/<name>/model.py`` shell must exist)."""
-    writer = repo.new_version(config.name)
+    ``config.name``, with the ``model.py`` shell of ``shell_of`` (default: the twin's own)."""
+    writer = repo.new_version(config.name, shell_of=shell_of)
     for artifact in artifacts:
         shutil.copy2(source / artifact, writer.path / artifact)
     return writer.commit(config)
@@ -97,8 +100,8 @@ def decode_indices(indices: np.ndarray, names: Sequence[object], *, empty: objec
     return table[np.where((idx >= 0) & (idx < len(names)), idx, len(names))]
 
 
-def _check_matrix(columns: Mapping[str, object], *, model: str, width: int) -> np.ndarray:
-    """The ``features`` input of a request to ``model``: FP32 ``[rows, width]``, at least one row."""
+def check_matrix(columns: Mapping[str, object], *, model: str, width: int) -> np.ndarray:
+    """The ``features`` input of a request to ``model``, the only input: FP32 ``[rows, width]``."""
     unknown = [k for k in columns if k != INPUT]
     if unknown or INPUT not in columns:
         msg = f"model {model} takes one input, {INPUT!r} (got {', '.join(columns) or 'none'})"
@@ -106,9 +109,6 @@ def _check_matrix(columns: Mapping[str, object], *, model: str, width: int) -> n
     x = np.asarray(columns[INPUT])
     if x.ndim != 2 or x.shape[1] != width or x.dtype != np.float32:
         msg = f"input {INPUT!r} must be FP32 [batch, {width}], got {x.dtype.name} {list(x.shape)}"
-        raise InvalidInputError(msg)
-    if not len(x):
-        msg = "the request has no rows"
         raise InvalidInputError(msg)
     return x
 
@@ -130,7 +130,10 @@ class FeatureCheck:
     def __call__(self, columns: Mapping[str, object]) -> np.ndarray:
         from kernels.ranking import coded_fault
 
-        x = _check_matrix(columns, model=self.model, width=len(self.schema.columns))
+        x = check_matrix(columns, model=self.model, width=len(self.schema.columns))
+        if not len(x):
+            msg = "the request has no rows"
+            raise InvalidInputError(msg)
         row, j, kind = coded_fault(x, self.codes)
         if kind == 1:
             name = self.schema.columns[j].name

@@ -11,7 +11,6 @@ same version number and artifacts, so the two always score alike.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import ClassVar
@@ -23,15 +22,15 @@ from engine.errors import InvalidInputError
 from engine.families.contract import METRICS_FILE, model_config
 from engine.families.threat.features import ThreatFeatures
 from engine.families.threat.scorer import FEATURES_FILE, MODEL_FILE, N_TOP, PARAMS_FILE, ThreatScorer, top_columns
+from engine.families.twin import INPUT, SUFFIX, check_matrix, write_twin
 from engine.serving.config import ModelConfig, TensorSpec
 from engine.serving.repository import ModelRepository
 from engine.tables.schema import TableSchema
 
 __all__ = ["MATRIX_INPUT", "MATRIX_OUTPUTS", "SUFFIX", "ThreatMatrixScorer", "matrix_config", "write_matrix_version"]
 
-SUFFIX = "_features"
 SHELL = "threat" + SUFFIX
-MATRIX_INPUT = "features"
+MATRIX_INPUT = INPUT
 MATRIX_OUTPUTS = (
     TensorSpec("anomaly_score", "FP32", (1,)),
     TensorSpec("is_threat", "BOOL", (1,)),
@@ -73,10 +72,8 @@ def matrix_config(
 
 def write_matrix_version(repo: ModelRepository, source: Path, config: ModelConfig) -> Path:
     """Copy the version folder ``source`` of the raw model into the next version of the matrix model."""
-    writer = repo.new_version(config.name, shell_of=SHELL)
-    for artifact in (MODEL_FILE, "schema.json", FEATURES_FILE, PARAMS_FILE, METRICS_FILE):
-        shutil.copy2(source / artifact, writer.path / artifact)
-    return writer.commit(config)
+    artifacts = (MODEL_FILE, "schema.json", FEATURES_FILE, PARAMS_FILE, METRICS_FILE)
+    return write_twin(repo, source, config, artifacts, shell_of=SHELL)
 
 
 def features_from_parameters(parameters: Mapping[str, str]) -> ThreatFeatures:
@@ -95,15 +92,7 @@ class ThreatMatrixScorer(ThreatScorer):
         return matrix_inputs(self.features)
 
     def validate(self, columns: Mapping[str, object]) -> dict[str, np.ndarray]:
-        unknown = [k for k in columns if k != MATRIX_INPUT]
-        if unknown or MATRIX_INPUT not in columns:
-            msg = f"model {self.name}{SUFFIX} takes one input, {MATRIX_INPUT!r} (got {', '.join(columns) or 'none'})"
-            raise InvalidInputError(msg)
-        x = np.asarray(columns[MATRIX_INPUT])
-        width = len(self.features.names)
-        if x.ndim != 2 or x.shape[1] != width or x.dtype != np.float32:
-            msg = f"input {MATRIX_INPUT!r} must be FP32 [batch, {width}], got {x.dtype.name} {list(x.shape)}"
-            raise InvalidInputError(msg)
+        x = check_matrix(columns, model=self.name + SUFFIX, width=len(self.features.names))
         bad = ~np.isfinite(x)
         if bad.any():
             msg = f"input {MATRIX_INPUT!r} has a missing or infinite value at row {int(np.argmax(bad.any(axis=1)))}"
