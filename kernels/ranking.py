@@ -1,4 +1,5 @@
-"""Small per-request kernels of the served models: each row's top-k columns, and the check of a coded matrix.
+"""Small per-request kernels of the served models: each row's top-k columns, a reason-coded score, and the check
+of a coded matrix.
 
 A one-row request pays NumPy's fixed cost per call several times over the work itself (an ``argsort``, a
 ``take_along_axis``, a ``where``, an ``errstate``...); each kernel here is one call. Each has a plain NumPy
@@ -12,7 +13,7 @@ import math
 import numba
 import numpy as np
 
-__all__ = ["coded_fault", "coded_fault_ref", "top_k", "top_k_ref"]
+__all__ = ["coded_fault", "coded_fault_ref", "reason_scores", "reason_scores_ref", "top_k", "top_k_ref"]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -48,6 +49,44 @@ def top_k_ref(values: np.ndarray, k: int, positive: bool) -> np.ndarray:
         top = np.where(np.take_along_axis(values, top, axis=1) > 0, top, -1)
     out[:, :width] = top
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def reason_scores(
+    contributions: np.ndarray, a: float, b: float, threshold: float, k: int, action_of: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """A reason-coded score from additive contributions ``[rows, features + 1]`` (the last column the bias, so
+    a row's sum is its margin), in one call:
+
+    - the probability ``1 / (1 + exp(-(a * margin + b)))`` (FP32; Platt scaling of the margin);
+    - the reasons: the ``k`` features that raise it most, as :func:`top_k` with ``positive`` (INT32, -1 none);
+    - the action: ``action_of[first reason]`` where the probability reaches ``threshold``, 0 otherwise (INT32).
+    """
+    n, width = contributions.shape
+    prob = np.empty(n, np.float32)
+    actions = np.zeros(n, np.int32)
+    reasons = top_k(contributions[:, : width - 1], k, True)
+    for i in range(n):
+        margin = 0.0
+        for j in range(width):
+            margin += contributions[i, j]
+        prob[i] = 1.0 / (1.0 + math.exp(-(a * margin + b)))
+        first = reasons[i, 0] if k > 0 else -1
+        if first >= 0 and np.float64(prob[i]) >= threshold:
+            actions[i] = action_of[first]
+    return prob, reasons, actions
+
+
+def reason_scores_ref(
+    contributions: np.ndarray, a: float, b: float, threshold: float, k: int, action_of: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`reason_scores` in NumPy."""
+    margin = contributions.astype(np.float64).sum(axis=1)
+    prob = (1.0 / (1.0 + np.exp(-(a * margin + b)))).astype(np.float32)
+    reasons = top_k_ref(contributions[:, :-1], k, True)
+    first = reasons[:, 0] if k > 0 else np.full(len(prob), -1)
+    actions = np.where((first >= 0) & (prob >= threshold), action_of[np.maximum(first, 0)], 0).astype(np.int32)
+    return prob, reasons, actions
 
 
 @numba.njit(cache=True, nogil=True)

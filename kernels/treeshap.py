@@ -1,4 +1,4 @@
-"""Exact TreeSHAP for shallow trees as table look-ups: a Numba kernel, ten to twenty times XGBoost's own on CPU.
+"""Exact TreeSHAP for shallow trees as table look-ups: a Numba kernel, tens of times XGBoost's own on CPU.
 
 A tree's path-dependent SHAP values (XGBoost's ``pred_contribs``) depend on a row only through the side it
 takes at each of the tree's splits. A tree with ``k`` splits has ``2**k`` such patterns; for shallow trees
@@ -6,6 +6,12 @@ takes at each of the tree's splits. A tree with ``k`` splits has ``2**k`` such p
 is loaded, as exact Shapley values of the tree's path-dependent expectation (Lundberg et al., 2018,
 Algorithm 1: a split on a feature of the coalition follows the pattern, any other split averages its
 children by cover). Scoring a row is then one decision per split and one look-up per tree.
+
+A model's splits repeat their conditions: hundreds of trees over a few dozen features ask a few hundred
+distinct questions (XGBoost's thresholds are histogram cuts). Each distinct condition is decided once per
+row; a tree's splits then read those decisions, and the row's contributions are summed from the trees'
+tables in the same pass (one kernel call per batch). The tables are packed as float32, ``2**k`` rows of the
+tree's own features each: the look-ups of a row stay within a few hundred kilobytes.
 
 Decisions follow XGBoost's: a missing value takes the split's default side; a number goes left when it is
 below the threshold; a category goes right when it is in the split's set, left otherwise (unseen or
@@ -21,9 +27,9 @@ negative codes too).
 ...         "categories_segments": [], "categories_sizes": []}
 >>> model = {"learner": {"gradient_booster": {"model": {"trees": [tree],
 ...          "gbtree_model_param": {"num_parallel_tree": "1"}}}}}
->>> shap = ShallowTreeShap.from_model(json.dumps(model), n_features=1, bias=-0.25)
+>>> shap = ShallowTreeShap.from_model(json.dumps(model), n_features=1, bias=0.5)
 >>> shap.contributions(np.array([[0.0], [1.0], [np.nan]], dtype=np.float32)).tolist()
-[[-0.75, -0.25], [3.25, -0.25], [-0.75, -0.25]]
+[[-1.0, 0.5], [3.0, 0.5], [-1.0, 0.5]]
 """
 
 from __future__ import annotations
@@ -35,7 +41,13 @@ from math import factorial
 import numba
 import numpy as np
 
-__all__ = ["MAX_SPLITS", "ShallowTreeShap", "pattern_contributions", "pattern_contributions_ref"]
+__all__ = [
+    "MAX_SPLITS",
+    "ShallowTreeShap",
+    "pattern_contributions",
+    "pattern_contributions_ref",
+    "tree_contributions",
+]
 
 #: Trees with more splits than this are left to XGBoost (tables grow as 2**splits × 2**features).
 MAX_SPLITS = 8
@@ -47,21 +59,26 @@ MAX_CATEGORY = 1 << 16
 class ShallowTreeShap:
     """Contribution tables of every tree of a model, and the arrays its kernel reads.
 
-    Per tree ``t`` and split ``k`` (``splits[t]`` of them): ``feature``, ``threshold``, ``default_left``,
-    ``categorical`` and a slice ``[cat_start, cat_start + cat_size)`` of ``cat_member`` (1 where a category
-    code goes right). ``table[t, pattern, j]`` is the contribution to feature ``slot_feature[t, j]``.
+    Conditions ``c`` (each distinct split once): ``feature``, ``threshold``, ``nan_right`` (a missing value
+    goes right), ``categorical`` and a slice ``[cat_start, cat_start + cat_size)`` of ``cat_member`` (1 where a
+    category code goes right). Tree ``t`` has ``splits[t]`` splits; split ``k`` asks ``condition[t, k]``.
+    The tree's contribution to feature ``slot_feature[t, j]`` (``j < slots[t]``) under ``pattern`` is
+    ``table[offset[t] + pattern * slots[t] + j]``.
     """
 
     n_features: int
     bias: float
-    splits: np.ndarray
     feature: np.ndarray
     threshold: np.ndarray
-    default_left: np.ndarray
+    nan_right: np.ndarray
     categorical: np.ndarray
     cat_start: np.ndarray
     cat_size: np.ndarray
     cat_member: np.ndarray
+    splits: np.ndarray
+    condition: np.ndarray
+    offset: np.ndarray
+    slots: np.ndarray
     slot_feature: np.ndarray
     table: np.ndarray
 
@@ -79,61 +96,94 @@ class ShallowTreeShap:
         n_trees = len(trees)
         width = max([len(t.splits) for t in trees] + [1])
         slots = max([len(t.slot_feature) for t in trees] + [1])
-        arrays: dict[str, np.ndarray] = {
-            "splits": np.zeros(n_trees, np.int64),
-            "feature": np.zeros((n_trees, width), np.int64),
-            "threshold": np.zeros((n_trees, width), np.float32),
-            "default_left": np.zeros((n_trees, width), np.bool_),
-            "categorical": np.zeros((n_trees, width), np.bool_),
-            "cat_start": np.zeros((n_trees, width), np.int64),
-            "cat_size": np.zeros((n_trees, width), np.int64),
-            "slot_feature": np.full((n_trees, slots), -1, np.int64),
-            "table": np.zeros((n_trees, 1 << width, slots), np.float64),
-        }
-        members: list[np.ndarray] = []
-        offset = 0
+        n_slots = np.array([len(t.slot_feature) for t in trees], np.int64)
+        splits = np.array([len(t.splits) for t in trees], np.int64)
+        offset = np.zeros(n_trees + 1, np.int64)
+        offset[1:] = np.cumsum((1 << splits) * n_slots)
+        condition = np.zeros((n_trees, width), np.int64)
+        slot_feature = np.full((n_trees, slots), -1, np.int64)
+        table = np.zeros(int(offset[-1]), np.float32)
+        conditions: dict[tuple, int] = {}
         for t, tree in enumerate(trees):
-            k = len(tree.splits)
-            arrays["splits"][t] = k
-            arrays["slot_feature"][t, : len(tree.slot_feature)] = tree.slot_feature
-            arrays["table"][t, : 1 << k, : len(tree.slot_feature)] = _tables(tree)
-            for i, node in enumerate(tree.splits):
-                arrays["feature"][t, i] = tree.feature[node]
-                arrays["threshold"][t, i] = tree.threshold[node]
-                arrays["default_left"][t, i] = tree.default_left[node]
+            slot_feature[t, : n_slots[t]] = tree.slot_feature
+            table[offset[t] : offset[t + 1]] = _tables(tree)[:, : n_slots[t]].ravel()
+            for k, node in enumerate(tree.splits):
                 cats = tree.categories.get(int(node))
-                if cats is not None:
-                    member = np.zeros(max(cats, default=-1) + 1, np.bool_)
-                    member[cats] = True
-                    arrays["categorical"][t, i] = True
-                    arrays["cat_start"][t, i], arrays["cat_size"][t, i] = offset, len(member)
-                    members.append(member)
-                    offset += len(member)
-        if np.any(arrays["feature"] >= n_features):
+                nan_right = not tree.default_left[node]
+                key = (
+                    (int(tree.feature[node]), "c", tuple(sorted(cats)), nan_right)
+                    if cats is not None
+                    else (int(tree.feature[node]), "n", float(tree.threshold[node]), nan_right)
+                )
+                condition[t, k] = conditions.setdefault(key, len(conditions))
+        if any(key[0] >= n_features for key in conditions):
             return None
-        cat_member = np.concatenate(members) if members else np.zeros(0, np.bool_)
-        return cls(n_features=n_features, bias=float(bias), cat_member=cat_member, **arrays)
+        return cls(
+            n_features=n_features,
+            bias=float(bias),
+            splits=splits,
+            condition=condition,
+            offset=offset,
+            slots=n_slots,
+            slot_feature=slot_feature,
+            table=table,
+            **_condition_arrays(list(conditions)),
+        )
 
-    def patterns(self, x: np.ndarray) -> np.ndarray:
-        """The side each row takes at each split, as one integer per (row, tree): bit ``k`` set = right."""
-        return _patterns(
-            np.ascontiguousarray(x, dtype=np.float32),
-            self.splits,
+    def _conditions(self) -> tuple[np.ndarray, ...]:
+        return (
             self.feature,
             self.threshold,
-            self.default_left,
+            self.nan_right,
             self.categorical,
             self.cat_start,
             self.cat_size,
             self.cat_member,
         )
 
+    def patterns(self, x: np.ndarray) -> np.ndarray:
+        """The side each row takes at each split, as one integer per (row, tree): bit ``k`` set = right."""
+        return _patterns(np.ascontiguousarray(x, dtype=np.float32), *self._conditions(), self.splits, self.condition)
+
     def contributions(self, x: np.ndarray) -> np.ndarray:
         """``[rows, n_features + 1]`` float32 contributions, the last column the bias: as XGBoost's
         ``predict(pred_contribs=True)``, so a row's sum is its margin."""
-        out = pattern_contributions(self.patterns(x), self.slot_feature, self.table, self.n_features)
-        out[:, -1] = self.bias
-        return out.astype(np.float32)
+        return tree_contributions(
+            np.ascontiguousarray(x, dtype=np.float32),
+            *self._conditions(),
+            self.splits,
+            self.condition,
+            self.offset,
+            self.slots,
+            self.slot_feature,
+            self.table,
+            self.bias,
+        )
+
+
+def _condition_arrays(keys: list[tuple]) -> dict[str, np.ndarray]:
+    """The kernel's arrays of the distinct conditions ``(feature, "n", threshold, nan_right)`` or
+    ``(feature, "c", categories, nan_right)``, in order."""
+    n = len(keys)
+    arrays: dict[str, np.ndarray] = {
+        "feature": np.array([k[0] for k in keys], np.int64).reshape(n),
+        "threshold": np.array([k[2] if k[1] == "n" else 0.0 for k in keys], np.float32).reshape(n),
+        "nan_right": np.array([k[3] for k in keys], np.bool_).reshape(n),
+        "categorical": np.array([k[1] == "c" for k in keys], np.bool_).reshape(n),
+        "cat_start": np.zeros(n, np.int64),
+        "cat_size": np.zeros(n, np.int64),
+    }
+    members: list[np.ndarray] = []
+    start = 0
+    for i, key in enumerate(keys):
+        if key[1] == "c":
+            member = np.zeros(max(key[2], default=-1) + 1, np.bool_)
+            member[list(key[2])] = True
+            arrays["cat_start"][i], arrays["cat_size"][i] = start, len(member)
+            members.append(member)
+            start += len(member)
+    arrays["cat_member"] = np.concatenate(members) if members else np.zeros(0, np.bool_)
+    return arrays
 
 
 @dataclass(frozen=True)
@@ -257,64 +307,128 @@ def _shapley_tables(
     return out
 
 
-@numba.njit(cache=True)
-def _patterns(
+@numba.njit(cache=True, nogil=True)
+def _decide(
     x: np.ndarray,
-    splits: np.ndarray,
+    r: int,
     feature: np.ndarray,
     threshold: np.ndarray,
-    default_left: np.ndarray,
+    nan_right: np.ndarray,
     categorical: np.ndarray,
     cat_start: np.ndarray,
     cat_size: np.ndarray,
     cat_member: np.ndarray,
-) -> np.ndarray:
+    out: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """Row ``r``'s side (1 = right) at every distinct condition, into ``out``."""
+    for c in range(len(feature)):
+        v = x[r, feature[c]]
+        if np.isnan(v):
+            out[c] = nan_right[c]
+        elif categorical[c]:
+            out[c] = cat_member[cat_start[c] + int(v)] if v >= 0.0 and v < cat_size[c] else False
+        else:
+            out[c] = not (v < threshold[c])
+
+
+@numba.njit(cache=True, nogil=True)
+def _patterns(
+    x: np.ndarray,
+    feature: np.ndarray,
+    threshold: np.ndarray,
+    nan_right: np.ndarray,
+    categorical: np.ndarray,
+    cat_start: np.ndarray,
+    cat_size: np.ndarray,
+    cat_member: np.ndarray,
+    splits: np.ndarray,
+    condition: np.ndarray,
+) -> np.ndarray:  # pragma: no cover - compiled
     n, n_trees = x.shape[0], len(splits)
     out = np.zeros((n, n_trees), np.int64)
+    side = np.zeros(len(feature), np.uint8)
     for r in range(n):
+        _decide(x, r, feature, threshold, nan_right, categorical, cat_start, cat_size, cat_member, side)
         for t in range(n_trees):
             pattern = 0
             for k in range(splits[t]):
-                v = x[r, feature[t, k]]
-                if np.isnan(v):
-                    right = not default_left[t, k]
-                elif categorical[t, k]:
-                    right = False
-                    if v >= 0.0 and v < cat_size[t, k]:
-                        right = cat_member[cat_start[t, k] + int(v)]
-                else:
-                    right = not (v < threshold[t, k])
-                if right:
-                    pattern |= 1 << k
+                pattern |= np.int64(side[condition[t, k]]) << k
             out[r, t] = pattern
     return out
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
+def tree_contributions(
+    x: np.ndarray,
+    feature: np.ndarray,
+    threshold: np.ndarray,
+    nan_right: np.ndarray,
+    categorical: np.ndarray,
+    cat_start: np.ndarray,
+    cat_size: np.ndarray,
+    cat_member: np.ndarray,
+    splits: np.ndarray,
+    condition: np.ndarray,
+    offset: np.ndarray,
+    slots: np.ndarray,
+    slot_feature: np.ndarray,
+    table: np.ndarray,
+    bias: float,
+) -> np.ndarray:  # pragma: no cover - compiled
+    """Each row's contributions, float32 ``[rows, n_features + 1]`` with ``bias`` last, in one pass: the row's
+    decisions, each tree's pattern and its table row, summed per feature (in float64). Equal to
+    :func:`pattern_contributions` of :meth:`ShallowTreeShap.patterns`."""
+    n, width, n_trees = x.shape[0], x.shape[1], len(splits)
+    out = np.empty((n, width + 1), np.float32)
+    acc = np.zeros(width, np.float64)
+    side = np.zeros(len(feature), np.uint8)
+    for r in range(n):
+        _decide(x, r, feature, threshold, nan_right, categorical, cat_start, cat_size, cat_member, side)
+        acc[:] = 0.0
+        for t in range(n_trees):
+            pattern = 0
+            for k in range(splits[t]):
+                pattern |= np.int64(side[condition[t, k]]) << k
+            row = offset[t] + pattern * slots[t]
+            for j in range(slots[t]):
+                acc[slot_feature[t, j]] += table[row + j]
+        for f in range(width):
+            out[r, f] = acc[f]
+        out[r, width] = bias
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
 def pattern_contributions(
-    patterns: np.ndarray, slot_feature: np.ndarray, table: np.ndarray, n_features: int
-) -> np.ndarray:
+    patterns: np.ndarray,
+    offset: np.ndarray,
+    slots: np.ndarray,
+    slot_feature: np.ndarray,
+    table: np.ndarray,
+    n_features: int,
+) -> np.ndarray:  # pragma: no cover - compiled
     """Sum of each row's looked-up contributions, ``[rows, n_features + 1]`` (last column left zero)."""
     n, n_trees = patterns.shape
     out = np.zeros((n, n_features + 1), np.float64)
     for r in range(n):
         for t in range(n_trees):
-            row = table[t, patterns[r, t]]
-            for j in range(slot_feature.shape[1]):
-                f = slot_feature[t, j]
-                if f < 0:
-                    break
-                out[r, f] += row[j]
+            row = offset[t] + patterns[r, t] * slots[t]
+            for j in range(slots[t]):
+                out[r, slot_feature[t, j]] += table[row + j]
     return out
 
 
 def pattern_contributions_ref(
-    patterns: np.ndarray, slot_feature: np.ndarray, table: np.ndarray, n_features: int
+    patterns: np.ndarray,
+    offset: np.ndarray,
+    slots: np.ndarray,
+    slot_feature: np.ndarray,
+    table: np.ndarray,
+    n_features: int,
 ) -> np.ndarray:
     """NumPy twin of :func:`pattern_contributions`."""
-    out = np.zeros((patterns.shape[0], n_features + 2), np.float64)  # column -1 takes the padding slots
-    rows = table[np.arange(table.shape[0])[None, :], patterns]  # [rows, trees, slots]
-    for t in range(table.shape[0]):
-        for j in range(table.shape[2]):
-            out[:, slot_feature[t, j]] += rows[:, t, j]
-    return out[:, :-1]
+    out = np.zeros((patterns.shape[0], n_features + 1), np.float64)
+    for t in range(patterns.shape[1]):
+        for j in range(int(slots[t])):
+            out[:, slot_feature[t, j]] += table[offset[t] + patterns[:, t] * slots[t] + j]
+    return out

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from kernels.ranking import coded_fault, coded_fault_ref, top_k, top_k_ref
+from kernels.ranking import coded_fault, coded_fault_ref, reason_scores, reason_scores_ref, top_k, top_k_ref
 
 # Few distinct values, so ties (and zeros, for ``positive``) are common.
 _VALUES = st.sampled_from([-2.0, -0.5, 0.0, -0.0, 0.25, 1.0, 3.0])
@@ -30,6 +30,34 @@ def test_top_k_reads_float64_and_strided_views() -> None:
     wide = rng.normal(size=(50, 9))
     view = wide[:, :-1]  # the contributions without their bias column
     np.testing.assert_array_equal(top_k(view, 3, True), top_k_ref(view, 3, True))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    arrays(np.float32, st.tuples(st.integers(0, 6), st.integers(1, 6)), elements=_VALUES),
+    st.sampled_from([0.5, 1.0, -2.0]),
+    st.sampled_from([-1.0, 0.0, 0.3]),
+    st.sampled_from([0.0, 0.4, 0.6, 1.1]),
+    st.integers(1, 4),
+)
+def test_reason_scores_equal_their_numpy_twin(
+    contribs: np.ndarray, a: float, b: float, threshold: float, k: int
+) -> None:
+    action_of = np.arange(10, 10 + contribs.shape[1], dtype=np.int32)
+    prob, reasons, actions = reason_scores(contribs, a, b, threshold, k, action_of)
+    ref = reason_scores_ref(contribs, a, b, threshold, k, action_of)
+    assert (prob.dtype, reasons.dtype, actions.dtype) == (np.float32, np.int32, np.int32)
+    np.testing.assert_allclose(prob, ref[0], rtol=1e-6)
+    np.testing.assert_array_equal(reasons, ref[1])
+    np.testing.assert_array_equal(actions, ref[2])
+
+
+def test_reason_scores_act_on_the_first_reason_only_at_the_threshold() -> None:
+    contribs = np.array([[0.5, 2.0, -1.0, 0.0], [-0.5, -2.0, -1.0, 0.0], [0.5, 2.0, -1.0, -9.0]], np.float32)
+    prob, reasons, actions = reason_scores(contribs, 1.0, 0.0, 0.5, 3, np.array([7, 8, 9, 0], np.int32))
+    assert reasons[0].tolist() == [1, 0, -1] and reasons[1].tolist() == [-1, -1, -1]
+    assert prob[0] == np.float32(1 / (1 + np.exp(-1.5))) and prob[2] < 0.5
+    assert actions.tolist() == [8, 0, 0]  # row 1 has no reason; row 2 is below the threshold
 
 
 _CELLS = st.sampled_from([np.nan, np.inf, -np.inf, 0.0, 1.0, 2.0, 2.5, -1.0, 3.0, 7.0])

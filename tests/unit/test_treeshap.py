@@ -7,7 +7,13 @@ import pytest
 import xgboost as xgb
 
 from engine.families.churn import ChurnScorer
-from kernels.treeshap import MAX_SPLITS, ShallowTreeShap, pattern_contributions, pattern_contributions_ref
+from kernels.treeshap import (
+    MAX_SPLITS,
+    ShallowTreeShap,
+    pattern_contributions,
+    pattern_contributions_ref,
+    tree_contributions,
+)
 
 TYPES = ["q", "q", "q", "q", "c", "c"]
 
@@ -63,8 +69,32 @@ def test_kernel_and_numpy_twin_agree() -> None:
     assert shap is not None
     patterns = shap.patterns(x)
     assert patterns.max() > 0 and patterns.max() < 1 << int(shap.splits.max())
-    fast = pattern_contributions(patterns, shap.slot_feature, shap.table, 6)
-    np.testing.assert_allclose(fast, pattern_contributions_ref(patterns, shap.slot_feature, shap.table, 6), atol=1e-12)
+    twin = pattern_contributions_ref(patterns, shap.offset, shap.slots, shap.slot_feature, shap.table, 6)
+    fast = pattern_contributions(patterns, shap.offset, shap.slots, shap.slot_feature, shap.table, 6)
+    np.testing.assert_allclose(fast, twin, atol=1e-12)
+    # The fused pass (decisions, patterns and look-ups in one kernel) sums the same table rows.
+    arrays = (shap.splits, shap.condition, shap.offset, shap.slots, shap.slot_feature, shap.table)
+    fused = tree_contributions(x, *shap._conditions(), *arrays, 0.25)
+    assert fused.dtype == np.float32 and (fused[:, -1] == 0.25).all()
+    np.testing.assert_allclose(fused[:, :-1], twin[:, :-1], atol=1e-6)
+
+
+def test_repeated_conditions_are_decided_once() -> None:
+    x, y = table(7)
+    x[:, :4] = np.round(x[:, :4], 1)  # few distinct thresholds: forty trees ask the same questions again
+    b = booster(x, y, 3, 7)
+    shap = ShallowTreeShap.from_model(b.save_raw("json"), n_features=6, bias=0.0)
+    assert shap is not None
+    assert len(shap.feature) < int(shap.splits.sum())
+    numeric = ~shap.categorical
+    keys = list(zip(shap.feature[numeric], shap.threshold[numeric], shap.nan_right[numeric], strict=True))
+    assert len(set(keys)) == len(keys)
+    used = np.concatenate([shap.condition[t, : shap.splits[t]] for t in range(len(shap.splits))])
+    assert set(used.tolist()) == set(range(len(shap.feature)))  # every condition is some split's
+    expected = xgboost_contribs(b, x)
+    shap = ShallowTreeShap.from_model(b.save_raw("json"), n_features=6, bias=float(expected[0, -1]))
+    assert shap is not None
+    np.testing.assert_allclose(shap.contributions(x), expected, atol=5e-6)
 
 
 def test_trees_beyond_the_tables_are_left_to_xgboost() -> None:

@@ -18,10 +18,11 @@ import xgboost as xgb
 
 from engine.device import Device, polars_engine, xgboost_device
 from engine.families.churn.actions import NO_ACTION, read_actions
-from engine.families.contract import N_REASONS, load_version, reason_names, schema_inputs, top_indices
+from engine.families.contract import N_REASONS, load_version, reason_names, schema_inputs
 from engine.families.twin import TableEncoder
 from engine.serving.config import TensorSpec
 from engine.tables.schema import TableSchema
+from kernels.ranking import reason_scores
 from kernels.treeshap import ShallowTreeShap
 
 __all__ = ["MODEL_FILE", "OUTPUTS", "PARAMS_FILE", "Calibration", "ChurnScorer", "action_names"]
@@ -162,12 +163,10 @@ class ChurnScorer:
     def score_matrix(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(probability FP32, reason column indices INT32 ``[rows, 3]`` with -1 for none, action index INT32
         into :attr:`action_names`) of a feature matrix: what both the raw model and its twin answer from."""
-        contribs = self.contributions(x)
-        prob = self.calibration(contribs.sum(axis=1))  # TreeSHAP is additive: the row sum is the margin
-        reasons = top_indices(contribs[:, :-1], positive=True)  # the last column is the bias
-        # Below the threshold, or with no reason that raises the risk, there is no action.
-        actions = np.where(prob >= self.threshold, self._action_of[reasons[:, 0]], 0).astype(np.int32)
-        return prob, reasons, actions
+        # One kernel call for the whole decision: TreeSHAP is additive (the row sum is the margin); the reasons
+        # are the features that raise the risk most; below the threshold, or with no such reason, no action.
+        c = self.calibration
+        return reason_scores(self.contributions(x), c.a, c.b, self.threshold, N_REASONS, self._action_of)
 
     def score(self, columns: Mapping[str, object]) -> dict[str, np.ndarray]:
         """Validate and score one request: ``{column: array}`` → ``{output: array}``."""
