@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from pathlib import Path
 
@@ -64,6 +65,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--no-floor", action="store_true", help="skip the floor: a no-op model with the model's inputs and outputs"
     )
+    p.add_argument(
+        "--floor-rounds", type=int, default=3,
+        help="rounds of the floor and the model, one window of --duration each, at each level; each ratio to the "
+        "floor is their median (default 3)",
+    )  # fmt: skip
     p.add_argument("--sweep", action="store_true", help="also sweep instances x queue delay x max batch size")
     p.add_argument("--sweep-instances", type=_ints, default=[1, 2], help="instance counts (default 1,2)")
     p.add_argument("--sweep-delay", type=_ints, default=[0, 500], help="queue delays in µs (default 0,500)")
@@ -84,6 +90,7 @@ def _check(args: argparse.Namespace) -> None:
         (args.duration <= 0, "--duration must be positive"),
         (args.warmup < 0, "--warmup must not be negative"),
         (args.windows < 1, "--windows must be at least 1"),
+        (args.floor_rounds < 1, "--floor-rounds must be at least 1"),
         (args.batch < 1, "--batch must be at least 1"),
         (0 in args.concurrency, "--concurrency levels must be at least 1"),
         (bool(unknown), f"--arrivals takes constant, poisson or none, not {', '.join(unknown)}"),
@@ -116,7 +123,7 @@ def bench_command(args: argparse.Namespace) -> int:
         tls=Tls.from_files(args.tls_ca, args.tls_cert, args.tls_key),
         data=args.data,
         baselines=not args.no_baselines, fastapi_workers=args.fastapi_workers, perf_analyzer=not args.no_perf_analyzer,
-        floor=not args.no_floor,
+        floor=not args.no_floor, floor_rounds=args.floor_rounds,
         sweep=args.sweep, sweep_instances=args.sweep_instances, sweep_delays_us=args.sweep_delay,
         sweep_max_batches=args.sweep_max_batch, p99_budget_ms=args.p99_budget,
     )  # fmt: skip
@@ -155,7 +162,6 @@ def _headline(figures: dict) -> None:
     ours = {r["level"]: r for r in closed if r["target"] == "triton" and r["config"] == "default"}
     pa = {(r["level"], r["config"]): r for r in closed if r["target"] == "perf_analyzer" and r["throughput"]}
     api = {r["level"]: r for r in closed if r["target"] == "fastapi" and r["throughput"]}
-    floor = {r["level"]: r for r in closed if r["target"] == "floor" and r["throughput"]}
     for level, run in sorted(ours.items()):
         like = mode_like(run.get("driver", ""))
         for mode in dict.fromkeys((like, "sync", "async")):
@@ -170,10 +176,30 @@ def _headline(figures: dict) -> None:
         if level in api:
             ratio = run["throughput"] / api[level]["throughput"]
             print(f"c={level}: Triton {ratio:.2f}x the FastAPI baseline's throughput")
-        if level in floor and run["throughput"]:
-            f = floor[level]
-            print(
-                f"c={level}: the model's p50 {run['p50_ms']:.2f} ms is {run['p50_ms'] / f['p50_ms']:.2f}x the floor's "
-                f"{f['p50_ms']:.2f} ms; its throughput {run['throughput'] / f['throughput']:.0%} of the floor's "
-                f"{f['throughput']:,.0f}/s"
-            )
+    for line in floor_lines(closed):
+        print(line)
+
+
+def floor_lines(closed: list[dict]) -> list[str]:
+    """Per level, the model beside the floor: each round's ratios (p50, throughput) and their medians."""
+    rounds: dict[tuple[int, str], dict[str, dict]] = {}
+    for r in closed:
+        if r["target"] in ("floor", "triton") and r["config"].startswith("round ") and r["throughput"]:
+            rounds.setdefault((r["level"], r["config"]), {})[r["target"]] = r
+    lines = []
+    for level in sorted({level for level, _ in rounds}):
+        pairs = [p for (lv, _), p in sorted(rounds.items(), key=lambda kv: int(kv[0][1].split()[1])) if lv == level]
+        pairs = [p for p in pairs if len(p) == 2]
+        if not pairs:
+            continue
+        p50 = [p["triton"]["p50_ms"] / p["floor"]["p50_ms"] for p in pairs]
+        share = [p["triton"]["throughput"] / p["floor"]["throughput"] for p in pairs]
+        model_p50 = statistics.median(p["triton"]["p50_ms"] for p in pairs)
+        floor_p50 = statistics.median(p["floor"]["p50_ms"] for p in pairs)
+        lines.append(
+            f"c={level}: beside the floor in {len(pairs)} rounds, the model's p50 is "
+            f"{' '.join(f'{x:.2f}x' for x in p50)} the floor's (median {statistics.median(p50):.2f}x; p50 "
+            f"{model_p50:.2f} vs {floor_p50:.2f} ms), its throughput {' '.join(f'{x:.0%}' for x in share)} of the "
+            f"floor's (median {statistics.median(share):.0%})"
+        )
+    return lines

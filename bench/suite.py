@@ -70,6 +70,9 @@ class Plan:
     perf_analyzer: bool = True
     #: Serve the floor (:mod:`bench.floor_model`) beside the model and measure it at the same levels.
     floor: bool = True
+    #: Rounds of the floor and the model measured one after the other at each level (one window each, the order
+    #: alternating), so that each ratio to the floor comes from neighbouring windows; the report gives their median.
+    floor_rounds: int = 3
     sweep: bool = False
     sweep_instances: list[int] = field(default_factory=lambda: [1, 2])
     sweep_delays_us: list[int] = field(default_factory=lambda: [0, 500])
@@ -200,18 +203,28 @@ def _triton(runner: _Runner, plan: Plan, target: TritonTarget, pool: dict) -> No
             runner.opened(target, rate, arrivals)
 
 
-def _floor(runner: _Runner, plan: Plan, url: str, name: str, pool: dict, stats: Any) -> None:
-    """The floor model at the same levels and windows as the model: the serving stack's own limit, the same run."""
-    print(f"the floor ({name}: the model's inputs read, constant outputs) over gRPC, batch {plan.batch}:", flush=True)
-    target = TritonTarget(
-        url, name, pool, stats.get_model_metadata(name), batch=plan.batch, client=plan.client, tls=plan.tls
+def _floor(runner: _Runner, plan: Plan, model: TritonTarget, name: str, pool: dict, stats: Any) -> None:
+    """The floor model and the model in rounds at each level: one window of each per round, floor first in odd
+    rounds and the model first in even ones, so a drift of the machine weighs on both alike. Each round's pair
+    gives one ratio (``config`` "round k" on both records); the report takes their median."""
+    print(
+        f"the floor ({name}: the model's inputs read, constant outputs) and {plan.model} in {plan.floor_rounds} "
+        f"rounds of one window each, batch {plan.batch}:",
+        flush=True,
     )
-    target.name = "floor"
+    floor = TritonTarget(
+        model.url, name, pool, stats.get_model_metadata(name), batch=plan.batch, client=plan.client,
+        tls=plan.tls,
+    )  # fmt: skip
+    floor.name = "floor"
     try:
         for level in plan.concurrency:
-            runner.closed(target, level, server=True, windows=plan.windows)
+            for k in range(1, plan.floor_rounds + 1):
+                pair = (floor, model) if k % 2 else (model, floor)
+                for target in pair:
+                    runner.closed(target, level, config=f"round {k}", server=True)
     finally:
-        target.close()
+        floor.close()
 
 
 def _perf_analyzer(runner: _Runner, plan: Plan, pool: dict, level: int, mode: str) -> None:
@@ -375,7 +388,7 @@ def run(plan: Plan) -> dict[str, Any]:
         runner = _Runner(plan, url, stats)
         _triton(runner, plan, target, pool)
         if floor is not None:
-            _floor(runner, plan, url, floor, pool, stats)
+            _floor(runner, plan, target, floor, pool, stats)
         if plan.baselines and version_dir is not None:
             if raw is None:
                 _baselines(runner, plan, plan.model, version_dir, pool)

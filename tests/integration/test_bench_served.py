@@ -18,8 +18,8 @@ def test_bench_measures_every_target_and_writes_reports(
 ) -> None:
     out = tmp_path / "bench" / "churn.json"
     args = ["bench", "churn", "--repo", str(trained.path.parent.parent), "--concurrency", "1,4", "--duration", "1",
-            "--windows", "2", "--warmup", "0.3", "--sweep", "--sweep-instances", "1,2", "--sweep-delay", "0",
-            "--sweep-max-batch", "256", "--p99-budget", "10000", "--json", str(out)]  # fmt: skip
+            "--windows", "2", "--warmup", "0.3", "--floor-rounds", "2", "--sweep", "--sweep-instances", "1,2",
+            "--sweep-delay", "0", "--sweep-max-batch", "256", "--p99-budget", "10000", "--json", str(out)]  # fmt: skip
     assert main(args) == 0
     printed = capsys.readouterr().out
     figures = json.loads(out.read_text(encoding="utf-8"))
@@ -29,10 +29,12 @@ def test_bench_measures_every_target_and_writes_reports(
     # Every client's CPU is measured, perf_analyzer's too (a child process, counted once it has finished).
     assert all(0.02 < r["client_cores"] <= (os.cpu_count() or 1) for r in runs), [r["client_cores"] for r in runs]
     assert "| client cores |" in (out.parent / "churn.md").read_text(encoding="utf-8")
-    closed = [r for r in runs if r["target"] == "triton" and r["mode"] == "closed"]
+    closed = [r for r in runs if r["target"] == "triton" and r["mode"] == "closed" and r["config"] == "default"]
     assert [r["level"] for r in closed] == [1, 4]
     # Triton and FastAPI points are each measured over 2 windows, their mean reported (as perf_analyzer's trials).
-    windowed = [r for r in runs if r["target"] in ("triton", "fastapi") and r["mode"] == "closed"]
+    windowed = [
+        r for r in runs if r["target"] in ("triton", "fastapi") and r["mode"] == "closed" and r["config"] == "default"
+    ]
     assert len(windowed) == 4 and all(r["seconds"] == 2 for r in windowed)
     for r in windowed:
         assert len(r["window_throughputs"]) == 2 and r["throughput"] == pytest.approx(sum(r["window_throughputs"]) / 2)
@@ -54,10 +56,16 @@ def test_bench_measures_every_target_and_writes_reports(
     for suffix in (".md", "-latency.png", "-server.png", "-openloop.png"):
         assert (out.parent / f"churn{suffix}").is_file()
     assert "x the FastAPI baseline's throughput" in printed and "perf_analyzer" in printed
-    # The floor, beside the model in the same run: its own server statistics, the model's levels and windows.
+    # The floor, beside the model in the same run: rounds of one window of each at every level, the order
+    # alternating, each on its own server statistics.
+    rounds = [(r["target"], r["level"], r["config"]) for r in runs if r["config"].startswith("round ")]
+    assert rounds == [
+        ("floor", 1, "round 1"), ("triton", 1, "round 1"), ("triton", 1, "round 2"), ("floor", 1, "round 2"),
+        ("floor", 4, "round 1"), ("triton", 4, "round 1"), ("triton", 4, "round 2"), ("floor", 4, "round 2"),
+    ]  # fmt: skip
     floor = [r for r in runs if r["target"] == "floor"]
-    assert [r["level"] for r in floor] == [1, 4] and all(r["seconds"] == 2 for r in floor)
-    assert all(r["server"]["compute_infer_us"] > 0 for r in floor)
+    assert all(r["seconds"] == 1 and r["server"]["compute_infer_us"] > 0 for r in floor)
+    assert "beside the floor in 2 rounds" in printed
     assert "x the floor's" in printed and "| floor |" in (out.parent / "churn.md").read_text(encoding="utf-8")
     assert figures["machine"]["tritonserver"] == "2.51.0"
 

@@ -41,3 +41,24 @@ def test_the_floor_takes_the_models_config_under_its_own_name(tmp_path: Path) ->
 def test_a_model_without_a_config_has_no_floor(tmp_path: Path) -> None:
     with pytest.raises(ModelNotReadyError, match="no config to build the floor of model 'churn'"):
         floor_repository(tmp_path, "churn", tmp_path / "floor")
+
+
+def test_each_level_beside_the_floor_is_the_median_of_its_rounds() -> None:
+    from bench.cli import floor_lines
+
+    def run(target: str, level: int, k: int, p50: float, throughput: float) -> dict:
+        return {"target": target, "level": level, "config": f"round {k}", "p50_ms": p50, "throughput": throughput}
+
+    closed = [
+        run("floor", 1, 1, 0.40, 2000), run("triton", 1, 1, 0.50, 1600),
+        run("triton", 1, 2, 0.90, 1000), run("floor", 1, 2, 0.45, 1800),  # a slow window, on both sides
+        run("floor", 1, 3, 0.40, 2000), run("triton", 1, 3, 0.48, 1700),
+        {"target": "triton", "level": 1, "config": "default", "p50_ms": 9.0, "throughput": 10},  # not a round
+        run("floor", 16, 1, 3.0, 4000), run("triton", 16, 1, 3.3, 3600),
+        run("triton", 16, 2, 3.0, 0),  # nothing answered: no pair
+    ]  # fmt: skip
+    lines = floor_lines(closed)
+    assert len(lines) == 2
+    assert lines[0].startswith("c=1: beside the floor in 3 rounds, the model's p50 is 1.25x 2.00x 1.20x the floor's")
+    assert "(median 1.25x; p50 0.50 vs 0.40 ms)" in lines[0] and "80% 56% 85% of the floor's (median 80%)" in lines[0]
+    assert lines[1].startswith("c=16: beside the floor in 1 rounds") and "(median 90%)" in lines[1]
