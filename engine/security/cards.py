@@ -29,8 +29,8 @@ import re
 
 import polars as pl
 
-__all__ = ["PREFILTER", "candidates", "card_rows", "count_cards", "find_cards", "first_card_row", "has_card",
-    "luhn_valid"]  # fmt: skip
+__all__ = ["PREFILTER", "candidates", "card_rows", "count_cards", "find_cards", "first_card_cell", "first_card_row",
+    "has_card", "luhn_valid"]  # fmt: skip
 
 # [0-9], not \d: \d also matches other scripts' digits, which no card network issues.
 _RUN = re.compile(r"[0-9]+(?:[ -][0-9]+)*")
@@ -142,4 +142,21 @@ def first_card_row(values: pl.Series) -> int | None:
     for row, value in zip(at.to_list(), values.gather(at).cast(pl.String).to_list(), strict=True):
         if has_card(value):
             return int(row)
+    return None
+
+
+def first_card_cell(frame: pl.DataFrame) -> tuple[str, int] | None:
+    """The first (column, row) of a frame, column by column, that holds a card number, or None. One pass marks
+    the columns with a candidate (:func:`candidates`); only those are read value by value."""
+    marks = []
+    for name in frame.columns:
+        dtype, col = frame.schema[name], pl.col(name)
+        if dtype == pl.String:
+            marks.append(col.str.contains(PREFILTER).fill_null(False).any().alias(name))
+        elif dtype.is_integer():
+            marks.append((col.cast(pl.Float64).abs() >= 1e12).fill_null(False).any().alias(name))
+    marked = frame.select(marks).row(0, named=True) if marks else {}
+    for name in frame.columns:
+        if marked.get(name) and (row := first_card_row(frame.get_column(name))) is not None:
+            return name, row
     return None

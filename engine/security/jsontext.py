@@ -59,11 +59,29 @@ def json_values(values: pl.Series) -> pl.Series:
 
 
 def json_members(frame: pl.DataFrame) -> pl.Series:
-    """Per row, the members of its JSON object without the braces: ``"column":value,...`` in column order."""
+    """Per row, the members of its JSON object without the braces: ``"column":value,...`` in column order.
+
+    Two passes over the frame whatever its width: one finds the columns with text to escape (and refuses NaN or
+    infinity), one writes every row; only a column with text to escape goes through :func:`json_values`.
+    """
     if not frame.width:
         return pl.Series("members", [""] * frame.height, dtype=pl.String)
+    flags = []
+    for name in frame.columns:
+        dtype, col = frame.schema[name], pl.col(name)
+        if dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum):
+            flags.append((~col.cast(pl.String).str.contains(_PLAIN)).fill_null(False).any().alias(name))
+        elif dtype.is_float():
+            flags.append((~col.is_finite()).fill_null(False).any().alias(name))
+    found = frame.select(flags).row(0, named=True) if flags else {}
     parts: list[pl.Expr] = []
     for i, name in enumerate(frame.columns):
         parts.append(pl.lit(("," if i else "") + encode(name) + ":"))
-        parts.append(pl.lit(json_values(frame.get_column(name))))
+        dtype, col = frame.schema[name], pl.col(name)
+        if found.get(name) or not (dtype.is_numeric() or dtype == pl.Boolean or dtype == pl.String):
+            parts.append(pl.lit(json_values(frame.get_column(name))))  # escapes, refusals, other types
+        elif dtype == pl.String:
+            parts.append((pl.lit('"') + col + pl.lit('"')).fill_null("null"))
+        else:
+            parts.append(col.cast(pl.String).fill_null("null"))
     return frame.select(pl.concat_str(parts).alias("members")).to_series()

@@ -104,13 +104,15 @@ def subject_of(value: object, key: bytes) -> str | None:
 
 
 def subjects_of(values: pl.Series, key: bytes) -> pl.Series:
-    """:func:`subject_of` of every value of a text column (the same pseudonyms), a column at a time: Polars
+    """:func:`subject_of` of every value of a text column (the same pseudonyms), a column at a time: each
+    distinct value is hashed once (a log's alerts name the same users and addresses again and again), Polars
     finds the few values that could be card numbers, and the keyed hash is set up once."""
     of = pseudonymizer(key)
     text = values.cast(pl.String)
-    cards = candidates(text).to_list()
-    out = [None if v is None else _subject(v, of, maybe_card=c) for v, c in zip(text.to_list(), cards, strict=True)]
-    return pl.Series(SUBJECT, out, dtype=pl.String)
+    distinct = text.drop_nulls().unique(maintain_order=True)
+    cards = candidates(distinct).to_list()
+    out = [_subject(v, of, maybe_card=c) for v, c in zip(distinct.to_list(), cards, strict=True)]
+    return text.replace_strict(distinct, pl.Series(out, dtype=pl.String), return_dtype=pl.String).alias(SUBJECT)
 
 
 def _subject(text: str, of: Callable[[str], str], *, maybe_card: bool) -> str | None:
