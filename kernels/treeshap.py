@@ -41,12 +41,15 @@ from math import factorial
 import numba
 import numpy as np
 
+from kernels.ranking import reason_scores
+
 __all__ = [
     "MAX_SPLITS",
     "ShallowTreeShap",
     "pattern_contributions",
     "pattern_contributions_ref",
     "tree_contributions",
+    "tree_reason_scores",
 ]
 
 #: Trees with more splits than this are left to XGBoost (tables grow as 2**splits × 2**features).
@@ -158,6 +161,27 @@ class ShallowTreeShap:
             self.slot_feature,
             self.table,
             self.bias,
+        )
+
+    def reason_scores(
+        self, x: np.ndarray, *, a: float, b: float, threshold: float, k: int, action_of: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:func:`kernels.ranking.reason_scores` of the contributions of ``x``, in one kernel call."""
+        return tree_reason_scores(
+            np.ascontiguousarray(x, dtype=np.float32),
+            *self._conditions(),
+            self.splits,
+            self.condition,
+            self.offset,
+            self.slots,
+            self.slot_feature,
+            self.table,
+            self.bias,
+            a,
+            b,
+            threshold,
+            k,
+            action_of,
         )
 
 
@@ -396,6 +420,38 @@ def tree_contributions(
             out[r, f] = acc[f]
         out[r, width] = bias
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def tree_reason_scores(
+    x: np.ndarray,
+    feature: np.ndarray,
+    threshold: np.ndarray,
+    nan_right: np.ndarray,
+    categorical: np.ndarray,
+    cat_start: np.ndarray,
+    cat_size: np.ndarray,
+    cat_member: np.ndarray,
+    splits: np.ndarray,
+    condition: np.ndarray,
+    offset: np.ndarray,
+    slots: np.ndarray,
+    slot_feature: np.ndarray,
+    table: np.ndarray,
+    bias: float,
+    a: float,
+    b: float,
+    cut: float,
+    k: int,
+    action_of: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """:func:`tree_contributions` then :func:`kernels.ranking.reason_scores` (threshold ``cut``): a served
+    request pays one call, not two."""
+    contributions = tree_contributions(
+        x, feature, threshold, nan_right, categorical, cat_start, cat_size, cat_member, splits, condition, offset,
+        slots, slot_feature, table, bias,
+    )  # fmt: skip
+    return reason_scores(contributions, a, b, cut, k, action_of)
 
 
 @numba.njit(cache=True, nogil=True)

@@ -125,6 +125,8 @@ class BackendModel:
         config = json.loads(args["model_config"])
         self.model_name = config["name"]
         self.output_dims = {t["name"]: [int(d) for d in t["dims"]] for t in config["output"]}
+        #: Outputs that are a list per row (a dimension -1): each request's slice is cut to its own longest list.
+        self._lists = frozenset(name for name, dims in self.output_dims.items() if any(d < 0 for d in dims))
         version_dir = Path(args["model_repository"]) / args["model_version"]
         device = resolve_device(args.get("model_instance_kind", "CPU"))
         self.scorer: Any = self.scorer_class.load(version_dir, device=device)
@@ -195,17 +197,20 @@ class BackendModel:
         asked = {name for names in wanted.values() for name in names}
         # Text is encoded once for the batch; each response gets a slice.
         ready = {name: as_output(outputs[name], self.output_dims[name]) for name in asked}
-        variable = {name for name in asked if any(d < 0 for d in self.output_dims[name])}
+        tensor, response = self.pb_utils.Tensor, self.pb_utils.InferenceResponse
+        if len(sizes) == 1 and not self._lists & asked:  # one request is the batch: its outputs as they are
+            i = sizes[0][0]
+            responses[i] = response(output_tensors=[tensor(name, ready[name]) for name in wanted[i]])
+            return
         start = 0
         for i, n in sizes:
             stop = start + n
             blocks = {name: ready[name][start:stop] for name in wanted[i]}
-            lists = variable & blocks.keys()
+            lists = self._lists & blocks.keys()
             if lists:
                 width = max(_trimmed(blocks[name]).shape[1] for name in lists)
                 blocks = {name: b[:, :width] if name in lists else b for name, b in blocks.items()}
-            tensors = [self.pb_utils.Tensor(name, block) for name, block in blocks.items()]
-            responses[i] = self.pb_utils.InferenceResponse(output_tensors=tensors)
+            responses[i] = response(output_tensors=[tensor(name, block) for name, block in blocks.items()])
             start = stop
 
     def _validated(
@@ -214,6 +219,14 @@ class BackendModel:
         """The valid requests as (request, rows) and their rows as one batch; each invalid request gets its
         error. The whole batch is checked at once first (one check per column, not one per column and
         request); only when that finds a fault is each request checked on its own."""
+        if len(read) == 1:  # one request: its own check is the batch's
+            i, columns = read[0]
+            try:
+                rows = dict(self.scorer.validate(columns))
+            except Exception as exc:
+                self.fail(responses, [i], exc, "reading the request")
+                return [], {}
+            return [(i, len(next(iter(rows.values()))))], rows
         try:
             merged = _merged(read)  # joining odd in-process arrays can fail too: each is then checked alone
             if merged is not None:

@@ -211,3 +211,40 @@ def test_requests_whose_types_differ_are_scored_as_each_alone(
         alone = scorer.score(request_arrays(scorer, part))
         np.testing.assert_allclose(r.outputs["churn_probability"][:, 0], alone["churn_probability"], atol=1e-6)
         assert r.outputs["reason_codes"].tolist() == [[v.encode() for v in row] for row in alone["reason_codes"]]
+
+
+def test_a_lone_request_gets_the_outputs_it_asked_for_as_a_batch_would(
+    model: Any, scorer: ChurnScorer, customers: pl.DataFrame
+) -> None:
+    arrays = request_arrays(scorer, customers.head(3))
+    (alone,) = model.execute([FakeRequest(arrays, ["churn_probability", "reason_codes"])])
+    batched, _ = model.execute([FakeRequest(arrays, ["churn_probability", "reason_codes"]), FakeRequest(arrays)])
+    assert alone.error is None and list(alone.outputs) == ["churn_probability", "reason_codes"]
+    for name in alone.outputs:
+        np.testing.assert_array_equal(alone.outputs[name], batched.outputs[name])
+
+
+def test_a_lone_request_has_its_lists_cut_to_its_longest(monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.serving.model import BackendModel
+
+    class Lists:
+        """Answers a list per row padded past the longest, as a scorer padding to a fixed width would."""
+
+        def validate(self, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            return {"n": np.asarray(columns["n"]).reshape(-1)}
+
+        def score_rows(self, rows: dict[str, np.ndarray], **_: object) -> dict[str, np.ndarray]:
+            n = rows["n"]
+            items = np.array([[f"i{j}" if j < k else "" for j in range(4)] for k in n], dtype=object)
+            return {"items": items}
+
+    class Model(BackendModel):
+        pb_utils = fake_pb_utils()
+
+    m = Model()
+    m.model_name, m.output_dims, m.scorer = "lists", {"items": [-1]}, Lists()
+    m._lists, m.required, m._required = frozenset({"items"}), ["n"], frozenset({"n"})
+    (alone,) = m.execute([FakeRequest({"n": np.array([[1], [2]])})])
+    assert alone.outputs["items"].tolist() == [[b"i0", b""], [b"i0", b"i1"]]
+    one, three = m.execute([FakeRequest({"n": np.array([[1]])}), FakeRequest({"n": np.array([[3]])})])
+    assert one.outputs["items"].tolist() == [[b"i0"]] and three.outputs["items"].shape == (1, 3)

@@ -115,3 +115,19 @@ def test_churn_scorer_reasons_come_from_the_tables_and_equal_xgboost(scorer: Chu
     dm = xgb.DMatrix(x, feature_types=[c.xgb_type for c in scorer.schema.columns], enable_categorical=True)
     expected = scorer.booster.predict(dm, pred_contribs=True, validate_features=False)
     np.testing.assert_allclose(scorer.contributions(x), expected, atol=5e-6)
+
+
+def test_the_one_call_score_equals_contributions_then_reason_scores(scorer: ChurnScorer) -> None:
+    from kernels.ranking import reason_scores
+
+    shap = scorer._shap
+    assert shap is not None
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(200, len(scorer.schema.names))).astype(np.float32) * 50
+    x[rng.random(x.shape) < 0.1] = np.nan
+    action_of = np.arange(len(scorer.schema.names) + 1, dtype=np.int32)
+    got = shap.reason_scores(x, a=0.9, b=-0.2, threshold=0.3, k=3, action_of=action_of)
+    want = reason_scores(shap.contributions(x), 0.9, -0.2, 0.3, 3, action_of)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, w)
+    assert (got[2] > 0).any() and (got[1] >= 0).any()  # the fixture's rows do act and do have reasons

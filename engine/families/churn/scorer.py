@@ -166,6 +166,10 @@ class ChurnScorer:
         # One kernel call for the whole decision: TreeSHAP is additive (the row sum is the margin); the reasons
         # are the features that raise the risk most; below the threshold, or with no such reason, no action.
         c = self.calibration
+        if self._shap is not None:  # the table look-ups and the decision in one kernel call
+            return self._shap.reason_scores(
+                x, a=c.a, b=c.b, threshold=self.threshold, k=N_REASONS, action_of=self._action_of
+            )
         return reason_scores(self.contributions(x), c.a, c.b, self.threshold, N_REASONS, self._action_of)
 
     def score(self, columns: Mapping[str, object]) -> dict[str, np.ndarray]:
