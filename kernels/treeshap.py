@@ -34,13 +34,13 @@ negative codes too).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from math import factorial
 
 import numba
 import numpy as np
 
+from kernels.forest import XgbTree, trees_of
 from kernels.ranking import reason_scores
 
 __all__ = [
@@ -54,8 +54,6 @@ __all__ = [
 
 #: Trees with more splits than this are left to XGBoost (tables grow as 2**splits × 2**features).
 MAX_SPLITS = 8
-#: Category codes a split's set may hold (XGBoost's own limit is 2**24; tables here stay small).
-MAX_CATEGORY = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -89,13 +87,10 @@ class ShallowTreeShap:
     def from_model(cls, model_json: str | bytes | bytearray, *, n_features: int, bias: float) -> ShallowTreeShap | None:
         """Tables for the model saved as XGBoost JSON (``booster.save_raw("json")``), or ``None`` when a tree
         is beyond this kernel. ``bias`` is the contributions' last column (XGBoost's expected margin)."""
-        model = json.loads(model_json)["learner"]["gradient_booster"]["model"]
-        if int(model.get("gbtree_model_param", {}).get("num_parallel_tree", "1")) != 1:
+        parsed = trees_of(model_json)
+        if parsed is None or any(len(t.splits) > MAX_SPLITS for t in parsed):
             return None
-        parsed = [_parse_tree(t) for t in model["trees"]]
-        if any(p is None for p in parsed):
-            return None
-        trees = [p for p in parsed if p is not None]
+        trees = [_Tree(t) for t in parsed]
         n_trees = len(trees)
         width = max([len(t.splits) for t in trees] + [1])
         slots = max([len(t.slot_feature) for t in trees] + [1])
@@ -210,54 +205,17 @@ def _condition_arrays(keys: list[tuple]) -> dict[str, np.ndarray]:
     return arrays
 
 
-@dataclass(frozen=True)
 class _Tree:
-    left: np.ndarray
-    right: np.ndarray
-    feature: np.ndarray
-    threshold: np.ndarray
-    default_left: np.ndarray
-    cover: np.ndarray
-    categories: dict[int, list[int]]
-    #: Node ids of the splits, in id order; a split's bit is its position here.
-    splits: np.ndarray
-    #: The distinct features the tree splits on; a split's slot is its feature's position here.
-    slot_feature: np.ndarray
+    """A parsed tree (:func:`kernels.forest.parse_tree`) with what the tables are laid out by."""
 
-
-def _parse_tree(tree: dict) -> _Tree | None:
-    left = np.asarray(tree["left_children"], np.int64)
-    if tree.get("tree_param", {}).get("size_leaf_vector", "1") not in ("0", "1"):
-        return None
-    splits = np.flatnonzero(left != -1)
-    feature = np.asarray(tree["split_indices"], np.int64)
-    slot_feature = np.unique(feature[splits])
-    if len(splits) > MAX_SPLITS:
-        return None
-    categories: dict[int, list[int]] = {}
-    flat = tree["categories"]
-    for node, start, size in zip(
-        tree["categories_nodes"], tree["categories_segments"], tree["categories_sizes"], strict=True
-    ):
-        cats = [int(c) for c in flat[start : start + size]]
-        if any(c < 0 or c >= MAX_CATEGORY for c in cats):
-            return None
-        categories[int(node)] = cats
-    split_type = np.asarray(tree["split_type"], np.int64)
-    for node in splits:
-        if split_type[node] == 1:  # a category split with an empty set sends every row left
-            categories.setdefault(int(node), [])
-    return _Tree(
-        left=left,
-        right=np.asarray(tree["right_children"], np.int64),
-        feature=feature,
-        threshold=np.asarray(tree["split_conditions"], np.float32),
-        default_left=np.asarray(tree["default_left"], np.bool_),
-        cover=np.asarray(tree["sum_hessian"], np.float64),
-        categories=categories,
-        splits=splits,
-        slot_feature=slot_feature,
-    )
+    def __init__(self, tree: XgbTree) -> None:
+        self.left, self.right, self.feature = tree.left, tree.right, tree.feature
+        self.threshold, self.cover, self.categories = tree.threshold, tree.cover, tree.categories
+        self.default_left = tree.default_left
+        #: Node ids of the splits, in id order; a split's bit is its position here.
+        self.splits = tree.splits
+        #: The distinct features the tree splits on; a split's slot is its feature's position here.
+        self.slot_feature = np.unique(tree.feature[self.splits])
 
 
 def _tables(tree: _Tree) -> np.ndarray:

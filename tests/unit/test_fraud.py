@@ -132,6 +132,7 @@ def _auth(txid: str, card: str = "c1", amount: float = 10.0, time: int = 1_900_0
 def test_served_scores_equal_the_booster_on_batch_features(
     fresh: FraudScorer, transactions: pl.DataFrame, fraud_split: tuple[pl.DataFrame, pl.DataFrame]
 ) -> None:
+    assert fresh._forest is not None  # on the CPU the flattened trees predict (kernels.forest), not XGBoost
     day = canonical(fraud_split[1], FRAUD_COLUMNS).head(200)
     out = fresh.score(
         {

@@ -25,6 +25,7 @@ from engine.families.fraud.redis_state import RedisFraudState
 from engine.families.fraud.state import FraudState
 from engine.serving.config import TensorSpec
 from engine.settings import resolve_settings
+from kernels.forest import Forest
 from kernels.transactions import feature_names
 
 __all__ = [
@@ -148,6 +149,9 @@ class FraudScorer:
         self.live_state = live_state
         self.names = feature_names()
         self.booster.set_param({"device": xgboost_device(device), "nthread": 1})
+        # On the CPU a few rows are predicted by walking the flattened trees (kernels.forest): XGBoost's own
+        # predictor costs hundreds of microseconds a call, whatever the rows. The GPU keeps XGBoost's.
+        self._forest = _forest(self.booster, len(self.names)) if device == "cpu" else None
 
     @classmethod
     def load(cls, version_dir: str | Path, *, device: Device = "cpu") -> FraudScorer:
@@ -254,7 +258,10 @@ class FraudScorer:
         """
         wanted = set(outputs or (o.name for o in OUTPUTS))
         x32 = np.ascontiguousarray(x, dtype=np.float32)
-        prob = self.booster.inplace_predict(x32, validate_features=False).astype(np.float32).reshape(-1)
+        if self._forest is not None:
+            prob = self._forest.probability(x32)
+        else:
+            prob = self.booster.inplace_predict(x32, validate_features=False).astype(np.float32).reshape(-1)
         decision = np.where(
             prob >= self.decline, DECISIONS[2], np.where(prob >= self.review, DECISIONS[1], DECISIONS[0])
         )
@@ -293,3 +300,15 @@ class FraudScorer:
         or ``unknown``."""
         held = self.state.forget(rows["card_id"])  # type: ignore[arg-type]
         return [FORGOTTEN if h else UNKNOWN for h in held]
+
+
+def _forest(booster: xgb.Booster, n_features: int) -> Forest | None:
+    """``booster``'s trees as a :class:`kernels.forest.Forest` with its base margin (XGBoost's margin for a row
+    of missing values, less the leaves that row reaches), or ``None`` for a model the kernel does not cover."""
+    model = booster.save_raw("json")
+    bare = Forest.from_model(model, n_features=n_features, base=0.0)
+    if bare is None:
+        return None
+    empty = np.full((1, n_features), np.nan, dtype=np.float32)
+    margin = float(booster.inplace_predict(empty, predict_type="margin", validate_features=False).reshape(-1)[0])
+    return Forest.from_model(model, n_features=n_features, base=margin - float(bare.margin(empty)[0]))
