@@ -159,7 +159,20 @@ class Forest:
             cat_member=np.concatenate(members) if members else np.zeros(0, np.bool_),
         )
 
-    def arrays(self) -> tuple[np.ndarray, ...]:
+    def arrays(
+        self,
+    ) -> tuple[
+        np.ndarray,
+        np.ndarray,
+        np.ndarray,
+        np.ndarray,
+        np.ndarray,
+        np.ndarray,
+        np.ndarray,
+        np.ndarray,
+        np.ndarray,
+        np.ndarray,
+    ]:
         """The kernel's arrays, in its order."""
         return (
             self.root,

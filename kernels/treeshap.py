@@ -128,7 +128,7 @@ class ShallowTreeShap:
             **_condition_arrays(list(conditions)),
         )
 
-    def _conditions(self) -> tuple[np.ndarray, ...]:
+    def _conditions(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         return (
             self.feature,
             self.threshold,
@@ -334,7 +334,7 @@ def _patterns(
         for t in range(n_trees):
             pattern = 0
             for k in range(splits[t]):
-                pattern |= np.int64(side[condition[t, k]]) << k
+                pattern |= int(side[condition[t, k]]) << k
             out[r, t] = pattern
     return out
 
@@ -370,7 +370,7 @@ def tree_contributions(
         for t in range(n_trees):
             pattern = 0
             for k in range(splits[t]):
-                pattern |= np.int64(side[condition[t, k]]) << k
+                pattern |= int(side[condition[t, k]]) << k
             row = offset[t] + pattern * slots[t]
             for j in range(slots[t]):
                 acc[slot_feature[t, j]] += table[row + j]
