@@ -120,12 +120,13 @@ class BackendModel:
 
     pb_utils: ClassVar[Any]
     scorer_class: ClassVar[type[Scorer]]
+    #: Outputs that are a list per row (a dimension -1): each request's slice is cut to its own longest list.
+    _lists: frozenset[str] = frozenset()
 
     def initialize(self, args: dict[str, str]) -> None:
         config = json.loads(args["model_config"])
         self.model_name = config["name"]
         self.output_dims = {t["name"]: [int(d) for d in t["dims"]] for t in config["output"]}
-        #: Outputs that are a list per row (a dimension -1): each request's slice is cut to its own longest list.
         self._lists = frozenset(name for name, dims in self.output_dims.items() if any(d < 0 for d in dims))
         version_dir = Path(args["model_repository"]) / args["model_version"]
         device = resolve_device(args.get("model_instance_kind", "CPU"))
