@@ -46,7 +46,6 @@ from kernels.ranking import reason_scores
 __all__ = [
     "MAX_SPLITS",
     "ShallowTreeShap",
-    "pattern_contributions",
     "pattern_contributions_ref",
     "tree_contributions",
     "tree_reason_scores",
@@ -313,6 +312,15 @@ def _decide(
             out[c] = not (v < threshold[c])
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _pattern(side: np.ndarray, condition: np.ndarray, splits: np.ndarray, t: int) -> int:  # pragma: no cover
+    """Tree ``t``'s pattern from a row's decisions ``side``: bit ``k`` set where split ``k`` goes right."""
+    pattern = 0
+    for k in range(splits[t]):
+        pattern |= int(side[condition[t, k]]) << k
+    return pattern
+
+
 @numba.njit(cache=True, nogil=True)
 def _patterns(
     x: np.ndarray,
@@ -332,10 +340,7 @@ def _patterns(
     for r in range(n):
         _decide(x, r, feature, threshold, nan_right, categorical, cat_start, cat_size, cat_member, side)
         for t in range(n_trees):
-            pattern = 0
-            for k in range(splits[t]):
-                pattern |= int(side[condition[t, k]]) << k
-            out[r, t] = pattern
+            out[r, t] = _pattern(side, condition, splits, t)
     return out
 
 
@@ -359,7 +364,7 @@ def tree_contributions(
 ) -> np.ndarray:  # pragma: no cover - compiled
     """Each row's contributions, float32 ``[rows, n_features + 1]`` with ``bias`` last, in one pass: the row's
     decisions, each tree's pattern and its table row, summed per feature (in float64). Equal to
-    :func:`pattern_contributions` of :meth:`ShallowTreeShap.patterns`."""
+    :func:`pattern_contributions_ref` of :meth:`ShallowTreeShap.patterns`."""
     n, width, n_trees = x.shape[0], x.shape[1], len(splits)
     out = np.empty((n, width + 1), np.float32)
     acc = np.zeros(width, np.float64)
@@ -368,10 +373,7 @@ def tree_contributions(
         _decide(x, r, feature, threshold, nan_right, categorical, cat_start, cat_size, cat_member, side)
         acc[:] = 0.0
         for t in range(n_trees):
-            pattern = 0
-            for k in range(splits[t]):
-                pattern |= int(side[condition[t, k]]) << k
-            row = offset[t] + pattern * slots[t]
+            row = offset[t] + _pattern(side, condition, splits, t) * slots[t]
             for j in range(slots[t]):
                 acc[slot_feature[t, j]] += table[row + j]
         for f in range(width):
@@ -412,26 +414,6 @@ def tree_reason_scores(
     return reason_scores(contributions, a, b, cut, k, action_of)
 
 
-@numba.njit(cache=True, nogil=True)
-def pattern_contributions(
-    patterns: np.ndarray,
-    offset: np.ndarray,
-    slots: np.ndarray,
-    slot_feature: np.ndarray,
-    table: np.ndarray,
-    n_features: int,
-) -> np.ndarray:  # pragma: no cover - compiled
-    """Sum of each row's looked-up contributions, ``[rows, n_features + 1]`` (last column left zero)."""
-    n, n_trees = patterns.shape
-    out = np.zeros((n, n_features + 1), np.float64)
-    for r in range(n):
-        for t in range(n_trees):
-            row = offset[t] + patterns[r, t] * slots[t]
-            for j in range(slots[t]):
-                out[r, slot_feature[t, j]] += table[row + j]
-    return out
-
-
 def pattern_contributions_ref(
     patterns: np.ndarray,
     offset: np.ndarray,
@@ -440,7 +422,7 @@ def pattern_contributions_ref(
     table: np.ndarray,
     n_features: int,
 ) -> np.ndarray:
-    """NumPy twin of :func:`pattern_contributions`."""
+    """NumPy twin of :func:`tree_contributions` (the bias column left zero), from :meth:`ShallowTreeShap.patterns`."""
     out = np.zeros((patterns.shape[0], n_features + 1), np.float64)
     for t in range(patterns.shape[1]):
         for j in range(int(slots[t])):

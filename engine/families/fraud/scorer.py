@@ -9,6 +9,7 @@ carrying ``card_id`` and ``forget`` = 1 erases those cards from the state (``fin
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Collection, Mapping, Sequence
@@ -305,10 +306,9 @@ class FraudScorer:
 def _forest(booster: xgb.Booster, n_features: int) -> Forest | None:
     """``booster``'s trees as a :class:`kernels.forest.Forest` with its base margin (XGBoost's margin for a row
     of missing values, less the leaves that row reaches), or ``None`` for a model the kernel does not cover."""
-    model = booster.save_raw("json")
-    bare = Forest.from_model(model, n_features=n_features, base=0.0)
+    bare = Forest.from_model(booster.save_raw("json"), n_features=n_features, base=0.0)
     if bare is None:
         return None
     empty = np.full((1, n_features), np.nan, dtype=np.float32)
     margin = float(booster.inplace_predict(empty, predict_type="margin", validate_features=False).reshape(-1)[0])
-    return Forest.from_model(model, n_features=n_features, base=margin - float(bare.margin(empty)[0]))
+    return dataclasses.replace(bare, base=margin - float(bare.margin(empty)[0]))
