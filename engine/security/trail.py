@@ -26,7 +26,7 @@ from pathlib import Path
 import polars as pl
 
 from engine.errors import DataFileError
-from engine.security.audit import AuditLog, load_key, pseudonymizer
+from engine.security.audit import AuditLog, load_key, pseudonymizer, pseudonyms
 from engine.security.cards import candidates, find_cards
 from engine.settings import resolve_settings
 
@@ -105,14 +105,21 @@ def subject_of(value: object, key: bytes) -> str | None:
 
 def subjects_of(values: pl.Series, key: bytes) -> pl.Series:
     """:func:`subject_of` of every value of a text column (the same pseudonyms), a column at a time: each
-    distinct value is hashed once (a log's alerts name the same users and addresses again and again), Polars
-    finds the few values that could be card numbers, and the keyed hash is set up once."""
-    of = pseudonymizer(key)
+    distinct value is hashed once (a log's alerts name the same users and addresses again and again), a pass
+    over the bytes finds the few values that could be card numbers, and the keyed hash is set up once."""
     text = values.cast(pl.String)
     distinct = text.drop_nulls().unique(maintain_order=True)
-    cards = candidates(distinct).to_list()
-    out = [_subject(v, of, maybe_card=c) for v, c in zip(distinct.to_list(), cards, strict=True)]
-    return text.replace_strict(distinct, pl.Series(out, dtype=pl.String), return_dtype=pl.String).alias(SUBJECT)
+    names = [v.strip() for v in distinct.to_list()]
+    for i in candidates(distinct).arg_true().to_list():  # every spelling of one card is one subject
+        if find_cards(names[i]) == [(0, len(names[i]))]:
+            names[i] = names[i].replace(" ", "").replace("-", "")
+    hashed = iter(pseudonyms([n for n in names if n], key))
+    out = pl.Series(SUBJECT, [next(hashed) if n else None for n in names], dtype=pl.String)
+    if len(distinct) < len(text) - text.null_count():
+        return text.replace_strict(distinct, out, return_dtype=pl.String).alias(SUBJECT)
+    if text.null_count():  # every value once (record ids): the pseudonyms are in the column's order already
+        return pl.Series(SUBJECT, [None] * len(text), dtype=pl.String).scatter(text.is_not_null().arg_true(), out)
+    return out
 
 
 def _subject(text: str, of: Callable[[str], str], *, maybe_card: bool) -> str | None:

@@ -66,6 +66,15 @@ def test_a_column_of_subjects_is_what_one_value_at_a_time_gives() -> None:
     assert subjects_of(pl.Series([42, None]), key).to_list() == [subject_of("42", key), None]
 
 
+@pytest.mark.parametrize("values", [["r1", None, "r2", "r3"], ["r1", "r2"], [None, "r1"], [], ["r1", "", "r2"]])
+def test_a_column_of_distinct_subjects_keeps_its_order(values: list[str | None]) -> None:
+    # Every value once (a scan's record ids) takes a path of its own: no mapping back from the distinct values.
+    key = b"k" * 32
+    subjects = subjects_of(pl.Series(values, dtype=pl.String), key)
+    assert subjects.dtype == pl.String and subjects.name == SUBJECT
+    assert subjects.to_list() == [subject_of(v, key) for v in values]
+
+
 def test_decision_audit_writes_each_decision_and_the_run(home: Path) -> None:
     trail = Trail.from_env()
     audit = DecisionAudit(trail, command="score", model="churn", version=3, decision="action", score="p", subject="id")
