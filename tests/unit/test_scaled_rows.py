@@ -7,6 +7,7 @@ import doctest
 
 import numpy as np
 import polars as pl
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -97,3 +98,21 @@ def test_fused_matrix_reads_yes_no_columns_like_the_expressions() -> None:
 
 def test_the_examples_run() -> None:
     assert doctest.testmod(kernels.scaled_rows).failed == 0
+
+
+@pytest.mark.parametrize("vocabulary", [[], ["tcp"], ["", "tcp", "udp"], [f"s{i}" for i in range(40)]])
+def test_category_index_is_the_same_by_equality_tests_and_by_look_up(
+    vocabulary: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(3)
+    pool = [*vocabulary, "", None, "other", "TCP"]
+    frame = pl.DataFrame({"p": [pool[i] for i in rng.integers(0, len(pool), 500)]}, schema={"p": pl.String})
+
+    def code(v: str | None) -> float:
+        if v is None or (v == "" and "" not in vocabulary):
+            return -1.0
+        return float(vocabulary.index(v)) if v in vocabulary else float(len(vocabulary))
+
+    for chained in (0, 100):  # every vocabulary both ways
+        monkeypatch.setattr(kernels.scaled_rows, "_CHAINED", chained)
+        assert frame.select(category_index("p", vocabulary)).to_series().to_list() == [code(v) for v in frame["p"]]
