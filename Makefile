@@ -42,7 +42,7 @@ bench: bench-tools
 
 # 1M generated rows scanned in-process and through Triton, beside pandas + IsolationForest.
 bench-scan: $(STAMP)
-	$(BIN)/python -m bench.scan --repeats 3
+	$(BIN)/python -m bench.scan --rounds 3
 
 # Card-transaction features on 10M generated rows: finscore's kernel beside pandas groupby-rolling.
 bench-fraud: $(STAMP)

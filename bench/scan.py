@@ -24,16 +24,21 @@ Then each path is timed from the file on disk to an alerts file on disk, in the 
   ``DataFrame.to_json(orient="records", lines=True)`` for the flagged rows.
 
 ROC-AUC (attack = ``label != "normal"``) is computed on the scanned rows outside the timed region: finscore's
-scores with :meth:`engine.families.threat.ThreatScorer.score_frame` (served scans must flag exactly the in-process rows,
-which is checked), the baseline's from its own timed run. Figures are printed, never asserted on.
+scores with :meth:`engine.families.threat.ThreatScorer.score_frame` (every finscore path must flag exactly the rows it
+flags, which is checked), the baseline's from its own timed run. Figures are printed, never asserted on.
 
-Each path runs its repeats in a process of its own (spawned, so it inherits nothing of this one's memory),
-which reports its peak resident memory (``VmHWM``): run at ``--rows`` 1M and 10M, it shows whether a
-path's memory grows with the rows. ``--paths`` times a subset (``baseline``, ``local``, ``local-audit``,
-``shm``, ``grpc``, ``raw``, ``shm-audit``).
+Every path is timed in turn, ``--rounds`` times (default 1): a ratio to the baseline is the median of the
+rounds' ratios, each from one round, so a machine that speeds up or slows down while the bench runs moves both
+sides of each ratio (on a shared 2-core VM the baseline alone was seen to take 5.7 s in one run and 7.1 s in
+the next). Each path runs its repeats in a process of its own (spawned, so it inherits nothing of this one's
+memory), after an untimed scan of a 10,000-row file of the same events; the process reports its peak resident
+memory (``VmHWM``): run at ``--rows`` 1M and 10M, it shows whether a path's memory grows with the rows.
+``--paths`` times a subset (``baseline``, ``local``, ``local-audit``, ``shm``, ``grpc``, ``raw``,
+``shm-audit``).
 
     python -m bench.scan [--rows 1000000] [--train-rows 50000] [--format parquet|csv] [--workdir DIR]
-                         [--instances 1,2] [--skip-server] [--repeats 1] [--paths P,...] [--json FILE]
+                         [--instances 1,2] [--skip-server] [--repeats 1] [--rounds 1] [--paths P,...]
+                         [--json FILE]
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib.metadata import version as dist_version
 from multiprocessing import get_context
 from pathlib import Path
@@ -83,6 +88,9 @@ FPR = 0.01
 #: What ``--paths`` can name: the baselines, in-process, in-process + audit, and through Triton: shared memory
 #: with feature matrices, plain gRPC with matrices, shared memory with raw columns, shm + audit.
 PATHS = ("baseline", "local", "local-audit", "shm", "grpc", "raw", "shm-audit")
+#: Rows of the file each timing process scans first, untimed: imports, JIT caches, sessions and thread pools
+#: are then ready, as in a long-running job, and a process's first run is no outlier among its repeats.
+WARMUP_ROWS = 10_000
 
 
 @dataclass(frozen=True)
@@ -110,7 +118,9 @@ class Result:
         statistics): the rest of ``seconds`` is the client, the transport and the scan's own work.
     peak_rss_mb
         Peak resident memory of the process that ran the path's repeats (imports included; the Triton
-        server's own memory is not in it).
+        server's own memory is not in it); the highest of the rounds.
+    round_seconds
+        With ``--rounds``: the median of each round's repeats, in round order (``seconds`` is their median).
     """
 
     path: str
@@ -122,6 +132,7 @@ class Result:
     note: str = ""
     triton_seconds: float | None = None
     peak_rss_mb: float | None = None
+    round_seconds: list[float] | None = None
 
     @property
     def rows_per_second(self) -> float:
@@ -195,8 +206,12 @@ class SocBaseline:
         return len(df), int(flagged.sum()), score, df[LABEL]
 
 
-def _baseline_repeats(baseline: SocBaseline, data: Path, out: Path, repeats: int) -> tuple[list[float], Any]:
-    """In the child: the baseline's scan ``repeats`` times; ``(rows, alerts, scores)`` of the last."""
+def _baseline_repeats(
+    baseline: SocBaseline, data: Path, out: Path, repeats: int, warmup: Path
+) -> tuple[list[float], Any]:
+    """In the child: the baseline's scan of ``warmup`` (not timed), then of ``data`` ``repeats`` times;
+    ``(rows, alerts, scores)`` of the last."""
+    baseline.scan(warmup, out)
     seconds, (n, flagged, score, _) = _timed(
         lambda: baseline.scan(data, out), repeats, lambda: out.unlink(missing_ok=True)
     )
@@ -251,31 +266,62 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def _scan_repeats(data: Path, out: Path, spec: Any, repeats: int, trail_dir: Path | None) -> tuple[list[float], Any]:
-    """In the child: ``engine.batch.scan.scan`` ``repeats`` times; with ``trail_dir``, as ``finscore scan`` runs it:
-    subjects pseudonymised and one audit line per alert (the command always audits)."""
+def _scan_repeats(
+    data: Path, out: Path, spec: Any, repeats: int, trail_dir: Path | None, warmup: Path
+) -> tuple[list[float], Any]:
+    """In the child: ``engine.batch.scan.scan`` of ``warmup`` (not timed: JIT caches, sessions, thread pools),
+    then of ``data`` ``repeats`` times; with ``trail_dir``, as ``finscore scan`` runs it: subjects
+    pseudonymised and one audit line per alert (the command always audits)."""
     from engine.batch.scan import scan
     from engine.batch.scan.run import CARRIED, SUBJECTS
     from engine.security.guard import OutputGuard
 
     trail = _bench_trail(trail_dir) if trail_dir is not None else None
     guard = OutputGuard.build(CARRIED, subject=SUBJECTS, pseudonym_key=trail.pseudonym_key) if trail else None
+    scan([warmup], out, spec=spec, restart=True, progress=False, guard=guard, trail=trail)
+    _clean(out)
+    before = _served_compute(spec)
     seconds, summary = _timed(
         lambda: scan([data], out, spec=spec, restart=True, progress=False, guard=guard, trail=trail),
         repeats,
         lambda: _clean(out),
     )
-    return seconds, (summary.rows_read, summary.alerts)
+    after = _served_compute(spec)
+    triton = None if before is None or after is None else (after - before) / repeats
+    return seconds, (summary.rows_read, summary.alerts, triton)
+
+
+def _served_compute(spec: Any) -> float | None:
+    """For a served scan, the seconds Triton has spent computing for the threat models so far (None in-process)."""
+    from engine.batch.scan import ServerSpec
+
+    if not isinstance(spec, ServerSpec):
+        return None
+    import tritonclient.grpc as grpcclient
+
+    with grpcclient.InferenceServerClient(url=spec.url) as raw:
+        return _triton_compute(raw)
 
 
 def _finscore_path(
-    name: str, data: Path, out: Path, spec: Any, *, repeats: int, auc: float | None, trail_dir: Path | None = None
+    name: str, data: Path, out: Path, spec: Any, *, repeats: int, warmup: Path, trail_dir: Path | None = None
 ) -> Result:
     """Time ``engine.batch.scan.scan`` in a process of its own; with ``trail_dir``, with the audit trail of
     :func:`_bench_trail`."""
     print(f"timing {name} ...", flush=True)
-    seconds, (rows, alerts), peak = _in_child(_scan_repeats, data, out, spec, repeats, trail_dir)
-    return Result(name, rows, statistics.median(seconds), seconds, alerts, auc, peak_rss_mb=peak)
+    seconds, (rows, alerts, triton), peak = _in_child(_scan_repeats, data, out, spec, repeats, trail_dir, warmup)
+    return Result(
+        name, rows, statistics.median(seconds), seconds, alerts, None, triton_seconds=triton, peak_rss_mb=peak
+    )
+
+
+def _checked(result: Result, out: Path, flagged: np.ndarray, auc: float | None, *, local: bool) -> Result:
+    """``result`` with the ROC-AUC of :meth:`ThreatScorer.score_frame`'s scores when the path flagged exactly
+    the rows ``flagged`` that ``score_frame`` flags (every finscore path must), else none and a warning."""
+    if np.array_equal(_alerted_rows(out), flagged):
+        return replace(result, roc_auc=auc, note="" if local else "= in-process")
+    print(f"warning: {result.path} flagged other rows than ThreatScorer.score_frame")
+    return replace(result, roc_auc=None, note="alerts differ from in-process")
 
 
 def _bench_trail(work: Path) -> Any:
@@ -326,12 +372,13 @@ def _server_paths(
     *,
     instances: list[int],
     repeats: int,
-    local: Result | None,
-    expected: np.ndarray | None,
+    warmup: Path,
+    flagged: np.ndarray,
+    auc: float | None,
     paths: frozenset[str] = frozenset(PATHS),
 ) -> tuple[list[Result], str]:
     """Scan through Triton over shared memory at each instance count, and over plain gRPC at the first; each
-    must flag the rows the in-process scan flagged (``expected``, when it ran), and then shares its ROC-AUC."""
+    must flag the rows ``score_frame`` flags (``flagged``), and then shares the in-process ROC-AUC ``auc``."""
     import tritonclient.grpc as grpcclient
 
     from engine.batch.scan import ServerSpec
@@ -359,20 +406,41 @@ def _server_paths(
                 how = f"{'shm' if shm else 'gRPC'}, {'matrices' if matrix else 'raw columns'}"
                 name = f"finscore server {how}, {n} instance{plural}" + (AUDITED if audit else "")
                 out = work / "out" / f"server-{'shm' if shm else 'grpc'}-{'m' if matrix else 'r'}-x{n}.alerts.jsonl"
-                before = _triton_compute(raw)
                 result = _finscore_path(
-                    name, data, out, spec, repeats=repeats, auc=None, trail_dir=work if audit else None
+                    name, data, out, spec, repeats=repeats, warmup=warmup, trail_dir=work if audit else None
                 )
-                triton = (_triton_compute(raw) - before) / repeats
-                if local is None or expected is None:
-                    auc, note = None, "in-process not run"
-                elif np.array_equal(_alerted_rows(out), expected):
-                    auc, note = local.roc_auc, "= in-process"
-                else:
-                    print(f"warning: {name} flagged other rows than the in-process scan")
-                    auc, note = None, "alerts differ from in-process"
-                results.append(Result(**{**asdict(result), "roc_auc": auc, "note": note, "triton_seconds": triton}))
+                results.append(_checked(result, out, flagged, auc, local=False))
     return results, server_version
+
+
+def _combined(rounds: list[list[Result]]) -> list[Result]:
+    """Each path's results over the rounds as one: the median of the rounds' medians, every repeat, the
+    highest peak memory; the first round's alerts and ROC-AUC (every round scans the same file)."""
+    combined = []
+    for i, first in enumerate(rounds[0]):
+        each = [r[i] for r in rounds]
+        tritons = [r.triton_seconds for r in each if r.triton_seconds is not None]
+        peaks = [r.peak_rss_mb for r in each if r.peak_rss_mb is not None]
+        combined.append(
+            replace(
+                first,
+                seconds=statistics.median(r.seconds for r in each),
+                all_seconds=[t for r in each for t in r.all_seconds],
+                triton_seconds=statistics.median(tritons) if tritons else None,
+                peak_rss_mb=max(peaks) if peaks else None,
+                round_seconds=[r.seconds for r in each],
+            )
+        )
+    return combined
+
+
+def _ratio(base: Result, result: Result) -> tuple[float, list[float]]:
+    """How many times faster ``result`` ran than ``base``: the median of the rounds' ratios (each from one
+    round, so a machine that speeds up or slows down between rounds moves both sides), and those ratios."""
+    if base.round_seconds and result.round_seconds:
+        ratios = [b / r for b, r in zip(base.round_seconds, result.round_seconds, strict=True)]
+        return statistics.median(ratios), ratios
+    return base.seconds / result.seconds, [base.seconds / result.seconds]
 
 
 # --- the run ------------------------------------------------------------------------------------------------
@@ -388,9 +456,11 @@ def run(
     instances: list[int] | None = None,
     skip_server: bool = False,
     repeats: int = 1,
+    rounds: int = 1,
     paths: frozenset[str] = frozenset(PATHS),
 ) -> dict[str, Any]:
-    """Generate (or reuse) the data, train both models, and time every path (or those of ``paths``).
+    """Generate (or reuse) the data, train both models, and time every path (or those of ``paths``) in each of
+    ``rounds`` rounds, ``repeats`` times a round.
 
     Returns
     -------
@@ -407,6 +477,7 @@ def run(
     load_before = os.getloadavg()[0]
     workdir.mkdir(parents=True, exist_ok=True)
     data = dataset(workdir, rows=rows, seed=seed, fmt=fmt)
+    warmup = dataset(workdir, rows=WARMUP_ROWS, seed=seed, fmt=fmt)
     train = network_events(train_rows, seed=seed + 1)
 
     with tempfile.TemporaryDirectory(prefix="run-", dir=workdir) as tmp:
@@ -417,68 +488,67 @@ def run(
         auc = f"{trained.metrics.roc_auc:.4f}" if trained.metrics else "-"
         print(f"  {trained.epochs} epochs, {trained.seconds:.1f} s, held-out ROC-AUC {auc}")
 
-        t0 = time.perf_counter()
         frame = train.to_pandas()
         fit_idx, hold_idx = normal_split(frame[LABEL].to_numpy())
         if len(hold_idx) != trained.rows["holdout_normal"]:
             print("warning: the baseline's held-out rows do not match train_threat's split")
-        table = pl.read_parquet(data) if fmt == "parquet" else pl.read_csv(data, infer_schema_length=None)
-        attack = (table.get_column(LABEL) != NORMAL).to_numpy()
-        results = []
-        baseline_fit, baseline_threshold = None, None
+        baselines, baseline_fit = [], None
         for trees in BASELINE_TREES if "baseline" in paths else ():
             t0 = time.perf_counter()
-            baseline = SocBaseline(frame.iloc[fit_idx], frame.iloc[hold_idx], trees=trees)
+            baselines.append(SocBaseline(frame.iloc[fit_idx], frame.iloc[hold_idx], trees=trees))
             baseline_fit = time.perf_counter() - t0
             print(f"  IsolationForest({trees}) fitted on the same {len(fit_idx):,} normal rows in {baseline_fit:.1f} s")
-            name = f"pandas + IsolationForest({trees})"
-            print(f"timing {name} ...", flush=True)
-            base_out = work / "out" / f"iforest-{trees}.alerts.jsonl"
-            seconds, (n, flagged, score), peak = _in_child(_baseline_repeats, baseline, data, base_out, repeats)
-            baseline_threshold = baseline.threshold
-            results.append(
-                Result(name, n, statistics.median(seconds), seconds, flagged, _auc(attack, score), peak_rss_mb=peak)
-            )
+        baseline_threshold = baselines[-1].threshold if baselines else None
 
-        local_out = work / "out" / "in-process.alerts.jsonl"
+        # What every finscore path must flag, and its ROC-AUC: the scorer's own scores of the whole table.
+        table = pl.read_parquet(data) if fmt == "parquet" else pl.read_csv(data, infer_schema_length=None)
+        attack = (table.get_column(LABEL) != NORMAL).to_numpy()
+        scorer = ThreatScorer.load(trained.path, threads=os.cpu_count() or 1)
+        ours = scorer.score_frame(table.select(scorer.schema.names), explain="none")
+        local_auc, flagged = _auc(attack, ours["anomaly_score"]), np.flatnonzero(ours["is_threat"])
+        del ours, table, scorer
+
         # As `finscore scan --local` does: two units at a time, half the cores each.
         spec = LocalSpec(str(trained.path), threads=max(1, (os.cpu_count() or 2) // 2))
-        local, expected = None, None
-        if "local" in paths:
-            in_process = _finscore_path("finscore in-process", data, local_out, spec, repeats=repeats, auc=None)
-            scorer = ThreatScorer.load(trained.path, threads=os.cpu_count() or 1)
-            ours = scorer.score_frame(table.select(scorer.schema.names), explain="none")
-            local = Result(**{**asdict(in_process), "roc_auc": _auc(attack, ours["anomaly_score"])})
-            results.append(local)
-            expected = _alerted_rows(local_out)
-            if not np.array_equal(expected, np.flatnonzero(ours["is_threat"])):
-                print("warning: the in-process scan's alerts are not the rows score_frame flags")
-            del ours
-        del table
-        if "local-audit" in paths:
-            name = "finscore in-process" + AUDITED
-            audited = _finscore_path(name, data, local_out, spec, repeats=repeats, auc=None, trail_dir=work)
-            if local is None or expected is None:
-                note, auc_audited = "in-process not run", None
-            elif np.array_equal(_alerted_rows(local_out), expected):
-                note, auc_audited = "= in-process", local.roc_auc
-            else:
-                note, auc_audited = "alerts differ from in-process", None
-            results.append(Result(**{**asdict(audited), "roc_auc": auc_audited, "note": note}))
-
-        server_version = "not started"
-        if not skip_server and paths & {"shm", "grpc", "raw", "shm-audit"}:
-            served, server_version = _server_paths(
-                trained,
-                work,
-                data,
-                instances=instances,
-                repeats=repeats,
-                local=local,
-                expected=expected,
-                paths=paths,
-            )
-            results.extend(served)
+        local_out = work / "out" / "in-process.alerts.jsonl"
+        per_round, server_version = [], "not started"
+        for k in range(rounds):
+            if rounds > 1:
+                print(f"round {k + 1} of {rounds}", flush=True)
+            results = []
+            for baseline in baselines:
+                trees = baseline.forest.n_estimators
+                name = f"pandas + IsolationForest({trees})"
+                print(f"timing {name} ...", flush=True)
+                base_out = work / "out" / f"iforest-{trees}.alerts.jsonl"
+                seconds, (n, alerts, score), peak = _in_child(
+                    _baseline_repeats, baseline, data, base_out, repeats, warmup
+                )
+                results.append(
+                    Result(name, n, statistics.median(seconds), seconds, alerts, _auc(attack, score), peak_rss_mb=peak)
+                )
+            for path, name, trail_dir in (("local", "", None), ("local-audit", AUDITED, work)):
+                if path in paths:
+                    result = _finscore_path(
+                        "finscore in-process" + name, data, local_out, spec, repeats=repeats, warmup=warmup,
+                        trail_dir=trail_dir,
+                    )  # fmt: skip
+                    results.append(_checked(result, local_out, flagged, local_auc, local=not trail_dir))
+            if not skip_server and paths & {"shm", "grpc", "raw", "shm-audit"}:
+                served, server_version = _server_paths(
+                    trained,
+                    work,
+                    data,
+                    instances=instances,
+                    repeats=repeats,
+                    warmup=warmup,
+                    flagged=flagged,
+                    auc=local_auc,
+                    paths=paths,
+                )
+                results.extend(served)
+            per_round.append(results)
+        results = _combined(per_round)
 
     machine = machine_facts(
         load_before,
@@ -498,6 +568,8 @@ def run(
         "data": str(data),
         "seed": seed,
         "repeats": repeats,
+        "rounds": rounds,
+        "warmup_rows": WARMUP_ROWS,
         "instances": [] if skip_server else instances,
         "paths": sorted(paths),
     }
@@ -540,7 +612,7 @@ def _table(results: list[Result]) -> str:
             f"{r.rows:,}",
             f"{r.seconds:.2f}",
             f"{r.rows_per_second:,.0f}",
-            *(f"{b.seconds / r.seconds:.1f}x" for b in bases),
+            *(f"{_ratio(b, r)[0]:.1f}x" for b in bases),
             f"{r.alerts:,}",
             "-" if r.peak_rss_mb is None else f"{r.peak_rss_mb:,.0f} MB",
             ("-" if r.roc_auc is None else f"{r.roc_auc:.4f}") + (f" ({r.note})" if r.note else ""),
@@ -553,6 +625,12 @@ def _table(results: list[Result]) -> str:
         return "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths, strict=True)))
 
     return "\n".join([line(header), line(tuple("-" * w for w in widths)), *(line(row) for row in lines)])
+
+
+def _runs(rounds: int, repeats: int) -> str:
+    if rounds == 1:
+        return f"{repeats} run{'s' if repeats > 1 else ''}"
+    return f"{rounds} rounds" + (f" (each the median of {repeats})" if repeats > 1 else "")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -575,7 +653,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=3, help="seed of the scanned data; training uses seed+1")
     parser.add_argument("--instances", default="1,2", help="Triton instance counts to try (default 1,2)")
     parser.add_argument("--skip-server", action="store_true", help="time only the in-process scan and the baseline")
-    parser.add_argument("--repeats", type=int, default=1, help="timed runs per path; the median is shown (default 1)")
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs per path and round (default 1)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="rounds of every path in turn; each ratio is the median of the rounds' ratios (default 1)",
+    )
     parser.add_argument(
         "--paths", default=",".join(PATHS), help=f"paths to time, comma-separated (default all: {','.join(PATHS)})"
     )
@@ -588,8 +672,14 @@ def main(argv: list[str] | None = None) -> None:
     paths = frozenset(p.strip() for p in args.paths.split(",") if p.strip())
     if not paths or paths - set(PATHS):
         parser.error(f"--paths takes some of {','.join(PATHS)}, got {args.paths!r}")
-    if args.rows < 1 or args.train_rows < 1000 or args.repeats < 1 or not instances or min(instances) < 1:
-        parser.error("--rows, --repeats and --instances must be positive and --train-rows at least 1000")
+    if (
+        args.rows < 1
+        or args.train_rows < 1000
+        or min(args.repeats, args.rounds) < 1
+        or not instances
+        or min(instances) < 1
+    ):
+        parser.error("--rows, --repeats, --rounds and --instances must be positive and --train-rows at least 1000")
     try:
         figures = run(
             rows=args.rows,
@@ -600,6 +690,7 @@ def main(argv: list[str] | None = None) -> None:
             instances=instances,
             skip_server=args.skip_server,
             repeats=args.repeats,
+            rounds=args.rounds,
             paths=paths,
         )
     except FinscoreError as exc:  # e.g. a server that cannot start, or shared memory it cannot map
@@ -610,11 +701,18 @@ def main(argv: list[str] | None = None) -> None:
     print()
     print(_table(results))
     print(
-        f"seconds: file on disk -> alerts file on disk, median of {args.repeats}; training not included "
+        f"seconds: file on disk -> alerts file on disk, median of {_runs(args.rounds, args.repeats)}, each process "
+        f"warmed up on {WARMUP_ROWS:,} rows first; ratios: the median of the rounds' ratios; training not included "
         f"(finscore {t['finscore_seconds']:.1f} s, IsolationForest {t['iforest_seconds'] or 0:.1f} s, "
         f"both on the same {t['normal_fit_rows']:,} normal rows, thresholds at {FPR:.0%} FPR on "
         f"{t['normal_holdout_rows']:,} held-out normal rows)"
     )
+    bases = [r for r in results if r.path.startswith("pandas")]
+    for r in results if args.rounds > 1 and bases else ():
+        if r not in bases:
+            ratio, each = _ratio(bases[0], r)
+            rounds = " ".join(f"{x:.1f}x" for x in each)
+            print(f"{r.path}: {rounds} {bases[0].path} in the {args.rounds} rounds (median {ratio:.1f}x)")
     for r in results:
         if r.triton_seconds is not None:
             print(f"{r.path}: Triton computed for {r.triton_seconds:.2f} s of the {r.seconds:.2f} s")
