@@ -39,7 +39,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -170,14 +170,18 @@ class AuditLog:
         _, seq, _, digest = self._write(events)
         return seq, digest
 
-    def append_frame(self, event: str, frame: pl.DataFrame, **shared: object) -> tuple[int, str]:
+    def append_frame(
+        self, event: str, frame: pl.DataFrame, *, minted: Collection[str] = (), **shared: object
+    ) -> tuple[int, str]:
         """Write one ``event`` line per row of ``frame``: the ``shared`` fields every line has, then the frame's
         columns (text, numbers or yes/no; a missing value is ``null``), whole or not at all; returns the new
         head like :meth:`append_many`.
 
         What a batch command's thousands of decisions need: Polars writes the lines' JSON, and the checks of
         :meth:`append_many` run a column at a time (no card number, finite numbers, no field named like the
-        log's own), so only the hashing is done a line at a time.
+        log's own), so only the hashing is done a line at a time. ``minted`` names columns the caller made
+        itself from no customer value (request ids, pseudonyms): they are not searched for card numbers,
+        which took a scan's 57k decision lines 30-45 ms of the 0.3 s their audit costs.
         """
         named = ["event", *shared]
         clash = [c for c in frame.columns if c in named]
@@ -185,7 +189,7 @@ class AuditLog:
             msg = f"audit field {clash[0]!r} is both a column of the frame and an event name or shared field"
             raise InvalidInputError(msg)
         _check_event({"event": event, **shared, **dict.fromkeys(frame.columns)}, "")
-        found = first_card_cell(frame)
+        found = first_card_cell(frame.drop(c for c in minted if c in frame.columns))
         if found is not None:
             column, row = found
             msg = (
@@ -316,7 +320,7 @@ def pseudonyms(values: Iterable[str], key: bytes) -> list[str]:
     return out
 
 
-def _pseudonym_state(key: bytes) -> hashlib._Hash:
+def _pseudonym_state(key: bytes) -> hashlib.blake2b:
     if not isinstance(key, bytes) or not 16 <= len(key) <= 64:
         msg = "a pseudonym key must be 16 to 64 bytes"
         raise InvalidInputError(msg)

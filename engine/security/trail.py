@@ -20,7 +20,7 @@ import os
 import re
 import secrets
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import polars as pl
@@ -49,6 +49,8 @@ ENV_PSEUDONYM_KEY = "FINSCORE_PSEUDONYM_KEY_FILE"
 BATCH = 8192
 #: The column an output frame may carry its rows' subject pseudonyms in, dropped before the output is written.
 SUBJECT = "_subject"
+#: The decision lines' fields made here, from no raw value: run ids with row numbers, batch names, pseudonyms.
+_MINTED = ("request_id", "batch", "subject")
 
 
 def finscore_home() -> Path:
@@ -181,12 +183,13 @@ class Trail:
         """Record that ``model`` ``version`` was loaded, ``where`` = ``triton`` or ``in-process``."""
         self.log.append("model_load", model=model, version=str(version), where=where, pid=os.getpid(), **fields)
 
-    def decisions(self, model: str, version: str | int, frame: pl.DataFrame) -> int:
+    def decisions(self, model: str, version: str | int, frame: pl.DataFrame, *, minted: Collection[str] = ()) -> int:
         """Append one ``decision`` line per row of ``frame`` (its columns the fields: ``request_id``,
         ``subject``, ``decision``, ``score``...); returns how many. Written in batches of :data:`BATCH` lines,
-        each whole or not at all."""
+        each whole or not at all. ``minted``: columns made here from no raw value (:meth:`AuditLog.append_frame`)."""
         for start in range(0, frame.height, BATCH):
-            self.log.append_frame("decision", frame.slice(start, BATCH), model=model, version=str(version))
+            part = frame.slice(start, BATCH)
+            self.log.append_frame("decision", part, minted=minted, model=model, version=str(version))
         return frame.height
 
 
@@ -279,7 +282,8 @@ class DecisionAudit:
     def flush(self) -> None:
         """Append the queued decision lines."""
         if self._pending:
-            self.written += self.trail.decisions(self.model, self.version, pl.concat(self._pending))
+            frame = pl.concat(self._pending)
+            self.written += self.trail.decisions(self.model, self.version, frame, minted=_MINTED)
             self._pending = []
 
     def close(self, status: str, **counts: object) -> None:

@@ -324,6 +324,20 @@ def test_a_card_number_in_a_field_is_refused_and_nothing_is_written(tmp_path: Pa
     assert path.read_bytes() == before
 
 
+def test_minted_columns_are_not_searched_for_card_numbers(tmp_path: Path) -> None:
+    # A column the caller made itself is not searched; every other column of the same frame still is.
+    path = tmp_path / "a.jsonl"
+    frame = pl.DataFrame({"request_id": ["r/4111111111111111"], "decision": ["alert"]})
+    AuditLog(path).append_frame("decision", frame, minted=["request_id", "not a column"])
+    with pytest.raises(InvalidInputError, match="'decision' \\(row 0 of the frame\\) holds what looks like a card"):
+        AuditLog(path).append_frame(
+            "decision", frame.with_columns(decision=pl.lit("4111111111111111")), minted=["request_id"]
+        )
+    with pytest.raises(InvalidInputError, match="'request_id' \\(row 0 of the frame\\) holds what looks like a card"):
+        AuditLog(path).append_frame("decision", frame)
+    assert verify(path).ok and len(lines(path)) == 1
+
+
 @pytest.mark.parametrize(
     "value",
     ["4111111111111112", "91a0f3e8c2d6b7a04111111111111111", "1718000000000006", 1718000000000006, 12345, "abc"],

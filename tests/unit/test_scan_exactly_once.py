@@ -113,9 +113,9 @@ def clean(inputs: Path, spec: LocalSpec, tmp_path_factory: pytest.TempPathFactor
     flushes: list[list[int]] = []
     real_decisions, real_append = Trail.decisions, AuditLog.append_frame
 
-    def decisions(self: Trail, *args: Any) -> int:
+    def decisions(self: Trail, *args: Any, **kwargs: Any) -> int:
         flushes.append([])
-        return real_decisions(self, *args)
+        return real_decisions(self, *args, **kwargs)
 
     def append_frame(self: AuditLog, event: str, frame: pl.DataFrame, **shared: object) -> tuple[int, str]:
         flushes[-1].append(frame.height)

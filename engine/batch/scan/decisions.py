@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.ipc as ipc
 
 from engine.security.trail import SUBJECT, DecisionAudit
 
@@ -37,7 +39,9 @@ def stem(unit: int, batch: int) -> str:
 def audit_batch(audit: DecisionAudit, state: Path, name: str, number: dict[str, int]) -> None:
     """Queue the ``decision`` lines of batch ``name`` (its ``.audit.arrow`` part): request id
     ``<run>/<file number>:<row>``, ``number`` giving each file's number."""
-    alerts = pl.read_ipc(state / f"{name}.audit.arrow")
+    with pa.OSFile(str(state / f"{name}.audit.arrow")) as f:  # Arrow's reader: a third of read_ipc's cost
+        alerts = pl.from_arrow(ipc.open_file(f).read_all())
+    assert isinstance(alerts, pl.DataFrame)
     audit.record(
         alerts.select(
             pl.format("{}:{}", pl.col("file").replace_strict(number, default=-1), pl.col("row")).alias("row"),
