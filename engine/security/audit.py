@@ -39,7 +39,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -66,6 +66,7 @@ _OWN = frozenset({"seq", "time", "prev", "hash"})
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _CHUNK = 1 << 20
 _BLOCK = 64  # SHA-256's block, in bytes: HMAC pads its key to it
+_PERSON = b"finscore-pseudo"  # the pseudonyms' BLAKE2b personalisation
 
 
 def _check_key(key: bytes | None) -> bytes | None:
@@ -308,23 +309,24 @@ def pseudonymizer(key: bytes) -> Callable[[str], str]:
     return of
 
 
-def pseudonyms(values: Iterable[str], key: bytes) -> list[str]:
-    """:func:`pseudonym` of each of ``values``: no Python call per value but the hash's own (a scan's 57k
-    alerts' subjects: 110 -> 45-65 ms on this 2-core machine)."""
-    copy = _pseudonym_state(key).copy
-    out = []
-    for value in values:
-        h = copy()
-        h.update(value.encode("utf-8"))
-        out.append(h.hexdigest())
-    return out
+def pseudonyms(values: pl.Series, key: bytes) -> pl.Series:
+    """:func:`pseudonym` of each value of a text column (a missing value stays missing), in one compiled call
+    (:func:`kernels.blake2.blake2b_hex`, bit for bit ``hashlib``'s): a scan's 57k alert subjects took 32-60 ms
+    as a Python loop over ``hashlib``, 15 ms so."""
+    from kernels.blake2 import blake2b_hex, keyed_state
+
+    return blake2b_hex(values, keyed_state(_pseudonym_key(key), digest_size=16, person=_PERSON), 16)
 
 
 def _pseudonym_state(key: bytes) -> hashlib.blake2b:
+    return hashlib.blake2b(digest_size=16, key=_pseudonym_key(key), person=_PERSON)
+
+
+def _pseudonym_key(key: bytes) -> bytes:
     if not isinstance(key, bytes) or not 16 <= len(key) <= 64:
         msg = "a pseudonym key must be 16 to 64 bytes"
         raise InvalidInputError(msg)
-    return hashlib.blake2b(digest_size=16, key=key, person=b"finscore-pseudo")
+    return key
 
 
 @dataclass(frozen=True)

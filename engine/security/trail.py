@@ -115,8 +115,7 @@ def subjects_of(values: pl.Series, key: bytes) -> pl.Series:
     for i in candidates(distinct).arg_true().to_list():  # every spelling of one card is one subject
         if find_cards(names[i]) == [(0, len(names[i]))]:
             names[i] = names[i].replace(" ", "").replace("-", "")
-    hashed = iter(pseudonyms([n for n in names if n], key))
-    out = pl.Series(SUBJECT, [next(hashed) if n else None for n in names], dtype=pl.String)
+    out = pseudonyms(pl.Series(SUBJECT, [n or None for n in names], dtype=pl.String), key)
     if len(distinct) < len(text) - text.null_count():
         return text.replace_strict(distinct, out, return_dtype=pl.String).alias(SUBJECT)
     if text.null_count():  # every value once (record ids): the pseudonyms are in the column's order already
