@@ -108,7 +108,8 @@ def subject_of(value: object, key: bytes) -> str | None:
 def subjects_of(values: pl.Series, key: bytes) -> pl.Series:
     """:func:`subject_of` of every value of a text column (the same pseudonyms), a column at a time: each
     distinct value is hashed once (a log's alerts name the same users and addresses again and again), a pass
-    over the bytes finds the few values that could be card numbers, and the keyed hash is set up once."""
+    over the bytes finds the few values that could be card numbers, and the keyed hash runs compiled over the
+    column (:func:`engine.security.audit.pseudonyms`)."""
     text = values.cast(pl.String)
     distinct = text.drop_nulls().unique(maintain_order=True)
     names = [v.strip() for v in distinct.to_list()]
