@@ -33,9 +33,9 @@ def _runs(offsets: np.ndarray, data: np.ndarray, out: np.ndarray) -> None:  # pr
     # time, which made this 5x slower. ``run`` counts the bytes of the current run of digits, spaces and
     # dashes; ``digits`` holds a bit per byte of the last 13, set for a digit.
     for i in range(len(out)):
-        run = 0
-        digits = 0
-        hit = 0
+        run = np.int64(0)
+        digits = np.int64(0)
+        hit = np.int64(0)
         for p in range(offsets[i], offsets[i + 1]):
             c = data[p]
             d = np.int64((c >= 48) & (c <= 57))
