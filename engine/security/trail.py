@@ -49,8 +49,9 @@ ENV_PSEUDONYM_KEY = "FINSCORE_PSEUDONYM_KEY_FILE"
 BATCH = 8192
 #: The column an output frame may carry its rows' subject pseudonyms in, dropped before the output is written.
 SUBJECT = "_subject"
-#: The decision lines' fields made here, from no raw value: run ids with row numbers, batch names, pseudonyms.
-_MINTED = ("request_id", "batch", "subject")
+#: The decision lines' fields made here from no raw value: batch names and pseudonyms. (Request ids are searched:
+#: their row part is the caller's.)
+_MINTED = ("batch", "subject")
 
 
 def finscore_home() -> Path:
