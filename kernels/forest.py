@@ -115,6 +115,10 @@ class Forest:
     cat_start: np.ndarray
     cat_size: np.ndarray
     cat_member: np.ndarray
+    #: Each node's cover (XGBoost's sum of hessians), which TreeSHAP weighs paths by.
+    cover: np.ndarray
+    #: The deepest leaf's depth, over the trees.
+    depth: int
 
     @classmethod
     def from_model(cls, model_json: str | bytes | bytearray, *, n_features: int, base: float) -> Forest | None:
@@ -157,6 +161,8 @@ class Forest:
             cat_start=cat_start,
             cat_size=cat_size,
             cat_member=np.concatenate(members) if members else np.zeros(0, np.bool_),
+            cover=np.concatenate([t.cover for t in trees]) if trees else np.zeros(0, np.float64),
+            depth=max((_depth(t) for t in trees), default=0),
         )
 
     def arrays(
@@ -194,6 +200,16 @@ class Forest:
     def probability(self, x: np.ndarray) -> np.ndarray:
         """``1 / (1 + exp(-margin))`` as FP32: a binary logistic model's prediction."""
         return (1.0 / (1.0 + np.exp(-self.margin(x)))).astype(np.float32)
+
+
+def _depth(tree: XgbTree) -> int:
+    """The depth of the tree's deepest leaf (0 for a tree that is one leaf)."""
+    deepest, level, nodes = 0, 0, [0]
+    while nodes:
+        deepest = level
+        nodes = [c for n in nodes if tree.left[n] != -1 for c in (int(tree.left[n]), int(tree.right[n]))]
+        level += 1
+    return deepest
 
 
 @numba.njit(cache=True, nogil=True)

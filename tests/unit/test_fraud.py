@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from engine.cli import main
 from engine.errors import InvalidInputError, SchemaError
+from engine.families.contract import reason_names, top_indices
 from engine.families.fraud import FraudScorer, FraudState, FraudTrainResult, canonical, replay_state, transaction_matrix
 from engine.families.fraud.scorer import LIVE_STATE
 from engine.families.metrics import card_precision_at_k
@@ -152,6 +153,12 @@ def test_served_scores_equal_the_booster_on_batch_features(
     flagged = out["decision"] != "approve"
     assert flagged.any() and (out["reason_codes"][flagged, 0] != "").any()
     assert (out["reason_codes"][~flagged] == "").all()  # approvals carry no reasons
+    # The reasons are XGBoost's TreeSHAP's, computed over the flattened trees (kernels.pathshap).
+    x = transaction_matrix(batch)
+    theirs = fresh.booster.predict(xgb.DMatrix(x, feature_names=feature_names()), pred_contribs=True)[:, :-1]
+    np.testing.assert_allclose(fresh.contributions(x), theirs, atol=1e-5)
+    named = reason_names(top_indices(theirs[flagged], positive=True), feature_names())
+    assert (out["reason_codes"][flagged] == named).all()
 
 
 def test_a_bad_request_leaves_the_state_unchanged(fresh: FraudScorer) -> None:
