@@ -51,6 +51,11 @@ __all__ = [
     "tree_reason_scores",
 ]
 
+#: What both TreeSHAP kernels read after the rows: 7 condition arrays, 6 tree and table arrays, the bias.
+_KernelArrays = tuple[
+    np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+    np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, float,
+]  # fmt: skip
 #: Trees with more splits than this are left to XGBoost (tables grow as 2**splits × 2**features).
 MAX_SPLITS = 8
 
@@ -138,15 +143,9 @@ class ShallowTreeShap:
             self.cat_member,
         )
 
-    def patterns(self, x: np.ndarray) -> np.ndarray:
-        """The side each row takes at each split, as one integer per (row, tree): bit ``k`` set = right."""
-        return _patterns(np.ascontiguousarray(x, dtype=np.float32), *self._conditions(), self.splits, self.condition)
-
-    def contributions(self, x: np.ndarray) -> np.ndarray:
-        """``[rows, n_features + 1]`` float32 contributions, the last column the bias: as XGBoost's
-        ``predict(pred_contribs=True)``, so a row's sum is its margin."""
-        return tree_contributions(
-            np.ascontiguousarray(x, dtype=np.float32),
+    def _arrays(self) -> _KernelArrays:
+        """What both kernels read after the rows: the conditions, the trees' splits and the tables, the bias."""
+        return (
             *self._conditions(),
             self.splits,
             self.condition,
@@ -157,25 +156,21 @@ class ShallowTreeShap:
             self.bias,
         )
 
+    def patterns(self, x: np.ndarray) -> np.ndarray:
+        """The side each row takes at each split, as one integer per (row, tree): bit ``k`` set = right."""
+        return _patterns(np.ascontiguousarray(x, dtype=np.float32), *self._conditions(), self.splits, self.condition)
+
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        """``[rows, n_features + 1]`` float32 contributions, the last column the bias: as XGBoost's
+        ``predict(pred_contribs=True)``, so a row's sum is its margin."""
+        return tree_contributions(np.ascontiguousarray(x, dtype=np.float32), *self._arrays())
+
     def reason_scores(
         self, x: np.ndarray, *, a: float, b: float, threshold: float, k: int, action_of: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """:func:`kernels.ranking.reason_scores` of the contributions of ``x``, in one kernel call."""
         return tree_reason_scores(
-            np.ascontiguousarray(x, dtype=np.float32),
-            *self._conditions(),
-            self.splits,
-            self.condition,
-            self.offset,
-            self.slots,
-            self.slot_feature,
-            self.table,
-            self.bias,
-            a,
-            b,
-            threshold,
-            k,
-            action_of,
+            np.ascontiguousarray(x, dtype=np.float32), *self._arrays(), a, b, threshold, k, action_of
         )
 
 
