@@ -7,7 +7,9 @@ card's and terminal's history and recorded. Each worker owns its cards, so its t
 
 Two client paths: ``stub`` (the request serialised per call and sent through gRPC's own stub, as
 perf_analyzer's C++ client costs) and ``tritonclient`` (``FraudClient.authorize``, what an application in
-Python sees). Triton's statistics give the server's share. In-process (the scorer alone) for comparison.
+Python sees). Triton's statistics give the server's share. Beside it, the floor (:mod:`bench.floor_model`: fraud's
+inputs read, constant outputs) through the stub client: the serving stack's own share. In-process (the scorer
+alone) for comparison.
 
     python -m bench.fraud_latency [--duration 10] [--concurrency 1,4] [--redis redis://HOST:PORT/DB]
 
@@ -23,6 +25,7 @@ import gc
 import itertools
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +36,7 @@ import grpc
 import numpy as np
 import tritonclient.grpc as grpcclient
 
+from bench.floor import floor_repository
 from bench.load import closed_loop
 from bench.suite import _stats, server_breakdown
 from bench.targets import _MODEL_INFER, _infer_request
@@ -86,8 +90,8 @@ class _Target:
     name = "triton"
     batch = 1
 
-    def __init__(self, url: str, auths: Authorizations, client: str) -> None:
-        self.url, self.auths, self.client = url, auths, client
+    def __init__(self, url: str, auths: Authorizations, client: str, model: str = "fraud") -> None:
+        self.url, self.auths, self.client, self.model = url, auths, client, model
         self.channel = grpc.insecure_channel(url)
         self.infer = self.channel.unary_unary(_MODEL_INFER)
         self.workers = itertools.count()
@@ -105,7 +109,8 @@ class _Target:
             return call_client
 
         def call_stub(i: int) -> None:
-            self.infer(_infer_request("fraud", self.auths.next(k), DATATYPES, OUTPUTS).SerializeToString(), timeout=30)
+            request = _infer_request(self.model, self.auths.next(k), DATATYPES, OUTPUTS)
+            self.infer(request.SerializeToString(), timeout=30)
 
         return call_stub
 
@@ -175,16 +180,25 @@ def _measure(
     env = {ENV_VAR: url} if url else {}
     where = f"state in Redis at {redacted_url(url)}" if url else "state in the server process"
     print(f"one authorization per request, {where}, {args.duration:g} s per point after {args.warmup:g} s warm-up:")
-    with TritonServer(version.parent.parent, ports=ServerPorts.free(), models=["fraud"], env=env) as server:
-        stats = grpcclient.InferenceServerClient(server.grpc_url)
-        for client in ("stub", "tritonclient"):
+    repo = version.parent.parent
+    with tempfile.TemporaryDirectory(prefix="finscore-floor-") as extra:
+        floor = floor_repository(repo, "fraud", Path(extra))
+        ports = ServerPorts.free()
+        with TritonServer(repo, ports=ports, models=["fraud", floor], env=env, more_repositories=[extra]) as server:
+            stats = grpcclient.InferenceServerClient(server.grpc_url)
+            runs = [("stub", floor), ("stub", "fraud"), ("tritonclient", "fraud")]
             for level in levels:
-                target = _Target(server.grpc_url, auths, client)
-                before = _stats(stats, "fraud")
-                m = closed_loop(target, concurrency=level, duration=args.duration, warmup=args.warmup)
-                _line(f"gRPC {client}, c={level}", m, server_breakdown(before, _stats(stats, "fraud")))
-                target.close()
-        stats.close()
+                p50: dict[str, float] = {}
+                for client, model in runs:
+                    target = _Target(server.grpc_url, auths, client, model)
+                    before = _stats(stats, model)
+                    m = closed_loop(target, concurrency=level, duration=args.duration, warmup=args.warmup)
+                    label = f"gRPC {client}, c={level}" + (" (floor)" if model == floor else "")
+                    _line(label, m, server_breakdown(before, _stats(stats, model)))
+                    p50[model] = m.p50_ms
+                    target.close()
+                print(f"  c={level}: fraud's p50 is {p50['fraud'] / p50[floor]:.2f}x the floor's (stub client)")
+            stats.close()
     _in_process(version, auths, min(args.duration, 5.0), env)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+import redis
 
 from engine.errors import InvalidInputError
 from engine.families.fraud import FraudScorer, FraudTrainResult, canonical, replay_state
@@ -185,12 +186,18 @@ def _names(state: RedisFraudState, card: str, terminal: str, txid: str) -> dict[
 def test_one_authorization_is_one_round_trip(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     state = _state(redis_url)
     state.authorize("rt-0", "c1", "t1", 5.0, T0)  # loads the script
-    sent: list[object] = []
-    execute = state.client.execute_command
-    monkeypatch.setattr(state.client, "execute_command", lambda *a, **k: sent.append(a[0]) or execute(*a, **k))
+    sent: list[bytes] = []
+    send = redis.connection.AbstractConnection.send_packed_command
+
+    def spy(conn: object, command: object, check_health: bool = True) -> None:
+        # Every command redis-py or the state sends passes here, packed: "*<n>\r\n$<len>\r\n<name>\r\n...".
+        sent.append(b"".join(command).split(b"\r\n")[2])  # type: ignore[arg-type]
+        send(conn, command, check_health)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", spy)
     state.authorize_batch(["rt-1", "rt-2"], ["c1", "c2"], ["t1", "t2"], [6.0, 7.0], [T0 + 1, T0 + 2])
     state.report("rt-1", 1)
-    assert sent == ["EVALSHA", "EVALSHA"]
+    assert sent == [b"EVALSHA", b"EVALSHA"]
 
 
 def test_a_redis_that_forgot_the_scripts_is_sent_them_again(redis_url: str) -> None:
