@@ -1,15 +1,15 @@
 """One card authorization over gRPC, state update included: latency at concurrency 1 (and more).
 
 Generates transactions (``engine.demo.transactions``), trains ``fraud`` on them into ``build/bench-fraud``, starts
-the bundled Triton on free ports (or uses ``--url``), then sends fresh authorizations of the generated cards
+the bundled Triton on free ports, then sends fresh authorizations of the generated cards
 back to back: each has a new transaction id and a later time than the card's last, so each is scored from the
 card's and terminal's history and recorded. Each worker owns its cards, so its times never go backwards.
 
-Two client paths: ``stub`` (the request serialised per call and sent through gRPC's own stub, as
-perf_analyzer's C++ client costs) and ``tritonclient`` (``FraudClient.authorize``, what an application in
-Python sees). Triton's statistics give the server's share. Beside it, the floor (:mod:`bench.floor_model`: fraud's
-inputs read, constant outputs) through the stub client: the serving stack's own share. In-process (the scorer
-alone) for comparison.
+Two client paths: ``stub`` (requests serialised before the loop and sent through gRPC's own stub: a latency
+runs from the send to the answer, as perf_analyzer's do) and ``tritonclient`` (``FraudClient.authorize``, what an
+application in Python sees). Triton's statistics give the server's share. Beside them, the floor
+(:mod:`bench.floor_model`: fraud's inputs read, constant outputs) through the stub client: the serving stack's own
+share. In-process (the scorer alone) for comparison.
 
     python -m bench.fraud_latency [--duration 10] [--concurrency 1,4] [--redis redis://HOST:PORT/DB]
 
@@ -25,6 +25,7 @@ import gc
 import itertools
 import os
 import shutil
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -57,6 +58,8 @@ DATATYPES = {
     "amount": "FP64",
     "timestamp": "INT64",
 }
+#: Requests serialised ahead per worker and second of a point (more than one worker answers here at c=1).
+_PREPARED_PER_S = 3000
 COLUMNS = FraudColumns(
     card="card_id", time="timestamp", amount="amount", label="is_fraud", terminal="terminal_id", id="transaction_id"
 )
@@ -87,15 +90,25 @@ class Authorizations:
 
 
 class _Target:
+    """``client="stub"``: each worker's requests are serialised before the loop (``prepared`` of them; any more are
+    built as they are sent), so a latency runs from the send to the answer, as perf_analyzer's do;
+    ``"tritonclient"``: each request is built by ``FraudClient.authorize``, as an application's is."""
+
     name = "triton"
     batch = 1
 
-    def __init__(self, url: str, auths: Authorizations, client: str, model: str = "fraud") -> None:
+    def __init__(
+        self, url: str, auths: Authorizations, client: str, model: str = "fraud", *, prepared: int = 0
+    ) -> None:
         self.url, self.auths, self.client, self.model = url, auths, client, model
+        self.prepared = prepared
         self.channel = grpc.insecure_channel(url)
         self.infer = self.channel.unary_unary(_MODEL_INFER)
         self.workers = itertools.count()
         self.opened: list[Any] = []
+
+    def _request(self, worker: int) -> bytes:
+        return _infer_request(self.model, self.auths.next(worker), DATATYPES, OUTPUTS).SerializeToString()
 
     def worker(self) -> Callable[[int], None]:
         k = next(self.workers)
@@ -108,9 +121,10 @@ class _Target:
 
             return call_client
 
+        ready = iter([self._request(k) for _ in range(self.prepared)])
+
         def call_stub(i: int) -> None:
-            request = _infer_request(self.model, self.auths.next(k), DATATYPES, OUTPUTS)
-            self.infer(request.SerializeToString(), timeout=30)
+            self.infer(next(ready, None) or self._request(k), timeout=30)
 
         return call_stub
 
@@ -147,6 +161,23 @@ def _line(label: str, m: Any, server: dict[str, Any] | None = None) -> None:
         f"  {label:<28} {m.throughput:8,.0f} auth/s  p50 {m.p50_ms:6.3f} ms  p90 {m.p90_ms:6.3f}  p99 {m.p99_ms:6.3f}"
         f"  p99.9 {m.p999_ms:6.3f}  errors {m.errors}{' (' + m.first_error + ')' if m.errors else ''}{extra}"
     )
+
+
+def _summary(level: int, got: dict[tuple[str, str], list[Any]], floor: str) -> str:
+    """Per client path, the median p50 and p99 over the rounds, and fraud's p50 against the floor's."""
+
+    def median(run: tuple[str, str], field: str) -> float:
+        return statistics.median(getattr(m, field) for m in got[run])
+
+    rounds = len(got["stub", floor])
+    paths = "; ".join(
+        f"{client}{' (floor)' if model == floor else ''} p50 {median((client, model), 'p50_ms'):.3f} ms "
+        f"p99 {median((client, model), 'p99_ms'):.3f} ms"
+        for client, model in got
+    )
+    ratio = median(("stub", "fraud"), "p50_ms") / median(("stub", floor), "p50_ms")
+    of = f"median of {rounds} rounds" if rounds > 1 else "1 round"
+    return f"  c={level}, {of}: {paths}; fraud's p50 {ratio:.2f}x the floor's"
 
 
 def _in_process(version: Path, auths: Authorizations, duration: float, env: dict[str, str]) -> None:
@@ -188,16 +219,20 @@ def _measure(
             stats = grpcclient.InferenceServerClient(server.grpc_url)
             runs = [("stub", floor), ("stub", "fraud"), ("tritonclient", "fraud")]
             for level in levels:
-                p50: dict[str, float] = {}
-                for client, model in runs:
-                    target = _Target(server.grpc_url, auths, client, model)
-                    before = _stats(stats, model)
-                    m = closed_loop(target, concurrency=level, duration=args.duration, warmup=args.warmup)
-                    label = f"gRPC {client}, c={level}" + (" (floor)" if model == floor else "")
-                    _line(label, m, server_breakdown(before, _stats(stats, model)))
-                    p50[model] = m.p50_ms
-                    target.close()
-                print(f"  c={level}: fraud's p50 is {p50['fraud'] / p50[floor]:.2f}x the floor's (stub client)")
+                got: dict[tuple[str, str], list[Any]] = {run: [] for run in runs}
+                prepared = int((args.warmup + args.duration) * _PREPARED_PER_S / level)
+                for k in range(args.rounds):  # the order turns each round: a drift of the machine weighs on all
+                    for client, model in runs if k % 2 == 0 else runs[::-1]:
+                        target = _Target(server.grpc_url, auths, client, model, prepared=prepared)
+                        before = _stats(stats, model)
+                        m = closed_loop(target, concurrency=level, duration=args.duration, warmup=args.warmup)
+                        label = f"gRPC {client}, c={level}" + (" (floor)" if model == floor else "")
+                        _line(label + (f", round {k + 1}" if args.rounds > 1 else ""), m, server_breakdown(
+                            before, _stats(stats, model)
+                        ))  # fmt: skip
+                        got[client, model].append(m)
+                        target.close()
+                print(_summary(level, got, floor))
             stats.close()
     _in_process(version, auths, min(args.duration, 5.0), env)
 
@@ -207,6 +242,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=10.0, help="seconds measured per point (default 10)")
     ap.add_argument("--warmup", type=float, default=2.0, help="seconds before measuring (default 2)")
     ap.add_argument("--concurrency", default="1,4", help="comma-separated concurrency levels (default 1,4)")
+    ap.add_argument(
+        "--rounds", type=int, default=1,
+        help="rounds of the floor and both client paths at each level, the order turned each round; the summary "
+        "gives their medians (default 1)",
+    )  # fmt: skip
     ap.add_argument("--cards", type=int, default=2000, help="generated cards (default 2000)")
     ap.add_argument("--days", type=int, default=30, help="generated days of history (default 30)")
     ap.add_argument(
@@ -217,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--redis-only", action="store_true", help="with --redis, skip the state in the process")
     args = ap.parse_args(argv)
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
     if args.redis_only and not args.redis:
         ap.error("--redis-only needs --redis URL")
     os.environ.pop(ENV_VAR, None)  # where the state lives is this run's choice, not the caller's environment
