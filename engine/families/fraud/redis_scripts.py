@@ -1,8 +1,9 @@
 """The Lua scripts :class:`engine.families.fraud.redis_state.RedisFraudState` runs inside Redis.
 
 Kept as Python strings (nothing to package beside the module) and sent by their digest (EVALSHA); when a
-restarted Redis answers NOSCRIPT, the call is sent once more with the text (EVAL), which Redis then keeps. A script runs atomically: no other
-command runs between its reads and its writes, so it needs neither WATCH nor retries.
+restarted Redis answers NOSCRIPT, the call is sent once more with the text (EVAL), which Redis then keeps. A
+script runs atomically: no other command runs between its reads and its writes, so it needs neither WATCH nor
+retries.
 
 :data:`AUTHORIZE` is one batch of authorizations. It checks that no transaction id was scored before and
 that no card goes back in time, and stops there (having written nothing) if one does; otherwise, row by row

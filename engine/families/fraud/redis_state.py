@@ -70,7 +70,7 @@ from engine.families.fraud.state import (
     card_key,
     check_amount,
     check_label,
-    features,
+    feature_row,
 )
 from engine.settings import env_name
 from kernels.transactions import DAY_US, TERMINAL_WINDOWS
@@ -129,10 +129,8 @@ def _unpack(blob: bytes | None) -> _Card:
     if blob is None:
         return _Card()
     total, squares, count, last, n = _HEADER.unpack_from(blob)
-    o = _HEADER.size
-    times = np.frombuffer(blob, dtype="<i8", count=n, offset=o).tolist()
-    before = np.frombuffer(blob, dtype="<f8", count=n, offset=o + 8 * n).tolist()
-    amounts = np.frombuffer(blob, dtype="<f8", count=n, offset=o + 16 * n).tolist()
+    values = struct.unpack_from(f"<{n}q{2 * n}d", blob, _HEADER.size)
+    times, before, amounts = list(values[:n]), list(values[n : 2 * n]), list(values[2 * n :])
     return _Card(times, before, amounts, total, squares, count, None if last < 0 else last)
 
 
@@ -358,9 +356,9 @@ class RedisFraudState:
         for i, key in enumerate(keys):
             c = state[card_index[key]]
             flat = counts[i * _N_COUNTS : (i + 1) * _N_COUNTS]
-            rows.append(features(c, amounts[i], times[i], list(zip(flat[::2], flat[1::2], strict=True))))
+            rows.append(feature_row(c, amounts[i], times[i], list(zip(flat[::2], flat[1::2], strict=True))))
             c.record(amounts[i], times[i])  # what the script recorded, for the batch's later rows of this card
-        return np.vstack(rows)
+        return np.array(rows, dtype=np.float64)
 
     # -- labels arriving late ----------------------------------------------------------------------------------
     def check_labels(self, transaction_ids: list[str], labels: list[int]) -> None:

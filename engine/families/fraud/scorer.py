@@ -52,6 +52,7 @@ INITIAL_STATE = "state.json.gz"
 LIVE_STATE = "state/live.json.gz"
 KEY_FILE = "card-key.bin"
 DECISIONS = ("approve", "review", "decline")
+_DECISIONS = np.array(DECISIONS, dtype=object)
 #: The decision answering a forget request: the card was held and is erased, or it was not held.
 FORGOTTEN, UNKNOWN = "forgotten", "unknown"
 
@@ -264,17 +265,13 @@ class FraudScorer:
             prob = self._forest.probability(x32)
         else:
             prob = self.booster.inplace_predict(x32, validate_features=False).astype(np.float32).reshape(-1)
-        decision = np.where(
-            prob >= self.decline, DECISIONS[2], np.where(prob >= self.review, DECISIONS[1], DECISIONS[0])
-        )
-        out: dict[str, np.ndarray] = {
-            "fraud_probability": prob,
-            "decision": decision.astype(object),
-            "features": x,
-        }
+        flags = prob >= self.review
+        grade = flags.astype(np.intp)  # 0 approve, 1 review, 2 decline: the decision is a pick from three texts
+        grade[prob >= self.decline] = 2
+        out: dict[str, np.ndarray] = {"fraud_probability": prob, "decision": _DECISIONS[grade], "features": x}
         if "reason_codes" in wanted:
             reasons = np.full((len(x), N_REASONS), "", dtype=object)
-            flagged = np.flatnonzero(prob >= self.review)
+            flagged = np.flatnonzero(flags)
             if len(flagged):
                 reasons[flagged] = reason_names(
                     top_indices(self.contributions(x32[flagged]), positive=True), self.names
