@@ -114,7 +114,10 @@ def decode_outputs(outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     decoded = {}
     for name, arr in outputs.items():
         if arr.dtype == object:
-            arr = np.vectorize(lambda b: b.decode("utf-8") if isinstance(b, bytes) else b, otypes=[object])(arr)
+            flat = [b.decode("utf-8") if isinstance(b, bytes) else b for b in arr.ravel().tolist()]
+            text = np.empty(len(flat), dtype=object)  # filled, not np.array(flat): that would nest lists
+            text[:] = flat
+            arr = text.reshape(arr.shape)
         if arr.ndim == 2 and arr.shape[1] == 1:
             arr = arr[:, 0]
         decoded[name] = arr

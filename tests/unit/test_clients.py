@@ -74,6 +74,11 @@ def test_decode_outputs() -> None:
     out = decode_outputs({"p": np.array([[0.5]], dtype=np.float32), "r": np.array([[b"a", b"b", b""]], dtype=object)})
     assert out["p"].shape == (1,)
     assert out["r"].tolist() == [["a", "b", ""]]
+    more = decode_outputs(
+        {"d": np.array([[b"approve"], [b"review"]], dtype=object), "e": np.empty((0, 3), dtype=object)}
+    )
+    assert more["d"].tolist() == ["approve", "review"] and more["d"].dtype == object
+    assert more["e"].shape == (0, 3)
 
 
 def test_other_numeric_datatypes_keep_their_type() -> None:
