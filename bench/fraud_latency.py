@@ -50,7 +50,8 @@ from engine.serving.server import ServerPorts, TritonServer
 
 __all__ = ["main"]
 
-OUTPUTS = ["fraud_probability", "reason_codes", "decision"]
+#: What the stub path asks for: FraudClient's outputs (the decision and the reasons as INT32 indices).
+OUTPUTS = ["fraud_probability", "reason_index", "decision_code"]
 DATATYPES = {
     "transaction_id": "BYTES",
     "card_id": "BYTES",

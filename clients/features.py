@@ -11,7 +11,6 @@ model's names. What a caller sees is what the raw model answers.
 from __future__ import annotations
 
 import importlib.util
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -19,8 +18,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from clients.errors import rejected
+from clients.tensors import Codes
 from engine.errors import InvalidInputError, ServerError
-from engine.families.twin import ENCODINGS, INPUT, decode_indices, twin_name
+from engine.families.twin import ENCODINGS, INPUT, twin_name
 
 if TYPE_CHECKING:
     from engine.families.twin import TableEncoder
@@ -41,8 +41,8 @@ class FeatureRoute:
     raw: str
     model: str
     encoder: TableEncoder
-    #: twin output -> (the raw model's output, the names its INT32 values index)
-    decoding: Mapping[str, tuple[str, tuple[bytes, ...]]]
+    #: the twin's INT32 outputs and the raw model's text outputs they stand for
+    codes: Codes
 
     @classmethod
     def from_parameters(cls, raw: str, parameters: Mapping[str, str]) -> FeatureRoute:
@@ -57,15 +57,11 @@ class FeatureRoute:
             raise ServerError(msg)
         try:
             schema = TableSchema.from_json(parameters["schema"])
-            decode = json.loads(parameters.get("decode", "{}"))
-            decoding = {
-                out: (str(raw_out), tuple(str(n).encode("utf-8") for n in names))
-                for out, (raw_out, names) in decode.items()
-            }
+            codes = Codes.from_parameter(parameters.get("decode", ""))
         except (KeyError, TypeError, ValueError):
             msg = f"model {model!r} publishes no readable schema in its config"
             raise ServerError(msg) from None
-        return cls(raw, model, TableEncoder(schema, model=raw), decoding)
+        return cls(raw, model, TableEncoder(schema, model=raw), codes)
 
     def encode(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The twin's request for raw ``[rows, 1]`` arrays (the raw model's checks: a fault is the error the
@@ -77,16 +73,8 @@ class FeatureRoute:
 
     def outputs(self, names: Sequence[str]) -> list[str]:
         """The twin's outputs for the raw outputs ``names``."""
-        renamed = {raw_out: out for out, (raw_out, _) in self.decoding.items()}
-        return [renamed.get(name, name) for name in names]
+        return self.codes.outputs(names)
 
     def decode(self, result: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The twin's answer as the raw model's: indices become names (bytes, as BYTES outputs arrive)."""
-        out: dict[str, np.ndarray] = {}
-        for name, arr in result.items():
-            if name in self.decoding:
-                raw_out, names = self.decoding[name]
-                out[raw_out] = decode_indices(arr, names, empty=b"")
-            else:
-                out[name] = arr
-        return out
+        return self.codes.decode(result)

@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 
 from clients.grpc import DEFAULT_URL, ModelClient
-from clients.tensors import columns_of, decode_outputs, typed_column
+from clients.tensors import Codes, columns_of, decode_outputs, typed_column
 from clients.tls import Tls
-from engine.errors import NotFoundError
+from engine.errors import NotFoundError, ServerError
 
 __all__ = ["FraudClient"]
 
@@ -44,6 +44,8 @@ class _Served:
     inputs: dict[str, str]  # every input's Triton datatype, in the metadata's order
     outputs: tuple[str, ...]
     rows: int  # the most rows one request may carry; 0 when the model does not batch
+    #: INT32 outputs asked for in place of text ones (decision, reasons), read back as the text
+    codes: Codes
 
     @property
     def authorization(self) -> dict[str, str]:
@@ -51,7 +53,7 @@ class _Served:
 
     @property
     def scores(self) -> list[str]:
-        return [name for name in self.outputs if name != FEATURES]
+        return [name for name in self.outputs if name != FEATURES and name not in self.codes.decoding]
 
 
 class FraudClient(ModelClient):
@@ -66,10 +68,16 @@ class FraudClient(ModelClient):
     def _model(self) -> _Served:
         if self._served is None:
             config = self._model_config()
+            try:
+                codes = Codes.from_parameter(self._parameters_of(config).get("decode", ""), outputs=self.outputs)
+            except ValueError:
+                msg = f"model {self.model!r} at {self.url} publishes an unreadable 'decode' parameter in its config"
+                raise ServerError(msg) from None
             self._served = _Served(
                 inputs={spec.name: spec.datatype for spec in self.inputs},
                 outputs=tuple(self.outputs),
                 rows=int(config.get("max_batch_size", 0) or 0),
+                codes=codes,
             )
         return self._served
 
@@ -101,7 +109,10 @@ class FraudClient(ModelClient):
             if name in columns
         }
         outputs = [*served.scores, FEATURES] if features else served.scores
-        return decode_outputs(self.infer_arrays(arrays, outputs=outputs))
+        # Numbers travel in place of the decision's and the reasons' text (a model trained before they were
+        # answered has none: its text is asked for).
+        answer = self.infer_arrays(arrays, outputs=served.codes.outputs(outputs))
+        return decode_outputs(served.codes.decode(answer))
 
     def report(self, transaction_ids: Sequence[Any], labels: Sequence[int]) -> None:
         """Report fraud labels (1 fraud, 0 genuine) of authorizations scored earlier."""

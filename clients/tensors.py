@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,8 +11,9 @@ import numpy as np
 from tritonclient.utils import triton_to_np_dtype
 
 from engine.errors import InvalidInputError
+from engine.families.twin import decode_indices
 
-__all__ = ["InputSpec", "columns_of", "decode_outputs", "encode_inputs", "typed_column"]
+__all__ = ["Codes", "InputSpec", "columns_of", "decode_outputs", "encode_inputs", "typed_column"]
 
 
 @dataclass(frozen=True)
@@ -136,3 +138,46 @@ def typed_column(name: str, values: Any, datatype: str) -> np.ndarray:
     except (TypeError, ValueError):
         msg = f"column {name!r} cannot be read as {datatype}"
         raise InvalidInputError(msg) from None
+
+
+@dataclass(frozen=True)
+class Codes:
+    """INT32 outputs a model answers in place of text outputs, from its config's ``decode`` parameter
+    (:func:`engine.families.twin.decode_parameter`): each value is the index into a list of names, -1 for none.
+    Asked for instead of the text, and read back as the text: the caller sees the text outputs."""
+
+    #: INT32 output -> (the text output it stands for, the names its values index, as bytes: BYTES arrive so)
+    decoding: Mapping[str, tuple[str, tuple[bytes, ...]]]
+
+    @classmethod
+    def from_parameter(cls, text: str, *, outputs: Sequence[str] | None = None) -> Codes:
+        """Read the ``decode`` parameter (JSON); with ``outputs``, only the codes whose INT32 and text outputs are
+        both among them. Raises ``ValueError`` when the text is not that parameter."""
+        try:
+            decode = json.loads(text or "{}")
+            decoding = {
+                str(out): (str(raw), tuple(str(n).encode("utf-8") for n in names))
+                for out, (raw, names) in decode.items()
+            }
+        except (AttributeError, TypeError, ValueError):
+            msg = "not a decode parameter: JSON {INT32 output: [text output, [names...]]} was expected"
+            raise ValueError(msg) from None
+        if outputs is not None:
+            decoding = {out: v for out, v in decoding.items() if out in outputs and v[0] in outputs}
+        return cls(decoding)
+
+    def outputs(self, names: Sequence[str]) -> list[str]:
+        """The outputs to ask for in place of ``names``: each text output's INT32 code where there is one."""
+        instead = {raw: out for out, (raw, _) in self.decoding.items()}
+        return [instead.get(name, name) for name in names]
+
+    def decode(self, result: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``result`` with each INT32 code read back as its text output (bytes, as a BYTES output arrives)."""
+        out: dict[str, np.ndarray] = {}
+        for name, arr in result.items():
+            if name in self.decoding:
+                raw, names = self.decoding[name]
+                out[raw] = decode_indices(arr, names, empty=b"")
+            else:
+                out[name] = arr
+        return out

@@ -43,6 +43,7 @@ __all__ = [
     "TableEncoder",
     "check_matrix",
     "decode_indices",
+    "decode_parameter",
     "twin_input",
     "twin_name",
     "twin_parameters",
@@ -76,9 +77,16 @@ def twin_parameters(
     return {
         "encoding": encoding,
         "schema": schema.to_json(),
-        "decode": json.dumps({out: [raw, list(names)] for out, (raw, names) in decode.items()}),
+        "decode": decode_parameter(decode),
         "raw_model": raw_model,
     }
+
+
+def decode_parameter(decode: Mapping[str, tuple[str, Sequence[str]]]) -> str:
+    """The ``decode`` config parameter: JSON ``{INT32 output: [text output, [names...]]}``, each INT32 value the
+    index into ``names`` (-1 for none) of the text output's value. A twin publishes it, and so does a model that
+    answers numbers beside its text (``fraud``)."""
+    return json.dumps({out: [raw, list(names)] for out, (raw, names) in decode.items()})
 
 
 def write_twin(

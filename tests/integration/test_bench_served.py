@@ -64,7 +64,7 @@ def test_bench_measures_every_target_and_writes_reports(
         ("floor", 4, "round 1"), ("triton", 4, "round 1"), ("triton", 4, "round 2"), ("floor", 4, "round 2"),
     ]  # fmt: skip
     floor = [r for r in runs if r["target"] == "floor"]
-    assert all(r["seconds"] == 1 and r["server"]["compute_infer_us"] > 0 for r in floor)
+    assert all(r["seconds"] == 1 and r["server"]["compute_infer_us"] > 0 and r["errors"] == 0 for r in floor)
     assert "beside the floor in 2 rounds" in printed
     assert "x the floor's" in printed and "| floor |" in (out.parent / "churn.md").read_text(encoding="utf-8")
     assert figures["machine"]["tritonserver"] == "2.51.0"

@@ -3,6 +3,7 @@ survives a reload and concurrent requests, and a bad request fails alone."""
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -124,3 +125,39 @@ def test_a_bad_authorization_fails_alone(server: TritonServer) -> None:
         assert raw.is_server_live() and raw.is_model_ready("fraud")
         after = fraud.authorize(_auth("bad-4", "bad-card", T0 + 40_000_000), features=True)
     assert after["features"][0, COUNT_1H] == 2  # only bad-0 and bad-4 were recorded
+
+
+def test_the_decision_and_reasons_travel_as_numbers_the_config_names(
+    server: TritonServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = grpcclient.InferenceServerClient(server.grpc_url).get_model_config("fraud", as_json=True)["config"]
+    decode = json.loads(config["parameters"]["decode"]["string_value"])
+    assert decode["decision_code"][0] == "decision" and decode["reason_index"][0] == "reason_codes"
+    answers, reasons = decode["decision_code"][1], decode["reason_index"][1]
+    rng = np.random.default_rng(5)
+    n = 300
+    with FraudClient(server.grpc_url) as fraud:
+        # One request asks for the texts and the numbers: each number indexes its text, -1 the empty reason.
+        arrays = {
+            "transaction_id": np.array([[f"num-{i}".encode()] for i in range(n)], dtype=object),
+            "card_id": np.array([[f"num-card-{i % 30}".encode()] for i in range(n)], dtype=object),
+            "terminal_id": np.array([[b"num-t"]] * n, dtype=object),
+            "amount": np.round(rng.gamma(1.0, 400.0, (n, 1)), 2),
+            "timestamp": (T0 + 2_000_000_000 + 60_000_000 * np.arange(n)).reshape(-1, 1),
+        }
+        both = fraud.infer_arrays(arrays, outputs=["decision", "decision_code", "reason_codes", "reason_index"])
+        texts = [d.decode() for d in both["decision"].ravel()]
+        assert [answers[i] for i in both["decision_code"].ravel()] == texts
+        named = [[reasons[i] if i >= 0 else "" for i in row] for row in both["reason_index"].tolist()]
+        assert named == [[r.decode() for r in row] for row in both["reason_codes"].tolist()]
+        assert set(texts) - {"approve"}, "no authorization was flagged: the reasons were not compared"
+        # The client asks for the numbers and answers the texts.
+        asked: list[list[str]] = []
+        send = fraud._send
+        monkeypatch.setattr(
+            fraud, "_send", lambda model, a, names, rid: asked.append(names) or send(model, a, names, rid)
+        )
+        out = fraud.authorize(_auth("num-last", "num-card-0", T0 + 2_000_000_000 + 60_000_000 * n))
+        assert sorted(asked[0]) == ["decision_code", "fraud_probability", "reason_index"]
+        assert out["decision"][0] in answers[:3] and out["reason_codes"].shape == (1, 3)
+        assert fraud.forget(["num-card-1", "never-seen"]) == [True, False]

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bench.floor import floor_repository
 from engine.errors import ModelNotReadyError
+from tests.unit.test_serving import FakeRequest, fake_pb_utils
 
+FLOOR_MODEL = Path(__file__).resolve().parents[2] / "bench" / "floor_model.py"
 CONFIG = """name: "churn"
 backend: "python"
 max_batch_size: 4096
@@ -62,3 +68,21 @@ def test_each_level_beside_the_floor_is_the_median_of_its_rounds() -> None:
     assert lines[0].startswith("c=1: beside the floor in 3 rounds, the model's p50 is 1.25x 2.00x 1.20x the floor's")
     assert "(median 1.25x; p50 0.50 vs 0.40 ms)" in lines[0] and "80% 56% 85% of the floor's (median 80%)" in lines[0]
     assert lines[1].startswith("c=16: beside the floor in 1 rounds") and "(median 90%)" in lines[1]
+
+
+def test_the_floor_answers_the_outputs_a_request_asks_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", fake_pb_utils())
+    spec = importlib.util.spec_from_file_location("floor_model_py", FLOOR_MODEL)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    floor = module.TritonPythonModel()
+    outputs = [
+        {"name": "churn_probability", "data_type": "TYPE_FP32", "dims": ["1"]},
+        {"name": "reason_codes", "data_type": "TYPE_STRING", "dims": ["3"]},
+    ]
+    floor.initialize({"model_config": json.dumps({"max_batch_size": 4096, "output": outputs})})
+    rows = {"age": np.zeros((2, 1), dtype=np.float32)}
+    asked, every = floor.execute([FakeRequest(rows, ["reason_codes"]), FakeRequest(rows)])
+    assert list(asked.outputs) == ["reason_codes"] and asked.outputs["reason_codes"].shape == (2, 3)
+    assert list(every.outputs) == ["churn_probability", "reason_codes"]

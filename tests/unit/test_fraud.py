@@ -17,7 +17,7 @@ from engine.cli import main
 from engine.errors import InvalidInputError, SchemaError
 from engine.families.contract import reason_names, top_indices
 from engine.families.fraud import FraudScorer, FraudState, FraudTrainResult, canonical, replay_state, transaction_matrix
-from engine.families.fraud.scorer import LIVE_STATE
+from engine.families.fraud.scorer import ANSWERS, CODES, LIVE_STATE
 from engine.families.metrics import card_precision_at_k
 from kernels.transactions import DAY_US, feature_names, rfm, transaction_features, window_max, window_max_ref
 from tests.conftest import FRAUD_COLUMNS, FRAUD_DELAY_US
@@ -159,6 +159,11 @@ def test_served_scores_equal_the_booster_on_batch_features(
     np.testing.assert_allclose(fresh.contributions(x), theirs, atol=1e-5)
     named = reason_names(top_indices(theirs[flagged], positive=True), feature_names())
     assert (out["reason_codes"][flagged] == named).all()
+    # The numbers answered beside the texts index the names the config publishes, -1 for none.
+    assert out["decision_code"].dtype == np.int32 and out["reason_index"].dtype == np.int32
+    assert [ANSWERS[i] for i in out["decision_code"]] == out["decision"].tolist()
+    assert (reason_names(out["reason_index"], CODES["reason_index"][1]) == out["reason_codes"]).all()
+    assert (out["reason_index"][~flagged] == -1).all()
 
 
 def test_a_bad_request_leaves_the_state_unchanged(fresh: FraudScorer) -> None:

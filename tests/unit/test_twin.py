@@ -68,7 +68,7 @@ def test_twin_config_publishes_what_a_client_needs(route: FeatureRoute, scorer: 
     assert route.model == "churn_features"
     assert route.encoder.schema == scorer.schema
     assert route.outputs(["churn_probability", "reason_codes"]) == ["churn_probability", "reason_codes"]
-    raw_out, names = route.decoding["retention_action"]
+    raw_out, names = route.codes.decoding["retention_action"]
     assert raw_out == "retention_action"
     assert [n.decode() for n in names] == scorer.action_names
 

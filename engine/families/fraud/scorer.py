@@ -31,7 +31,9 @@ from kernels.pathshap import path_contributions
 from kernels.transactions import feature_names
 
 __all__ = [
+    "ANSWERS",
     "AUTHORIZATION",
+    "CODES",
     "FORGOTTEN",
     "INITIAL_STATE",
     "KEY_FILE",
@@ -52,7 +54,6 @@ INITIAL_STATE = "state.json.gz"
 LIVE_STATE = "state/live.json.gz"
 KEY_FILE = "card-key.bin"
 DECISIONS = ("approve", "review", "decline")
-_DECISIONS = np.array(DECISIONS, dtype=object)
 #: The decision answering a forget request: the card was held and is erased, or it was not held.
 FORGOTTEN, UNKNOWN = "forgotten", "unknown"
 
@@ -68,12 +69,21 @@ AUTHORIZATION = (
     TensorSpec("label", "INT32", optional=True),
     TensorSpec("forget", "INT32", optional=True),
 )
+#: Every decision the model answers: an authorization's three, a label report's, a forget request's two.
+ANSWERS = (*DECISIONS, "recorded", FORGOTTEN, UNKNOWN)
+#: The numbers answered beside the texts, each an INT32 index into names the config publishes (``decode``):
+#: a text output costs the python backend a Python object per value on each side, and the client decodes these
+#: in one NumPy call. ``FraudClient`` asks for these.
+CODES = {"decision_code": ("decision", ANSWERS), "reason_index": ("reason_codes", tuple(feature_names()))}
 OUTPUTS = (
     TensorSpec("fraud_probability", "FP32", (1,)),
     TensorSpec("reason_codes", "BYTES", (N_REASONS,)),
     TensorSpec("decision", "BYTES", (1,)),
     TensorSpec("features", "FP64", (len(feature_names()),)),
+    TensorSpec("decision_code", "INT32", (1,)),
+    TensorSpec("reason_index", "INT32", (N_REASONS,)),
 )
+_ANSWERS = np.array(ANSWERS, dtype=object)
 _REQUIRED = ("card_id", "amount", "timestamp")
 
 
@@ -266,17 +276,19 @@ class FraudScorer:
         else:
             prob = self.booster.inplace_predict(x32, validate_features=False).astype(np.float32).reshape(-1)
         flags = prob >= self.review
-        grade = flags.astype(np.intp)  # 0 approve, 1 review, 2 decline: the decision is a pick from three texts
+        grade = flags.astype(np.int32)  # 0 approve, 1 review, 2 decline: an index into ANSWERS
         grade[prob >= self.decline] = 2
-        out: dict[str, np.ndarray] = {"fraud_probability": prob, "decision": _DECISIONS[grade], "features": x}
-        if "reason_codes" in wanted:
-            reasons = np.full((len(x), N_REASONS), "", dtype=object)
+        out: dict[str, np.ndarray] = {"fraud_probability": prob, "decision_code": grade, "features": x}
+        if "decision" in wanted:
+            out["decision"] = _ANSWERS[grade]
+        if wanted & {"reason_codes", "reason_index"}:
+            index = np.full((len(x), N_REASONS), -1, dtype=np.int32)
             flagged = np.flatnonzero(flags)
             if len(flagged):
-                reasons[flagged] = reason_names(
-                    top_indices(self.contributions(x32[flagged]), positive=True), self.names
-                )
-            out["reason_codes"] = reasons
+                index[flagged] = top_indices(self.contributions(x32[flagged]), positive=True)
+            out["reason_index"] = index
+            if "reason_codes" in wanted:
+                out["reason_codes"] = reason_names(index, self.names)
         return out
 
     def contributions(self, x: np.ndarray) -> np.ndarray:

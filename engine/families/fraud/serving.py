@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.families.fraud.scorer import FraudScorer
+from engine.families.fraud.scorer import ANSWERS, FraudScorer
 from engine.serving.model import BackendModel, as_output
 
 __all__ = ["FraudBackendModel"]
@@ -25,15 +25,18 @@ class FraudBackendModel(BackendModel):
     scorer_class = FraudScorer
 
     def _recorded(self, decisions: list[str], names: list[str]) -> Any:
-        """The answer to a label report or a forget request: every asked output, empty, and ``decisions``."""
+        """The answer to a label report or a forget request: the asked outputs, empty, and ``decisions``."""
         n = len(decisions)
+        dims = self.output_dims
         filled = {
-            "fraud_probability": np.full(n, np.nan, dtype=np.float32),
-            "reason_codes": np.full((n, *self.output_dims["reason_codes"]), b"", dtype=object),
-            "decision": np.array([d.encode("utf-8") for d in decisions], dtype=object),
-            "features": np.full((n, *self.output_dims["features"]), np.nan),
+            "fraud_probability": lambda: np.full(n, np.nan, dtype=np.float32),
+            "reason_codes": lambda: np.full((n, *dims["reason_codes"]), b"", dtype=object),
+            "decision": lambda: np.array([d.encode("utf-8") for d in decisions], dtype=object),
+            "features": lambda: np.full((n, *dims["features"]), np.nan),
+            "decision_code": lambda: np.array([ANSWERS.index(d) for d in decisions], dtype=np.int32),
+            "reason_index": lambda: np.full((n, *dims["reason_index"]), -1, dtype=np.int32),
         }
-        tensors = [self.pb_utils.Tensor(k, as_output(filled[k], self.output_dims[k])) for k in names]
+        tensors = [self.pb_utils.Tensor(k, as_output(filled[k](), dims[k])) for k in names]
         return self.pb_utils.InferenceResponse(output_tensors=tensors)
 
     def score(self, requests: list[Any], read: list[tuple[int, dict[str, np.ndarray]]], responses: list[Any]) -> None:

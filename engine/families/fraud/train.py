@@ -39,9 +39,18 @@ from engine.device import Device, polars_engine, xgboost_device
 from engine.errors import SchemaError
 from engine.families.contract import TrainResult, model_config, publish_version
 from engine.families.fraud.data import FraudColumns, canonical
-from engine.families.fraud.scorer import AUTHORIZATION, INITIAL_STATE, KEY_FILE, MODEL_FILE, OUTPUTS, PARAMS_FILE
+from engine.families.fraud.scorer import (
+    AUTHORIZATION,
+    CODES,
+    INITIAL_STATE,
+    KEY_FILE,
+    MODEL_FILE,
+    OUTPUTS,
+    PARAMS_FILE,
+)
 from engine.families.fraud.state import FraudState
 from engine.families.metrics import FraudMetrics, best_f1_threshold, fraud_metrics
+from engine.families.twin import decode_parameter
 from engine.security.erasure import without_erased
 from engine.security.trail import Trail
 from engine.serving.config import ModelConfig
@@ -147,7 +156,8 @@ class FraudTrainResult(TrainResult):
 def fraud_config(*, device: Device = "cpu") -> ModelConfig:
     """The served ``fraud`` model's config. One instance: the state lives in that process (several servers
     share it through Redis instead, see :mod:`engine.families.fraud.redis_state`)."""
-    return model_config(MODEL_NAME, AUTHORIZATION, OUTPUTS, device=device, instance_count=1)
+    parameters = {"decode": decode_parameter(CODES)}
+    return model_config(MODEL_NAME, AUTHORIZATION, OUTPUTS, device=device, instance_count=1, parameters=parameters)
 
 
 def transaction_matrix(features: pl.DataFrame) -> np.ndarray:
