@@ -201,6 +201,12 @@ class Forest:
         """``1 / (1 + exp(-margin))`` as FP32: a binary logistic model's prediction."""
         return (1.0 / (1.0 + np.exp(-self.margin(x)))).astype(np.float32)
 
+    def graded(self, x: np.ndarray, lower: float, upper: float) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`probability` and each row's grade (INT32): 2 from ``upper`` up, else 1 from ``lower`` up, else 0;
+        the thresholds compared in FP32, as NumPy compares an FP32 array with a number. One call after the
+        walk, not a NumPy call per step: a one-row request is what this serves."""
+        return graded_probability(self.margin(x), lower, upper)
+
 
 def _depth(tree: XgbTree) -> int:
     """The depth of the tree's deepest leaf (0 for a tree that is one leaf)."""
@@ -248,6 +254,25 @@ def forest_margin(
             total += value[node]
         out[r] += total
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def graded_probability(
+    margin: np.ndarray, lower: float, upper: float
+) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """FP32 probabilities of logistic margins and their grades (see :meth:`Forest.graded`)."""
+    n = len(margin)
+    prob = np.empty(n, np.float32)
+    grade = np.zeros(n, np.int32)
+    lo, hi = np.float32(lower), np.float32(upper)
+    for i in range(n):
+        p = np.float32(1.0 / (1.0 + np.exp(-margin[i])))
+        prob[i] = p
+        if p >= hi:
+            grade[i] = 2
+        elif p >= lo:
+            grade[i] = 1
+    return prob, grade
 
 
 def forest_margin_ref(forest: Forest, x: np.ndarray) -> np.ndarray:

@@ -49,6 +49,21 @@ def test_kernel_and_numpy_twin_agree() -> None:
     assert np.ptp(forest.margin(x)) > 1.0  # the rows do reach different leaves
 
 
+def test_grades_are_numpys_comparisons_of_the_fp32_probability() -> None:
+    x, y = table(5)
+    forest = Forest.from_model(booster(x, y, 4, 5).save_raw("json"), n_features=6, base=0.0)
+    assert forest is not None
+    prob = forest.probability(x)
+    # Thresholds at the probabilities themselves (the edge, reached), between them, and where none reaches.
+    for lower, upper in ((float(np.quantile(prob, 0.5)), float(np.quantile(prob, 0.9))), (0.2, 0.2), (2.0, 3.0)):
+        got, grade = forest.graded(x, lower, upper)
+        np.testing.assert_array_equal(got, prob)
+        want = np.where(prob >= upper, 2, np.where(prob >= lower, 1, 0))
+        np.testing.assert_array_equal(grade, want)
+        assert grade.dtype == np.int32
+    assert set(forest.graded(x, 0.3, 0.7)[1].tolist()) == {0, 1, 2}
+
+
 def test_models_beyond_the_kernel_are_refused() -> None:
     x, y = table(5)
     dm = xgb.DMatrix(x, label=y, feature_types=TYPES, enable_categorical=True)

@@ -271,19 +271,19 @@ class FraudScorer:
         """
         wanted = set(outputs or (o.name for o in OUTPUTS))
         x32 = np.ascontiguousarray(x, dtype=np.float32)
+        # The grade is the decision's index into ANSWERS: 0 approve, 1 review, 2 decline.
         if self._forest is not None:
-            prob = self._forest.probability(x32)
+            prob, grade = self._forest.graded(x32, self.review, self.decline)
         else:
             prob = self.booster.inplace_predict(x32, validate_features=False).astype(np.float32).reshape(-1)
-        flags = prob >= self.review
-        grade = flags.astype(np.int32)  # 0 approve, 1 review, 2 decline: an index into ANSWERS
-        grade[prob >= self.decline] = 2
+            grade = (prob >= self.review).astype(np.int32)
+            grade[prob >= self.decline] = 2
         out: dict[str, np.ndarray] = {"fraud_probability": prob, "decision_code": grade, "features": x}
         if "decision" in wanted:
             out["decision"] = _ANSWERS[grade]
         if wanted & {"reason_codes", "reason_index"}:
             index = np.full((len(x), N_REASONS), -1, dtype=np.int32)
-            flagged = np.flatnonzero(flags)
+            flagged = np.flatnonzero(prob >= self.review) if grade.any() else ()  # no grade: nothing reaches review
             if len(flagged):
                 index[flagged] = top_indices(self.contributions(x32[flagged]), positive=True)
             out["reason_index"] = index
