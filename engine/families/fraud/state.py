@@ -157,8 +157,13 @@ class FraudState:
     def check(self, transaction_ids: list[str], cards: list[str], times: list[int]) -> None:
         """Raise :class:`InvalidInputError` if any row of this batch could not be recorded (checked before
         any row is, so a bad request leaves the state as it was)."""
+        self._checked_keys(transaction_ids, cards, times)
+
+    def _checked_keys(self, transaction_ids: list[str], cards: list[str], times: list[int]) -> list[str]:
+        """:meth:`check`, answering the rows' card keys."""
         seen: set[str] = set()
         last: dict[str, int | None] = {}
+        keys = []
         for txid, card, time in zip(transaction_ids, cards, times, strict=True):
             if txid in self.labels or txid in seen:
                 raise InvalidInputError(_SCORED_TWICE)
@@ -169,6 +174,8 @@ class FraudState:
                 last[key] = c.last if c is not None else None
             _check_order(last[key], time)
             last[key] = time
+            keys.append(key)
+        return keys
 
     # -- one authorization -------------------------------------------------------------------------------
     def authorize(self, transaction_id: str, card: str, terminal: str, amount: float, time: int) -> np.ndarray:
@@ -179,9 +186,13 @@ class FraudState:
         _check_order(c.last if c is not None else None, time)
         if transaction_id in self.labels:
             raise InvalidInputError(_SCORED_TWICE)
-        c = c or _Card()
+        return np.array(self._record(transaction_id, key, terminal, amount, time), dtype=np.float64)
+
+    def _record(self, transaction_id: str, key: str, terminal: str, amount: float, time: int) -> list[float]:
+        """The feature row of a checked authorization of the card kept under ``key``; then remember it."""
+        c = self.cards.get(key) or _Card()
         t = self.terminals.get(terminal) or _Terminal()
-        out = features(c, amount, time, self.terminal_counts(t, time))
+        out = feature_row(c, amount, time, self.terminal_counts(t, time))
         self.cards[key] = c.record(amount, time)
         self.terminals[terminal] = t.record(time, self.delay_us)
         self.labels[transaction_id] = (terminal, time, 0)
@@ -191,9 +202,11 @@ class FraudState:
         self, transaction_ids: list[str], cards: list[str], terminals: list[str], amounts: list[float], times: list[int]
     ) -> np.ndarray:
         """:meth:`authorize` for each row in order, after :meth:`check` (all or nothing)."""
-        self.check(transaction_ids, cards, times)
-        rows = zip(transaction_ids, cards, terminals, amounts, times, strict=True)
-        return np.vstack([self.authorize(*row) for row in rows])
+        for amount in amounts:
+            check_amount(amount)
+        keys = self._checked_keys(transaction_ids, cards, times)
+        rows = zip(transaction_ids, keys, terminals, amounts, times, strict=True)
+        return np.array([self._record(*row) for row in rows], dtype=np.float64).reshape(len(keys), _N_FEATURES)
 
     def terminal_counts(self, t: _Terminal, time: int) -> list[tuple[int, int]]:
         """(transactions, frauds) of each terminal window, which ends the label delay before ``time``."""
