@@ -210,6 +210,17 @@ def test_a_redis_that_forgot_the_scripts_is_sent_them_again(redis_url: str) -> N
     assert state.client.zcard(_names(state, "c1", "t1", "ns-2")["frauds"]) == 1
 
 
+def test_a_connection_redis_cut_is_made_again(redis_url: str) -> None:
+    state = _state(redis_url)
+    state.authorize("cut-1", "c1", "t1", 5.0, T0)
+    # As after a restart of Redis, or a dropped link: the kept connection is dead, the next call makes a new one.
+    assert state.client.client_kill_filter(_type="normal", skipme=True) >= 1
+    assert state.authorize("cut-2", "c1", "t1", 5.0, T0 + 1)[COUNT_1H] == 2
+    state.client.client_kill_filter(_type="normal", skipme=True)
+    state.report("cut-2", 1)
+    assert state.client.zcard(_names(state, "c1", "t1", "cut-2")["frauds"]) == 1
+
+
 def test_redis_keeps_the_card_histories_the_process_state_keeps(redis_url: str) -> None:
     mine = FraudState(delay_us=FRAUD_DELAY_US, secret=SECRET)
     shared = _state(redis_url)

@@ -50,7 +50,6 @@ import threading
 import time as _time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -134,16 +133,12 @@ def _unpack(blob: bytes | None) -> _Card:
     return _Card(times, before, amounts, total, squares, count, None if last < 0 else last)
 
 
-@dataclass(frozen=True)
-class _Script:
-    text: str
-    digest: str = ""
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "digest", hashlib.sha1(self.text.encode()).hexdigest())  # noqa: S324 - Redis's name
+def _digest(script: str) -> str:
+    """The name Redis keeps a script under (EVALSHA's argument)."""
+    return hashlib.sha1(script.encode()).hexdigest()  # noqa: S324 - Redis's own naming, not a protection
 
 
-_AUTHORIZE, _REPORT = _Script(AUTHORIZE), _Script(REPORT)
+_DIGESTS = {script: _digest(script) for script in (AUTHORIZE, REPORT)}
 
 
 def _round_trip(conn: Any, command: tuple[Any, ...]) -> Any:
@@ -151,6 +146,17 @@ def _round_trip(conn: Any, command: tuple[Any, ...]) -> Any:
     packed = [_PACK(command)] if _PACK is not None else conn.pack_command(*command)
     conn.send_packed_command(packed, check_health=False)
     return conn.read_response()
+
+
+def _evaluated(conn: Any, script: str, command: tuple[Any, ...]) -> Any:
+    """``command`` (an EVALSHA of ``script``) on ``conn``; sent again as EVAL, with the text, when Redis does not
+    hold the script (it keeps it from then on)."""
+    import redis
+
+    try:
+        return _round_trip(conn, command)
+    except redis.exceptions.NoScriptError:
+        return _round_trip(conn, ("EVAL", script, *command[2:]))
 
 
 class RedisFraudState:
@@ -214,19 +220,26 @@ class RedisFraudState:
             msg = f"the fraud state in Redis at {self.url} does not answer: start Redis or check {ENV_VAR}"
             raise StateUnavailableError(msg) from None
 
-    def _run(self, script: _Script, keys: list[str], args: list[Any]) -> Any:
-        """Run ``script`` in Redis: one round trip; a second, with its text, when Redis answers NOSCRIPT (it
-        was restarted or its scripts flushed). Raises :class:`StateUnavailableError` when Redis does not answer."""
+    def _run(self, script: str, keys: list[str], args: list[Any]) -> Any:
+        """Run ``script`` in Redis: one round trip (a second, with its text, when Redis answers NOSCRIPT after a
+        restart or a flush). A connection kept from an earlier call that turns out cut (Redis restarted, the link
+        dropped) is made again and the call sent once more; had the script run before the cut, the resend finds
+        its ids scored and says so. Raises :class:`StateUnavailableError` when Redis does not answer."""
         import redis
 
         conn = getattr(self._local, "conn", None)
+        kept = conn is not None
         if conn is None:
             conn = self._local.conn = self.client.connection_pool.make_connection()
+        command = ("EVALSHA", _DIGESTS[script], len(keys), *keys, *args)
         with self._reachable():
             try:
-                return _round_trip(conn, ("EVALSHA", script.digest, len(keys), *keys, *args))
-            except redis.exceptions.NoScriptError:
-                return _round_trip(conn, ("EVAL", script.text, len(keys), *keys, *args))
+                return _evaluated(conn, script, command)
+            except redis.ConnectionError:
+                if not kept:
+                    raise
+                conn.disconnect()
+                return _evaluated(conn, script, command)
 
     def _key(self, kind: str, name: str) -> str:
         return f"{self.prefix}{kind}:{name}"
@@ -345,7 +358,7 @@ class RedisFraudState:
                 *(f"({stop - size}" for size in _WINDOWS),
                 stop - _TERMINAL_SPAN,  # what no window reaches any more
             ]
-        reply = self._run(_AUTHORIZE, names, args)
+        reply = self._run(AUTHORIZE, names, args)
         if reply[0] == b"scored":
             raise InvalidInputError(_SCORED_TWICE)
         if reply[0] == b"order":
@@ -375,7 +388,7 @@ class RedisFraudState:
         """Record the fraud label (1) or its withdrawal (0) of an authorization scored earlier."""
         check_label(label)
         done = self._run(
-            _REPORT,
+            REPORT,
             [self._key("tx", transaction_id)],
             [self.prefix + "term:", f"t{transaction_id}", label, self.ttl_ms],
         )
