@@ -5,6 +5,8 @@ and their datatypes from its metadata's inputs, the scores from its outputs, and
 carry from its config's ``max_batch_size``. The client names only its own vocabulary: the ``label`` and
 ``forget`` inputs that make a request a label report or an erasure, the ``features`` output that
 ``features=True`` asks for, and the ``decision`` an erasure answers (``forgotten`` for a card the server held).
+Where the model answers the decision and the reasons as INT32 indices too (its config's ``decode`` parameter
+names what they index), the client asks for those and hands back the text: numbers cost the server less.
 An authorization's ``timestamp`` is µs since the Unix epoch; ``terminal_id`` may be left out.
 
 >>> # with FraudClient("127.0.0.1:8001") as fraud:
