@@ -1,9 +1,10 @@
 """One card authorization over gRPC, state update included: latency at concurrency 1 (and more).
 
-Generates transactions (``engine.demo.transactions``), trains ``fraud`` on them into ``build/bench-fraud``, starts
-the bundled Triton on free ports, then sends fresh authorizations of the generated cards
-back to back: each has a new transaction id and a later time than the card's last, so each is scored from the
-card's and terminal's history and recorded. Each worker owns its cards, so its times never go backwards.
+Generates transactions (``engine.demo.transactions``; or reads ``--data FILE``, e.g. the Fraud Detection Handbook's
+simulated transactions), trains ``fraud`` on them into ``build/bench-fraud``, starts the bundled Triton on free
+ports, then sends fresh authorizations of the file's cards back to back: each has a new transaction id and a later
+time than the card's last, so each is scored from the card's and terminal's history and recorded. Each worker owns
+its cards, so its times never go backwards.
 
 Two client paths: ``stub`` (requests serialised before the loop and sent through gRPC's own stub: a latency
 runs from the send to the answer, as perf_analyzer's do) and ``tritonclient`` (``FraudClient.authorize``, what an
@@ -11,7 +12,8 @@ application in Python sees). Triton's statistics give the server's share. Beside
 (:mod:`bench.floor_model`: fraud's inputs read, constant outputs) through the stub client: the serving stack's own
 share. In-process (the scorer alone) for comparison.
 
-    python -m bench.fraud_latency [--duration 10] [--concurrency 1,4] [--redis redis://HOST:PORT/DB]
+    python -m bench.fraud_latency [--duration 10] [--concurrency 1,4] [--redis redis://HOST:PORT/DB] [--rounds N]
+        [--data FILE --card C --time T --amount A --label L --terminal T --id I]
 
 With ``--redis`` the same run measures twice: first with the state in the model's process, then with the state
 in that Redis (as several servers would share it), so the two figures come from one machine at one time
@@ -35,6 +37,7 @@ from unittest import mock
 
 import grpc
 import numpy as np
+import polars as pl
 import tritonclient.grpc as grpcclient
 
 from bench.floor import floor_repository
@@ -43,10 +46,11 @@ from bench.suite import _stats, server_breakdown
 from bench.targets import _MODEL_INFER, _infer_request
 from clients import FraudClient
 from engine.demo.transactions import synthetic_transactions
-from engine.families.fraud import FraudColumns, FraudScorer, train_fraud
+from engine.families.fraud import FraudColumns, FraudScorer, canonical, train_fraud
 from engine.families.fraud.redis_state import ENV_VAR, redacted_url
 from engine.serving.repository import ModelRepository
 from engine.serving.server import ServerPorts, TritonServer
+from engine.tables.io import read_table
 
 __all__ = ["main"]
 
@@ -140,15 +144,34 @@ def _prepare(root: Path, cards: int, days: int) -> tuple[Path, list[str], list[s
     data = root / "transactions.parquet"
     root.mkdir(parents=True, exist_ok=True)
     tx.write_parquet(data)
-    # A fresh repository: a live state left by an earlier run would hold these cards at later times.
-    shutil.rmtree(root / "model_repo", ignore_errors=True)
-    repo = ModelRepository(root / "model_repo")
+    repo = _fresh_repository(root)
     r = train_fraud(
         data, columns=COLUMNS, delay_us=86_400_000_000, train_days=days - 8, gap_days=1, test_days=7, repo=repo
     )
     print(f"trained fraud version {r.version} on {tx.height:,} generated transactions ({r.rounds} trees)")
-    end = int(tx["timestamp"].cast(int).max()) + 1_000_000  # type: ignore[arg-type]
-    return r.path, sorted(set(tx["card_id"].cast(str))), sorted(set(tx["terminal_id"].cast(str))), end
+    return r.path, *_cards_and_terminals(canonical(tx, COLUMNS))
+
+
+def _prepare_file(root: Path, data: Path, columns: FraudColumns) -> tuple[Path, list[str], list[str], int]:
+    """Train on a transactions file (its first 7 days, a 7-day gap, 7 test days, labels 7 days late, as
+    ``finscore train fraud`` by default); authorizations then come for its cards and terminals."""
+    repo = _fresh_repository(root)
+    r = train_fraud(data, columns=columns, repo=repo)
+    tx = canonical(read_table(data), columns, source=str(data))
+    print(f"trained fraud version {r.version} on {data.name}: {tx.height:,} transactions ({r.rounds} trees)")
+    return r.path, *_cards_and_terminals(tx)
+
+
+def _fresh_repository(root: Path) -> ModelRepository:
+    # A fresh repository: a live state left by an earlier run would hold these cards at later times.
+    shutil.rmtree(root / "model_repo", ignore_errors=True)
+    return ModelRepository(root / "model_repo")
+
+
+def _cards_and_terminals(tx: pl.DataFrame) -> tuple[list[str], list[str], int]:
+    """The cards and terminals of a canonical frame, and a time after its last transaction (µs)."""
+    end = int(tx["time"].max()) + 1_000_000  # type: ignore[arg-type]
+    return sorted(set(tx["card"].to_list())), sorted(set(tx["terminal"].to_list())), end
 
 
 def _line(label: str, m: Any, server: dict[str, Any] | None = None) -> None:
@@ -248,6 +271,16 @@ def main(argv: list[str] | None = None) -> int:
         help="rounds of the floor and both client paths at each level, the order turned each round; the summary "
         "gives their medians (default 1)",
     )  # fmt: skip
+    ap.add_argument(
+        "--data", type=Path, metavar="FILE",
+        help="train on this transactions file (Parquet or CSV) and authorize its cards and terminals, instead of "
+        "generated ones; its columns as the flags below name them",
+    )  # fmt: skip
+    for flag, default in (
+        ("card", COLUMNS.card), ("time", COLUMNS.time), ("amount", COLUMNS.amount), ("label", COLUMNS.label),
+        ("terminal", COLUMNS.terminal), ("id", COLUMNS.id),
+    ):  # fmt: skip
+        ap.add_argument(f"--{flag}", default=default, help=f"with --data: its {flag} column (default {default})")
     ap.add_argument("--cards", type=int, default=2000, help="generated cards (default 2000)")
     ap.add_argument("--days", type=int, default=30, help="generated days of history (default 30)")
     ap.add_argument(
@@ -264,7 +297,13 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--redis-only needs --redis URL")
     os.environ.pop(ENV_VAR, None)  # where the state lives is this run's choice, not the caller's environment
     levels = [int(c) for c in args.concurrency.split(",")]
-    version, cards, terminals, start = _prepare(args.root, args.cards, args.days)
+    if args.data is None:
+        version, cards, terminals, start = _prepare(args.root, args.cards, args.days)
+    else:
+        columns = FraudColumns(
+            card=args.card, time=args.time, amount=args.amount, label=args.label, terminal=args.terminal, id=args.id
+        )
+        version, cards, terminals, start = _prepare_file(args.root, args.data, columns)
     auths = Authorizations(cards, terminals, start, workers=max(levels))
     urls = ([] if args.redis_only else [None]) + ([args.redis] if args.redis else [])
     for url in urls:

@@ -1,0 +1,34 @@
+"""The fraud latency bench's bookkeeping: the cards a file's authorizations come for, and the rounds' summary."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import polars as pl
+
+from bench.fraud_latency import _cards_and_terminals, _summary
+
+
+class _Point(NamedTuple):
+    p50_ms: float
+    p99_ms: float
+
+
+def test_authorizations_come_for_the_files_cards_after_its_last_transaction() -> None:
+    tx = pl.DataFrame({"card": ["b", "a", "b"], "terminal": ["t2", "t1", "t1"], "time": [5, 9_000_000, 7]})
+    cards, terminals, start = _cards_and_terminals(tx)
+    assert cards == ["a", "b"] and terminals == ["t1", "t2"]
+    assert start == 9_000_000 + 1_000_000  # a second after the last: every card's next time is later than its last
+
+
+def test_the_summary_is_each_paths_median_and_fraud_against_the_floor() -> None:
+    got = {
+        ("stub", "fraud_floor"): [_Point(0.3, 1.0), _Point(0.2, 0.9), _Point(0.4, 1.1)],
+        ("stub", "fraud"): [_Point(0.9, 2.0), _Point(0.6, 1.5), _Point(0.7, 3.0)],
+        ("tritonclient", "fraud"): [_Point(1.2, 2.5), _Point(1.0, 2.0), _Point(1.1, 2.2)],
+    }
+    line = _summary(1, got, "fraud_floor")
+    assert "median of 3 rounds" in line
+    assert "stub (floor) p50 0.300 ms p99 1.000 ms" in line
+    assert "stub p50 0.700 ms p99 2.000 ms" in line and "tritonclient p50 1.100 ms p99 2.200 ms" in line
+    assert line.endswith("fraud's p50 2.33x the floor's")
