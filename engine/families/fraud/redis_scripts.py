@@ -12,7 +12,7 @@ earlier rows, as :class:`~engine.families.fraud.state.FraudState` does), then re
 packed history (the arithmetic of ``_Card.record``), the terminal's sorted set (trimmed like
 ``_Terminal.record``) and the transaction's label record. It answers the cards' histories as they were
 before the batch and the window counts of every row; Python computes the features from them and replays the
-records on its copies, so the features come from one function, :func:`engine.families.fraud.state.features`.
+records on its copies, so the features come from one function, :func:`engine.families.fraud.state.feature_row`.
 
 The card update below is the one arithmetic written twice (here and in ``_Card.record``). It is additions
 and subtractions only (a square is computed by Python and passed in), which IEEE 754 rounds the same in Lua

@@ -27,7 +27,7 @@ import numpy as np
 from engine.errors import InvalidInputError, ModelNotReadyError
 from kernels.transactions import CARD_WINDOWS, DAY_US, HOUR_US, TERMINAL_WINDOWS, feature_names
 
-__all__ = ["FraudState", "card_key", "check_amount", "check_label", "feature_row", "features"]
+__all__ = ["FraudState", "card_key", "check_amount", "check_label", "feature_row"]
 
 SNAPSHOT_VERSION = 1
 _CARD_SPAN = max(CARD_WINDOWS.values())
@@ -111,16 +111,12 @@ class _Terminal:
         return self
 
 
-def features(c: _Card, amount: float, time: int, terminal: list[tuple[int, int]]) -> np.ndarray:
-    """One authorization's features (float64, :func:`feature_names` order) from its card's history and its
-    terminal's (transactions, frauds) per window: the arithmetic of :func:`kernels.transactions.transaction_features`
-    (running sums, differences of running sums, the same window bounds). Every state computes features here."""
-    return np.array(feature_row(c, amount, time, terminal), dtype=np.float64)
-
-
 def feature_row(c: _Card, amount: float, time: int, terminal: list[tuple[int, int]]) -> list[float]:
-    """:func:`features` as a list: a batch makes one array of its rows (a slice assignment per window, or an
-    array per row, costs a microsecond or two)."""
+    """One authorization's features (:func:`feature_names` order) from its card's history and its terminal's
+    (transactions, frauds) per window: the arithmetic of :func:`kernels.transactions.transaction_features` (running
+    sums, differences of running sums, the same window bounds). Every state computes features here, as a list: a
+    batch makes one array of its rows (a slice assignment per window, or an array per row, costs a microsecond or
+    two)."""
     out: list[float] = [amount, (time // HOUR_US) % 24, (time // DAY_US + 3) % 7]
     cs = c.total + amount
     before = cs - amount  # not c.total: the kernel's arithmetic, rounding included
