@@ -50,20 +50,36 @@ def write(path: Path, content: list[str]) -> None:
     path.write_text("".join(content))
 
 
-def sign(unsigned: str, key: bytes | None) -> str:
-    """The documented hash, written again here: over the line without its hash member, closed by '}'."""
-    data = (unsigned + "}").encode()
-    return hmac.new(key, data, "sha256").hexdigest() if key else hashlib.sha256(data).hexdigest()
+def sign(data: str, key: bytes | None) -> str:
+    """The documented hash, written again here: over an append's bytes, its sealing line closed by '}'."""
+    raw = (data + "}").encode()
+    return hmac.new(key, raw, "sha256").hexdigest() if key else hashlib.sha256(raw).hexdigest()
+
+
+def appends(content: list[str]) -> list[list[str]]:
+    """The lines grouped by append: an append ends at a line with a hash."""
+    out: list[list[str]] = [[]]
+    for line in content:
+        out[-1].append(line)
+        if '"hash":' in line:
+            out.append([])
+    return out[:-1] if not out[-1] else out
 
 
 def rechain(content: list[str], start: int, key: bytes | None) -> list[str]:
-    """What an attacker who can write the file does after editing line ``start``: recompute every hash from it."""
-    out = content[:start]
-    prev = json.loads(out[-1])["hash"] if out else "0" * 64
-    for line in content[start:]:
-        unsigned = line[: line.rindex(',"prev":')] + f',"prev":"{prev}"'
-        prev = sign(unsigned, key)
-        out.append(f'{unsigned},"hash":"{prev}"}}\n')
+    """What an attacker who can write the file does after editing line ``start``: recompute every hash from the
+    append it is in."""
+    out: list[str] = []
+    prev = "0" * 64
+    for block in appends(content):
+        if len(out) + len(block) <= start:
+            out += block
+            prev = json.loads(block[-1])["hash"]
+            continue
+        cut = block[-1][: block[-1].rindex(',"prev":')]
+        digest = sign("".join(block[:-1]) + f'{cut},"prev":"{prev}"', key)
+        out += [*block[:-1], f'{cut},"prev":"{prev}","hash":"{digest}"}}\n']
+        prev = digest
     return out
 
 
@@ -79,9 +95,10 @@ def test_fresh_log_verifies_and_lines_follow_the_documented_format(tmp_path: Pat
     assert first.group(1) == sign(content[0][: content[0].rindex(',"hash":')], None)
     records = [json.loads(line) for line in content]
     assert [r["seq"] for r in records] == list(range(8))
-    assert all(b["prev"] == a["hash"] for a, b in zip(records, records[1:], strict=False))
-    members = ["seq", "time", "event", "model", "version", "request_id", "decision", "score", "prev", "hash"]
-    assert list(records[1]) == members
+    members = ["seq", "time", "event", "model", "version", "request_id", "decision", "score"]
+    assert all(list(r) == members for r in records[1:7])  # the append's lines before the one that seals it
+    assert list(records[7]) == [*members, "prev", "hash"] and records[7]["prev"] == records[0]["hash"]
+    assert records[7]["hash"] == sign("".join(content[1:7]) + content[7][: content[7].rindex(',"hash":')], None)
     report = verify(path)
     assert report.ok and report.lines == 8 and report.problem is None and report.line is None
     assert report.head == head(path) == (7, records[-1]["hash"])
@@ -95,7 +112,7 @@ def test_append_returns_the_record_it_wrote(tmp_path: Path) -> None:
     assert head(tmp_path / "a.jsonl")[0] == 3
     log.append_many([{"decision": "approve", "event": "decision"}, MappingProxyType({"model": "x", "event": "load"})])
     last = [json.loads(line) for line in lines(tmp_path / "a.jsonl")[-2:]]
-    assert list(last[0]) == ["seq", "time", "event", "decision", "prev", "hash"]
+    assert list(last[0]) == ["seq", "time", "event", "decision"]
     assert list(last[1]) == ["seq", "time", "event", "model", "prev", "hash"]
     assert verify(tmp_path / "a.jsonl", key=KEY).lines == 6
 
@@ -107,8 +124,27 @@ def test_an_edited_line_is_caught_at_that_line(tmp_path: Path, key: bytes | None
     content[2] = content[2].replace('"decision":"approve"', '"decision":"decline"')
     write(path, content)
     report = verify(path, key=key)
-    assert not report.ok and report.line == 3 and report.lines == 2
+    assert not report.ok and report.line == 2 and report.lines == 1  # the append it is in: lines 2-8
+    assert report.problem == (
+        "lines 2-8 were written in one append and do not match the hash on line 8, so one of them was edited"
+    )
+
+
+def test_an_edited_line_of_its_own_append_is_caught_at_that_line(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    for i in range(4):
+        AuditLog(path).append("decision", decision="approve", i=i)
+    content = lines(path)
+    content[2] = content[2].replace('"decision":"approve"', '"decision":"decline"')
+    write(path, content)
+    report = verify(path)
+    assert not report.ok and report.line == 3 and report.lines == 2 and report.head == head_of(content, 1)
     assert report.problem == "its hash does not match its content, so the line was edited"
+
+
+def head_of(content: list[str], line: int) -> tuple[int, str]:
+    record = json.loads(content[line])
+    return record["seq"], record["hash"]
 
 
 def test_a_deleted_middle_line_is_caught(tmp_path: Path) -> None:
@@ -140,10 +176,15 @@ def test_a_swapped_pair_is_caught(tmp_path: Path) -> None:
 def test_a_line_from_another_chain_is_caught_by_prev(tmp_path: Path) -> None:
     path, other = tmp_path / "audit.jsonl", tmp_path / "other.jsonl"
     content = make_log(path)
-    content[5] = make_log(other)[5]  # the same seq and a sound hash, but another chain
-    write(path, content)
+    theirs = make_log(other)
+    spliced = [theirs[0], *content[1:]]  # the same seq and a sound hash, but another chain's first append
+    write(path, spliced)
     report = verify(path)
-    assert not report.ok and report.line == 6 and "does not follow the line before it" in str(report.problem)
+    assert not report.ok and report.line == 2 and "does not follow the append before it" in str(report.problem)
+    write(path, [content[0], *theirs[1:]])  # the other chain's second append, whole
+    assert verify(path).line == 2 and verify(path).lines == 1
+    write(path, [*content[:5], theirs[5], *content[6:]])  # one line of it, inside our append
+    assert verify(path).line == 2 and "one of them was edited" in str(verify(path).problem)
 
 
 @pytest.mark.parametrize(
@@ -169,7 +210,7 @@ def test_a_duplicate_member_is_caught(tmp_path: Path) -> None:
     content = make_log(path)
     content[2] = content[2].replace('"decision":"approve"', '"decision":"approve","decision":"decline"')
     write(path, content)
-    assert verify(path).line == 3
+    assert verify(path).line == 2 and "one of them was edited" in str(verify(path).problem)
 
 
 @pytest.mark.parametrize("cut", [40, -1], ids=["mid-line", "newline-only"])
@@ -186,6 +227,27 @@ def test_a_line_cut_by_a_crash_is_caught_and_appends_refuse_to_follow_it(tmp_pat
     with pytest.raises(DataFileError):
         head(path)
     assert path.read_bytes() == before
+
+
+def test_an_append_cut_before_its_seal_is_caught_and_appends_refuse_to_follow_it(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    write(path, make_log(path)[:-1])  # whole lines, but the one with the append's hash is gone
+    report = verify(path)
+    assert not report.ok and report.line == 2 and report.lines == 1
+    assert report.problem == "lines 2-7 are not sealed by a hash: the log ends in the middle of an append"
+    with pytest.raises(DataFileError, match="last line is not a whole audit line"):
+        AuditLog(path).append("decision", decision="approve")
+
+
+def test_a_big_append_is_sealed_every_seal_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "audit.jsonl"
+    monkeypatch.setattr(audit, "SEAL", 3)
+    AuditLog(path).append_frame("decision", pl.DataFrame({"i": range(7)}))
+    records = [json.loads(line) for line in lines(path)]
+    assert [r["i"] for r in records] == list(range(7))
+    assert ["hash" in r for r in records] == [False, False, True, False, False, True, True]
+    assert records[5]["prev"] == records[2]["hash"] and records[6]["prev"] == records[5]["hash"]
+    assert verify(path).ok and verify(path).head == head(path) == (6, records[6]["hash"])
 
 
 @pytest.mark.parametrize(
@@ -216,9 +278,9 @@ def test_a_recomputed_chain_passes_unkeyed_and_is_caught_keyed(tmp_path: Path) -
     assert forged.ok and forged.lines == 8  # the documented limit of the unkeyed form
     assert json.loads(lines(plain)[2])["decision"] == "decline"
     report = verify(keyed, key=KEY)
-    assert not report.ok and report.line == 3 and "edited" in str(report.problem)
+    assert not report.ok and report.line == 2 and "edited" in str(report.problem)
     write(keyed, rechain(lines(keyed), 2, b"a guessed key, 32 bytes long....."))
-    assert verify(keyed, key=KEY).line == 3
+    assert verify(keyed, key=KEY).line == 2
     write(keyed, rechain(lines(keyed), 2, KEY))  # with the key it can be done: keep the key from writers
     assert verify(keyed, key=KEY).ok
 
@@ -226,13 +288,14 @@ def test_a_recomputed_chain_passes_unkeyed_and_is_caught_keyed(tmp_path: Path) -
 def test_truncation_shows_only_against_a_recorded_head(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     make_log(path)
+    AuditLog(path).append("run", status="written")
     recorded = head(path)
     assert verify(path, expect_head=recorded).ok
-    write(path, lines(path)[:-2])
-    assert verify(path).ok  # a chain alone cannot see lines cut from its end
+    write(path, lines(path)[:-1])
+    assert verify(path).ok  # a chain alone cannot see whole appends cut from its end
     report = verify(path, expect_head=recorded)
-    assert not report.ok and report.line == 7
-    assert report.problem == "the log has 6 lines but the recorded head is seq 7, so lines were cut from its end"
+    assert not report.ok and report.line == 9
+    assert report.problem == "the log has 8 lines but the recorded head is seq 8, so lines were cut from its end"
     write(path, [])
     assert verify(path, expect_head=recorded).line == 1
 
@@ -439,9 +502,9 @@ def test_a_failed_write_leaves_no_part_of_the_batch(tmp_path: Path, monkeypatch:
 
     monkeypatch.setattr(os, "write", failing_write)
     with pytest.raises(OSError, match="No space"):
-        AuditLog(path).append_many([{"event": "decision", "decision": "approve", "note": "x" * 300}] * 5000)
+        AuditLog(path).append_many([{"event": "decision", "decision": "approve"}] * (audit.SEAL + 1))
     monkeypatch.undo()
-    assert len(calls) == 2 and path.read_bytes() == before
+    assert len(calls) == 2 and path.read_bytes() == before  # the first SEAL lines were written, then cut back
     assert verify(path).ok
 
 
@@ -494,12 +557,13 @@ def test_cli_verify_and_head(
     write(path, content)
     code, out = cli(capsys, "audit", "verify", str(path))
     assert code == 1
-    assert out == "audit log BROKEN at line 3: its hash does not match its content, so the line was edited\n"
-    write(path, lines(path)[:2])
-    code, out = cli(capsys, "audit", "verify", str(path), "--head", seq_hash)
-    assert code == 1 and out.startswith(
-        "audit log BROKEN at line 3: the log has 2 lines but the recorded head is seq 7"
+    assert out == (
+        "audit log BROKEN at line 2: lines 2-8 were written in one append and do not match the hash on line 8, "
+        "so one of them was edited\n"
     )
+    write(path, lines(path)[:1])  # the decisions' append cut off whole
+    code, out = cli(capsys, "audit", "verify", str(path), "--head", seq_hash)
+    assert code == 1 and out.startswith("audit log BROKEN at line 2: the log has 1 line but the recorded head is seq 7")
     with pytest.raises(SystemExit) as exit_:
         cli(capsys, "audit", "verify", str(path), "--head", "7:nothex")
     assert exit_.value.code == 2

@@ -199,7 +199,7 @@ def test_a_scan_killed_in_the_middle_of_an_append_reruns_to_each_decision_once(
     clean: Clean, inputs: Path, spec: LocalSpec, tmp_path: Path
 ) -> None:
     out, log = tmp_path / "alerts.jsonl", tmp_path / "audit.jsonl"
-    # A real SIGKILL after the 11th whole decision line of one append reached the file.
+    # A real SIGKILL after the 12th decision line of one append reached the file: its third seal of 4 lines.
     script = textwrap.dedent(
         f"""
         import os, signal
@@ -209,13 +209,13 @@ def test_a_scan_killed_in_the_middle_of_an_append_reruns_to_each_decision_once(
         from engine.security.guard import OutputGuard
         from engine.security.trail import Trail
         key = {KEY!r}
-        audit._CHUNK = 1  # each line is written on its own
-        real, lines = audit._write_all, []
+        audit.SEAL = 4  # a big append is written and sealed 4 lines at a time
+        real, seals = audit._write_all, []
         def write_all(fd, data):
             real(fd, data)
             if b'"event":"decision"' in data:
-                lines.append(1)
-                if len(lines) == 11:
+                seals.append(1)
+                if len(seals) == 3:
                     os.kill(os.getpid(), signal.SIGKILL)
         audit._write_all = write_all
         guard = OutputGuard.build(CARRIED, subject=SUBJECTS, pseudonym_key=key)
@@ -227,5 +227,5 @@ def test_a_scan_killed_in_the_middle_of_an_append_reruns_to_each_decision_once(
     root = Path(__file__).resolve().parents[2]
     killed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=root)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
-    assert len(_decisions(log)[0]) == 11 and verify(log).ok  # whole lines: the chain holds, the append is cut
+    assert len(_decisions(log)[0]) == 12 and verify(log).ok  # whole seals: the chain holds, the append is cut
     _rerun_matches(clean, inputs, out, spec, log)
