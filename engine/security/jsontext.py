@@ -19,7 +19,7 @@ import polars as pl
 
 from engine.errors import InvalidInputError
 
-__all__ = ["encode", "json_members", "json_values"]
+__all__ = ["encode", "json_member_parts", "json_members", "json_values"]
 
 #: One value as compact ASCII JSON (no NaN or infinity): what every line these writers write is made of.
 encode = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode
@@ -66,6 +66,15 @@ def json_members(frame: pl.DataFrame) -> pl.Series:
     """
     if not frame.width:
         return pl.Series("members", [""] * frame.height, dtype=pl.String)
+    framed, parts = json_member_parts(frame)
+    return framed.select(pl.concat_str(parts).alias("members")).to_series()
+
+
+def json_member_parts(frame: pl.DataFrame) -> tuple[pl.DataFrame, list[pl.Expr]]:
+    """What :func:`json_members` concatenates: expressions over the returned frame (``frame`` with each column
+    that needs Python's encoder already replaced by its JSON text), for a writer that frames the members in
+    the same pass (the audit log writes whole lines so, copying the text once). No expressions for no columns.
+    """
     flags = []
     for name in frame.columns:
         dtype, col = frame.schema[name], pl.col(name)
@@ -75,13 +84,15 @@ def json_members(frame: pl.DataFrame) -> pl.Series:
             flags.append((~col.is_finite()).fill_null(False).any().alias(name))
     found = frame.select(flags).row(0, named=True) if flags else {}
     parts: list[pl.Expr] = []
+    encoded: list[pl.Series] = []
     for i, name in enumerate(frame.columns):
         parts.append(pl.lit(("," if i else "") + encode(name) + ":"))
         dtype, col = frame.schema[name], pl.col(name)
         if found.get(name) or not (dtype.is_numeric() or dtype == pl.Boolean or dtype == pl.String):
-            parts.append(pl.lit(json_values(frame.get_column(name))))  # escapes, refusals, other types
+            encoded.append(json_values(frame.get_column(name)))  # escapes, refusals, other types
+            parts.append(col)
         elif dtype == pl.String:
             parts.append((pl.lit('"') + col + pl.lit('"')).fill_null("null"))
         else:
             parts.append(col.cast(pl.String).fill_null("null"))
-    return frame.select(pl.concat_str(parts).alias("members")).to_series()
+    return (frame.with_columns(encoded) if encoded else frame), parts

@@ -242,9 +242,10 @@ def test_an_append_cut_before_its_seal_is_caught_and_appends_refuse_to_follow_it
 def test_a_big_append_is_sealed_every_seal_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "audit.jsonl"
     monkeypatch.setattr(audit, "SEAL", 3)
-    AuditLog(path).append_frame("decision", pl.DataFrame({"i": range(7)}))
+    text = [f'say "{i}"\n' if i % 2 else "Zürich" for i in range(7)]  # escaped by Python, sliced by seal
+    AuditLog(path).append_frame("decision", pl.DataFrame({"i": range(7), "text": text}))
     records = [json.loads(line) for line in lines(path)]
-    assert [r["i"] for r in records] == list(range(7))
+    assert [r["i"] for r in records] == list(range(7)) and [r["text"] for r in records] == text
     assert ["hash" in r for r in records] == [False, False, True, False, False, True, True]
     assert records[5]["prev"] == records[2]["hash"] and records[6]["prev"] == records[5]["hash"]
     assert verify(path).ok and verify(path).head == head(path) == (6, records[6]["hash"])

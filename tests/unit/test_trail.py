@@ -66,6 +66,25 @@ def test_a_column_of_subjects_is_what_one_value_at_a_time_gives() -> None:
     assert subjects_of(pl.Series([42, None]), key).to_list() == [subject_of("42", key), None]
 
 
+def test_a_column_of_subjects_strips_what_str_strip_strips() -> None:
+    # Polars strips the spaces; values with control characters or non-ASCII take Python's own rules.
+    values = [
+        "\tC0001\n",
+        "\x1cC0001\x1f",
+        "\u00a0C0001\u3000",
+        " \u2003 ",
+        "\x1c",
+        "C0001\x00",
+        "Zoë ",
+        f"\x0b{VISA}\x0c",
+    ]
+    key = b"k" * 32
+    subjects = subjects_of(pl.Series(values, dtype=pl.String), key).to_list()
+    assert subjects == [subject_of(v, key) for v in values]
+    assert subjects[0] == subjects[1] == subjects[2] == subject_of("C0001", key) and subjects[3] is None
+    assert subjects[4] is None and subjects[5] != subjects[0] and subjects[7] == subject_of(VISA, key)
+
+
 @pytest.mark.parametrize("values", [["r1", None, "r2", "r3"], ["r1", "r2"], [None, "r1"], [], ["r1", "", "r2"]])
 def test_a_column_of_distinct_subjects_keeps_its_order(values: list[str | None]) -> None:
     # Every value once (a scan's record ids) takes a path of its own: no mapping back from the distinct values.
