@@ -15,8 +15,9 @@ A line, compact and ASCII only, its members always in this order::
   re-serialisation, so a verifier needs no canonical-JSON rules of its own and any changed byte shows.
 
 Why a hash per append and not per line: a scan's 57k decision lines took 100-115 ms to chain a line at a time
-in Python (one SHA-256 call per line); as one stream per append the SHA-256 takes 11 ms. Like journald's sealing, this names the
-append an edit is in, not the line; a log written a hash per line is a log of one-line appends and verifies.
+in Python (one SHA-256 call per line); as one stream per append the SHA-256 takes 11 ms. Like journald's
+sealing, this names the append an edit is in, not the line; a log written a hash per line is a log of one-line
+appends and verifies.
 
 :func:`verify` names the first bad line or append: an edited line (its append's hash), a deleted line (a gap in
 ``seq``), lines swapped or moved (``seq`` out of order), an append spliced in from another chain (``prev``), a
