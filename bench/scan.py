@@ -443,6 +443,26 @@ def _ratio(base: Result, result: Result) -> tuple[float, list[float]]:
     return base.seconds / result.seconds, [base.seconds / result.seconds]
 
 
+def _audit_costs(results: list[Result]) -> list[str]:
+    """For each audited path timed beside the same path without its audit trail: what the trail added in each
+    round (both sides timed in that round, one after the other) and the median of those."""
+    by_path = {r.path: r for r in results}
+    lines = []
+    for r in results:
+        plain = by_path.get(r.path.removesuffix(AUDITED)) if r.path.endswith(AUDITED) else None
+        if plain is None:
+            continue
+        costs = [
+            a / p - 1
+            for a, p in zip(r.round_seconds or [r.seconds], plain.round_seconds or [plain.seconds], strict=True)
+        ]
+        each = " ".join(f"{c:+.0%}" for c in costs)
+        lines.append(
+            f"{r.path}: {each} over {plain.path} in the {len(costs)} rounds (median {statistics.median(costs):+.0%})"
+        )
+    return lines
+
+
 # --- the run ------------------------------------------------------------------------------------------------
 
 
@@ -713,6 +733,8 @@ def main(argv: list[str] | None = None) -> None:
             ratio, each = _ratio(bases[0], r)
             rounds = " ".join(f"{x:.1f}x" for x in each)
             print(f"{r.path}: {rounds} {bases[0].path} in the {args.rounds} rounds (median {ratio:.1f}x)")
+    for line in _audit_costs(results):
+        print(line)
     for r in results:
         if r.triton_seconds is not None:
             print(f"{r.path}: Triton computed for {r.triton_seconds:.2f} s of the {r.seconds:.2f} s")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.scan import Result, _combined, _ratio
+from bench.scan import AUDITED, Result, _audit_costs, _combined, _ratio
 
 
 def _result(path: str, seconds: float, *, triton: float | None = None, peak: float = 500.0) -> Result:
@@ -36,3 +36,14 @@ def test_one_round_is_the_plain_ratio() -> None:
     assert _ratio(base, ours) == (12.0, [12.0])
     (only,) = _combined([[ours]])
     assert only.round_seconds == [0.5] and only.seconds == 0.5
+
+
+def test_the_audit_trail_is_costed_against_the_same_path_in_the_same_round() -> None:
+    plain, audited, alone = "finscore in-process", "finscore in-process" + AUDITED, "finscore server" + AUDITED
+    rounds = [
+        [_result(plain, 0.50), _result(audited, 0.55), _result(alone, 0.9)],
+        [_result(plain, 0.60), _result(audited, 0.57), _result(alone, 0.8)],
+        [_result(plain, 0.40), _result(audited, 0.48), _result(alone, 0.7)],
+    ]
+    (line,) = _audit_costs(_combined(rounds))  # a path whose plain twin was not timed has no line
+    assert line == f"{audited}: +10% -5% +20% over {plain} in the 3 rounds (median +10%)"
