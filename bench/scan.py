@@ -376,9 +376,11 @@ def _server_paths(
     flagged: np.ndarray,
     auc: float | None,
     paths: frozenset[str] = frozenset(PATHS),
+    turn: bool = False,
 ) -> tuple[list[Result], str]:
     """Scan through Triton over shared memory at each instance count, and over plain gRPC at the first; each
-    must flag the rows ``score_frame`` flags (``flagged``), and then shares the in-process ROC-AUC ``auc``."""
+    must flag the rows ``score_frame`` flags (``flagged``), and then shares the in-process ROC-AUC ``auc``.
+    ``turn``: time one server's paths in the reverse order (the results keep theirs)."""
     import tritonclient.grpc as grpcclient
 
     from engine.batch.scan import ServerSpec
@@ -401,7 +403,9 @@ def _server_paths(
             grpcclient.InferenceServerClient(url=server.grpc_url) as raw,
         ):
             server_version = raw.get_server_metadata().version
-            for shm, matrix, audit in [(shm, matrix, False) for shm, matrix in ways] + audited:
+            todo = [(shm, matrix, False) for shm, matrix in ways] + audited
+            timed: dict[tuple[bool, bool, bool], Result] = {}
+            for shm, matrix, audit in todo[::-1] if turn else todo:
                 spec = ServerSpec(server.grpc_url, MODEL, shared_memory=shm, request_rows=8192, matrix=matrix)
                 how = f"{'shm' if shm else 'gRPC'}, {'matrices' if matrix else 'raw columns'}"
                 name = f"finscore server {how}, {n} instance{plural}" + (AUDITED if audit else "")
@@ -409,7 +413,8 @@ def _server_paths(
                 result = _finscore_path(
                     name, data, out, spec, repeats=repeats, warmup=warmup, trail_dir=work if audit else None
                 )
-                results.append(_checked(result, out, flagged, auc, local=False))
+                timed[shm, matrix, audit] = _checked(result, out, flagged, auc, local=False)
+            results.extend(timed[w] for w in todo)
     return results, server_version
 
 
@@ -547,13 +552,17 @@ def run(
                 results.append(
                     Result(name, n, statistics.median(seconds), seconds, alerts, _auc(attack, score), peak_rss_mb=peak)
                 )
-            for path, name, trail_dir in (("local", "", None), ("local-audit", AUDITED, work)):
-                if path in paths:
-                    result = _finscore_path(
-                        "finscore in-process" + name, data, local_out, spec, repeats=repeats, warmup=warmup,
-                        trail_dir=trail_dir,
-                    )  # fmt: skip
-                    results.append(_checked(result, local_out, flagged, local_auc, local=not trail_dir))
+            # With and without the audit trail in turn, the order turned each round: a machine that slows
+            # down for a while then weighs on both sides alike.
+            local = [w for w in (("local", "", None), ("local-audit", AUDITED, work)) if w[0] in paths]
+            timed = {}
+            for path, name, trail_dir in local[::-1] if k % 2 else local:
+                result = _finscore_path(
+                    "finscore in-process" + name, data, local_out, spec, repeats=repeats, warmup=warmup,
+                    trail_dir=trail_dir,
+                )  # fmt: skip
+                timed[path] = _checked(result, local_out, flagged, local_auc, local=not trail_dir)
+            results.extend(timed[path] for path, _, _ in local)
             if not skip_server and paths & {"shm", "grpc", "raw", "shm-audit"}:
                 served, server_version = _server_paths(
                     trained,
@@ -565,6 +574,7 @@ def run(
                     flagged=flagged,
                     auc=local_auc,
                     paths=paths,
+                    turn=k % 2 == 1,
                 )
                 results.extend(served)
             per_round.append(results)
