@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.finscore-installed
 
-.PHONY: run test redis bench bench-tools bench-recommender bench-scan bench-fraud-latency eval-fraud bench-fraud eval-threat eval-recommender lint clean
+.PHONY: run test services bench bench-tools bench-recommender bench-scan bench-fraud-latency eval-fraud bench-fraud eval-threat eval-recommender lint clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,19 +15,22 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/finscore demo
 
-test: $(STAMP) redis
+test: $(STAMP) services
 	$(BIN)/python -m pytest
 
-# redis-server (Debian's package) for the tests of the fraud state shared by several servers; they start their
-# own on a free port. Installed when missing and apt-get can run (as root, or sudo without a password);
-# otherwise those tests are skipped with the reason (.ci/run makes that a failure).
-redis:
-	@command -v redis-server >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else \
-	    echo "redis-server is missing and apt-get needs root: the shared-state tests will be skipped"; exit 0; fi; \
-	  echo "installing redis-server (Debian package)"; \
-	  $$SUDO apt-get install -y -q redis-server >/dev/null 2>&1 || \
-	  { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q redis-server >/dev/null; }; }
+# Debian's packages the tests run for real, each started by its test on a free port: redis-server (the fraud
+# state shared by several servers) and prometheus (scraping Triton's metrics port). Installed when missing and
+# apt-get can run (as root, or sudo without a password); otherwise those tests are skipped with the reason
+# (.ci/run makes that a failure).
+SERVICES := redis-server prometheus
+services:
+	@missing=; for p in $(SERVICES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	[ -z "$$missing" ] && exit 0; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else \
+	  echo "$$missing missing and apt-get needs root: the tests that run them will be skipped"; exit 0; fi; \
+	echo "installing$$missing (Debian packages)"; \
+	$$SUDO apt-get install -y -q $$missing >/dev/null 2>&1 || \
+	{ $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q $$missing >/dev/null; }
 
 # perf_analyzer 2.51 (from the tritonclient wheel) with the two libraries it needs linked from nvidia-pytriton.
 bench-tools: $(STAMP)

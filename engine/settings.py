@@ -61,6 +61,12 @@ class Settings:
     fraud_redis: str | None = _setting(
         None, "a Redis URL (redis://HOST:PORT/DB) holding the fraud model's shared state", flag="--fraud-redis"
     )
+    metrics: bool = _setting(
+        True,
+        "1, true or yes (the default): served models count their scores, decisions and refusals on Triton's "
+        "metrics port; 0, false or no: they do not",
+    )
+    metrics_flush_ms: int = _setting(1000, "how often a served model sends its counts to the metrics port, in ms")
     max_row_bytes: int = _setting(
         8 << 20,
         "the longest CSV row `score` and `scan` read, in bytes; a longer one is rejected by its number and size, the "

@@ -29,6 +29,8 @@ from engine.device import resolve_device
 from engine.errors import FinscoreError, InvalidInputError, StateUnavailableError
 from engine.families.contract import Scorer, StatefulScorer
 from engine.security.trail import Trail
+from engine.serving.metrics import ServingMetrics, reason_of
+from engine.settings import resolve_settings
 
 __all__ = ["BackendModel", "as_output", "triton_code"]
 
@@ -122,6 +124,8 @@ class BackendModel:
     scorer_class: ClassVar[type[Scorer]]
     #: Outputs that are a list per row (a dimension -1): each request's slice is cut to its own longest list.
     _lists: frozenset[str] = frozenset()
+    #: finscore's own metrics (:mod:`engine.serving.metrics`), None when they are off or the backend has none.
+    metrics: ServingMetrics | None = None
 
     def initialize(self, args: dict[str, str]) -> None:
         config = json.loads(args["model_config"])
@@ -142,6 +146,15 @@ class BackendModel:
             instance=args.get("model_instance_name", ""),
             device=device,
         )
+        settings = resolve_settings()
+        if settings.metrics and hasattr(self.pb_utils, "MetricFamily"):
+            self.metrics = ServingMetrics(
+                self.pb_utils,
+                model=self.model_name,
+                version=args["model_version"],
+                monitored=getattr(self.scorer, "monitored", None),
+                flush_ms=settings.metrics_flush_ms,
+            )
         if isinstance(self.scorer, StatefulScorer):
             # Kept state is a few hundred thousand long-lived objects: a full collection over them stalls a
             # request by tens of milliseconds. Frozen, the collector skips them.
@@ -158,7 +171,9 @@ class BackendModel:
         if not self._required.issubset(columns):  # Triton itself refuses undeclared inputs
             missing = next(name for name in self.required if name not in columns)
             msg = f"input {missing!r} is missing from the request"
-            raise InvalidInputError(msg)
+            exc = InvalidInputError(msg)
+            exc.reason = "missing_input"  # type: ignore[attr-defined]  # the metrics' reason label
+            raise exc
         return columns
 
     def requested(self, request: Any) -> list[str]:
@@ -178,6 +193,8 @@ class BackendModel:
         """Answer the requests ``indices`` with the error ``exc`` (while ``doing`` something), through
         :func:`triton_code`: the one place an exception becomes a Triton error."""
         code = triton_code(exc)
+        if self.metrics is not None:
+            self.metrics.rejected(reason_of(exc), len(indices))
         if code == "INTERNAL":
             self._log_error(f"unexpected error {doing} ({self.model_name}):\n{traceback.format_exc()}")
             msg = f"internal error while {doing}"
@@ -262,11 +279,20 @@ class BackendModel:
             wanted = {i: self.requested(requests[i]) for i, _ in sizes}
             # Outputs no request of the batch asks for are not computed (a scan asks for reasons only
             # for the rows it alerts on).
-            union = {name for names in wanted.values() for name in names}
+            union = {name for names in wanted.values() for name in names} | self.watched()
             outputs = self.scorer.score_rows(rows, outputs=union)
             self.answer(responses, sizes, outputs, wanted)
+            if self.metrics is not None:
+                self.metrics.scored(outputs)
         except Exception as exc:
             self.fail(responses, [i for i, _ in sizes], exc, "scoring")
+
+    def watched(self) -> set[str]:
+        """The outputs the metrics count, computed whatever the requests ask for (none with metrics off)."""
+        watched = self.metrics.monitored if self.metrics is not None else None
+        if watched is None:
+            return set()
+        return {watched.score} | ({watched.decision} if watched.decision else set())
 
     def execute(self, requests: list[Any]) -> list[Any]:
         responses: list[Any] = [None] * len(requests)
@@ -276,6 +302,8 @@ class BackendModel:
         return responses
 
     def finalize(self) -> None:
+        if self.metrics is not None:
+            self.metrics.close()
         if isinstance(getattr(self, "scorer", None), StatefulScorer):
             try:
                 self.scorer.snapshot()

@@ -21,6 +21,7 @@ from engine.families.churn.actions import NO_ACTION, read_actions
 from engine.families.contract import N_REASONS, load_version, reason_names, schema_inputs
 from engine.families.twin import TableEncoder
 from engine.serving.config import TensorSpec
+from engine.serving.metrics import Monitored
 from engine.tables.schema import TableSchema
 from kernels.ranking import reason_scores
 from kernels.treeshap import ShallowTreeShap
@@ -124,6 +125,8 @@ class ChurnScorer:
         )
 
     OUTPUTS: ClassVar[Sequence[TensorSpec]] = OUTPUTS
+    #: What the served model's metrics watch (:mod:`engine.serving.metrics`).
+    monitored: ClassVar[Monitored] = Monitored("churn_probability", decision="retention_action")
 
     @property
     def inputs(self) -> list[TensorSpec]:

@@ -25,6 +25,7 @@ from engine.families.contract import N_REASONS, load_version, reason_names, top_
 from engine.families.fraud.redis_state import RedisFraudState
 from engine.families.fraud.state import FraudState
 from engine.serving.config import TensorSpec
+from engine.serving.metrics import Monitored
 from engine.settings import resolve_settings
 from kernels.forest import Forest
 from kernels.pathshap import path_contributions
@@ -203,6 +204,8 @@ class FraudScorer:
         return self.state.snapshot(self.live_state) if self.live_state is not None else None
 
     OUTPUTS: ClassVar[Sequence[TensorSpec]] = OUTPUTS
+    #: What the served model's metrics watch (:mod:`engine.serving.metrics`): the decision by its code.
+    monitored: ClassVar[Monitored] = Monitored("fraud_probability", decision="decision_code", names=ANSWERS)
 
     @property
     def inputs(self) -> list[TensorSpec]:

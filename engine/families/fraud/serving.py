@@ -59,8 +59,10 @@ class FraudBackendModel(BackendModel):
             return
         try:
             wanted = {i: self.requested(requests[i]) for i, _ in scored}
-            union = {name for names in wanted.values() for name in names}
+            union = {name for names in wanted.values() for name in names} | self.watched()
             outputs = self.scorer.score_features(np.vstack([x for _, x in scored]), outputs=union)
             self.answer(responses, [(i, len(x)) for i, x in scored], outputs, wanted)
+            if self.metrics is not None:
+                self.metrics.scored(outputs)
         except Exception as exc:
             self.fail(responses, [i for i, _ in scored], exc, "scoring")

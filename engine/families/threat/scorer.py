@@ -19,6 +19,7 @@ from engine.device import Device, onnx_providers, polars_engine
 from engine.families.contract import N_REASONS, load_version, reason_names, schema_inputs, top_indices
 from engine.families.threat.features import ThreatFeatures
 from engine.serving.config import TensorSpec
+from engine.serving.metrics import Monitored
 from engine.tables.checks import rows_frame, validate_columns
 from engine.tables.schema import TableSchema
 
@@ -102,6 +103,13 @@ class ThreatScorer:
         return load_version(version_dir, family="threat", model_file=MODEL_FILE, read=read)
 
     OUTPUTS: ClassVar[Sequence[TensorSpec]] = OUTPUTS
+
+    @property
+    def monitored(self) -> Monitored:
+        """What the served model's metrics watch (:mod:`engine.serving.metrics`): the anomaly score in buckets
+        around the alert threshold (a reconstruction error has no scale of its own), and the alerts."""
+        bounds = tuple(self.threshold * f for f in (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0, 8.0, 16.0))
+        return Monitored("anomaly_score", buckets=bounds, decision="is_threat", names=("clear", "alert"))
 
     @property
     def inputs(self) -> list[TensorSpec]:
