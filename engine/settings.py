@@ -67,6 +67,12 @@ class Settings:
         "metrics port; 0, false or no: they do not",
     )
     metrics_flush_ms: int = _setting(1000, "how often a served model sends its counts to the metrics port, in ms")
+    sample: str | None = _setting(
+        None, "served models that keep a sample of what they score (`churn,fraud`, or `all`); none by default"
+    )
+    sample_every: int = _setting(100, "a sampling model keeps one scored row in this many")
+    sample_rows: int = _setting(10_000, "rows per Parquet part of a model's sample")
+    sample_parts: int = _setting(10, "parts of a model's sample kept (the oldest is removed)")
     max_row_bytes: int = _setting(
         8 << 20,
         "the longest CSV row `score` and `scan` read, in bytes; a longer one is rejected by its number and size, the "

@@ -28,8 +28,9 @@ import numpy as np
 from engine.device import resolve_device
 from engine.errors import FinscoreError, InvalidInputError, StateUnavailableError
 from engine.families.contract import Scorer, StatefulScorer
-from engine.security.trail import Trail
+from engine.security.trail import Trail, finscore_home
 from engine.serving.metrics import ServingMetrics, reason_of
+from engine.serving.sample import ScoredSample
 from engine.settings import resolve_settings
 
 __all__ = ["BackendModel", "as_output", "triton_code"]
@@ -126,6 +127,8 @@ class BackendModel:
     _lists: frozenset[str] = frozenset()
     #: finscore's own metrics (:mod:`engine.serving.metrics`), None when they are off or the backend has none.
     metrics: ServingMetrics | None = None
+    #: The sample of scored rows (:mod:`engine.serving.sample`), None unless FINSCORE_SAMPLE names this model.
+    sample: ScoredSample | None = None
 
     def initialize(self, args: dict[str, str]) -> None:
         config = json.loads(args["model_config"])
@@ -139,7 +142,8 @@ class BackendModel:
         self.required = [spec.name for spec in self.scorer.inputs if not spec.optional]
         self._required = frozenset(self.required)
         # A load no audit line records does not happen: a failing log fails the load, with its sentence.
-        Trail.from_env().model_load(
+        trail = Trail.from_env()
+        trail.model_load(
             self.model_name,
             args["model_version"],
             where="triton",
@@ -154,6 +158,18 @@ class BackendModel:
                 version=args["model_version"],
                 monitored=getattr(self.scorer, "monitored", None),
                 flush_ms=settings.metrics_flush_ms,
+            )
+        sampled = {name.strip() for name in (settings.sample or "").split(",")}
+        if self.model_name in sampled or "all" in sampled:
+            schema_id = getattr(getattr(self.scorer, "schema", None), "id_column", None)
+            self.sample = ScoredSample(
+                finscore_home() / "samples" / self.model_name / args["model_version"],
+                name=str(args.get("model_instance_name") or self.model_name).replace("/", "_").replace(" ", "_"),
+                subjects=(schema_id,) if schema_id else getattr(self.scorer, "SUBJECTS", ()),
+                pseudonym_key=trail.pseudonym_key,
+                every=settings.sample_every,
+                part_rows=settings.sample_rows,
+                parts=settings.sample_parts,
             )
         if isinstance(self.scorer, StatefulScorer):
             # Kept state is a few hundred thousand long-lived objects: a full collection over them stalls a
@@ -284,6 +300,8 @@ class BackendModel:
             self.answer(responses, sizes, outputs, wanted)
             if self.metrics is not None:
                 self.metrics.scored(outputs)
+            if self.sample is not None:
+                self.sample.add(rows, outputs)
         except Exception as exc:
             self.fail(responses, [i for i, _ in sizes], exc, "scoring")
 
@@ -304,6 +322,8 @@ class BackendModel:
     def finalize(self) -> None:
         if self.metrics is not None:
             self.metrics.close()
+        if self.sample is not None:
+            self.sample.close()
         if isinstance(getattr(self, "scorer", None), StatefulScorer):
             try:
                 self.scorer.snapshot()

@@ -205,6 +205,8 @@ class FraudScorer:
 
     OUTPUTS: ClassVar[Sequence[TensorSpec]] = OUTPUTS
     #: What the served model's metrics watch (:mod:`engine.serving.metrics`): the decision by its code.
+    #: The input naming the person a row is about, pseudonymised in the served model's sample.
+    SUBJECTS: ClassVar[tuple[str, ...]] = ("card_id",)
     monitored: ClassVar[Monitored] = Monitored("fraud_probability", decision="decision_code", names=ANSWERS)
 
     @property

@@ -41,6 +41,7 @@ class FraudBackendModel(BackendModel):
 
     def score(self, requests: list[Any], read: list[tuple[int, dict[str, np.ndarray]]], responses: list[Any]) -> None:
         scored: list[tuple[int, np.ndarray]] = []
+        sampled: list[dict[str, object]] = []  # the scored requests' rows, for the sample when it is on
         for i, columns in read:
             try:
                 rows = self.scorer.validate(columns)
@@ -53,6 +54,8 @@ class FraudBackendModel(BackendModel):
                     responses[i] = self._recorded(self.scorer.forget(rows), self.requested(requests[i]))
                 else:
                     scored.append((i, self.scorer.features(rows)))
+                    if self.sample is not None:
+                        sampled.append(rows)
             except Exception as exc:
                 self.fail(responses, [i], exc, "reading the request")
         if not scored:
@@ -64,5 +67,8 @@ class FraudBackendModel(BackendModel):
             self.answer(responses, [(i, len(x)) for i, x in scored], outputs, wanted)
             if self.metrics is not None:
                 self.metrics.scored(outputs)
+            if self.sample is not None:
+                names = [k for k, v in sampled[0].items() if isinstance(v, np.ndarray) and v.ndim == 1]
+                self.sample.add({k: np.concatenate([np.asarray(r[k]) for r in sampled]) for k in names}, outputs)
         except Exception as exc:
             self.fail(responses, [i for i, _ in scored], exc, "scoring")
