@@ -1,10 +1,12 @@
-"""What finscore's own metrics cost a served model: closed-loop throughput with them on and off, one run.
+"""What finscore's own metrics and its sample of scored rows cost a served model: closed-loop throughput with them
+on and off, one run.
 
 The same model is served twice per round by the bundled Triton, once with ``FINSCORE_METRICS=1`` (the default)
-and once with ``0``, the order turned every other round, each driven by the same closed loop (the gRPC stub,
-requests serialised before the loop, ``--concurrency`` workers); a round's ratio is taken within the round and
-the median of the rounds is printed. After each run the metrics port is read: the "on" run must show the
-requests it scored in ``finscore_score_count``, the "off" run none.
+and ``FINSCORE_SAMPLE=<model>`` (one row in 100 kept), once with neither, the order turned every other round,
+each driven by the same closed loop (the gRPC stub, requests serialised before the loop, ``--concurrency``
+workers); a round's ratio is taken within the round and the median of the rounds is printed. After each run
+the metrics port and the sample folder are read: the "on" run must show the requests it scored in
+``finscore_score_count`` and the rows it kept, the "off" run neither.
 
     python -m bench.metrics_cost --repo R --model churn --data telco.csv --concurrency 16 --rounds 3
 """
@@ -13,12 +15,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
+import tempfile
 import urllib.request
 from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import tritonclient.grpc as grpcclient
 
 from bench.load import closed_loop
@@ -39,9 +44,23 @@ def _scored(metrics_port: int, model: str) -> float:
     return total
 
 
-def _run(repo: Path, model: str, data: Path | None, *, on: bool, args: argparse.Namespace) -> tuple[float, float]:
-    """Serve ``model`` with the metrics ``on`` or off, drive it, and return (requests a second, scores counted)."""
-    env = {"FINSCORE_METRICS": "1" if on else "0", "FINSCORE_METRICS_FLUSH_MS": "200"}
+def _run(repo: Path, model: str, data: Path | None, *, on: bool, args: argparse.Namespace) -> tuple[float, float, int]:
+    """Serve ``model`` with the metrics and the sample ``on`` or off, drive it, and return (requests a second, scores
+    counted, rows sampled)."""
+    home = Path(tempfile.mkdtemp(prefix="finscore-metrics-cost-"))
+    env = {"FINSCORE_METRICS": "1" if on else "0", "FINSCORE_SAMPLE": model if on else "", "FINSCORE_HOME": str(home)}
+    env |= {"FINSCORE_AUDIT_LOG": str(home / "audit.jsonl"), "FINSCORE_PSEUDONYM_KEY_FILE": str(home / "p.key")}
+    try:
+        rps, counted = _serve(repo, model, data, env, args)
+        sampled = sum(pl.scan_parquet(p).select(pl.len()).collect().item() for p in home.glob("samples/**/*.parquet"))
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    return rps, counted, sampled
+
+
+def _serve(
+    repo: Path, model: str, data: Path | None, env: dict[str, str], args: argparse.Namespace
+) -> tuple[float, float]:
     with (
         TritonServer(repo, ports=ServerPorts.free(), models=[model], env=env) as server,
         grpcclient.InferenceServerClient(server.grpc_url) as client,
@@ -55,7 +74,7 @@ def _run(repo: Path, model: str, data: Path | None, *, on: bool, args: argparse.
             target.close()
         if m.errors:
             raise SystemExit(f"bench.metrics_cost: {m.errors} requests failed; first: {m.first_error}")
-        client.unload_model(model)  # the model's last counts are sent as it unloads
+        client.unload_model(model)  # the model's last counts are sent, and its sample written, as it unloads
         return m.throughput, _scored(server.ports.metrics, model)
 
 
@@ -75,16 +94,22 @@ def main(argv: list[str] | None = None) -> None:
     for k in range(args.rounds):
         got: dict[bool, Any] = {}
         for on in (True, False) if k % 2 == 0 else (False, True):
-            rps, counted = _run(args.repo, args.model, args.data, on=on, args=args)
+            rps, counted, sampled = _run(args.repo, args.model, args.data, on=on, args=args)
             got[on] = rps
-            print(f"  round {k + 1}, metrics {'on ' if on else 'off'}: {rps:,.0f} req/s, scores counted {counted:,.0f}")
-            if on and counted == 0 or not on and counted:
-                raise SystemExit("bench.metrics_cost: the metrics port does not show what the setting says")
+            print(
+                f"  round {k + 1}, metrics and sample {'on ' if on else 'off'}: {rps:,.0f} req/s, "
+                f"scores counted {counted:,.0f}, rows sampled {sampled:,}"
+            )
+            if (on and not (counted and sampled)) or (not on and (counted or sampled)):
+                raise SystemExit("bench.metrics_cost: the metrics port or the sample does not show what was set")
         ratios.append(got[True] / got[False])
-        print(f"  round {k + 1}: with metrics {got[True] / got[False]:.1%} of the throughput without")
+        print(f"  round {k + 1}: with them {got[True] / got[False]:.1%} of the throughput without")
     lost = [1 - r for r in ratios]
     each = " ".join(f"{x:+.1%}" for x in lost)
-    print(f"throughput lost to the metrics: {each} in the {args.rounds} rounds (median {statistics.median(lost):+.1%})")
+    print(
+        f"throughput lost to the metrics and the sample: {each} in the {args.rounds} rounds "
+        f"(median {statistics.median(lost):+.1%})"
+    )
     print(machine_line(facts))
 
 
