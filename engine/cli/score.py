@@ -20,6 +20,7 @@ from engine.cli.common import (
     output_guard,
     show_progress,
 )
+from engine.errors import UsageError
 from engine.settings import resolve_settings
 
 __all__ = ["add_parsers", "scan_command", "score_command"]
@@ -69,10 +70,29 @@ def add_parsers(sub: Subparsers) -> None:
         "--threads", type=int, help="ONNX Runtime threads per unit with --local (default: half the cores; 2 units run)"
     )
     scan.add_argument("--restart", action="store_true", help="ignore the checkpoint of an unfinished scan")
+    _add_siem(scan)
     add_progress(scan)
     add_output_protection(scan, "record_id, user_name, source_ip or file")
     add_repo(scan)
     scan.set_defaults(func=scan_command)
+
+
+def _add_siem(p: argparse.ArgumentParser) -> None:
+    """``--siem`` and its companions; :class:`engine.batch.scan.siem.SiemTarget` checks them."""
+    p.add_argument(
+        "--siem",
+        metavar="URL",
+        help="also send each alert to a syslog collector: syslog://HOST:PORT (TCP) or syslogs://HOST:PORT (TLS)",
+    )
+    p.add_argument("--siem-format", default="cef", metavar="cef|ecs", help="message body: CEF (default) or ECS JSON")
+    p.add_argument("--siem-ca", type=Path, metavar="FILE", help="syslogs://: the CA (PEM) to trust for the collector")
+    p.add_argument(
+        "--siem-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="after the scan, give up on a collector down this long (default 60); a rerun sends what was left",
+    )
 
 
 def score_command(args: argparse.Namespace) -> int:
@@ -140,6 +160,14 @@ def scan_command(args: argparse.Namespace) -> int:
 
     s = resolve_settings(repo=args.repo, url=args.url)
     check_request_rows(args.request_rows, 32768, "the threat model's")
+    siem = None
+    if args.siem is not None:
+        from engine.batch.scan.siem import SiemTarget
+
+        siem = SiemTarget.parse(args.siem, body=args.siem_format, ca=args.siem_ca, timeout=args.siem_timeout)
+    elif args.siem_ca is not None or args.siem_format != "cef":
+        msg = "--siem-format and --siem-ca apply only with --siem URL"
+        raise UsageError(msg)
     spec: LocalSpec | ServerSpec
     if args.local:
         from engine.serving.repository import ModelRepository
@@ -168,6 +196,7 @@ def scan_command(args: argparse.Namespace) -> int:
             progress=show_progress(args),
             guard=output_guard(args, CARRIED, SUBJECTS, trail),
             trail=trail,
+            siem=siem,
         )
     except KeyboardInterrupt:
         print("Interrupted: run the same command again to resume from the checkpoint.", file=sys.stderr)
@@ -178,4 +207,7 @@ def scan_command(args: argparse.Namespace) -> int:
         f"{Path(summary.out).with_name(Path(summary.out).stem + '.summary.json')}"
     )
     print(f"alerts recorded in the audit log {trail.path}")
+    if summary.siem_problem:
+        print(f"Error: {summary.siem_problem}", file=sys.stderr)
+        return 1
     return 0

@@ -22,6 +22,10 @@ a Dask scan writes them after its last batch, in the same order.
 
 Dask runs units on its workers and the parts are the same files, so a distributed scan writes exactly the
 alerts of a single-process one.
+
+With a SIEM target, a forwarder thread (:mod:`engine.batch.scan.siem`) sends each finished batch's alerts part
+to the collector, in the same order, and marks it; a scan whose collector stayed down keeps its checkpoint
+after writing the output, so that running it again sends only the batches still unmarked.
 """
 
 from __future__ import annotations
@@ -46,7 +50,9 @@ import polars as pl
 from engine.batch.scan.alerts import ENTITY_COLUMNS, AlertFormat, alert_frame
 from engine.batch.scan.backends import Backend, LocalSpec, ServerSpec, close_backends, open_backend
 from engine.batch.scan.decisions import AuditWriter, audit_batch, stem
+from engine.batch.scan.follow import Followers
 from engine.batch.scan.plan import Unit, Windows, discover, fingerprint, plan_units, unit_batches
+from engine.batch.scan.siem import SiemForwarder, SiemTarget
 from engine.batch.score import Reject
 from engine.errors import InvalidInputError, ServerUnavailableError
 from engine.security.guard import OutputGuard, drop_subject
@@ -90,6 +96,11 @@ class ScanSummary:
     out: str = ""
     rejects_path: str | None = None
     transport: str = ""
+    siem: str = ""
+    #: Alerts sent to the SIEM by this attempt, and batches left unsent (with the sentence saying so).
+    forwarded: int = 0
+    unforwarded_batches: int = 0
+    siem_problem: str = ""
 
     @property
     def rows_per_second(self) -> float:
@@ -107,6 +118,8 @@ class ScanSummary:
             text += f"; resumed: {self.resumed_batches} batches were already done"
         if self.rejected and self.rejects_path:
             text += f"; rejected rows are listed in {self.rejects_path}"
+        if self.siem:
+            text += f"; {self.forwarded:,} alerts forwarded to {self.siem}"
         return text
 
 
@@ -157,12 +170,13 @@ def run_unit(
     stop: threading.Event | None = None,
     guard: OutputGuard | None = None,
     fmt: AlertFormat,
-    writer: AuditWriter | None = None,
+    followers: Followers | None = None,
 ) -> dict[str, int]:
     """Score every unfinished batch of ``unit``, writing its parts under ``state``; counts of this call.
     ``stop`` (set by an interrupted scan) ends the unit after its current batch. ``guard`` protects the
     alerts before their part is written (card numbers are masked without one too); ``fmt`` is the output's
-    format; ``writer`` is told of each finished batch (this attempt's or an earlier one's)."""
+    format; ``followers`` (the audit writer, the SIEM forwarder) are told of each finished batch (this
+    attempt's or an earlier one's)."""
     guard = guard or OutputGuard.build(CARRIED)
     backend = open_backend(spec)
     d = Path(state)
@@ -183,8 +197,8 @@ def run_unit(
         name = stem(unit.index, b)
         if f"{name}.done" in done:
             counts["resumed"] += 1
-            if writer is not None:
-                writer.done(unit.index, b)
+            if followers is not None:
+                followers.done(unit.index, b)
             continue
         outputs, kept, rejects = _score_readable(backend, frame, first_row, too_long)
         alerts = alert_frame(frame, kept, outputs, file=unit.path, first_row=first_row, id_column=backend.id_column)
@@ -210,14 +224,14 @@ def run_unit(
             marker.update(lines=lines["lines"], unparsed=lines["unparsed"])
         _atomic_json(marker, d / f"{name}.done")
         _phase("batch")
-        if writer is not None:
-            writer.done(unit.index, b)
+        if followers is not None:
+            followers.done(unit.index, b)
         for k, v in marker.items():
             counts[k] += v
         if on_batch is not None:
             on_batch(frame.height)
-    if writer is not None:
-        writer.ended(unit.index, b + 1)
+    if followers is not None:
+        followers.ended(unit.index, b + 1)
     return counts
 
 
@@ -332,12 +346,12 @@ def _run_threads(
     on_batch: Any,
     guard: OutputGuard,
     fmt: AlertFormat,
-    writer: AuditWriter | None = None,
+    followers: Followers | None = None,
 ) -> list[dict[str, int]]:
     """Two units at a time: one's Python work (reading, alerts, checkpoint) overlaps the other's kernels and
     network, which release the GIL. Parts are per batch, so the order units finish in does not matter. On an
-    error or Ctrl-C (or a failed audit ``writer``), units not started are dropped and running ones stop after
-    their batch."""
+    error or Ctrl-C (or a failed audit writer among the ``followers``), units not started are dropped and
+    running ones stop after their batch."""
     stop = threading.Event()
 
     def one(unit: Unit) -> dict[str, int]:
@@ -351,7 +365,7 @@ def _run_threads(
             stop=stop,
             guard=guard,
             fmt=fmt,
-            writer=writer,
+            followers=followers,
         )
 
     pool = ThreadPoolExecutor(max_workers=min(2, len(units)) or 1, thread_name_prefix="finscore-unit")
@@ -365,8 +379,8 @@ def _run_threads(
                     results.append(future.result(timeout=0.2))
                     break
                 except FutureTimeout:
-                    if writer is not None:
-                        writer.check()
+                    if followers is not None:
+                        followers.check()
         return results
     except BaseException:
         stop.set()
@@ -475,6 +489,7 @@ def scan(
     progress: bool = True,
     guard: OutputGuard | None = None,
     trail: Trail | None = None,
+    siem: SiemTarget | None = None,
 ) -> ScanSummary:
     """Scan ``paths`` (files or folders) with the model ``spec`` names and write the alerts to ``out``.
 
@@ -482,7 +497,9 @@ def scan(
     starts over). ``dask`` is the address of a Dask scheduler to spread the units over. Auth logs become
     windows of ``every`` per ``entity`` (``"source_ip"`` or ``"user"``), as the model was trained on.
     ``guard`` protects what alerts carry (card numbers are masked without one too); with ``trail``, an
-    in-process model load, each alert and the finished run are appended to its audit log.
+    in-process model load, each alert and the finished run are appended to its audit log. With ``siem``,
+    each batch's alerts are also sent to that collector while the scan runs; batches it could not take are
+    counted in the summary's ``unforwarded_batches``, and the checkpoint is kept for a rerun to send them.
     """
     windows = Windows(every, entity)
     guard = guard or OutputGuard.build(CARRIED)
@@ -540,15 +557,19 @@ def scan(
         # The decision lines go out while the units are scored: where they start is noted first.
         _start_audit(audit, state)
         writer = AuditWriter(audit, state, [str(f) for f in files], len(units))
+    forwarder = SiemForwarder(siem, state, fmt, len(units), run=run) if siem is not None else None
+    followers = Followers([writer, forwarder])
     try:
         if dask:
             results = _run_dask(dask, units, spec, state, batch_rows, windows, bar, guard, fmt)
+            if forwarder is not None:  # Dask's units report to no thread here: the forwarder starts now
+                Followers([forwarder]).replay(state)
         else:
             on_batch = bar.update if bar is not None else None
-            results = _run_threads(units, spec, state, batch_rows, windows, on_batch, guard, fmt, writer)
+            results = _run_threads(units, spec, state, batch_rows, windows, on_batch, guard, fmt, followers or None)
     except BaseException:
-        if writer is not None:
-            writer.stop()
+        for follower in followers.followers:
+            follower.stop()
         # Keep a checkpoint worth resuming from; one with no finished batch is only clutter.
         if not any(state.glob("*.done")):
             shutil.rmtree(state, ignore_errors=True)
@@ -561,12 +582,17 @@ def scan(
     try:
         _phase("scanned")
         _finish(state, out_path, summary, fmt, audit, [str(f) for f in files], writer)
+        if forwarder is not None:
+            outcome = forwarder.finish()
+            summary.siem, summary.forwarded = forwarder.target.url, outcome.sent
+            summary.unforwarded_batches, summary.siem_problem = outcome.unsent, outcome.problem
     finally:
-        if writer is not None:
-            writer.stop()
+        for follower in followers.followers:
+            follower.stop()
     summary.seconds = time.perf_counter() - t0
     summary_path = out_path.with_name(out_path.stem + ".summary.json")
     summary_path.write_text(json.dumps(asdict(summary), indent=2, default=str), encoding="utf-8")
     _phase("summarised")
-    _remove_state(state)
+    if not summary.unforwarded_batches:  # else the checkpoint is what a rerun sends them from
+        _remove_state(state)
     return summary
