@@ -157,6 +157,19 @@ def drift_frames(
     )
 
 
+def _read(path: str | Path) -> pl.DataFrame:
+    """A CSV or Parquet file, or a folder of Parquet parts read as one table: a served model's sample of scored
+    rows (``$FINSCORE_HOME/samples/<model>/<version>``, :mod:`engine.serving.sample`) is such a folder."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return read_table(folder)
+    parts = sorted(folder.glob("*.parquet"))
+    if not parts:
+        msg = f"{folder}: the folder holds no Parquet parts (a model's sample is written as it unloads)"
+        raise DataFileError(msg)
+    return pl.concat([read_table(part) for part in parts], how="diagonal_relaxed")
+
+
 def drift_files(
     reference: str | Path,
     current: str | Path,
@@ -166,13 +179,13 @@ def drift_files(
     repo: Path | None = None,
     exclude: Sequence[str] = (),
 ) -> DriftReport:
-    """:func:`drift_frames` of two CSV or Parquet files; ``model`` names a served model of the repository folder
+    """:func:`drift_frames` of two CSV or Parquet files (or folders of Parquet parts); ``model`` names a served model of the repository folder
     ``repo`` (required with it)."""
     if model is not None and repo is None:
         msg = "drift_files needs the model repository folder (repo) to find a model"
         raise TypeError(msg)
     _check_threshold(threshold)  # before reading two files
-    frames = read_table(reference), read_table(current)
+    frames = _read(reference), _read(current)
     chosen = drift_model(model, repo=repo) if model is not None and repo is not None else None
     return drift_frames(
         *frames, threshold=threshold, model=chosen, exclude=exclude, sources=(str(reference), str(current))

@@ -216,6 +216,27 @@ def test_exit_0_without_drift_and_3_with_it(tables: dict[str, Path], capsys: pyt
     assert "drift in 2 of 14 (PSI >= 0.2): monthly_fee, plan" in out
 
 
+def test_a_folder_of_parquet_parts_is_one_table(
+    tables: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A served model's sample is such a folder: its parts read as one table give the figures of one file.
+    moved = pl.read_csv(tables["moved"])
+    folder = tmp_path / "sample"
+    folder.mkdir()
+    moved.head(300).write_parquet(folder / "a.parquet")
+    moved.slice(300).with_columns(pl.lit(1.5).alias("sampled_at")).write_parquet(folder / "b.parquet")
+    whole = tmp_path / "whole.parquet"
+    moved.write_parquet(whole)
+    by_file = run(capsys, "--reference", str(tables["ref"]), "--current", str(whole))
+    by_folder = run(capsys, "--reference", str(tables["ref"]), "--current", str(folder))
+    assert by_folder[0] == by_file[0] == 3
+    assert table_rows(by_folder[1]) == table_rows(by_file[1])  # sampled_at, which the reference lacks, is not
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = run(capsys, "--reference", str(tables["ref"]), "--current", str(empty))
+    assert code == 1 and "holds no Parquet parts" in err
+
+
 def test_exit_1_for_a_missing_file(tables: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     missing = tables["ref"].with_name("nowhere.csv")
     code, out, err = run(capsys, "--reference", str(tables["ref"]), "--current", str(missing))
