@@ -179,8 +179,8 @@ def drift_files(
     repo: Path | None = None,
     exclude: Sequence[str] = (),
 ) -> DriftReport:
-    """:func:`drift_frames` of two CSV or Parquet files (or folders of Parquet parts); ``model`` names a served model of the repository folder
-    ``repo`` (required with it)."""
+    """:func:`drift_frames` of two CSV or Parquet files (or folders of Parquet parts); ``model`` names a served
+    model of the repository folder ``repo`` (required with it)."""
     if model is not None and repo is None:
         msg = "drift_files needs the model repository folder (repo) to find a model"
         raise TypeError(msg)
