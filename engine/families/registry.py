@@ -4,11 +4,12 @@ model library: XGBoost, ONNX Runtime, torch for training)."""
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 from engine.errors import NotFoundError
-from engine.families.contract import Family
+from engine.families.contract import Family, ServedModel
 
-__all__ = ["FAMILIES", "families", "family"]
+__all__ = ["FAMILIES", "families", "family", "served_model"]
 
 #: Family name -> the module whose ``FAMILY`` declares it.
 FAMILIES: dict[str, str] = {
@@ -34,3 +35,26 @@ def family(name: str) -> Family:
 def families() -> list[Family]:
     """Every registered family, in registration order."""
     return [family(name) for name in FAMILIES]
+
+
+def served_model(name: str, version_dir: Path) -> tuple[Family, ServedModel]:
+    """The family and served model of the model ``name``: by name, else (a model trained under a name of its own,
+    ``--name threat_ssh``) by the committed shell its version runs."""
+    from engine.serving.repository import DEFAULT_REPOSITORY
+
+    seen = []
+    for family_name in FAMILIES:
+        fam = family(family_name)
+        seen.append(fam)
+        for served in fam.served:
+            if served.name == name:
+                return fam, served
+    shell = (version_dir / "model.py").read_bytes()
+    for fam in seen:
+        for served in fam.served:
+            committed = DEFAULT_REPOSITORY / served.name / "model.py"
+            if committed.is_file() and committed.read_bytes() == shell:
+                return fam, served
+    shells = ", ".join(FAMILIES)
+    msg = f"model {name!r} runs the shell of none of the families {shells} ({version_dir / 'model.py'})"
+    raise NotFoundError(msg)

@@ -27,10 +27,10 @@ import numpy as np
 import polars as pl
 
 from engine.errors import InvalidInputError, NotFoundError
-from engine.families.contract import Family, Scorer, ServedModel, load_version
-from engine.families.registry import FAMILIES, family
+from engine.families.contract import Family, Scorer, load_version
+from engine.families.registry import served_model
 from engine.serving.config import TensorSpec
-from engine.serving.repository import DEFAULT_REPOSITORY, ModelRepository
+from engine.serving.repository import ModelRepository
 
 __all__ = ["SCORE_ROWS", "DriftModel", "drift_model"]
 
@@ -85,26 +85,6 @@ def _request_column(series: pl.Series, spec: TensorSpec) -> np.ndarray:
     return series.to_numpy()
 
 
-def _served(name: str, version_dir: Path) -> tuple[Family, ServedModel]:
-    """The family and served model of ``name``: by name, else by the shell its version runs."""
-    seen = []
-    for family_name in FAMILIES:
-        fam = family(family_name)
-        seen.append(fam)
-        for served in fam.served:
-            if served.name == name:
-                return fam, served
-    shell = (version_dir / "model.py").read_bytes()
-    for fam in seen:
-        for served in fam.served:
-            committed = DEFAULT_REPOSITORY / served.name / "model.py"
-            if committed.is_file() and committed.read_bytes() == shell:
-                return fam, served
-    shells = ", ".join(FAMILIES)
-    msg = f"model {name!r} runs the shell of none of the families {shells} ({version_dir / 'model.py'})"
-    raise NotFoundError(msg)
-
-
 def _score_output(scorer: Scorer) -> str | None:
     for spec in scorer.OUTPUTS:
         if spec.datatype == "FP32" and tuple(spec.dims) == (1,):
@@ -138,7 +118,7 @@ def drift_model(name: str, *, repo: Path) -> DriftModel:
         ``FINSCORE_REPO``).
     """
     version_dir = ModelRepository(repo).latest(name)
-    fam, served = _served(name, version_dir)
+    fam, served = served_model(name, version_dir)
     if fam.stateful:
         note = f"{name} is stateful (its answers depend on the requests before): drift on its input columns only"
         return DriftModel(name, fam.name, version_dir.name, _stateful_columns(fam, version_dir), note=note)
