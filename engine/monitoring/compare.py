@@ -157,7 +157,7 @@ def drift_frames(
     )
 
 
-def _read(path: str | Path) -> pl.DataFrame:
+def read_rows(path: str | Path) -> pl.DataFrame:
     """A CSV or Parquet file, or a folder of Parquet parts read as one table: a served model's sample of scored
     rows (``$FINSCORE_HOME/samples/<model>/<version>``, :mod:`engine.serving.sample`) is such a folder."""
     folder = Path(path)
@@ -185,7 +185,7 @@ def drift_files(
         msg = "drift_files needs the model repository folder (repo) to find a model"
         raise TypeError(msg)
     _check_threshold(threshold)  # before reading two files
-    frames = _read(reference), _read(current)
+    frames = read_rows(reference), read_rows(current)
     chosen = drift_model(model, repo=repo) if model is not None and repo is not None else None
     return drift_frames(
         *frames, threshold=threshold, model=chosen, exclude=exclude, sources=(str(reference), str(current))
