@@ -24,7 +24,13 @@ def add_parsers(sub: Subparsers) -> None:
         "drift",
         help="data drift of a table against a reference one (PSI, KS, chi-squared); exit 3 when a column drifted",
     )
-    p.add_argument("--reference", required=True, type=Path, metavar="FILE", help="the reference table (CSV or Parquet)")
+    p.add_argument(
+        "--reference",
+        required=True,
+        type=Path,
+        metavar="FILE",
+        help="the reference table (CSV or Parquet), or MODEL[:VERSION]: the sample of training inputs a version keeps",
+    )
     p.add_argument("--current", required=True, type=Path, metavar="FILE", help="the table to judge (CSV or Parquet)")
     p.add_argument(
         "--model", metavar="NAME", help="compare this served model's input columns, and its score if it has one"
@@ -51,7 +57,7 @@ def drift_command(args: argparse.Namespace) -> int:
 
     if args.report is not None:
         require_matplotlib()  # before the work, not after it
-    repo = resolve_settings(repo=args.repo).repo if args.model else None
+    repo = resolve_settings(repo=args.repo).repo  # a model's, and the reference's when it names a version
     report = drift_files(
         args.reference, args.current, threshold=args.threshold, model=args.model, repo=repo, exclude=args.exclude
     )

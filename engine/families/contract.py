@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
+import polars as pl
 
 from engine.device import Device, instance_kind
 from engine.errors import ModelNotReadyError
@@ -37,6 +38,8 @@ from kernels.ranking import top_k
 __all__ = [
     "METRICS_FILE",
     "N_REASONS",
+    "REFERENCE_FILE",
+    "REFERENCE_ROWS",
     "Family",
     "Metrics",
     "Scorer",
@@ -53,6 +56,9 @@ __all__ = [
 ]
 
 METRICS_FILE = "metrics.json"
+#: A sample of a version's training inputs (:func:`publish_version`), the reference of ``finscore drift``.
+REFERENCE_FILE = "reference.parquet"
+REFERENCE_ROWS = 10_000
 #: Reason codes per row, in every family: the three features (or columns) that weigh most.
 N_REASONS = 3
 
@@ -160,9 +166,23 @@ def model_config(
     )
 
 
-def publish_version(writer: VersionWriter, config: ModelConfig, metrics: Mapping[str, object]) -> Path:
-    """Write ``metrics.json`` into the version being written, then publish it with its config."""
+def publish_version(
+    writer: VersionWriter,
+    config: ModelConfig,
+    metrics: Mapping[str, object],
+    *,
+    reference: pl.DataFrame | None = None,
+) -> Path:
+    """Write ``metrics.json`` into the version being written, then publish it with its config.
+
+    ``reference``: the training table's model inputs (no id, no label), of which up to :data:`REFERENCE_ROWS` rows
+    (a seeded sample) are kept as :data:`REFERENCE_FILE`: what ``finscore drift --reference MODEL:VERSION``
+    compares a current table with, so the training file need not be kept beside the model.
+    """
     (writer.path / METRICS_FILE).write_text(json.dumps(dict(metrics), indent=2), encoding="utf-8")
+    if reference is not None and reference.height:
+        kept = reference if reference.height <= REFERENCE_ROWS else reference.sample(REFERENCE_ROWS, seed=0)
+        kept.write_parquet(writer.path / REFERENCE_FILE)
     return writer.commit(config)
 
 

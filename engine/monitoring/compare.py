@@ -9,15 +9,18 @@ would need them to score.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
 
-from engine.errors import DataFileError, UsageError
+from engine.errors import DataFileError, NotFoundError, UsageError
+from engine.families.contract import REFERENCE_FILE
 from engine.monitoring.drift import FeatureDrift, categorical_drift, column_kind, numeric_drift
 from engine.monitoring.model import DriftModel, drift_model
+from engine.serving.repository import ModelRepository
 from engine.tables.io import read_table, require_columns
 
 __all__ = ["DEFAULT_THRESHOLD", "HEADER", "DriftReport", "drift_files", "drift_frames"]
@@ -170,6 +173,30 @@ def read_rows(path: str | Path) -> pl.DataFrame:
     return pl.concat([read_table(part) for part in parts], how="diagonal_relaxed")
 
 
+def resolve_reference(value: str | Path, repo: Path | None) -> Path:
+    """``value`` as a path; or, when no such path exists, ``MODEL`` or ``MODEL:VERSION`` of the repository folder
+    ``repo``: the sample of its training inputs that version kept (:data:`REFERENCE_FILE`)."""
+    path = Path(value)
+    named = re.fullmatch(r"([A-Za-z0-9_.-]+)(?::(\d+))?", str(value))
+    if path.exists() or repo is None or named is None:
+        return path
+    models = ModelRepository(repo)
+    if not models.model_dir(named[1]).is_dir():
+        return path  # neither a file nor a model: read_rows says there is no such file
+    folder = models.model_dir(named[1]) / named[2] if named[2] else models.latest(named[1])
+    if not folder.is_dir():
+        msg = f"{named[1]} has no version {named[2]} in {models.root}"
+        raise NotFoundError(msg)
+    kept = folder / REFERENCE_FILE
+    if not kept.is_file():
+        msg = (
+            f"{named[1]} version {folder.name} kept no sample of its training inputs ({REFERENCE_FILE}): trained "
+            "before versions kept one, or by a family that keeps none; give --reference FILE"
+        )
+        raise DataFileError(msg)
+    return kept
+
+
 def drift_files(
     reference: str | Path,
     current: str | Path,
@@ -180,11 +207,13 @@ def drift_files(
     exclude: Sequence[str] = (),
 ) -> DriftReport:
     """:func:`drift_frames` of two CSV or Parquet files (or folders of Parquet parts); ``model`` names a served
-    model of the repository folder ``repo`` (required with it)."""
+    model of the repository folder ``repo`` (required with it); ``reference`` may name a model version of it
+    (:func:`resolve_reference`)."""
     if model is not None and repo is None:
         msg = "drift_files needs the model repository folder (repo) to find a model"
         raise TypeError(msg)
     _check_threshold(threshold)  # before reading two files
+    reference = resolve_reference(reference, repo)
     frames = read_rows(reference), read_rows(current)
     chosen = drift_model(model, repo=repo) if model is not None and repo is not None else None
     return drift_frames(

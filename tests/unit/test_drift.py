@@ -17,6 +17,7 @@ import pytest
 from engine.cli import main
 from engine.demo.tables import CHURN_ID, churn_customers
 from engine.families.churn import ChurnScorer, ChurnTrainResult
+from engine.families.contract import REFERENCE_FILE, REFERENCE_ROWS
 from engine.monitoring import EPSILON, MISSING, categorical_drift, drift_frames, numeric_drift, psi
 from engine.serving.repository import DEFAULT_REPOSITORY, ModelRepository
 from tests.conftest import request_arrays
@@ -351,6 +352,27 @@ def test_a_named_model_drifts_on_its_inputs_and_its_score(
     assert code == 3
     assert rows["contract"][-1] == "yes"
     assert float(rows["churn_probability"][2]) > 5 * expected.psi  # every customer on the riskiest contract
+
+
+def test_the_reference_may_be_the_training_sample_a_version_kept(
+    trained: ChurnTrainResult, halves: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = trained.path.parents[1]
+    kept = pl.read_parquet(trained.path / REFERENCE_FILE)
+    scorer = ChurnScorer.load(trained.path)
+    assert kept.columns == scorer.schema.names and 0 < kept.height <= REFERENCE_ROWS  # inputs only: no id, no label
+    by_name = run(
+        capsys, "--reference", f"churn:{trained.path.name}", "--current", str(halves["b"]), "--repo", str(repo)
+    )
+    by_file = run(capsys, "--reference", str(trained.path / REFERENCE_FILE), "--current", str(halves["b"]))
+    assert by_name[0] == by_file[0] and table_rows(by_name[1]) == table_rows(by_file[1])
+    old = tmp_path / "repo"
+    shutil.copytree(trained.path.parent, old / "churn")
+    (old / "churn" / trained.path.name / REFERENCE_FILE).unlink()  # a version trained before versions kept one
+    code, _, err = run(capsys, "--reference", "churn", "--current", str(halves["b"]), "--repo", str(old))
+    assert code == 1 and "kept no sample of its training inputs" in err and err.count("\n") == 1
+    code, _, err = run(capsys, "--reference", "churn:99", "--current", str(halves["b"]), "--repo", str(repo))
+    assert code == 1 and "churn has no version 99" in err
 
 
 def test_a_named_model_needs_its_input_columns(

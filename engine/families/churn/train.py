@@ -161,7 +161,7 @@ def train_churn(
     }
     (writer.path / PARAMS_FILE).write_text(json.dumps(params_out, indent=2), encoding="utf-8")
     config = churn_config(schema, instance_count=instance_count, device=device)
-    final = publish_version(writer, config, metrics.as_dict())
+    final = publish_version(writer, config, metrics.as_dict(), reference=df.select(schema.names))
     # The same version fed feature tensors (see engine.families.churn.twin): clients that can encode use it.
     write_churn_twin(
         repo,

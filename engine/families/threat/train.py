@@ -212,7 +212,12 @@ def train_threat(
     # Unlabelled data has no attacks to score: the figures are then the threshold's on held-out normal rows.
     figures = {"threshold": threshold, "target_fpr": fpr, "holdout_fpr": holdout_fpr}
     config = threat_config(schema, name=name, threshold=threshold, instance_count=instance_count, device=device)
-    final = publish_version(writer, config, {**(metrics.as_dict() if metrics else {}), **figures})
+    final = publish_version(
+        writer,
+        config,
+        {**(metrics.as_dict() if metrics else {}), **figures},
+        reference=df.select(c for c in schema.names if c in df.columns),
+    )
     # The same version fed feature matrices, for bulk scans through the server (see engine.families.threat.matrix).
     write_matrix_version(
         repo,
