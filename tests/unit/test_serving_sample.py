@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import shutil
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pytest
 
+from engine.families.fraud import FraudTrainResult, fraud_config
 from engine.security.trail import subject_of
 from engine.serving.sample import ScoredSample
+from tests.unit.test_serving import fake_pb_utils
 
 KEY = b"k" * 32
 VISA = "4111111111111111"
@@ -69,3 +76,51 @@ def test_nothing_kept_writes_nothing(tmp_path: Path) -> None:
     empty = ScoredSample(tmp_path / "e", name="m", subjects=[], pseudonym_key=KEY)
     empty.close()
     assert not (tmp_path / "e").exists()
+
+
+def test_the_served_fraud_model_samples_cards_by_pseudonym_only(
+    fraud_trained: FraudTrainResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The stateful model reads its requests in order: its sample takes the authorizations it scored.
+    from tests.unit.test_erasure import PAN, T0, _authorization
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("FINSCORE_HOME", str(home))
+    monkeypatch.setenv("FINSCORE_AUDIT_LOG", str(home / "audit.jsonl"))
+    monkeypatch.delenv("FINSCORE_PSEUDONYM_KEY_FILE", raising=False)
+    monkeypatch.setenv("FINSCORE_SAMPLE", "churn, fraud")
+    monkeypatch.setenv("FINSCORE_SAMPLE_EVERY", "1")
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", fake_pb_utils())
+    model_dir = tmp_path / "fraud"
+    shutil.copytree(fraud_trained.path.parent, model_dir, ignore=shutil.ignore_patterns("state"))
+    spec = importlib.util.spec_from_file_location("fraud_sample_py", model_dir / fraud_trained.path.name / "model.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    m = module.TritonPythonModel()
+    cfg = fraud_config()
+    m.initialize(
+        {
+            "model_config": json.dumps(
+                {
+                    "name": "fraud",
+                    "input": [{"name": t.name} for t in cfg.inputs],
+                    "output": [{"name": t.name, "dims": [str(d) for d in t.dims]} for t in cfg.outputs],
+                }
+            ),
+            "model_repository": str(model_dir),
+            "model_version": fraud_trained.path.name,
+            "model_instance_kind": "CPU",
+        }
+    )
+    responses = m.execute([_authorization(f"s-{i}", PAN, T0 + i * 1_000_000) for i in range(3)])
+    assert all(r.error is None for r in responses)
+    m.finalize()
+    (part,) = (home / "samples" / "fraud" / fraud_trained.path.name).glob("*.parquet")
+    sample = pl.read_parquet(part)
+    key = (home / "pseudonym.key").read_bytes()
+    assert sample.height == 3 and "card_id" not in sample.columns
+    assert sample.get_column("subject").to_list() == [subject_of(PAN, key)] * 3
+    assert sample.get_column("transaction_id").to_list() == ["s-0", "s-1", "s-2"]
+    assert {"fraud_probability", "decision_code", "amount"} <= set(sample.columns)
+    assert PAN.encode() not in part.read_bytes()

@@ -68,7 +68,7 @@ class FraudBackendModel(BackendModel):
             if self.metrics is not None:
                 self.metrics.scored(outputs)
             if self.sample is not None:
-                names = [k for k, v in sampled[0].items() if isinstance(v, np.ndarray) and v.ndim == 1]
+                names = [k for k, v in sampled[0].items() if isinstance(v, list | np.ndarray)]  # not 'kind'
                 self.sample.add({k: np.concatenate([np.asarray(r[k]) for r in sampled]) for k in names}, outputs)
         except Exception as exc:
             self.fail(responses, [i for i, _ in scored], exc, "scoring")
