@@ -238,17 +238,24 @@ def recommender_trained(repository: ModelRepository, advisory: dict[str, Path]) 
     )
 
 
+def debian_tool(command: str, *, require: str) -> str:
+    """The path of ``command``, a Debian package's program a test runs for real (``make test`` installs it with
+    apt-get when it can). Skips the test where it is missing; the environment variable ``require`` set to 1, as
+    ``.ci/run`` sets it, makes that a failure."""
+    exe = shutil.which(command)
+    if exe is None:
+        reason = f"{command} is not installed (make test installs Debian's package with apt-get when run as root)"
+        if os.environ.get(require, "").lower() in {"1", "true", "yes"}:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return exe
+
+
 @contextmanager
 def running_redis(folder: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """A real ``redis-server`` on a free port, without persistence, kept in ``folder``: (its URL, its process).
-    Skips the test where Redis is not installed (``make test`` installs it when it can); FINSCORE_REQUIRE_REDIS=1,
-    as ``.ci/run`` sets, makes that a failure."""
-    exe = shutil.which("redis-server")
-    if exe is None:
-        reason = "redis-server is not installed (make test installs it with apt-get when run as root)"
-        if os.environ.get("FINSCORE_REQUIRE_REDIS", "").lower() in {"1", "true", "yes"}:
-            pytest.fail(reason)
-        pytest.skip(reason)
+    Skipped without Redis, a failure with FINSCORE_REQUIRE_REDIS=1 (:func:`debian_tool`)."""
+    exe = debian_tool("redis-server", require="FINSCORE_REQUIRE_REDIS")
     import redis
 
     port = free_port()

@@ -5,9 +5,7 @@ refused requests, equal to what Triton's metrics port shows."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import time
 import urllib.parse
@@ -24,7 +22,7 @@ from tritonclient.utils import InferenceServerException
 from clients import ModelClient
 from engine.families.churn import ChurnScorer
 from engine.serving.server import TritonServer, free_port
-from tests.conftest import request_arrays
+from tests.conftest import debian_tool, request_arrays
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "deploy" / "monitoring" / "prometheus.yml"
@@ -39,12 +37,7 @@ def _get(url: str) -> str:
 @pytest.fixture(scope="module")
 def prometheus(server: TritonServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Prometheus on a free port, scraping the test server's metrics port every second: its base URL."""
-    exe = shutil.which("prometheus")
-    if exe is None:
-        reason = "prometheus is not installed (make test installs Debian's package with apt-get when run as root)"
-        if os.environ.get("FINSCORE_REQUIRE_PROMETHEUS", "").lower() in {"1", "true", "yes"}:
-            pytest.fail(reason)
-        pytest.skip(reason)
+    exe = debian_tool("prometheus", require="FINSCORE_REQUIRE_PROMETHEUS")
     folder = tmp_path_factory.mktemp("prometheus")
     config = CONFIG.read_text().replace("127.0.0.1:8002", f"127.0.0.1:{server.ports.metrics}")
     assert str(server.ports.metrics) in config, "the scrape config no longer names Triton's default metrics port"

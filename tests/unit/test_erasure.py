@@ -5,7 +5,6 @@ audit log records each erasure under the subject's pseudonym, never the id itsel
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import io
 import json
 import math
@@ -31,7 +30,7 @@ from engine.serving.config import render_config
 from engine.serving.server import free_port
 from kernels.transactions import feature_names
 from tests.conftest import FRAUD_DELAY_US
-from tests.unit.test_serving import FakeRequest, fake_pb_utils
+from tests.unit.test_serving import FakeRequest, fake_pb_utils, fraud_shell
 
 NAMES = feature_names()
 COUNT_1H, SINCE = NAMES.index("card_count_1h"), NAMES.index("seconds_since_previous")
@@ -253,31 +252,8 @@ def test_training_writes_the_generators_config_with_the_forget_input(fraud_train
 @pytest.fixture()
 def fraud_model(fraud_trained: FraudTrainResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """The fraud model.py on a copy of the trained version, with a fake ``triton_python_backend_utils``."""
-    import shutil
-
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", fake_pb_utils())
-    model_dir = tmp_path / "fraud"
-    shutil.copytree(fraud_trained.path.parent, model_dir, ignore=shutil.ignore_patterns("state"))
-    spec = importlib.util.spec_from_file_location("fraud_model_py", model_dir / fraud_trained.path.name / "model.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    m = module.TritonPythonModel()
-    cfg = fraud_config()
-    m.initialize(
-        {
-            "model_config": json.dumps(
-                {
-                    "name": "fraud",
-                    "input": [{"name": t.name} for t in cfg.inputs],
-                    "output": [{"name": t.name, "dims": [str(d) for d in t.dims]} for t in cfg.outputs],
-                }
-            ),
-            "model_repository": str(model_dir),
-            "model_version": fraud_trained.path.name,
-            "model_instance_kind": "CPU",
-        }
-    )
+    m = fraud_shell(fraud_trained.path, tmp_path / "fraud")
     yield m
     m.finalize()
 

@@ -62,6 +62,37 @@ def fake_pb_utils() -> types.ModuleType:
     return mod
 
 
+def fraud_shell(version: Path, folder: Path) -> Any:
+    """The fraud model.py, initialized on a copy of ``version``'s model folder at ``folder`` (its live state left
+    behind); the caller has put :func:`fake_pb_utils` in ``sys.modules``."""
+    import shutil
+
+    from engine.families.fraud import fraud_config
+
+    shutil.copytree(version.parent, folder, ignore=shutil.ignore_patterns("state"))
+    spec = importlib.util.spec_from_file_location(f"fraud_model_py_{id(folder)}", folder / version.name / "model.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    m = module.TritonPythonModel()
+    cfg = fraud_config()
+    m.initialize(
+        {
+            "model_config": json.dumps(
+                {
+                    "name": "fraud",
+                    "input": [{"name": t.name} for t in cfg.inputs],
+                    "output": [{"name": t.name, "dims": [str(d) for d in t.dims]} for t in cfg.outputs],
+                }
+            ),
+            "model_repository": str(folder),
+            "model_version": version.name,
+            "model_instance_kind": "CPU",
+        }
+    )
+    return m
+
+
 @pytest.fixture()
 def model(trained: ChurnTrainResult, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", fake_pb_utils())

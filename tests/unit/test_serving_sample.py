@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -13,10 +10,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from engine.families.fraud import FraudTrainResult, fraud_config
+from engine.families.fraud import FraudTrainResult
 from engine.security.trail import subject_of
 from engine.serving.sample import ScoredSample
-from tests.unit.test_serving import fake_pb_utils
+from tests.unit.test_serving import fake_pb_utils, fraud_shell
 
 KEY = b"k" * 32
 VISA = "4111111111111111"
@@ -91,28 +88,7 @@ def test_the_served_fraud_model_samples_cards_by_pseudonym_only(
     monkeypatch.setenv("FINSCORE_SAMPLE", "churn, fraud")
     monkeypatch.setenv("FINSCORE_SAMPLE_EVERY", "1")
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", fake_pb_utils())
-    model_dir = tmp_path / "fraud"
-    shutil.copytree(fraud_trained.path.parent, model_dir, ignore=shutil.ignore_patterns("state"))
-    spec = importlib.util.spec_from_file_location("fraud_sample_py", model_dir / fraud_trained.path.name / "model.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    m = module.TritonPythonModel()
-    cfg = fraud_config()
-    m.initialize(
-        {
-            "model_config": json.dumps(
-                {
-                    "name": "fraud",
-                    "input": [{"name": t.name} for t in cfg.inputs],
-                    "output": [{"name": t.name, "dims": [str(d) for d in t.dims]} for t in cfg.outputs],
-                }
-            ),
-            "model_repository": str(model_dir),
-            "model_version": fraud_trained.path.name,
-            "model_instance_kind": "CPU",
-        }
-    )
+    m = fraud_shell(fraud_trained.path, tmp_path / "fraud")
     responses = m.execute([_authorization(f"s-{i}", PAN, T0 + i * 1_000_000) for i in range(3)])
     assert all(r.error is None for r in responses)
     m.finalize()
