@@ -19,12 +19,14 @@ test: $(STAMP) services
 	$(BIN)/python -m pytest
 
 # Debian's packages the tests run for real, each started by its test on a free port: redis-server (the fraud
-# state shared by several servers) and prometheus (scraping Triton's metrics port). Installed when missing and
-# apt-get can run (as root, or sudo without a password); otherwise those tests are skipped with the reason
-# (.ci/run makes that a failure).
-SERVICES := redis-server prometheus
+# state shared by several servers), prometheus (scraping Triton's metrics port) and rsyslog (the collector
+# `scan --siem` forwards alerts to), each as PACKAGE, or PACKAGE:COMMAND where its command is named otherwise.
+# Installed when missing and apt-get can run (as root, or sudo without a password); otherwise those tests are
+# skipped with the reason (.ci/run makes that a failure).
+SERVICES := redis-server prometheus rsyslog:rsyslogd
 services:
-	@missing=; for p in $(SERVICES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	@PATH="$$PATH:/usr/sbin:/sbin"; missing=; \
+	for s in $(SERVICES); do command -v $${s##*:} >/dev/null || missing="$$missing $${s%%:*}"; done; \
 	[ -z "$$missing" ] && exit 0; \
 	if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else \
 	  echo "$$missing missing and apt-get needs root: the tests that run them will be skipped"; exit 0; fi; \

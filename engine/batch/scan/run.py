@@ -566,7 +566,7 @@ def scan(
                 Followers([forwarder]).replay(state)
         else:
             on_batch = bar.update if bar is not None else None
-            results = _run_threads(units, spec, state, batch_rows, windows, on_batch, guard, fmt, followers or None)
+            results = _run_threads(units, spec, state, batch_rows, windows, on_batch, guard, fmt, followers)
     except BaseException:
         for follower in followers.followers:
             follower.stop()
