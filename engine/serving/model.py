@@ -210,7 +210,7 @@ class BackendModel:
         :func:`triton_code`: the one place an exception becomes a Triton error."""
         code = triton_code(exc)
         if self.metrics is not None:
-            self.metrics.rejected(reason_of(exc), len(indices))
+            self._watching(self.metrics.rejected, reason_of(exc), len(indices))
         if code == "INTERNAL":
             self._log_error(f"unexpected error {doing} ({self.model_name}):\n{traceback.format_exc()}")
             msg = f"internal error while {doing}"
@@ -298,12 +298,24 @@ class BackendModel:
             union = {name for names in wanted.values() for name in names} | self.watched()
             outputs = self.scorer.score_rows(rows, outputs=union)
             self.answer(responses, sizes, outputs, wanted)
-            if self.metrics is not None:
-                self.metrics.scored(outputs)
-            if self.sample is not None:
-                self.sample.add(rows, outputs)
         except Exception as exc:
             self.fail(responses, [i for i, _ in sizes], exc, "scoring")
+            return
+        self.observe(rows, outputs)
+
+    def observe(self, rows: Any, outputs: dict[str, np.ndarray]) -> None:
+        """Count a scored batch in the metrics and keep its share of the sample, after it is answered."""
+        if self.metrics is not None:
+            self._watching(self.metrics.scored, outputs)
+        if self.sample is not None:
+            self._watching(self.sample.add, rows, outputs)
+
+    def _watching(self, step: Any, *args: Any) -> None:
+        """A metrics or sample step: what fails there is logged, never a request's answer."""
+        try:
+            step(*args)
+        except Exception:
+            self._log_error(f"metrics or sample of {self.model_name} failed:\n{traceback.format_exc()}")
 
     def watched(self) -> set[str]:
         """The outputs the metrics count, computed whatever the requests ask for (none with metrics off)."""

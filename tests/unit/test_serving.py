@@ -137,6 +137,34 @@ def test_batch_scores_each_request_and_matches_scorer(model: Any, scorer: ChurnS
     assert all(isinstance(v, bytes) for v in responses[1].outputs["retention_action"].ravel())
 
 
+def test_a_failing_metric_or_sample_never_fails_an_answered_request(
+    model: Any, scorer: ChurnScorer, customers: pl.DataFrame, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Broken:
+        monitored = None
+
+        def scored(self, outputs: object) -> None:
+            raise RuntimeError("metrics down")
+
+        def add(self, rows: object, outputs: object) -> None:
+            raise OSError(28, "No space left on device")
+
+        def rejected(self, reason: str, requests: int = 1) -> None:
+            raise RuntimeError("metrics down")
+
+        def close(self) -> None:
+            pass
+
+    model.metrics, model.sample = Broken(), Broken()
+    arrays = request_arrays(scorer, customers.head(3))
+    (response,) = model.execute([FakeRequest(arrays)])
+    assert response.error is None and response.outputs["churn_probability"].shape == (3, 1)
+    bad = {**arrays, next(iter(arrays)): arrays[next(iter(arrays))][:1]}  # refused: counting it fails too
+    (refused,) = model.execute([FakeRequest(bad)])
+    assert refused.error is not None and refused.error.code == "INVALID_ARG"
+    assert "metrics down" in caplog.text or "No space left" in caplog.text  # said in the server's log
+
+
 def test_bad_request_fails_alone(model: Any, scorer: ChurnScorer, customers: pl.DataFrame) -> None:
     good = request_arrays(scorer, customers.head(2))
     bad = request_arrays(scorer, customers.head(2))

@@ -65,10 +65,12 @@ class FraudBackendModel(BackendModel):
             union = {name for names in wanted.values() for name in names} | self.watched()
             outputs = self.scorer.score_features(np.vstack([x for _, x in scored]), outputs=union)
             self.answer(responses, [(i, len(x)) for i, x in scored], outputs, wanted)
-            if self.metrics is not None:
-                self.metrics.scored(outputs)
-            if self.sample is not None:
-                names = [k for k, v in sampled[0].items() if isinstance(v, list | np.ndarray)]  # not 'kind'
-                self.sample.add({k: np.concatenate([np.asarray(r[k]) for r in sampled]) for k in names}, outputs)
         except Exception as exc:
             self.fail(responses, [i for i, _ in scored], exc, "scoring")
+            return
+        self._watching(self._observe_requests, sampled, outputs)
+
+    def _observe_requests(self, sampled: list[dict[str, object]], outputs: dict[str, np.ndarray]) -> None:
+        """:meth:`observe` of the scored requests' rows joined (read one request at a time, in order)."""
+        names = [k for k, v in sampled[0].items() if isinstance(v, list | np.ndarray)] if sampled else []  # not 'kind'
+        self.observe({k: np.concatenate([np.asarray(r[k]) for r in sampled]) for k in names}, outputs)
