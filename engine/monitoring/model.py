@@ -85,13 +85,6 @@ def _request_column(series: pl.Series, spec: TensorSpec) -> np.ndarray:
     return series.to_numpy()
 
 
-def _score_output(scorer: Scorer) -> str | None:
-    for spec in scorer.OUTPUTS:
-        if spec.datatype == "FP32" and tuple(spec.dims) == (1,):
-            return spec.name
-    return None
-
-
 def _stateful_columns(fam: Family, version_dir: Path) -> tuple[str, ...]:
     """The value columns a stateful family's version records (see the module's docstring)."""
     if fam.name != "fraud":
@@ -124,7 +117,8 @@ def drift_model(name: str, *, repo: Path) -> DriftModel:
         return DriftModel(name, fam.name, version_dir.name, _stateful_columns(fam, version_dir), note=note)
     scorer = served.scorer.load(version_dir)
     inputs = list(scorer.inputs)
-    score = _score_output(scorer)
+    watched = getattr(scorer, "monitored", None)  # the score the served model's metrics watch, if any
+    score = watched.score if watched is not None else None
     why = None if score is not None else f"{name} answers no single number per row: drift on its input columns only"
     return DriftModel(
         name,

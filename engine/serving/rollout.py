@@ -35,6 +35,7 @@ import numpy as np
 import polars as pl
 
 from engine.errors import InvalidInputError, ModelNotReadyError, NotFoundError
+from engine.families.contract import Family
 from engine.families.registry import served_model
 from engine.security.trail import Trail
 from engine.serving.repository import ModelRepository
@@ -150,14 +151,18 @@ def serving_version(url: str, model: str, *, tls: Any = None) -> str:
     return version
 
 
-def _check_version(repo: ModelRepository, model: str, version: int) -> Path:
-    """The version's folder, once its scorer's inputs and outputs are those of the model's config."""
+def _check_version(repo: ModelRepository, model: str, version: int) -> tuple[Path, Family, Any]:
+    """The version's folder, family and scorer, once its scorer's inputs and outputs are those of the model's
+    config. A stateful family's scorer is not loaded (None): loading it restores, or joins, the live state, and its
+    tensors are the family's own, not the training data's, so every version has the config's."""
     folder = repo.model_dir(model) / str(version)
     if not folder.is_dir():
         have = ", ".join(str(v) for v in repo.versions(model)) or "none"
         msg = f"{model} has no version {version} in {repo.root} (its versions: {have})"
         raise NotFoundError(msg)
-    _, served = served_model(model, folder)
+    family, served = served_model(model, folder)
+    if family.stateful:
+        return folder, family, None
     scorer = served.scorer.load(folder)
     config = (repo.model_dir(model) / "config.pbtxt").read_text(encoding="utf-8")
     declared = {(n, _WIRE.get(t, t)) for n, t, _ in _TENSOR.findall(config)}
@@ -169,7 +174,7 @@ def _check_version(repo: ModelRepository, model: str, version: int) -> Path:
             f"newest training): {', '.join(odd)}; it cannot be served under that config"
         )
         raise InvalidInputError(msg)
-    return folder
+    return folder, family, scorer
 
 
 def _load(client: Any, model: str, version: str, timeout: float = 120.0) -> None:
@@ -256,12 +261,11 @@ def shadow(
     """Serve ``version`` as :func:`shadow_name` beside ``model``, score ``rows`` with both and compare."""
     from clients import ModelClient
 
-    folder = _check_version(repo, model, version)
-    family, served = served_model(model, folder)
+    folder, family, scorer = _check_version(repo, model, version)
     if family.stateful:
         msg = f"{model} keeps state per card: a shadow would fork it; promote and roll back its versions directly"
         raise InvalidInputError(msg)
-    watched = getattr(served.scorer.load(folder), "monitored", None)
+    watched = getattr(scorer, "monitored", None)
     if watched is None:
         msg = f"{model} answers no single score per row to compare"
         raise InvalidInputError(msg)
