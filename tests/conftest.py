@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ from engine.demo.transactions import synthetic_transactions
 from engine.device import gpu_available
 from engine.families.churn import ChurnScorer, ChurnTrainResult, train_churn
 from engine.families.fraud import FraudColumns, FraudTrainResult, train_fraud
+from engine.families.propensity import PropensityTrainResult, train_propensity
 from engine.families.recommender import RecommenderTrainResult, train_recommender
 from engine.families.threat import ThreatScorer, ThreatTrainResult, train_threat
 from engine.serving.repository import ModelRepository
@@ -102,6 +104,24 @@ def trained(repository: ModelRepository, customers_path: Path) -> ChurnTrainResu
 @pytest.fixture(scope="session")
 def scorer(trained: ChurnTrainResult) -> ChurnScorer:
     return ChurnScorer.load(trained.path)
+
+
+@pytest.fixture(scope="session")
+def offer_customers_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Generated customers and whether each took an offer, as the bank-marketing file comes: ';'-separated CSV,
+    gzip-compressed, with a column (``tenure_months``, standing for the call's duration) training must drop."""
+    path = tmp_path_factory.mktemp("offers") / "customers.csv.gz"
+    table = churn_customers(1500, seed=13)
+    with gzip.open(path, "wb") as fh:
+        table.write_csv(fh, separator=";")
+    return path
+
+
+@pytest.fixture(scope="session")
+def propensity_trained(repository: ModelRepository, offer_customers_path: Path) -> PropensityTrainResult:
+    return train_propensity(
+        offer_customers_path, label=CHURN_LABEL, id_column=CHURN_ID, drop=["tenure_months"], repo=repository, threads=2
+    )
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ __all__ = [
     "add_parsers",
     "train_churn_command",
     "train_fraud_command",
+    "train_propensity_command",
     "train_recommender_command",
     "train_threat_command",
 ]
@@ -35,6 +36,27 @@ def add_parsers(sub: Subparsers) -> None:
     add_repo(churn)
     _add_load(churn)
     churn.set_defaults(func=train_churn_command)
+    prop = train_sub.add_parser(
+        "propensity", help="propensity to take an offer, on a customer table (trained as churn)"
+    )
+    prop.add_argument("--data", required=True, type=Path, help="CSV (',' or ';', .csv.gz too) or Parquet table")
+    prop.add_argument("--label", required=True, help="the column telling who took the offer (yes/no, 1/0, true/false)")
+    prop.add_argument("--positive", help="the label value meaning 'took the offer' when it is not yes/true/1")
+    prop.add_argument("--id", dest="id_column", help="id column, carried to outputs, never a feature")
+    prop.add_argument(
+        "--drop",
+        nargs="+",
+        default=[],
+        metavar="COL",
+        help="columns never to learn from (e.g. known only after the call)",
+    )
+    prop.add_argument("--name", default="propensity", help="model name, e.g. one model per offer (default propensity)")
+    prop.add_argument("--seed", type=int, default=42, help="split and training seed (default 42)")
+    prop.add_argument("--instances", type=int, default=1, help="Triton instances of the served model (default 1)")
+    prop.add_argument("--device", help="auto, cpu or gpu (default auto)")
+    add_repo(prop)
+    _add_load(prop)
+    prop.set_defaults(func=train_propensity_command)
     threat = train_sub.add_parser("threat", help="autoencoder anomaly model on event or log data")
     threat.add_argument("--data", required=True, type=Path, help="CSV or Parquet event table, or an OpenSSH auth log")
     threat.add_argument("--label", help="column telling normal rows from attacks (optional)")
@@ -151,6 +173,33 @@ def train_churn_command(args: argparse.Namespace) -> int:
     print("held-out metrics (stratified 20%):")
     print(result.metrics.table())
     return _load(args, [result.path.parent.name])
+
+
+def train_propensity_command(args: argparse.Namespace) -> int:
+    from engine.families.propensity import train_propensity
+
+    repo, device = _target(args)
+    result = train_propensity(
+        args.data,
+        label=args.label,
+        id_column=args.id_column,
+        positive=args.positive,
+        drop=args.drop,
+        name=args.name,
+        repo=repo,
+        seed=args.seed,
+        device=device,
+        instance_count=args.instances,
+    )
+    name = result.path.parent.name
+    print(f"{name} version {result.version} written to {result.path} ({result.rounds} trees, {result.seconds:.1f} s)")
+    dropped = f"; dropped: {', '.join(result.dropped)}" if result.dropped else ""
+    print(f"features: {len(result.schema.columns)}; left out: {_left_out(result.schema)}{dropped}")
+    if result.rows_without_label:
+        print(f"rows without a label, left out of training: {result.rows_without_label:,}")
+    print("held-out metrics (stratified 20%):")
+    print(result.metrics.table())
+    return _load(args, [name])
 
 
 def _left_out(schema: Any) -> str:

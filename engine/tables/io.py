@@ -11,6 +11,8 @@ blocks plus at most one row of the limit.
 
 from __future__ import annotations
 
+import csv
+import gzip
 import io
 import os
 import re
@@ -25,7 +27,16 @@ import pyarrow.parquet as pq
 from engine.errors import DataFileError, UsageError
 from engine.settings import env_name, resolve_settings
 
-__all__ = ["RejectRow", "csv_header", "iter_batches", "read_table", "require_columns", "table_format", "write_table"]
+__all__ = [
+    "RejectRow",
+    "csv_header",
+    "iter_batches",
+    "read_table",
+    "require_columns",
+    "separator_of",
+    "table_format",
+    "write_table",
+]
 
 _FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 #: Arrow's CSV block, unless the row limit is lower; a row longer than a block is read on its own.
@@ -39,13 +50,43 @@ _MB = 1 << 20
 RejectRow = Callable[[int, str], None]
 
 
+def _gzipped(path: str | os.PathLike[str]) -> bool:
+    """Whether the name is a gzip-compressed CSV's (``.csv.gz``)."""
+    return [s.lower() for s in Path(path).suffixes[-2:]] == [".csv", ".gz"]
+
+
 def table_format(path: str | os.PathLike[str]) -> str:
-    """``"csv"`` or ``"parquet"`` from the file name; anything else is a :class:`DataFileError`."""
-    suffix = Path(path).suffix.lower()
+    """``"csv"`` (``.csv`` or ``.csv.gz``) or ``"parquet"`` from the file name; anything else is a
+    :class:`DataFileError`."""
+    suffix = ".csv" if _gzipped(path) else Path(path).suffix.lower()
     if suffix not in _FORMATS:
-        msg = f"{path}: unsupported file type {suffix or '(none)'!r}; use .csv or .parquet"
+        msg = f"{path}: unsupported file type {suffix or '(none)'!r}; use .csv, .csv.gz or .parquet"
         raise DataFileError(msg)
     return _FORMATS[suffix]
+
+
+_SEPARATORS = ",;\t|"
+
+
+def separator_of(header: bytes) -> str:
+    """The separator of a CSV header line: whichever of ``,`` ``;`` tab ``|`` occurs most outside double quotes
+    (``,`` when none does, a one-column file).
+
+    >>> separator_of(b'age;"job, title";y'), separator_of(b"a,b"), separator_of(b"only")
+    (';', ',', ',')
+    """
+    unquoted = re.sub(rb'"[^"]*"', b"", header)
+    counts = [(unquoted.count(c.encode()), -i, c) for i, c in enumerate(_SEPARATORS)]
+    best = max(counts)
+    return best[2] if best[0] else ","
+
+
+def _first_line(p: Path) -> bytes:
+    """The file's first 64 KB up to the first line end (decompressed for ``.csv.gz``)."""
+    opener = gzip.open if _gzipped(p) else open
+    with opener(p, "rb") as fh:
+        head = fh.read(1 << 16)
+    return head.splitlines()[0] if head else b""
 
 
 def _existing(path: str | os.PathLike[str]) -> Path:
@@ -62,7 +103,9 @@ def read_table(path: str | os.PathLike[str]) -> pl.DataFrame:
     fmt = table_format(p)
     try:
         if fmt == "csv":
-            df = pl.read_csv(p, infer_schema_length=None, null_values=["", " "])
+            sep = separator_of(_first_line(p))
+            source: Path | bytes = gzip.decompress(p.read_bytes()) if _gzipped(p) else p
+            df = pl.read_csv(source, separator=sep, infer_schema_length=None, null_values=["", " "])
         else:
             df = pl.read_parquet(p)
     except Exception as exc:  # polars raises several types for a corrupt file
@@ -97,8 +140,11 @@ def iter_batches(
             yield from pq.ParquetFile(p).iter_batches(batch_size=batch_rows, columns=columns)
             return
         limit = _row_limit(max_row_bytes)
+        if _gzipped(p):
+            yield from _gzip_batches(p, columns=columns, block=min(_BLOCK, limit))
+            return
         yield from _csv_batches(p, columns=columns, limit=limit, on_reject=on_reject)
-    except (pa.ArrowInvalid, OSError) as exc:
+    except (pa.ArrowInvalid, OSError, EOFError, gzip.BadGzipFile) as exc:
         msg = f"{p}: cannot be read as {fmt.upper()} ({_arrow_reason(exc)})"
         raise DataFileError(msg) from exc
 
@@ -109,9 +155,12 @@ def csv_header(path: str | os.PathLike[str], *, max_row_bytes: int | None = None
     p = _existing(path)
     limit = _row_limit(max_row_bytes)
     try:
+        if _gzipped(p):
+            line = _first_line(p)
+            return next(csv.reader([line.decode("utf-8", "replace")], delimiter=separator_of(line)), [])
         with p.open("rb", buffering=0) as fh, pa.OSFile(str(p)) as f:
             return _header(p, _Lines(fh, min(_BLOCK, limit)), f, limit)[0]
-    except (pa.ArrowInvalid, OSError) as exc:
+    except (pa.ArrowInvalid, OSError, EOFError) as exc:
         msg = f"{p}: cannot be read as CSV ({_arrow_reason(exc)})"
         raise DataFileError(msg) from exc
 
@@ -125,7 +174,8 @@ def _header(p: Path, lines: _Lines, f: pa.OSFile, limit: int) -> tuple[list[str]
     if size == 0:
         msg = f"{p}: the CSV file has no header line"
         raise DataFileError(msg)
-    reader = pacsv.open_csv(f.get_stream(0, at), read_options=pacsv.ReadOptions(block_size=at + 1))
+    parse = pacsv.ParseOptions(delimiter=separator_of(lines.head(size)))
+    reader = pacsv.open_csv(f.get_stream(0, at), read_options=pacsv.ReadOptions(block_size=at + 1), parse_options=parse)
     return list(reader.schema.names), at, at > size  # a header without a line end: no rows
 
 
@@ -159,6 +209,7 @@ def _csv_batches(
         header, at, rows = _header(p, lines, f, limit)
         if not rows:
             return
+        parse = pacsv.ParseOptions(delimiter=separator_of(lines.head(at)))
         convert = pacsv.ConvertOptions(
             column_types={name: pa.string() for name in header},
             include_columns=columns,
@@ -169,7 +220,8 @@ def _csv_batches(
         while True:
             end, ahead = lines.run(at)
             if end > at:
-                for batch in pacsv.open_csv(f.get_stream(at, end - at), read_options=blocks, convert_options=convert):
+                stream = f.get_stream(at, end - at)
+                for batch in pacsv.open_csv(stream, read_options=blocks, parse_options=parse, convert_options=convert):
                     row += batch.num_rows
                     yield batch
                 at = end
@@ -187,10 +239,28 @@ def _csv_batches(
             else:
                 alone = pacsv.ReadOptions(column_names=header, block_size=size + 1)
                 yield from pacsv.read_csv(
-                    f.get_stream(at, size), read_options=alone, convert_options=convert
+                    f.get_stream(at, size), read_options=alone, parse_options=parse, convert_options=convert
                 ).to_batches()
             row += 1
             at = after
+
+
+def _gzip_batches(p: Path, *, columns: list[str] | None, block: int) -> Iterator[pa.RecordBatch]:
+    """A ``.csv.gz`` streamed by Arrow through gzip, every column as text (see the module's note on long rows)."""
+    line = _first_line(p)
+    header = next(csv.reader([line.decode("utf-8", "replace")], delimiter=separator_of(line)), [])
+    if not header:
+        msg = f"{p}: the CSV file has no header line"
+        raise DataFileError(msg)
+    convert = pacsv.ConvertOptions(
+        column_types={name: pa.string() for name in header}, include_columns=columns, strings_can_be_null=False
+    )
+    parse = pacsv.ParseOptions(delimiter=separator_of(line))
+    with pa.input_stream(str(p), compression="gzip") as stream:
+        reader = pacsv.open_csv(
+            stream, read_options=pacsv.ReadOptions(block_size=block), parse_options=parse, convert_options=convert
+        )
+        yield from reader
 
 
 def _over(size: int, limit: int) -> str:
@@ -251,6 +321,10 @@ class _Lines:
             if start - at >= _RUN:
                 return start, "more"
 
+    def head(self, size: int) -> bytes:
+        """The file's first ``size`` bytes (at most a block: the header line, to find its separator)."""
+        return self._read(0, min(size, _BLOCK))
+
     def line(self, at: int) -> tuple[int, int]:
         """The size of the line at offset ``at`` without its line end, and the offset after it; read a block at a
         time, never held. (The LF of a CR LF is then an empty line, which Arrow skips.)"""
@@ -284,7 +358,7 @@ def write_table(df: pl.DataFrame, path: str | os.PathLike[str]) -> Path:
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".{p.name}.partial")
     if fmt == "csv":
-        df.write_csv(tmp)
+        df.write_csv(tmp, compression="gzip" if _gzipped(p) else "uncompressed", check_extension=False)
     else:
         df.write_parquet(tmp)
     tmp.replace(p)

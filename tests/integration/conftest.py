@@ -6,6 +6,7 @@ import pytest
 
 from engine.families.churn import ChurnTrainResult
 from engine.families.fraud import FraudTrainResult
+from engine.families.propensity import PropensityTrainResult
 from engine.families.recommender import RecommenderTrainResult
 from engine.families.threat import ThreatTrainResult
 from engine.serving.server import ServerPorts, TritonServer
@@ -17,10 +18,11 @@ def server(
     threat_trained: ThreatTrainResult,
     fraud_trained: FraudTrainResult,
     recommender_trained: RecommenderTrainResult,
+    propensity_trained: PropensityTrainResult,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[TritonServer]:
-    """The real bundled tritonserver on free ports, serving the trained churn, threat, fraud and recommender versions;
-    always stopped."""
+    """The real bundled tritonserver on free ports, serving the trained churn, threat, fraud, recommender and
+    propensity versions; always stopped."""
     log = tmp_path_factory.mktemp("triton") / "triton.log"
     srv = TritonServer(
         trained.path.parent.parent,

@@ -11,7 +11,7 @@ import json
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 import numpy as np
 import xgboost as xgb
@@ -55,8 +55,16 @@ class Calibration:
         return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
 
 
+_S = TypeVar("_S", bound="ChurnScorer")
+
+
 class ChurnScorer:
-    """A trained churn version, ready to score."""
+    """A trained churn version, ready to score. (The propensity family's scorer is this one with other outputs and
+    no retention actions: see :mod:`engine.families.propensity`.)"""
+
+    #: The family whose version folders this class loads, and the parameters file in them.
+    family: ClassVar[str] = "churn"
+    params_file: ClassVar[str] = PARAMS_FILE
 
     def __init__(
         self,
@@ -78,7 +86,7 @@ class ChurnScorer:
         self.device = device
         self.version = version
         # The GPU path batches through cuDF; memoised kernels serve small batches on the CPU.
-        self.encoder = TableEncoder(schema, model="churn", engine=polars_engine(device), online=device == "cpu")
+        self.encoder = TableEncoder(schema, model=self.family, engine=polars_engine(device), online=device == "cpu")
         self.action_names = action_names(self.actions)
         # A reason's column index (-1: none, the last slot) -> its action's index in action_names.
         code = {name: i for i, name in enumerate(self.action_names)}
@@ -102,26 +110,31 @@ class ChurnScorer:
         return ShallowTreeShap.from_model(self.booster.save_raw("json"), n_features=n, bias=bias)
 
     @classmethod
-    def load(cls, version_dir: str | Path, *, device: Device = "cpu", threads: int = 1) -> ChurnScorer:
+    def read_actions(cls, version_dir: Path) -> dict[str, str]:
+        """The version's retention actions (feature -> action)."""
+        return read_actions(version_dir / "actions.csv")
+
+    @classmethod
+    def load(cls: type[_S], version_dir: str | Path, *, device: Device = "cpu", threads: int = 1) -> _S:
         """Load a version folder written by :func:`engine.families.churn.train.train_churn`."""
 
-        def read(d: Path) -> ChurnScorer:
+        def read(d: Path) -> _S:
             booster = xgb.Booster()
             booster.load_model(d / MODEL_FILE)
-            params = json.loads((d / PARAMS_FILE).read_text(encoding="utf-8"))
+            params = json.loads((d / cls.params_file).read_text(encoding="utf-8"))
             return cls(
                 booster,
                 TableSchema.load(d / "schema.json"),
                 Calibration(**params["calibration"]),
                 params["threshold"],
-                read_actions(d / "actions.csv"),
+                cls.read_actions(d),
                 device=device,
                 version=d.name,
                 threads=threads,
             )
 
         return load_version(
-            version_dir, family="churn", model_file=MODEL_FILE, read=read, errors=(xgb.core.XGBoostError,)
+            version_dir, family=cls.family, model_file=MODEL_FILE, read=read, errors=(xgb.core.XGBoostError,)
         )
 
     OUTPUTS: ClassVar[Sequence[TensorSpec]] = OUTPUTS
