@@ -2,7 +2,7 @@
 
 ``resolve_device("auto" | "cpu" | "gpu")`` answers ``"cpu"`` or ``"gpu"``. Everything device-specific
 (Polars' GPU engine through cudf-polars, XGBoost's ``device="cuda"``, torch's CUDA device, ONNX Runtime's
-CUDA provider, faiss' GPU search) is handed out from here, lazily,
+CUDA provider, faiss' GPU search, cuML's k-means) is handed out from here, lazily,
 so importing finscore never touches a GPU library.
 
 A GPU asked for explicitly that cannot run raises :class:`UnsupportedOnGPU`. ``"auto"`` falls back to
@@ -22,6 +22,7 @@ from engine.errors import UnsupportedOnGPU, UsageError
 __all__ = [
     "instance_kind",
     "Device",
+    "kmeans_class",
     "faiss_gpu_knn",
     "gpu_available",
     "onnx_providers",
@@ -104,6 +105,21 @@ def instance_kind(device: Device) -> Literal["KIND_CPU", "KIND_GPU"]:
 def xgboost_device(device: Device) -> str:
     """XGBoost's ``device`` parameter for this device."""
     return "cuda" if device == "gpu" else "cpu"
+
+
+def kmeans_class(device: Device) -> Any:
+    """The k-means estimator of this device: scikit-learn's on the CPU, cuML's (same fit/predict interface,
+    NumPy results) on the GPU."""
+    if device == "cpu":
+        from sklearn.cluster import KMeans
+
+        return KMeans
+    if importlib.util.find_spec("cuml") is None:
+        msg = "k-means on the GPU needs cuML: pip install cuml-cu12"
+        raise UnsupportedOnGPU(msg)
+    from cuml.cluster import KMeans as CumlKMeans
+
+    return functools.partial(CumlKMeans, output_type="numpy")
 
 
 def torch_device(device: Device) -> str:

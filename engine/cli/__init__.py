@@ -14,7 +14,19 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from engine.cli import data, monitor, plugins, recommend, reload, rollout, score, security, serve, train
+from engine.cli import (
+    campaign,
+    data,
+    monitor,
+    plugins,
+    recommend,
+    reload,
+    rollout,
+    score,
+    security,
+    serve,
+    train,
+)
 from engine.cli.common import Parser
 from engine.errors import FinscoreError, UsageError
 
@@ -29,7 +41,7 @@ OPTIONAL_LIBRARIES = frozenset(
 EXTRA_OF_COMMAND = {"train": "train", "demo": "train", "bench": "bench"}
 
 #: The modules that add commands, in the order ``finscore --help`` lists them.
-GROUPS = (serve, train, reload, rollout, score, recommend, data, security, monitor, plugins)
+GROUPS = (serve, train, reload, rollout, score, recommend, campaign, data, security, monitor, plugins)
 
 
 def build_parser() -> argparse.ArgumentParser:

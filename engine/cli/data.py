@@ -30,6 +30,11 @@ def add_parsers(sub: Subparsers) -> None:
     adv.add_argument("--seed", type=int, default=11)
     adv.add_argument("--out", required=True, type=Path, help="folder for the files")
     adv.set_defaults(func=demo_data_command)
+    mkt = dd_sub.add_parser("marketing", help="bank customers in four segments with a 'subscribed' label, and offers")
+    mkt.add_argument("--rows", type=positive_int, default=5000, help="customers (default: %(default)s)")
+    mkt.add_argument("--seed", type=int, default=17)
+    mkt.add_argument("--out", required=True, type=Path, help="folder for customers.parquet and offers.csv")
+    mkt.set_defaults(func=demo_data_command)
 
     demo = sub.add_parser("demo", help="the main job: demo data, train churn and threat, serve, score, scan, print")
     demo.add_argument("--rows", type=positive_int, default=5000)
@@ -50,6 +55,12 @@ def demo_data_command(args: argparse.Namespace) -> int:
         frames = (tables.customers, tables.products, tables.holdings)
         counts = ", ".join(f"{name} ({frame.height:,} rows)" for name, frame in zip(paths, frames, strict=True))
         print(f"wrote {counts} to {args.out}")
+        return 0
+    if args.model == "marketing":
+        from engine.demo.marketing import write_marketing
+
+        customers, offers = write_marketing(args.out, args.rows, seed=args.seed)
+        print(f"wrote {customers.name} ({args.rows:,} customers) and {offers.name} to {args.out}")
         return 0
     if args.model == "authlog":
         from engine.demo.authlog import write_ssh_auth_log

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from engine.cli.common import ENTITY, Subparsers, add_client_tls, add_repo, client_tls, positive_int
+from engine.cli.common import ENTITY, Subparsers, add_client_tls, add_repo, client_tls, positive_int, text_table
 from engine.errors import UsageError
 from engine.settings import resolve_settings
 
@@ -17,6 +17,7 @@ __all__ = [
     "train_fraud_command",
     "train_propensity_command",
     "train_recommender_command",
+    "train_segments_command",
     "train_threat_command",
 ]
 
@@ -116,6 +117,19 @@ def add_parsers(sub: Subparsers) -> None:
     add_repo(rec)
     _add_load(rec)
     rec.set_defaults(func=train_recommender_command)
+
+    seg = train_sub.add_parser("segments", help="customer segments (k-means or Gaussian mixtures), named in words")
+    seg.add_argument("--data", required=True, type=Path, help="CSV or Parquet customer table")
+    seg.add_argument("--k", default="auto", help="auto (2-8: silhouette or BIC) or a number (default auto)")
+    seg.add_argument("--method", choices=("kmeans", "gmm"), default="kmeans", help="clustering method (default kmeans)")
+    seg.add_argument("--id", dest="id_column", help="id column, carried to outputs, never a feature")
+    seg.add_argument("--drop", nargs="+", default=[], metavar="COL", help="columns to leave out (a label, names)")
+    seg.add_argument("--seed", type=int, default=42, help="sample and clustering seed (default 42)")
+    seg.add_argument("--instances", type=int, default=1, help="Triton instances of the served model (default 1)")
+    seg.add_argument("--device", help="auto, cpu or gpu (default auto)")
+    add_repo(seg)
+    _add_load(seg)
+    seg.set_defaults(func=train_segments_command)
 
 
 def _add_load(p: argparse.ArgumentParser) -> None:
@@ -329,4 +343,32 @@ def train_recommender_command(args: argparse.Namespace) -> int:
     if r.ndcg_content is not None:
         parts += f", content alone {r.ndcg_content:.4f}"
     print(f"  {'NDCG@10 of each part':<34} {parts}")
+    return _load(args, [r.path.parent.name])
+
+
+def train_segments_command(args: argparse.Namespace) -> int:
+    from engine.families.segments import train_segments
+
+    repo, device = _target(args)
+    r = train_segments(
+        args.data,
+        k=args.k,
+        method=args.method,
+        id_column=args.id_column,
+        drop=args.drop,
+        repo=repo,
+        seed=args.seed,
+        device=device,
+        instance_count=args.instances,
+    )
+    print(f"segments version {r.version} written to {r.path} ({r.method}, {r.seconds:.1f} s)")
+    print(f"columns: {len(r.schema.columns)}; left out: {_left_out(r.schema)}")
+    chosen = "chosen by " + ("BIC" if r.method == "gmm" else "silhouette") if r.metrics.scores else "as asked"
+    print(f"k = {r.metrics.k} ({chosen}) on {r.metrics.rows:,} customers")
+    print(r.metrics.table())
+    if r.matched_version is not None:
+        print(f"segment ids matched to version {r.matched_version}'s segments")
+    rows = [[str(s.id), f"{s.size:,}", f"{s.size / r.metrics.rows:.1%}", s.name] for s in r.segments]
+    print(text_table(rows, ["id", "customers", "share", "name"]))
+    print("pictures: " + ", ".join(str(p) for p in r.plots))
     return _load(args, [r.path.parent.name])

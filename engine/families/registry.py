@@ -17,6 +17,7 @@ FAMILIES: dict[str, str] = {
     "threat": "engine.families.threat.family",
     "fraud": "engine.families.fraud.family",
     "recommender": "engine.families.recommender.family",
+    "segments": "engine.families.segments.family",
     "propensity": "engine.families.propensity.family",
 }
 
