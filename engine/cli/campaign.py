@@ -3,6 +3,12 @@
 The work is :func:`engine.marketing.campaign.plan_campaign`'s; the command reads the two files, writes one row
 per contact to ``--out`` (Parquet or CSV by its extension) and prints the totals beside those of contacting at
 random within the same budget and limits. The lines printed are counts and sums, never a customer's values.
+
+A customer erased with ``finscore forget`` is left out before anything else, as if the table did not hold them
+(an erased person is not marketed to again from an older file). Each planned contact is a decision about a person:
+written to the audit log under the customer's pseudonym (request id ``<run>/<row>``, the row of the plan's output;
+decision the offer, score its expected value) and a closing ``run`` line, once the plan is written; without
+``--out`` the plan is only printed (a dry run) and nothing is recorded.
 """
 
 from __future__ import annotations
@@ -70,14 +76,20 @@ def campaign_plan_command(args: argparse.Namespace) -> int:
         msg = f"--budget must be a number above 0, got {args.budget:g}"
         raise UsageError(msg)
     from engine.marketing import MessageTemplates, plan_campaign, read_offers
-    from engine.tables.io import read_table, table_format, write_table
+    from engine.security.erasure import without_erased
+    from engine.security.trail import DecisionAudit, Trail
+    from engine.tables.io import read_table, require_columns, table_format, write_table
 
     if args.out is not None:
         table_format(args.out)  # an unusable name fails before the work, not after
     offers = read_offers(args.offers)
     templates = MessageTemplates.load(args.templates)
+    customers = read_table(args.customers)
+    require_columns(customers.columns, [args.id], source=str(args.customers))
+    trail = Trail.from_env()
+    customers, erased, _ = without_erased(customers, args.id, trail)
     plan = plan_campaign(
-        read_table(args.customers),
+        customers,
         offers,
         budget=args.budget,
         max_contacts_per_customer=args.max_contacts_per_customer,
@@ -89,9 +101,23 @@ def campaign_plan_command(args: argparse.Namespace) -> int:
         random_draws=args.random_draws,
         seed=args.seed,
     )
+    if erased:
+        print(f"{erased:,} customers erased with finscore forget: left out")
     for line in plan.lines():
         print(line)
-    if args.out is not None:
-        write_table(plan.contacts, args.out)
-        print(f"{args.out}: {plan.contacts.height:,} contacts")
+    if args.out is None:  # a dry run: nothing is written, so nothing is decided
+        return 0
+    audit = DecisionAudit(
+        trail,
+        command="campaign",
+        model="campaign",
+        version="plan",
+        decision="offer",
+        score="expected_value",
+        subject=args.id,
+    )
+    audit.record(plan.contacts.with_row_index("row"))
+    write_table(plan.contacts, args.out)
+    audit.close("written", contacts=plan.contacts.height)
+    print(f"{args.out}: {plan.contacts.height:,} contacts; decisions recorded in the audit log {trail.path}")
     return 0

@@ -5,6 +5,7 @@ from the templates and a bad template or offers file fails in one sentence; the 
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 from typing import ClassVar
 
@@ -399,3 +400,40 @@ def test_cli_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 
     code, _, err = run(capsys, "campaign", "plan", "--customers", "x.csv", "--offers", "y.csv", "--budget", "0")
     assert code == 2 and err == "Error: --budget must be a number above 0, got 0\n"
+
+
+def test_an_erased_customer_is_never_planned_and_contacts_are_audited(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FINSCORE_HOME", str(tmp_path / "home"))
+    table = pl.DataFrame(
+        {
+            "customer_id": ["a", "b", "c"],
+            "first_name": ["Ann", "Bo", "Cy"],
+            "marketing_consent": [True, True, True],
+            "propensity": [0.5, 0.9, 0.4],
+        }
+    )
+    table.write_parquet(tmp_path / "customers.parquet")
+    (tmp_path / "offers.csv").write_text("offer,value,cost\ncard,100,5\n")
+    code, _, err = run(capsys, "forget", "b", "--repo", str(tmp_path / "repo"))
+    assert code == 0, err
+    argv = ["campaign", "plan", "--customers", str(tmp_path / "customers.parquet"), "--offers"]
+    code, printed, err = run(
+        capsys, *argv, str(tmp_path / "offers.csv"), "--budget", "100", "--out", str(tmp_path / "p.csv")
+    )
+    assert code == 0, err
+    assert "1 customers erased with finscore forget: left out" in printed
+    assert pl.read_csv(tmp_path / "p.csv").get_column("customer_id").to_list() == ["a", "c"]
+
+    from engine.security.trail import Trail, subjects_of
+
+    trail = Trail.from_env()
+    lines = [json.loads(line) for line in trail.path.read_text().splitlines()]
+    decisions = [x for x in lines if x["event"] == "decision" and x["model"] == "campaign"]
+    pseudonyms = subjects_of(pl.Series(["a", "c"]), trail.pseudonym_key).to_list()
+    assert [(x["subject"], x["decision"]) for x in decisions] == list(zip(pseudonyms, ["card", "card"], strict=True))
+    assert [x["score"] for x in decisions] == pytest.approx([45.0, 35.0])
+    assert '"a"' not in trail.path.read_text() and "Ann" not in trail.path.read_text()
+    run_line = next(x for x in lines if x["event"] == "run" and x["command"] == "campaign")
+    assert run_line["status"] == "written" and run_line["contacts"] == 2
