@@ -17,6 +17,7 @@ import polars as pl
 import pytest
 
 from engine.demo.advisory import advisory_tables
+from engine.demo.marketing import CUSTOMER_ID, LABEL, NAME, marketing_customers
 from engine.demo.tables import CHURN_ID, CHURN_LABEL, EVENT_LABEL, churn_customers, network_events
 from engine.demo.transactions import synthetic_transactions
 from engine.device import gpu_available
@@ -24,6 +25,7 @@ from engine.families.churn import ChurnScorer, ChurnTrainResult, train_churn
 from engine.families.fraud import FraudColumns, FraudTrainResult, train_fraud
 from engine.families.propensity import PropensityTrainResult, train_propensity
 from engine.families.recommender import RecommenderTrainResult, train_recommender
+from engine.families.segments import SegmentsTrainResult, train_segments
 from engine.families.threat import ThreatScorer, ThreatTrainResult, train_threat
 from engine.serving.repository import ModelRepository
 from engine.serving.server import free_port
@@ -122,6 +124,21 @@ def propensity_trained(repository: ModelRepository, offer_customers_path: Path) 
     return train_propensity(
         offer_customers_path, label=CHURN_LABEL, id_column=CHURN_ID, drop=["tenure_months"], repo=repository, threads=2
     )
+
+
+@pytest.fixture(scope="session")
+def marketing() -> pl.DataFrame:
+    """600 generated bank customers in four planted segments (engine.demo.marketing)."""
+    return marketing_customers(600, seed=21)
+
+
+@pytest.fixture(scope="session")
+def segments_trained(
+    repository: ModelRepository, marketing: pl.DataFrame, tmp_path_factory: pytest.TempPathFactory
+) -> SegmentsTrainResult:
+    path = tmp_path_factory.mktemp("marketing") / "customers.parquet"
+    marketing.write_parquet(path)
+    return train_segments(path, id_column=CUSTOMER_ID, drop=[LABEL, NAME], repo=repository)
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ from engine.families.churn import ChurnTrainResult
 from engine.families.fraud import FraudTrainResult
 from engine.families.propensity import PropensityTrainResult
 from engine.families.recommender import RecommenderTrainResult
+from engine.families.segments import SegmentsTrainResult
 from engine.families.threat import ThreatTrainResult
 from engine.serving.server import ServerPorts, TritonServer
 
@@ -19,10 +20,11 @@ def server(
     fraud_trained: FraudTrainResult,
     recommender_trained: RecommenderTrainResult,
     propensity_trained: PropensityTrainResult,
+    segments_trained: SegmentsTrainResult,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[TritonServer]:
-    """The real bundled tritonserver on free ports, serving the trained churn, threat, fraud, recommender and
-    propensity versions; always stopped."""
+    """The real bundled tritonserver on free ports, serving the trained churn, threat, fraud, recommender,
+    propensity and segments versions; always stopped."""
     log = tmp_path_factory.mktemp("triton") / "triton.log"
     srv = TritonServer(
         trained.path.parent.parent,

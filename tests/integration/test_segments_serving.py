@@ -3,47 +3,15 @@ scorer's, and a bad request fails alone with INVALID_ARGUMENT."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import numpy as np
 import polars as pl
 import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from engine.demo.marketing import CUSTOMER_ID, LABEL, NAME, marketing_customers
-from engine.families.segments import SegmentScorer, SegmentsTrainResult, train_segments
-from engine.serving.repository import ModelRepository
-from engine.serving.server import ServerPorts, TritonServer
+from engine.families.segments import SegmentScorer, SegmentsTrainResult
+from engine.serving.server import TritonServer
 from tests.conftest import request_arrays, with_holes
-
-
-@pytest.fixture(scope="module")
-def marketing(tmp_path_factory: pytest.TempPathFactory) -> tuple[pl.DataFrame, Path]:
-    folder = tmp_path_factory.mktemp("marketing")
-    df = marketing_customers(600, seed=21)
-    df.write_parquet(folder / "customers.parquet")
-    return df, folder
-
-
-@pytest.fixture(scope="module")
-def segments_trained(marketing: tuple[pl.DataFrame, Path]) -> SegmentsTrainResult:
-    _, folder = marketing
-    repo = ModelRepository(folder / "repo")
-    return train_segments(folder / "customers.parquet", id_column=CUSTOMER_ID, drop=[LABEL, NAME], repo=repo)
-
-
-@pytest.fixture(scope="module")
-def segments_server(
-    segments_trained: SegmentsTrainResult, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[TritonServer]:
-    log = tmp_path_factory.mktemp("triton-segments") / "triton.log"
-    with TritonServer(
-        segments_trained.path.parent.parent, ports=ServerPorts.free(), log_path=log, ready_timeout=120
-    ) as srv:
-        yield srv
-    print(f"Triton log kept at {log}")
 
 
 def infer_inputs(arrays: dict[str, np.ndarray]) -> list[grpcclient.InferInput]:
@@ -69,13 +37,13 @@ def decoded(values: np.ndarray) -> list:
 
 
 def test_served_segments_equal_in_process(
-    segments_server: TritonServer, segments_trained: SegmentsTrainResult, marketing: tuple[pl.DataFrame, Path]
+    server: TritonServer, segments_trained: SegmentsTrainResult, marketing: pl.DataFrame
 ) -> None:
-    df, _ = marketing
+    df = marketing
     scorer = SegmentScorer.load(segments_trained.path)
     for frame in (df.head(200), df.slice(300, 3)):  # the Polars path and the one-row kernels
         arrays = with_holes(scorer, request_arrays(scorer, frame))  # type: ignore[arg-type]
-        out = served(segments_server, arrays)
+        out = served(server, arrays)
         local = scorer.score(arrays)
         assert out["segment"].reshape(-1).tolist() == local["segment"].tolist()
         assert decoded(out["segment_name"]) == [[n] for n in local["segment_name"].tolist()]
@@ -84,17 +52,17 @@ def test_served_segments_equal_in_process(
 
 
 def test_a_bad_request_fails_alone(
-    segments_server: TritonServer, segments_trained: SegmentsTrainResult, marketing: tuple[pl.DataFrame, Path]
+    server: TritonServer, segments_trained: SegmentsTrainResult, marketing: pl.DataFrame
 ) -> None:
-    df, _ = marketing
+    df = marketing
     scorer = SegmentScorer.load(segments_trained.path)
     arrays = request_arrays(scorer, df.head(4))  # type: ignore[arg-type]
     bad = arrays | {"age": np.array([[1.0], [np.inf], [3.0], [4.0]], dtype=np.float32)}
-    client = grpcclient.InferenceServerClient(segments_server.grpc_url)
+    client = grpcclient.InferenceServerClient(server.grpc_url)
     with pytest.raises(InferenceServerException) as info:
         client.infer("segments", infer_inputs(bad))
     assert "INVALID_ARGUMENT" in str(info.value.status())
     assert "'age'" in info.value.message() and "infinite" in info.value.message()
-    good = served(segments_server, arrays)
+    good = served(server, arrays)
     assert good["segment"].reshape(-1).tolist() == scorer.score(arrays)["segment"].tolist()
     assert client.is_model_ready("segments")
