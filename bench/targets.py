@@ -40,6 +40,7 @@ SCORERS = {
     "threat": "engine.families.threat:ThreatScorer",
     "threat_features": "engine.families.threat.matrix:ThreatMatrixScorer",
     "recommender": "engine.families.recommender:RecommenderScorer",
+    "assistant": "engine.families.assistant:AssistantScorer",
 }
 Arrays = dict[str, np.ndarray]
 _MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"

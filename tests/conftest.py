@@ -17,10 +17,12 @@ import polars as pl
 import pytest
 
 from engine.demo.advisory import advisory_tables
+from engine.demo.intents import write_intents
 from engine.demo.marketing import CUSTOMER_ID, LABEL, NAME, marketing_customers
 from engine.demo.tables import CHURN_ID, CHURN_LABEL, EVENT_LABEL, churn_customers, network_events
 from engine.demo.transactions import synthetic_transactions
 from engine.device import gpu_available
+from engine.families.assistant import AssistantTrainResult, train_assistant
 from engine.families.churn import ChurnScorer, ChurnTrainResult, train_churn
 from engine.families.fraud import FraudColumns, FraudTrainResult, train_fraud
 from engine.families.propensity import PropensityTrainResult, train_propensity
@@ -139,6 +141,20 @@ def segments_trained(
     path = tmp_path_factory.mktemp("marketing") / "customers.parquet"
     marketing.write_parquet(path)
     return train_segments(path, id_column=CUSTOMER_ID, drop=[LABEL, NAME], repo=repository)
+
+
+@pytest.fixture(scope="session")
+def intents(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Generated bank questions over ten intents: train.csv, test.csv and faq.csv (engine.demo.intents)."""
+    return write_intents(tmp_path_factory.mktemp("intents"), 30, seed=3)
+
+
+@pytest.fixture(scope="session")
+def assistant_trained(repository: ModelRepository, intents: dict[str, Path]) -> AssistantTrainResult:
+    """The assistant's head alone (epochs=0: seconds) on the frozen encoder, exported as it always is."""
+    return train_assistant(
+        intents["train"], test=intents["test"], faq=intents["faq"], repo=repository, epochs=0, threads=2, label="intent"
+    )
 
 
 @pytest.fixture(scope="session")

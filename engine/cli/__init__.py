@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from engine.cli import (
+    assistant,
     campaign,
     data,
     monitor,
@@ -41,7 +42,7 @@ OPTIONAL_LIBRARIES = frozenset(
 EXTRA_OF_COMMAND = {"train": "train", "demo": "train", "bench": "bench"}
 
 #: The modules that add commands, in the order ``finscore --help`` lists them.
-GROUPS = (serve, train, reload, rollout, score, recommend, campaign, data, security, monitor, plugins)
+GROUPS = (serve, train, reload, rollout, score, recommend, assistant, campaign, data, security, monitor, plugins)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -35,6 +35,11 @@ def add_parsers(sub: Subparsers) -> None:
     mkt.add_argument("--seed", type=int, default=17)
     mkt.add_argument("--out", required=True, type=Path, help="folder for customers.parquet and offers.csv")
     mkt.set_defaults(func=demo_data_command)
+    intents = dd_sub.add_parser("intents", help="bank customers' questions over ten intents, and an FAQ (three CSVs)")
+    intents.add_argument("--rows", type=positive_int, default=60, help="training questions per intent (default 60)")
+    intents.add_argument("--seed", type=int, default=5)
+    intents.add_argument("--out", required=True, type=Path, help="folder for train.csv, test.csv and faq.csv")
+    intents.set_defaults(func=demo_data_command)
 
     demo = sub.add_parser("demo", help="the main job: demo data, train churn and threat, serve, score, scan, print")
     demo.add_argument("--rows", type=positive_int, default=5000)
@@ -55,6 +60,12 @@ def demo_data_command(args: argparse.Namespace) -> int:
         frames = (tables.customers, tables.products, tables.holdings)
         counts = ", ".join(f"{name} ({frame.height:,} rows)" for name, frame in zip(paths, frames, strict=True))
         print(f"wrote {counts} to {args.out}")
+        return 0
+    if args.model == "intents":
+        from engine.demo.intents import write_intents
+
+        written = write_intents(args.out, args.rows, seed=args.seed)
+        print(f"wrote {', '.join(p.name for p in written.values())} to {args.out} (columns text, intent)")
         return 0
     if args.model == "marketing":
         from engine.demo.marketing import write_marketing

@@ -13,6 +13,7 @@ from engine.settings import resolve_settings
 
 __all__ = [
     "add_parsers",
+    "train_assistant_command",
     "train_churn_command",
     "train_fraud_command",
     "train_propensity_command",
@@ -130,6 +131,68 @@ def add_parsers(sub: Subparsers) -> None:
     add_repo(seg)
     _add_load(seg)
     seg.set_defaults(func=train_segments_command)
+
+    asst = train_sub.add_parser("assistant", help="intent assistant on labelled questions (fine-tuned MiniLM)")
+    asst.add_argument("--train", required=True, type=Path, help="CSV or Parquet of questions and their intents")
+    asst.add_argument("--test", required=True, type=Path, help="held-out questions the printed figures come from")
+    asst.add_argument("--text", default="text", help="the question column (default text)")
+    asst.add_argument("--label", default="intent", help="the intent column (default intent)")
+    asst.add_argument("--faq", type=Path, help="CSV intent,answer: what each intent answers (default: plain words)")
+    asst.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs; 0 trains the head alone (default 3)")
+    asst.add_argument("--lr", type=float, default=1e-4, help="the encoder's peak learning rate (default 1e-4)")
+    asst.add_argument("--batch-size", type=positive_int, default=32, help="questions per step (default 32)")
+    asst.add_argument(
+        "--target-accuracy", type=float, default=0.97, help="answered accuracy the threshold must reach (0.97)"
+    )
+    asst.add_argument("--threads", type=positive_int, help="torch threads (default: every core)")
+    asst.add_argument("--seed", type=int, default=0, help="split and training seed (default 0)")
+    asst.add_argument("--instances", type=int, default=1, help="Triton instances of the served model (default 1)")
+    asst.add_argument("--device", help="auto, cpu or gpu (default auto; training runs on the CPU)")
+    add_repo(asst)
+    _add_load(asst)
+    asst.set_defaults(func=train_assistant_command)
+
+
+def train_assistant_command(args: argparse.Namespace) -> int:
+    from engine.families.assistant import train_assistant
+
+    repo, device = _target(args)  # the network trains on the CPU; --device is where the version is served
+    r = train_assistant(
+        args.train,
+        test=args.test,
+        text=args.text,
+        label=args.label,
+        faq=args.faq,
+        repo=repo,
+        epochs=args.epochs,
+        learning_rate=args.lr,
+        batch_size=args.batch_size,
+        target_accuracy=args.target_accuracy,
+        seed=args.seed,
+        device=device,
+        instance_count=args.instances,
+        threads=args.threads,
+        progress=True,
+    )
+    m = r.metrics
+    print(f"assistant version {r.version} written to {r.path} ({r.epochs} epochs, {r.seconds:.1f} s)")
+    print(
+        f"rows: {r.rows['train']:,} trained on, {r.rows['validation']:,} held out for the threshold, "
+        f"{r.rows['test']:,} tested; {len(r.intents)} intents"
+    )
+    if r.without_answer:
+        print(
+            f"{len(r.without_answer)} of {len(r.intents)} intents have no FAQ answer and answer in plain words "
+            f"(edit {r.path / 'faq.csv'}): {', '.join(r.without_answer[:10])}"
+            + (", ..." if len(r.without_answer) > 10 else "")
+        )
+    print(
+        f"threshold {m.threshold:.4f}: the lowest confidence at which held-out answered questions are at least "
+        f"{m.target_accuracy:.0%} right; below it, a question goes to a person"
+    )
+    print("test questions:")
+    print(m.table())
+    return _load(args, [r.path.parent.name])
 
 
 def _add_load(p: argparse.ArgumentParser) -> None:

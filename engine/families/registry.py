@@ -19,6 +19,7 @@ FAMILIES: dict[str, str] = {
     "recommender": "engine.families.recommender.family",
     "segments": "engine.families.segments.family",
     "propensity": "engine.families.propensity.family",
+    "assistant": "engine.families.assistant.family",
 }
 
 

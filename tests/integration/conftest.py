@@ -4,6 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from engine.families.assistant import AssistantTrainResult
 from engine.families.churn import ChurnTrainResult
 from engine.families.fraud import FraudTrainResult
 from engine.families.propensity import PropensityTrainResult
@@ -21,10 +22,11 @@ def server(
     recommender_trained: RecommenderTrainResult,
     propensity_trained: PropensityTrainResult,
     segments_trained: SegmentsTrainResult,
+    assistant_trained: AssistantTrainResult,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[TritonServer]:
     """The real bundled tritonserver on free ports, serving the trained churn, threat, fraud, recommender,
-    propensity and segments versions; always stopped."""
+    propensity, segments and assistant versions; always stopped."""
     log = tmp_path_factory.mktemp("triton") / "triton.log"
     srv = TritonServer(
         trained.path.parent.parent,
