@@ -1,6 +1,7 @@
-"""``make run``: synthetic customers, an SSH auth log, card transactions and investment holdings → train churn,
-threat, fraud and the recommender → one Triton serves them all → score over gRPC → scan the log through the server
-→ authorize cards → recommend products → stop."""
+"""``make run``: synthetic customers, an SSH auth log, card transactions, investment holdings, bank customers and
+their questions → train churn, threat, fraud, the recommender, propensity, segments and the assistant → one
+Triton serves them all → score over gRPC → scan the log through the server → authorize cards → recommend products
+→ segment customers and plan a campaign → answer questions or hand them over → stop."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from engine.batch.score import score_file_through
 from engine.cli.common import text_table
 from engine.demo.advisory import advisory_tables
 from engine.demo.authlog import write_ssh_auth_log
+from engine.demo.marketing_job import marketing_demo, train_marketing
 from engine.demo.tables import CHURN_ID, CHURN_LABEL, churn_customers
 from engine.demo.transactions import synthetic_transactions
 from engine.families.churn import train_churn
@@ -68,12 +70,17 @@ def run_demo(
 
     fraud_start = _train_fraud(workdir, repository)
     investors = _train_recommender(workdir, repository)
+    marketing = train_marketing(workdir, repository, rows=rows)
 
     trail = Trail.from_env()
     ports = ServerPorts.free()
     models = ["churn", "churn_features", "threat", "threat_features", "fraud", "recommender"]
+    models += ["propensity", "segments", "assistant"]
     with TritonServer(repository, ports=ports, models=models, log_path=workdir / "triton.log") as server:
-        print(f"3. Triton is serving churn, threat, fraud and the recommender on gRPC {server.grpc_url}")
+        print(
+            f"3. Triton is serving churn, threat, fraud, the recommender, propensity, segments and the assistant on "
+            f"gRPC {server.grpc_url}"
+        )
         customers = pl.read_parquet(data)
         with ModelClient(server.grpc_url, "churn") as client:
             # Half who did churn, half who did not: the table shows both kinds of answer.
@@ -134,7 +141,8 @@ def run_demo(
         _threat_demo(server.grpc_url, log, attackers, workdir, trail)
         _fraud_demo(server.grpc_url, *fraud_start)
         _recommender_demo(server.grpc_url, investors)
-    print("10. Triton stopped.")
+        marketing_demo(server.grpc_url, marketing, repository, step=10)
+    print("13. Triton stopped.")
     _audit_summary(trail, set(customers.get_column(CHURN_ID).to_list()))
 
 
@@ -153,7 +161,7 @@ def _audit_summary(trail: Trail, ids: set[str]) -> None:
             events[record["event"]] += 1
             leaked += sum(1 for v in record.values() if isinstance(v, str) and v in ids)
     print(
-        f"11. audit log {trail.path}: {report.lines:,} lines ("
+        f"14. audit log {trail.path}: {report.lines:,} lines ("
         + ", ".join(f"{n:,} {e}" for e, n in events.most_common())
         + f"); {leaked} of them name a customer by id rather than pseudonym; the log refuses card numbers itself. "
         f"`finscore audit verify {trail.path}`: {report.sentence()}"

@@ -1,5 +1,6 @@
-"""`make run`'s job end to end: churn, threat, fraud and the recommender trained, served by one Triton, scored,
-scanned, authorized, recommended, stopped. One run; each test reads its own part of what it printed."""
+"""`make run`'s job end to end: churn, threat, fraud, the recommender, propensity, segments and the assistant
+trained, served by one Triton, scored, scanned, authorized, recommended, segmented, planned, asked, stopped. One
+run; each test reads its own part of what it printed."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def test_demo_scores_customers_and_scans_the_log(demo: tuple[str, Path]) -> None
     out, folder = demo
     assert "scored 8 customers over gRPC (encoded here: one feature tensor each to churn_features)" in out
     assert "Triton stopped." in out
-    assert re.findall(r"^(\d+)\. ", out, re.M) == [str(i) for i in range(1, 12)]  # every step, in order
+    assert re.findall(r"^(\d+)\. ", out, re.M) == [str(i) for i in range(1, 15)]  # every step, in order
     caught = re.search(r"alerts name (\d+) addresses: (\d+) of the (\d+) attackers", out)
     assert caught is not None
     named, hit, attackers = map(int, caught.groups())
@@ -39,10 +40,13 @@ def test_demo_scores_customers_and_scans_the_log(demo: tuple[str, Path]) -> None
     alerts = [json.loads(line) for line in (folder / "demo" / "alerts.jsonl").read_text().splitlines()]
     assert len({a["source"]["ip"] for a in alerts}) == named
     assert sorted(p.name for p in (folder / "repo").iterdir()) == [
+        "assistant",
         "churn",
         "churn_features",
         "fraud",
+        "propensity",
         "recommender",
+        "segments",
         "threat",
         "threat_features",
     ]
@@ -50,7 +54,7 @@ def test_demo_scores_customers_and_scans_the_log(demo: tuple[str, Path]) -> None
     assert fraud is not None
     decisions = {line.split()[0]: line.split()[3] for line in fraud.group(1).splitlines()[2:]}
     assert decisions["demo-3"] in {"review", "decline"} and decisions["demo-1"] == "approve"
-    audit = re.search(r"11\. audit log .*?: ([\d,]+) lines \((.*?)\).*audit log OK", out)
+    audit = re.search(r"14\. audit log .*?: ([\d,]+) lines \((.*?)\).*audit log OK", out)
     assert audit is not None, out[-600:]
     counts = {e: int(n.replace(",", "")) for n, e in (part.split() for part in audit.group(2).split(", "))}
     assert counts["decision"] >= 1500 and counts["model_load"] >= 5 and counts["run"] == 2
@@ -69,7 +73,7 @@ def test_demo_recommends_to_known_and_new_investors(demo: tuple[str, Path]) -> N
     assert ndcg is not None and float(ndcg.group(1)) > 0.03  # a random top 10 of 2,000 products: about 0.005
     part = re.search(
         r"9\. recommended 3 products each over gRPC to 2 investors with holdings and 1 new investor who has only a "
-        r"profile \(.*?\).*?\n\n(.*?)\n10\. Triton stopped",
+        r"profile \(.*?\).*?\n\n(.*?)\n\n10\. segmented",
         out,
         re.S,
     )
@@ -86,3 +90,40 @@ def test_demo_recommends_to_known_and_new_investors(demo: tuple[str, Path]) -> N
         assert all(r[1].startswith("P") and r[3] in REASONS.values() for r in recs)
         scores = [float(r[2]) for r in recs]
         assert scores == sorted(scores, reverse=True)
+
+
+def test_demo_segments_customers_and_plans_a_campaign(demo: tuple[str, Path]) -> None:
+    """The segments table, 4 customers segmented over gRPC with the names the table gives their ids, and a campaign
+    that contacts no one without consent and beats random contact within the same budget."""
+    out, _ = demo
+    part = re.search(r"10\. segmented 1,500 customers; (\d) segments.*?\n\n(.*?)\n\n", out, re.S)
+    assert part is not None, out[-3000:]
+    names = {}
+    for line in part.group(2).splitlines()[2:]:
+        seg, size, name = re.split(r"\s{2,}", line.strip())
+        names[seg] = name
+    assert len(names) == int(part.group(1)) >= 2 and len(set(names.values())) == len(names)
+    served = re.search(r"4 customers segmented over gRPC:\n\n(.*?)\n\n11\.", out, re.S)
+    assert served is not None
+    for line in served.group(1).splitlines()[2:]:
+        _, seg, name, _ = re.split(r"\s{2,}", line.strip())
+        assert names[seg] == name
+    consent = re.search(r"customers: 1,500, of whom ([\d,]+) consent to marketing \(([\d,]+) without consent", out)
+    assert consent is not None
+    assert sum(int(n.replace(",", "")) for n in consent.groups()) == 1500
+    lift = re.search(r"plan vs random: \+[\d,.]+ expected value \(([\d.]+)× random's\)", out)
+    assert lift is not None and float(lift.group(1)) > 1.0
+
+
+def test_demo_answers_clear_questions_and_hands_a_vague_one_over(demo: tuple[str, Path]) -> None:
+    from engine.demo.marketing_job import QUESTIONS
+
+    out, _ = demo
+    part = re.search(r"12\. asked the assistant 4 questions over gRPC.*?\n\n(.*?)\n13\. Triton stopped", out, re.S)
+    assert part is not None, out[-2000:]
+    rows = [re.split(r"\s{2,}", line.strip()) for line in part.group(1).splitlines()[2:]]
+    assert [r[0] for r in rows] == list(QUESTIONS)
+    verdicts = {r[0]: (r[1], r[3]) for r in rows}
+    assert verdicts[QUESTIONS[0]] == ("lost_card", "answered")
+    assert verdicts[QUESTIONS[1]] == ("card_arrival", "answered")
+    assert verdicts[QUESTIONS[3]][1] == "escalated"
