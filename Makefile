@@ -4,7 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.finscore-installed
 
-.PHONY: run test services bench bench-tools bench-recommender bench-scan bench-fraud-latency eval-fraud bench-fraud eval-threat eval-recommender lint clean
+.PHONY: run test services bench bench-tools bench-recommender bench-scan bench-fraud-latency eval-fraud bench-fraud eval-threat eval-recommender \
+	eval-marketing eval-assistant lint clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -82,6 +83,19 @@ eval-recommender: $(STAMP)
 # The threat model against IsolationForest on NSL-KDD (reads ../shared/data/nsl-kdd when present).
 eval-threat: $(STAMP)
 	$(BIN)/python -m bench.nslkdd
+
+# propensity (3 seeds), segments and a campaign plan on the UCI Bank Marketing table (reads ../shared/data/bank-marketing).
+eval-marketing: $(STAMP)
+	$(BIN)/python -m bench.marketing_bank
+
+# The assistant fine-tuned on BANKING77 (reads ../shared/data/banking77; about 10 minutes on 2 cores), then served by
+# Triton and measured at concurrency 1 and 16 beside perf_analyzer.
+BANKING77 ?= ../shared/data/banking77
+eval-assistant: bench-tools
+	$(BIN)/finscore train assistant --train $(BANKING77)/train.csv --test $(BANKING77)/test.csv --text text \
+	  --label category --repo build/eval-assistant
+	$(BIN)/finscore bench assistant --repo build/eval-assistant --data $(BANKING77)/test.csv --concurrency 1,16 \
+	  --arrivals none --duration 10 --json build/bench/assistant.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check engine kernels clients bench tests model_repo
