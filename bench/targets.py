@@ -41,6 +41,8 @@ SCORERS = {
     "threat_features": "engine.families.threat.matrix:ThreatMatrixScorer",
     "recommender": "engine.families.recommender:RecommenderScorer",
     "assistant": "engine.families.assistant:AssistantScorer",
+    "propensity": "engine.families.propensity:PropensityScorer",
+    "segments": "engine.families.segments:SegmentScorer",
 }
 Arrays = dict[str, np.ndarray]
 _MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
