@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 from pathlib import Path
 from typing import ClassVar
 
@@ -279,16 +280,16 @@ def test_single_offer_takes_the_propensity_column() -> None:
 
 
 def test_propensity_from_the_trained_model(
-    propensity_trained: PropensityTrainResult, offer_customers_path: Path
+    propensity_trained: PropensityTrainResult, offer_customers_path: Path, tmp_path: Path
 ) -> None:
-    """No propensity column: the latest ``propensity`` version scores the consenting customers in this process."""
+    """No propensity column: the latest ``propensity`` version scores the consenting customers in this process.
+    (A repository of its own: the session's also holds a segments model, which this table could not feed.)"""
+    shutil.copytree(propensity_trained.path.parent, tmp_path / "repo" / "propensity")
     table = read_table(offer_customers_path).head(400)
     consent = np.arange(table.height) % 3 != 0
     table = table.with_columns(marketing_consent=pl.Series(consent), first_name=pl.lit("Kim"))
     offers = [Offer("deposit", 200.0, 3.0, None)]
-    plan = plan_campaign(
-        table, offers, budget=1e6, id_column=CHURN_ID, repo=propensity_trained.path.parent.parent, random_draws=1
-    )
+    plan = plan_campaign(table, offers, budget=1e6, id_column=CHURN_ID, repo=tmp_path / "repo", random_draws=1)
     assert plan.sources == {"deposit": "model propensity", "segment": "none"}
     scorer = PropensityScorer.load(propensity_trained.path)
     expected = scorer.score(request_arrays(scorer, table))["propensity"].reshape(-1)
