@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
+import os
 from typing import Any, Literal
 
 from engine.errors import UnsupportedOnGPU, UsageError
@@ -26,6 +27,7 @@ __all__ = [
     "faiss_gpu_knn",
     "gpu_available",
     "onnx_providers",
+    "onnx_session",
     "polars_engine",
     "require_gpu",
     "resolve_device",
@@ -137,6 +139,19 @@ def onnx_providers(device: Device) -> list[str]:
         msg = "ONNX Runtime on the GPU needs the CUDA build: pip install 'finscore[gpu]'"
         raise UnsupportedOnGPU(msg)
     return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def onnx_session(path: str | os.PathLike[str], device: Device, threads: int = 1) -> Any:
+    """An ONNX Runtime session of the model at ``path`` on this device's providers: ``threads`` for the operators
+    (one per Triton instance: instances, not threads, use the cores; bulk work asks for more), one between them,
+    and only errors logged."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=options, providers=onnx_providers(device))
 
 
 def faiss_gpu_knn() -> Any:

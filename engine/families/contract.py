@@ -29,7 +29,7 @@ import numpy as np
 import polars as pl
 
 from engine.device import Device, instance_kind
-from engine.errors import ModelNotReadyError
+from engine.errors import ModelNotReadyError, UsageError
 from engine.families.twin import decode_indices
 from engine.serving.config import ModelConfig, TensorSpec
 from engine.serving.repository import VersionWriter
@@ -46,6 +46,7 @@ __all__ = [
     "ServedModel",
     "StatefulScorer",
     "TrainResult",
+    "check_model_name",
     "contract_problems",
     "load_version",
     "model_config",
@@ -137,6 +138,22 @@ class Family:
     example: Callable[[Path], dict[str, Any]]
     stateful: bool = False
     notes: Mapping[str, str] = field(default_factory=dict)
+
+
+_MODEL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+
+
+def check_model_name(name: str) -> str:
+    """``name`` when it can name a served model (a letter, then up to 63 letters, digits, ``_`` or ``-``: a folder
+    of the repository and a Triton model name); otherwise one sentence.
+
+    >>> check_model_name("propensity_card")
+    'propensity_card'
+    """
+    if not _MODEL_NAME.match(name):
+        msg = f"model name {name!r} must start with a letter and hold only letters, digits, '_' and '-' (64 at most)"
+        raise UsageError(msg)
+    return name
 
 
 def schema_inputs(schema: Any) -> list[TensorSpec]:

@@ -15,7 +15,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from engine.device import Device, onnx_providers
+from engine.device import Device, onnx_session
 from engine.errors import InvalidInputError
 from engine.families.assistant.faq import HANDOVER, read_faq
 from engine.families.assistant.text import check_text, encode, load_tokenizer
@@ -67,17 +67,6 @@ def length_runs(lengths: np.ndarray, *, most: int = CHUNK, spread: float = 1.25,
     return runs
 
 
-def _session(path: Path, device: Device, threads: int) -> object:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    # One thread per Triton instance (instances, not threads, use the cores); training scores with more.
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=options, providers=onnx_providers(device))
-
-
 class AssistantScorer:
     """A trained assistant version, ready to answer."""
 
@@ -110,7 +99,7 @@ class AssistantScorer:
         def read(d: Path) -> AssistantScorer:
             params = json.loads((d / PARAMS_FILE).read_text(encoding="utf-8"))
             return cls(
-                _session(d / MODEL_FILE, device, threads),
+                onnx_session(d / MODEL_FILE, device, threads),
                 load_tokenizer(d / TOKENIZER_FILE),
                 params["intents"],
                 read_faq(d / FAQ_FILE),

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from engine.device import Device
-from engine.errors import UsageError
 from engine.families.churn.scorer import MODEL_FILE
-from engine.families.contract import TrainResult, model_config, publish_version, schema_inputs
+from engine.families.contract import TrainResult, check_model_name, model_config, publish_version, schema_inputs
 from engine.families.metrics import BinaryMetrics
 from engine.families.propensity.scorer import OUTPUTS, PARAMS_FILE
 from engine.families.tabular import drop_columns, fit_binary
@@ -26,7 +24,6 @@ from engine.tables.schema import TableSchema
 __all__ = ["MODEL_NAME", "PropensityTrainResult", "propensity_config", "train_propensity"]
 
 MODEL_NAME = "propensity"
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 
 
 @dataclass(frozen=True)
@@ -69,9 +66,7 @@ def train_propensity(
     """Train a propensity model on ``data`` (CSV with ``,`` or ``;``, gzip or not, or Parquet) and write it as the
     next version of ``name`` in ``repo``. ``drop``: columns never to learn from, such as one known only after the
     contact (the bank-marketing table's call ``duration``)."""
-    if not _NAME.match(name):
-        msg = f"model name {name!r} must start with a letter and hold only letters, digits, '_' and '-'"
-        raise UsageError(msg)
+    check_model_name(name)
     started = time.perf_counter()
     repo = repo or ModelRepository()
     df = drop_columns(read_table(data), drop, source=data)

@@ -15,7 +15,7 @@ from typing import ClassVar
 import numpy as np
 import polars as pl
 
-from engine.device import Device, onnx_providers, polars_engine
+from engine.device import Device, onnx_session, polars_engine
 from engine.families.contract import N_REASONS, load_version, reason_names, schema_inputs, top_indices
 from engine.families.threat.features import ThreatFeatures
 from engine.serving.config import TensorSpec
@@ -37,17 +37,6 @@ OUTPUTS = (
     TensorSpec("is_threat", "BOOL", (1,)),
     TensorSpec("top_features", "BYTES", (N_TOP,)),
 )
-
-
-def _session(path: Path, device: Device, threads: int) -> object:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    # One thread per Triton instance (instances, not threads, use the cores); bulk scans ask for more.
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=options, providers=onnx_providers(device))
 
 
 def top_columns(column_error: np.ndarray, rows: np.ndarray | slice) -> np.ndarray:
@@ -79,7 +68,7 @@ class ThreatScorer:
         self.device = device
         self.version = version
         self._engine = polars_engine(device)
-        self._session = _session(model_path, device, threads)
+        self._session = onnx_session(model_path, device, threads)
         self._wire_exprs = features.expressions(self.schema.wire_dtypes())
 
     @classmethod

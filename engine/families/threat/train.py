@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from dataclasses import dataclass
 
@@ -18,7 +17,7 @@ import polars as pl
 
 from engine.device import Device, polars_engine, torch_device
 from engine.errors import DataFileError, SchemaError, UsageError
-from engine.families.contract import TrainResult, model_config, publish_version, schema_inputs
+from engine.families.contract import TrainResult, check_model_name, model_config, publish_version, schema_inputs
 from engine.families.metrics import DetectionMetrics, detection_metrics, threshold_at_fpr
 from engine.families.threat.features import ThreatFeatures
 from engine.families.threat.matrix import matrix_config, write_matrix_version
@@ -37,7 +36,6 @@ MAX_BATCH = 32768
 #: Share of each mini-batch's worst rows left out of the loss when the "normal" rows are unlabelled.
 TRIM_UNLABELLED = 0.05
 TRIM_LABELLED = 0.01
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 
 
 @dataclass(frozen=True)
@@ -138,9 +136,7 @@ def train_threat(
     if not 0.0 < fpr < 0.5:
         msg = f"the target false-positive rate must be between 0 and 0.5, got {fpr}"
         raise UsageError(msg)
-    if not _NAME.match(name):
-        msg = f"model name {name!r} must start with a letter and hold only letters, digits, '_' and '-'"
-        raise UsageError(msg)
+    check_model_name(name)
     repo = repo or ModelRepository()
     threads = threads or os.cpu_count() or 1
     df, about = _read(data, entity, every)
