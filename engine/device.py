@@ -141,17 +141,18 @@ def onnx_providers(device: Device) -> list[str]:
     return ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
-def onnx_session(path: str | os.PathLike[str], device: Device, threads: int = 1) -> Any:
-    """An ONNX Runtime session of the model at ``path`` on this device's providers: ``threads`` for the operators
-    (one per Triton instance: instances, not threads, use the cores; bulk work asks for more), one between them,
-    and only errors logged."""
+def onnx_session(model: str | os.PathLike[str] | bytes, device: Device, threads: int = 1) -> Any:
+    """An ONNX Runtime session of ``model`` (a file, or a serialised graph) on this device's providers: ``threads``
+    for the operators (one per Triton instance: instances, not threads, use the cores; bulk work asks for more), one
+    between them, and only errors logged."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=options, providers=onnx_providers(device))
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, sess_options=options, providers=onnx_providers(device))
 
 
 def faiss_gpu_knn() -> Any:

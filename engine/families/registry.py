@@ -20,6 +20,7 @@ FAMILIES: dict[str, str] = {
     "segments": "engine.families.segments.family",
     "propensity": "engine.families.propensity.family",
     "assistant": "engine.families.assistant.family",
+    "face": "engine.families.face.family",
 }
 
 

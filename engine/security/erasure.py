@@ -43,7 +43,11 @@ __all__ = [
 ]
 
 #: Modules whose import registers a store. A new store adds its module here.
-BUILTIN_STORES = ("engine.families.fraud.erasure", "engine.families.recommender.erasure")
+BUILTIN_STORES = (
+    "engine.families.fraud.erasure",
+    "engine.families.recommender.erasure",
+    "engine.families.face.erasure",
+)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import pytest
 
 from engine.families.assistant import AssistantTrainResult
 from engine.families.churn import ChurnTrainResult
+from engine.families.face import FaceTrainResult
 from engine.families.fraud import FraudTrainResult
 from engine.families.propensity import PropensityTrainResult
 from engine.families.recommender import RecommenderTrainResult
@@ -23,10 +24,11 @@ def server(
     propensity_trained: PropensityTrainResult,
     segments_trained: SegmentsTrainResult,
     assistant_trained: AssistantTrainResult,
+    face_trained: FaceTrainResult,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[TritonServer]:
     """The real bundled tritonserver on free ports, serving the trained churn, threat, fraud, recommender,
-    propensity, segments and assistant versions; always stopped."""
+    propensity, segments, assistant and face versions; always stopped."""
     log = tmp_path_factory.mktemp("triton") / "triton.log"
     srv = TritonServer(
         trained.path.parent.parent,

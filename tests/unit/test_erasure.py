@@ -20,6 +20,7 @@ import pytest
 import engine.security.erasure as erasure
 from engine.cli import build_parser
 from engine.errors import FinscoreError
+from engine.families.face.gallery import default_gallery
 from engine.families.fraud import FraudState, FraudTrainResult, fraud_config
 from engine.families.fraud.redis_state import RedisFraudState
 from engine.families.fraud.scorer import INITIAL_STATE, KEY_FILE, LIVE_STATE, PARAMS_FILE
@@ -191,7 +192,7 @@ def test_a_registered_store_is_run_and_every_erasure_is_audited_under_a_pseudony
     assert calls == [([CUSTOMER, PAN], ErasureContext(repo=repo, url=None, tls=None, redis_url=None))]
     out = capsys.readouterr()
     assert "test-crm: crm-db: 1 of 2 subjects found and removed" in out.out
-    assert f"audit: 6 erasure lines appended to {audit}" in out.out
+    assert f"audit: 8 erasure lines appended to {audit}" in out.out
     trail = Trail.from_env()
     lines = [line for line in _lines(audit) if line["event"] == "erasure"]
     assert {(x["subject"], x["store"], x["place"], x["removed"]) for x in lines} == {
@@ -199,6 +200,8 @@ def test_a_registered_store_is_run_and_every_erasure_is_audited_under_a_pseudony
         (trail.subject(PAN), "fraud", str(repo.resolve() / "fraud" / "1" / INITIAL_STATE), 1),
         (trail.subject(CUSTOMER), "recommender", str(repo.resolve() / "recommender"), 0),
         (trail.subject(PAN), "recommender", str(repo.resolve() / "recommender"), 0),
+        (trail.subject(CUSTOMER), "face", str(default_gallery()), 0),
+        (trail.subject(PAN), "face", str(default_gallery()), 0),
         (trail.subject(CUSTOMER), "test-crm", "crm-db", 1),
         (trail.subject(PAN), "test-crm", "crm-db", 0),
     }

@@ -1,0 +1,61 @@
+"""The served face models' body: :class:`engine.serving.model.BackendModel` with two rules for personal data.
+
+- Photos and embeddings are never kept: the scored-rows sample (``FINSCORE_SAMPLE``) is off for these models
+  whatever the setting says, and no error sentence or log line carries a photo's bytes.
+- Each ``face_verify`` decision is appended to the audit log before it is answered, the two photos named only
+  by keyed pseudonyms of their SHA-256 (:meth:`engine.security.trail.Trail.subject`): whoever holds the key and
+  a photo can find its lines, nobody else can. A decision whose line cannot be written is not answered
+  (INTERNAL). A refused request decides nothing and records nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from engine.security.trail import Trail
+from engine.serving.model import BackendModel
+
+__all__ = ["FaceBackendModel"]
+
+
+class FaceBackendModel(BackendModel):
+    """Subclassed by ``model_repo/face_*/model.py``, which set ``pb_utils`` and ``scorer_class``."""
+
+    trail: Trail | None = None
+
+    def initialize(self, args: dict[str, str]) -> None:
+        super().initialize(args)
+        if self.sample is not None:
+            self.sample.close()
+            self.sample = None
+        self.version = args["model_version"]
+        if any(spec.name == "match" for spec in self.scorer.OUTPUTS):
+            self.trail = Trail.from_env()
+
+    def answer(
+        self,
+        responses: list[Any],
+        sizes: list[tuple[int, int]],
+        outputs: dict[str, np.ndarray],
+        wanted: dict[int, list[str]],
+    ) -> None:
+        if self.trail is not None:
+            self.audit(outputs)
+        super().answer(responses, sizes, outputs, wanted)
+
+    def audit(self, outputs: dict[str, np.ndarray]) -> None:
+        """One ``decision`` line per verification: both photos' pseudonyms, the decision and the similarity."""
+        assert self.trail is not None
+        subject = self.trail.subject
+        frame = pl.DataFrame(
+            {
+                "subject": [subject(f"photo:{d}") for d in outputs["digest_a"]],
+                "subject_b": [subject(f"photo:{d}") for d in outputs["digest_b"]],
+                "decision": ["match" if m else "no_match" for m in np.asarray(outputs["match"]).reshape(-1)],
+                "score": np.round(np.asarray(outputs["similarity"], dtype=np.float64).reshape(-1), 4),
+            }
+        )
+        self.trail.decisions(self.model_name, self.version, frame, minted=("subject", "subject_b"))
