@@ -40,6 +40,12 @@ def add_parsers(sub: Subparsers) -> None:
     intents.add_argument("--seed", type=int, default=5)
     intents.add_argument("--out", required=True, type=Path, help="folder for train.csv, test.csv and faq.csv")
     intents.set_defaults(func=demo_data_command)
+    docs = dd_sub.add_parser("documents", help="degraded identity-document pages of the five MRZ types, and truth.json")
+    docs.add_argument("--count", type=positive_int, default=20, help="pages (default: %(default)s)")
+    docs.add_argument("--seed", type=int, default=3)
+    docs.add_argument("--out", required=True, type=Path, help="folder for the JPEG pages and truth.json")
+    docs.add_argument("--portrait", type=Path, metavar="IMAGE", help="a photo to print on every page as the holder's")
+    docs.set_defaults(func=demo_data_command)
 
     demo = sub.add_parser("demo", help="the main job: demo data, train churn and threat, serve, score, scan, print")
     demo.add_argument("--rows", type=positive_int, default=5000)
@@ -72,6 +78,12 @@ def demo_data_command(args: argparse.Namespace) -> int:
 
         customers, offers = write_marketing(args.out, args.rows, seed=args.seed)
         print(f"wrote {customers.name} ({args.rows:,} customers) and {offers.name} to {args.out}")
+        return 0
+    if args.model == "documents":
+        from engine.documents.generate import write_documents
+
+        pages = write_documents(args.out, args.count, seed=args.seed, portrait=args.portrait)
+        print(f"wrote {len(pages):,} document pages and truth.json (their MRZ lines) to {args.out}")
         return 0
     if args.model == "authlog":
         from engine.demo.authlog import write_ssh_auth_log
