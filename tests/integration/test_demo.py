@@ -32,7 +32,7 @@ def test_demo_scores_customers_and_scans_the_log(demo: tuple[str, Path]) -> None
     out, folder = demo
     assert "scored 8 customers over gRPC (encoded here: one feature tensor each to churn_features)" in out
     assert "Triton stopped." in out
-    assert re.findall(r"^(\d+)\. ", out, re.M) == [str(i) for i in range(1, 15)]  # every step, in order
+    assert re.findall(r"^(\d+)\. ", out, re.M) == [str(i) for i in range(1, 18)]  # every step, in order
     caught = re.search(r"alerts name (\d+) addresses: (\d+) of the (\d+) attackers", out)
     assert caught is not None
     named, hit, attackers = map(int, caught.groups())
@@ -43,6 +43,9 @@ def test_demo_scores_customers_and_scans_the_log(demo: tuple[str, Path]) -> None
         "assistant",
         "churn",
         "churn_features",
+        "face_detect",
+        "face_embed",
+        "face_verify",
         "fraud",
         "propensity",
         "recommender",
@@ -54,7 +57,7 @@ def test_demo_scores_customers_and_scans_the_log(demo: tuple[str, Path]) -> None
     assert fraud is not None
     decisions = {line.split()[0]: line.split()[3] for line in fraud.group(1).splitlines()[2:]}
     assert decisions["demo-3"] in {"review", "decline"} and decisions["demo-1"] == "approve"
-    audit = re.search(r"14\. audit log .*?: ([\d,]+) lines \((.*?)\).*audit log OK", out)
+    audit = re.search(r"17\. audit log .*?: ([\d,]+) lines \((.*?)\).*audit log OK", out)
     assert audit is not None, out[-600:]
     counts = {e: int(n.replace(",", "")) for n, e in (part.split() for part in audit.group(2).split(", "))}
     assert counts["decision"] >= 1500 and counts["model_load"] >= 5 and counts["run"] == 2
@@ -119,7 +122,7 @@ def test_demo_answers_clear_questions_and_hands_a_vague_one_over(demo: tuple[str
     from engine.demo.marketing_job import QUESTIONS
 
     out, _ = demo
-    part = re.search(r"12\. asked the assistant 4 questions over gRPC.*?\n\n(.*?)\n13\. Triton stopped", out, re.S)
+    part = re.search(r"12\. asked the assistant 4 questions over gRPC.*?\n\n(.*?)\n\n13\. verified", out, re.S)
     assert part is not None, out[-2000:]
     rows = [re.split(r"\s{2,}", line.strip()) for line in part.group(1).splitlines()[2:]]
     assert [r[0] for r in rows] == list(QUESTIONS)
@@ -127,3 +130,19 @@ def test_demo_answers_clear_questions_and_hands_a_vague_one_over(demo: tuple[str
     assert verdicts[QUESTIONS[0]] == ("lost_card", "answered")
     assert verdicts[QUESTIONS[1]] == ("card_arrival", "answered")
     assert verdicts[QUESTIONS[3]][1] == "escalated"
+
+
+def test_demo_verifies_identifies_and_checks_a_document(demo: tuple[str, Path]) -> None:
+    """The portrait and its mirrored crop match over gRPC and a photo without a face is refused in one sentence;
+    the crop is found first among 10,000 people; the generated page's zone is read and its photo matches."""
+    out, _ = demo
+    verified = re.search(r"similarity ([\d.]+), threshold ([\d.]+): match \(\d+ ms\)", out)
+    assert verified is not None, out[-3000:]
+    assert float(verified.group(1)) >= float(verified.group(2))
+    assert "a photo with no face: refused: model 'face_verify' rejected the request: input 'image_b': no face" in out
+    ranked = re.search(r"identified the selfie among 10,000 enrolled people.*?\n\n(.*?)\n\n15\.", out, re.S)
+    assert ranked is not None
+    first = re.split(r"\s{2,}", ranked.group(1).splitlines()[2].strip())
+    assert first[:2] == ["1", "C-0000001"]
+    assert re.search(r"15\. checked a generated, degraded TD3 page.*?\n   valid: number ok", out, re.S)
+    assert "the selfie matches its photo" in out
