@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from engine.security.trail import Trail
+from engine.security.trail import Trail, new_run_id
 from engine.serving.model import BackendModel
 
 __all__ = ["FaceBackendModel"]
@@ -34,6 +34,9 @@ class FaceBackendModel(BackendModel):
         self.version = args["model_version"]
         if any(spec.name == "match" for spec in self.scorer.OUTPUTS):
             self.trail = Trail.from_env()
+            # Request ids ``<run>/<n>``: this instance's run and the verifications it has answered, from 0.
+            self.run = new_run_id()
+            self.answered = 0
 
     def answer(
         self,
@@ -47,15 +50,19 @@ class FaceBackendModel(BackendModel):
         super().answer(responses, sizes, outputs, wanted)
 
     def audit(self, outputs: dict[str, np.ndarray]) -> None:
-        """One ``decision`` line per verification: both photos' pseudonyms, the decision and the similarity."""
+        """One ``decision`` line per verification: its request id, both photos' pseudonyms, the decision and the
+        similarity."""
         assert self.trail is not None
         subject = self.trail.subject
+        n = len(outputs["digest_a"])
         frame = pl.DataFrame(
             {
+                "request_id": [f"{self.run}/{i}" for i in range(self.answered, self.answered + n)],
                 "subject": [subject(f"photo:{d}") for d in outputs["digest_a"]],
                 "subject_b": [subject(f"photo:{d}") for d in outputs["digest_b"]],
                 "decision": ["match" if m else "no_match" for m in np.asarray(outputs["match"]).reshape(-1)],
                 "score": np.round(np.asarray(outputs["similarity"], dtype=np.float64).reshape(-1), 4),
             }
         )
-        self.trail.decisions(self.model_name, self.version, frame, minted=("subject", "subject_b"))
+        self.trail.decisions(self.model_name, self.version, frame, minted=("request_id", "subject", "subject_b"))
+        self.answered += n
