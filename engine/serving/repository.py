@@ -19,7 +19,17 @@ from pathlib import Path
 from engine.errors import ModelNotReadyError, NotFoundError
 from engine.serving.config import ModelConfig, render_config
 
-__all__ = ["DEFAULT_REPOSITORY", "ModelRepository", "VersionWriter"]
+__all__ = ["DEFAULT_REPOSITORY", "ModelRepository", "VersionWriter", "fsync_dir"]
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename into ``folder`` durable (the directory's entry, not only the file's bytes, on disk)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
 
 #: The repository shipped with the source tree (holds the committed model.py shells).
 DEFAULT_REPOSITORY = Path(__file__).resolve().parents[2] / "model_repo"

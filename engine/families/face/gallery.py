@@ -38,6 +38,7 @@ import numpy as np
 
 from engine.device import Device, faiss_gpu_knn
 from engine.errors import DataFileError, InvalidInputError, NotFoundError
+from engine.serving.repository import fsync_dir
 
 __all__ = [
     "EXACT_LIMIT",
@@ -82,14 +83,6 @@ def person_id(person: object) -> str:
         msg = f"the person id has {len(text)} characters, more than the {MAX_ID} a gallery keeps"
         raise InvalidInputError(msg)
     return text
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Gallery:
@@ -347,7 +340,7 @@ class Gallery:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        _fsync_dir(folder)
+        fsync_dir(folder)
         self.generation += 1
         self._changed = False
         return path

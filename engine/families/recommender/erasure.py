@@ -57,7 +57,7 @@ import scipy.sparse as sp
 from engine.errors import FinscoreError, ServerUnavailableError
 from engine.families.recommender.scorer import CUSTOMERS_FILE, SEEN_FILE, USERS_FILE
 from engine.security.erasure import Erased, ErasureContext, erasure_store
-from engine.serving.repository import ModelRepository
+from engine.serving.repository import ModelRepository, fsync_dir
 
 __all__ = ["FILES", "forget_customers"]
 
@@ -85,14 +85,6 @@ def _locked(folder: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _recover(d: Path) -> bool:
     """Finish an erasure of ``d`` cut short after its commit began, or drop one cut short before; True when one
     was finished."""
@@ -104,7 +96,7 @@ def _recover(d: Path) -> bool:
     for name in FILES:
         if _staged(d / name).exists():  # the ones renamed before the cut are not staged any more
             _staged(d / name).replace(d / name)
-    _fsync_dir(d)
+    fsync_dir(d)
     return True
 
 
@@ -125,7 +117,7 @@ def _rewrite(d: Path, customers: pl.DataFrame, users: np.ndarray, held: sp.csr_m
     (d / CUSTOMERS_FILE).unlink()
     for name in FILES:
         _staged(d / name).replace(d / name)
-    _fsync_dir(d)
+    fsync_dir(d)
 
 
 def _version(d: Path, subjects: Sequence[str]) -> Erased:
