@@ -4,6 +4,7 @@ with ``--load URL``, then make the server at URL serve it (:func:`engine.cli.rel
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -243,12 +244,7 @@ def train_churn_command(args: argparse.Namespace) -> int:
         device=device,
         instance_count=args.instances,
     )
-    print(f"churn version {result.version} written to {result.path} ({result.rounds} trees, {result.seconds:.1f} s)")
-    print(f"features: {len(result.schema.columns)}; left out: {_left_out(result.schema)}")
-    if result.rows_without_label:
-        print(f"rows without a label, left out of training: {result.rows_without_label:,}")
-    print("held-out metrics (stratified 20%):")
-    print(result.metrics.table())
+    _print_binary(result)
     return _load(args, [result.path.parent.name])
 
 
@@ -268,15 +264,21 @@ def train_propensity_command(args: argparse.Namespace) -> int:
         device=device,
         instance_count=args.instances,
     )
+    _print_binary(result, dropped=result.dropped)
+    return _load(args, [result.path.parent.name])
+
+
+def _print_binary(result: Any, *, dropped: Sequence[str] = ()) -> None:
+    """What training a calibrated table classifier (churn, propensity) prints: the version, the columns used and
+    left out, and the held-out figures."""
     name = result.path.parent.name
     print(f"{name} version {result.version} written to {result.path} ({result.rounds} trees, {result.seconds:.1f} s)")
-    dropped = f"; dropped: {', '.join(result.dropped)}" if result.dropped else ""
-    print(f"features: {len(result.schema.columns)}; left out: {_left_out(result.schema)}{dropped}")
+    also = f"; dropped: {', '.join(dropped)}" if dropped else ""
+    print(f"features: {len(result.schema.columns)}; left out: {_left_out(result.schema)}{also}")
     if result.rows_without_label:
         print(f"rows without a label, left out of training: {result.rows_without_label:,}")
     print("held-out metrics (stratified 20%):")
     print(result.metrics.table())
-    return _load(args, [name])
 
 
 def _left_out(schema: Any) -> str:

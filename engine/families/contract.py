@@ -53,6 +53,7 @@ __all__ = [
     "publish_version",
     "reason_names",
     "schema_inputs",
+    "table_config",
     "top_indices",
 ]
 
@@ -181,6 +182,26 @@ def model_config(
         instance_kind=instance_kind(device),
         instance_count=instance_count,
         parameters=dict(parameters or {}),
+    )
+
+
+def table_config(
+    name: str,
+    schema: Any,
+    outputs: Sequence[TensorSpec],
+    *,
+    device: Device = "cpu",
+    instance_count: int = 1,
+) -> ModelConfig:
+    """The served config of a model fed a table's raw columns (:func:`schema_inputs`); its ``id_column`` parameter
+    tells bulk scoring and clients which column identifies a row in outputs."""
+    return model_config(
+        name,
+        schema_inputs(schema),
+        outputs,
+        device=device,
+        instance_count=instance_count,
+        parameters={"id_column": schema.id_column or ""},
     )
 
 

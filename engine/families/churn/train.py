@@ -13,7 +13,7 @@ from engine.device import Device
 from engine.families.churn.actions import default_actions, read_actions, write_actions
 from engine.families.churn.scorer import MODEL_FILE, OUTPUTS, PARAMS_FILE
 from engine.families.churn.twin import churn_twin_config, write_churn_twin
-from engine.families.contract import TrainResult, model_config, publish_version, schema_inputs
+from engine.families.contract import TrainResult, publish_version, table_config
 from engine.families.metrics import BinaryMetrics
 from engine.families.tabular import fit_binary
 from engine.serving.config import ModelConfig
@@ -36,15 +36,7 @@ class ChurnTrainResult(TrainResult):
 
 def churn_config(schema: TableSchema, *, instance_count: int = 1, device: Device = "cpu") -> ModelConfig:
     """The served ``churn`` model's config: one input per raw column the model uses."""
-    return model_config(
-        MODEL_NAME,
-        schema_inputs(schema),
-        OUTPUTS,
-        device=device,
-        instance_count=instance_count,
-        # Read by bulk scoring and clients: which column identifies a row in outputs.
-        parameters={"id_column": schema.id_column or ""},
-    )
+    return table_config(MODEL_NAME, schema, OUTPUTS, device=device, instance_count=instance_count)
 
 
 def train_churn(

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from engine.device import Device
 from engine.families.churn.scorer import MODEL_FILE
-from engine.families.contract import TrainResult, check_model_name, model_config, publish_version, schema_inputs
+from engine.families.contract import TrainResult, check_model_name, publish_version, table_config
 from engine.families.metrics import BinaryMetrics
 from engine.families.propensity.scorer import OUTPUTS, PARAMS_FILE
 from engine.families.tabular import drop_columns, fit_binary
@@ -39,14 +39,7 @@ def propensity_config(
     schema: TableSchema, *, name: str = MODEL_NAME, instance_count: int = 1, device: Device = "cpu"
 ) -> ModelConfig:
     """The served config: one input per raw column the model uses; ``id_column`` for bulk scoring and clients."""
-    return model_config(
-        name,
-        schema_inputs(schema),
-        OUTPUTS,
-        device=device,
-        instance_count=instance_count,
-        parameters={"id_column": schema.id_column or ""},
-    )
+    return table_config(name, schema, OUTPUTS, device=device, instance_count=instance_count)
 
 
 def train_propensity(

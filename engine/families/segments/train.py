@@ -23,7 +23,7 @@ import polars as pl
 
 from engine.device import Device, kmeans_class, polars_engine
 from engine.errors import DataFileError, SchemaError, UsageError
-from engine.families.contract import TrainResult, model_config, publish_version, schema_inputs
+from engine.families.contract import TrainResult, publish_version, table_config
 from engine.families.segments.describe import segment_names, traits
 from engine.families.segments.ids import Previous, match_ids
 from engine.families.segments.model import METHODS, Assigner, Method
@@ -93,14 +93,7 @@ class SegmentsTrainResult(TrainResult):
 
 def segments_config(schema: TableSchema, *, instance_count: int = 1, device: Device = "cpu") -> ModelConfig:
     """The served ``segments`` model's config: one input per raw column the segmentation uses."""
-    return model_config(
-        MODEL_NAME,
-        schema_inputs(schema),
-        OUTPUTS,
-        device=device,
-        instance_count=instance_count,
-        parameters={"id_column": schema.id_column or ""},
-    )
+    return table_config(MODEL_NAME, schema, OUTPUTS, device=device, instance_count=instance_count)
 
 
 def _schema(df: pl.DataFrame, id_column: str | None, drop: Sequence[str]) -> TableSchema:
