@@ -33,6 +33,15 @@ YES: tuple[str | None, ...] = ("true", "1", "yes", "y", "TRUE", " Yes ")
 NO: tuple[str | None, ...] = ("false", "0", "no", "", None, "maybe", "n")
 
 
+@pytest.fixture(autouse=True)
+def no_default_models(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty default repository: `make run` trains propensity and segments into the source tree's model_repo/,
+    whose models would otherwise score (or fail to score) these tables."""
+    empty = tmp_path_factory.mktemp("empty-repo")
+    monkeypatch.setattr("engine.serving.repository.DEFAULT_REPOSITORY", empty)
+    monkeypatch.setenv("FINSCORE_REPO", str(empty))
+
+
 def customers(n: int, *, seed: int = 0, segments: bool = True) -> pl.DataFrame:
     """A customer table with a propensity column per offer and consent written every which way."""
     rng = np.random.default_rng(seed)
