@@ -130,3 +130,23 @@ def test_reasons_of_refusals() -> None:
     assert reason_of(StateUnavailableError("down")) == "state_unavailable"
     assert reason_of(FinscoreError("no")) == "refused"
     assert reason_of(ValueError("bug")) == "internal"
+
+
+def test_execute_keeps_batches_for_the_thread_and_counts_them_itself_past_the_bound(
+    families: dict[str, _Family], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import engine.serving.metrics as metrics
+
+    monkeypatch.setattr(metrics, "FOLD_ROWS", 4)
+    m = _metrics(Monitored("p", buckets=(0.5,), decision="code", names=("no", "yes")))
+    kept = []
+    for _ in range(10):  # 20 rows: more than the bound, with no flush between them
+        m.scored({"p": np.array([0.25, 0.75]), "code": np.array([0, 1], dtype=np.int32)})
+        kept.append(m._kept_rows)
+    assert max(kept) <= 4  # never more than the bound kept uncounted
+    m.close()
+    assert families["finscore_score_bucket"].value(le="0.5") == 10
+    assert families["finscore_score_count"].value() == 20
+    assert families["finscore_score_sum"].value() == pytest.approx(10.0)
+    decided = families["finscore_decisions_total"]
+    assert decided.value(decision="no") == 10 and decided.value(decision="yes") == 10
