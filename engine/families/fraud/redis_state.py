@@ -321,28 +321,24 @@ class RedisFraudState:
     ) -> np.ndarray:
         """The features of each authorization in order, each seeing the ones before it; then all are recorded,
         in one script run by Redis. Raises :class:`InvalidInputError` (and records nothing) if any row is bad."""
-        if not transaction_ids:
+        n = len(transaction_ids)
+        if not n:
             return np.empty((0, _N_FEATURES))
         for amount in amounts:
             check_amount(amount)
-        self.check(transaction_ids, cards, times)
+        if n > 1:  # one row has no other to repeat its id or to go back in time from
+            self.check(transaction_ids, cards, times)
         keys = [card_key(c, self.secret) for c in cards]
         card_index = {k: i for i, k in enumerate(dict.fromkeys(keys))}
         term_index = {t: i for i, t in enumerate(dict.fromkeys(terminals))}
+        p = self.prefix
         names = [
-            *(self._key("card", k) for k in card_index),
-            *(self._key("tx", t) for t in transaction_ids),
-            *(self._key("term", t + ":tx") for t in term_index),
-            *(self._key("term", t + ":fr") for t in term_index),
+            *(f"{p}card:{k}" for k in card_index),
+            *(f"{p}tx:{t}" for t in transaction_ids),
+            *(f"{p}term:{t}:tx" for t in term_index),
+            *(f"{p}term:{t}:fr" for t in term_index),
         ]
-        args: list[Any] = [
-            len(card_index),
-            len(transaction_ids),
-            len(term_index),
-            _CARD_SPAN,
-            self.ttl_ms,
-            len(_WINDOWS),
-        ]
+        args: list[Any] = [len(card_index), n, len(term_index), _CARD_SPAN, self.ttl_ms, len(_WINDOWS)]
         for txid, key, terminal, amount, when in zip(transaction_ids, keys, terminals, amounts, times, strict=True):
             stop = when - self.delay_us  # terminal windows end the label delay before the transaction
             args += [
@@ -355,7 +351,7 @@ class RedisFraudState:
                 _DOUBLE.pack(amount**2),  # squared here, as _Card.record does: the script only adds
                 f"{terminal}{_SEP}{when}{_SEP}0",
                 stop,
-                *(f"({stop - size}" for size in _WINDOWS),
+                *[f"({stop - size}" for size in _WINDOWS],
                 stop - _TERMINAL_SPAN,  # what no window reaches any more
             ]
         reply = self._run(AUTHORIZE, names, args)
@@ -365,12 +361,17 @@ class RedisFraudState:
             _check_order(int(reply[2]), times[int(reply[1])])
         state = [_unpack(blob) for blob in reply[1]]
         counts = reply[2]
+        # The script recorded every row; Python replays a row on its copy of the card only for a later row of the
+        # same card in this batch.
+        left = {k: keys.count(k) for k in card_index} if len(card_index) < n else None
         rows = []
         for i, key in enumerate(keys):
             c = state[card_index[key]]
             flat = counts[i * _N_COUNTS : (i + 1) * _N_COUNTS]
             rows.append(feature_row(c, amounts[i], times[i], list(zip(flat[::2], flat[1::2], strict=True))))
-            c.record(amounts[i], times[i])  # what the script recorded, for the batch's later rows of this card
+            if left is not None and left[key] > 1:
+                left[key] -= 1
+                c.record(amounts[i], times[i])
         return np.array(rows, dtype=np.float64)
 
     # -- labels arriving late ----------------------------------------------------------------------------------
