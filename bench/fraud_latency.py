@@ -10,7 +10,8 @@ Two client paths: ``stub`` (requests serialised before the loop and sent through
 runs from the send to the answer, as perf_analyzer's do) and ``tritonclient`` (``FraudClient.authorize``, what an
 application in Python sees). Triton's statistics give the server's share. Beside them, the floor
 (:mod:`bench.floor_model`: fraud's inputs read, constant outputs) through the stub client: the serving stack's own
-share. In-process (the scorer alone) for comparison.
+share. At concurrency 1, Triton's perf_analyzer too (:func:`_perf_analyzer`), on the floor and on fraud, with fresh
+authorizations as its input data. In-process (the scorer alone) for comparison.
 
     python -m bench.fraud_latency [--duration 10] [--concurrency 1,4] [--redis redis://HOST:PORT/DB] [--rounds N]
         [--data FILE --card C --time T --amount A --label L --terminal T --id I]
@@ -65,6 +66,9 @@ DATATYPES = {
 }
 #: Requests serialised ahead per worker and second of a point (more than one worker answers here at c=1).
 _PREPARED_PER_S = 3000
+#: Fresh authorizations given to perf_analyzer per second of a trial (it sends them in turn and must never wrap
+#: around: an id sent twice is refused).
+_PA_PER_S = 2500
 COLUMNS = FraudColumns(
     card="card_id", time="timestamp", amount="amount", label="is_fraud", terminal="terminal_id", id="transaction_id"
 )
@@ -204,6 +208,29 @@ def _summary(level: int, got: dict[tuple[str, str], list[Any]], floor: str) -> s
     return f"  c={level}, {of}: {paths}; fraud's p50 {ratio:.2f}x the floor's"
 
 
+def _perf_analyzer(url: str, auths: Authorizations, floor: str, duration: float) -> None:
+    """Triton's perf_analyzer at concurrency 1, on the floor and on fraud: fresh authorizations as its input data,
+    sent in turn (one thread, so each card's times move forward), enough that it never sends one twice. It asks
+    for every output (it names none), so fraud's reason names, decision text and features are answered too."""
+    from bench import perf_analyzer
+
+    entries = int(_PA_PER_S * duration * (perf_analyzer.RETRY_TRIALS + 2))
+    fresh = [auths.next(0) for _ in range(entries)]
+    pool = {name: np.concatenate([a[name] for a in fresh]) for name in DATATYPES}
+    for model in (floor, "fraud"):
+        label = "perf_analyzer, c=1" + (" (floor)" if model == floor else "")
+        try:
+            (rec,) = perf_analyzer.run(url, model, pool, concurrency=[1], duration=duration, rows=entries)
+        except perf_analyzer.PerfAnalyzerError as exc:
+            print(f"  {label:<28} not measured: {exc}")
+            continue
+        server = ", ".join(f"{k} {v:.0f}" for k, v in rec["server"].items() if v is not None)
+        print(
+            f"  {label:<28} {rec['throughput']:8,.0f} auth/s  p50 {rec['p50_ms']:6.3f} ms  p90 {rec['p90_ms']:6.3f}"
+            f"  p99 {rec['p99_ms']:6.3f}; server µs/request: {server}"
+        )
+
+
 def _in_process(version: Path, auths: Authorizations, duration: float, env: dict[str, str]) -> None:
     with mock.patch.dict(os.environ, env):  # the scorer reads where its state lives there, as the served model does
         scorer = FraudScorer.load(version)
@@ -257,6 +284,8 @@ def _measure(
                         got[client, model].append(m)
                         target.close()
                 print(_summary(level, got, floor))
+                if level == 1 and args.perf_analyzer:
+                    _perf_analyzer(server.grpc_url, auths, floor, args.duration)
             stats.close()
     _in_process(version, auths, min(args.duration, 5.0), env)
 
@@ -290,6 +319,10 @@ def main(argv: list[str] | None = None) -> int:
         "--redis", metavar="URL", help="also measure with the state in this Redis, after the state in the process"
     )
     ap.add_argument("--redis-only", action="store_true", help="with --redis, skip the state in the process")
+    ap.add_argument(
+        "--no-perf-analyzer", dest="perf_analyzer", action="store_false",
+        help="skip Triton's perf_analyzer at concurrency 1 (run by default beside the Python client)",
+    )  # fmt: skip
     args = ap.parse_args(argv)
     if args.rounds < 1:
         ap.error("--rounds must be at least 1")

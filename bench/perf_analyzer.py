@@ -137,17 +137,17 @@ def _row(record: dict[str, str], *, batch: int) -> dict[str, Any]:
 
 def run(
     url: str, model: str, pool: dict[str, np.ndarray], *, concurrency: Sequence[int], duration: float,
-    batch: int = 1, mode: str = "sync", tls: Any = None,
+    batch: int = 1, mode: str = "sync", tls: Any = None, rows: int = 64,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """perf_analyzer in ``mode`` (see :data:`MODES`) at each concurrency (``-s 100 --max-trials 3``, windows of
-    ``duration`` s), the suite's rows, their ``config`` the mode."""
+    ``duration`` s), the first ``rows`` of ``pool`` as its input data (sent in turn), their ``config`` the mode."""
     if mode not in MODES:
         msg = f"perf_analyzer modes are {', '.join(MODES)}, not {mode!r}"
         raise ValueError(msg)
     exe, env = binary(), _env()
     out = []
     with tempfile.TemporaryDirectory(prefix="finscore-pa-") as tmp:
-        data = input_data(pool, Path(tmp) / "input.json")
+        data = input_data(pool, Path(tmp) / "input.json", rows=rows)
         for level in concurrency:
             csv_path = Path(tmp) / f"c{level}.csv"
             cmd = [
