@@ -218,7 +218,7 @@ def _perf_analyzer(url: str, auths: Authorizations, floor: str, duration: float)
     fresh = [auths.next(0) for _ in range(entries)]
     pool = {name: np.concatenate([a[name] for a in fresh]) for name in DATATYPES}
     for model in (floor, "fraud"):
-        label = "perf_analyzer, c=1" + (" (floor)" if model == floor else "")
+        label = "perf_analyzer, c=1" + (" (floor)" if model == floor else ", every output")
         try:
             (rec,) = perf_analyzer.run(url, model, pool, concurrency=[1], duration=duration, rows=entries)
         except perf_analyzer.PerfAnalyzerError as exc:
