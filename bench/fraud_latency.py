@@ -156,11 +156,14 @@ def _prepare(root: Path, cards: int, days: int) -> tuple[Path, list[str], list[s
     return r.path, *_cards_and_terminals(canonical(tx, COLUMNS))
 
 
-def _prepare_file(root: Path, data: Path, columns: FraudColumns) -> tuple[Path, list[str], list[str], int]:
-    """Train on a transactions file (its first 7 days, a 7-day gap, 7 test days, labels 7 days late, as
-    ``finscore train fraud`` by default); authorizations then come for its cards and terminals."""
+def _prepare_file(
+    root: Path, data: Path, columns: FraudColumns, train_start: str | None = None
+) -> tuple[Path, list[str], list[str], int]:
+    """Train on a transactions file (7 days from ``train_start``, else from its first day, a 7-day gap, 7 test
+    days, labels 7 days late, as ``finscore train fraud`` does); authorizations then come for its cards and
+    terminals."""
     repo = _fresh_repository(root)
-    r = train_fraud(data, columns=columns, repo=repo)
+    r = train_fraud(data, columns=columns, repo=repo, train_start=train_start)
     tx = canonical(read_table(data), columns, source=str(data))
     print(f"trained fraud version {r.version} on {data.name}: {tx.height:,} transactions ({r.rounds} trees)")
     return r.path, *_cards_and_terminals(tx)
@@ -310,6 +313,11 @@ def main(argv: list[str] | None = None) -> int:
         ("terminal", COLUMNS.terminal), ("id", COLUMNS.id),
     ):  # fmt: skip
         ap.add_argument(f"--{flag}", default=default, help=f"with --data: its {flag} column (default {default})")
+    ap.add_argument(
+        "--train-start", metavar="DAY",
+        help="with --data: the first training day (YYYY-MM-DD), as `finscore train fraud --train-start`; the "
+        "Fraud Detection Handbook's 183 days: 2018-07-25 (its first days have no history for the windows)",
+    )  # fmt: skip
     ap.add_argument("--cards", type=int, default=2000, help="generated cards (default 2000)")
     ap.add_argument("--days", type=int, default=30, help="generated days of history (default 30)")
     ap.add_argument(
@@ -328,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--rounds must be at least 1")
     if args.redis_only and not args.redis:
         ap.error("--redis-only needs --redis URL")
+    if args.train_start and args.data is None:
+        ap.error("--train-start needs --data FILE")
     os.environ.pop(ENV_VAR, None)  # where the state lives is this run's choice, not the caller's environment
     levels = [int(c) for c in args.concurrency.split(",")]
     if args.data is None:
@@ -336,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         columns = FraudColumns(
             card=args.card, time=args.time, amount=args.amount, label=args.label, terminal=args.terminal, id=args.id
         )
-        version, cards, terminals, start = _prepare_file(args.root, args.data, columns)
+        version, cards, terminals, start = _prepare_file(args.root, args.data, columns, args.train_start)
     auths = Authorizations(cards, terminals, start, workers=max(levels))
     urls = ([] if args.redis_only else [None]) + ([args.redis] if args.redis else [])
     for url in urls:
