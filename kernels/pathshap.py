@@ -5,6 +5,9 @@ rows, over a :class:`kernels.forest.Forest`: the reasons of a flagged card autho
 model's depth-4 trees have 15. XGBoost's own TreeSHAP costs a ``DMatrix`` and a ``predict`` per request: 0.7-0.9
 ms for one row of the fraud model on this 2-core VM, hot, most of it fixed cost. This walks each tree once per
 row, keeping the path's weights (extend, unwind, the unwound sums) in small arrays, one level of them per depth.
+For trees of depth up to :data:`MAX_TABLE_DEPTH`, :func:`leaf_tables` computes each leaf's share once, with the
+same extend and unwound sums, and :func:`table_contributions` reads a row's from them (what the fraud scorer
+uses; the walk stays the reference the tests compare with).
 
 The arithmetic is XGBoost's in float64 where it uses float32, so contributions agree to about 1e-6 (the tests
 compare them).
@@ -23,6 +26,7 @@ True
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numba
@@ -31,7 +35,11 @@ import numpy as np
 if TYPE_CHECKING:
     from kernels.forest import Forest
 
-__all__ = ["path_contributions"]
+__all__ = ["MAX_TABLE_DEPTH", "LeafTables", "leaf_tables", "path_contributions", "table_contributions"]
+
+#: The deepest trees :func:`leaf_tables` tabulates: a leaf's table holds ``2^k * k`` numbers for its ``k``
+#: features (depth 4: at most 64; depth 8: 2,048 per leaf, 256 leaves a tree).
+MAX_TABLE_DEPTH = 6
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -163,3 +171,171 @@ def path_contributions(forest: Forest, x: np.ndarray) -> np.ndarray:
     ``forest``, which must carry its nodes' covers (:meth:`kernels.forest.Forest.from_model` keeps them)."""
     x32 = np.ascontiguousarray(x, dtype=np.float32)
     return _contributions(x32, *forest.arrays(), forest.cover, forest.depth + 2)
+
+
+@dataclass(frozen=True)
+class LeafTables:
+    """Each leaf's share of every row's TreeSHAP contributions, tabulated once per forest (the idea of
+    FastTreeSHAP v2, Yang 2021): a leaf adds to the features split on along its path only, and how much depends
+    on the row through one bit per feature alone, whether the row follows the path at every split on it. So a
+    leaf's contributions are a table over those bits, computed with the very extend and unwound sums the walk
+    above uses; a row then costs a lookup per leaf instead of a walk with divisions at every node.
+
+    ``split`` marks the forest's split nodes; ``path_*`` list each leaf's splits (node, whether the leaf lies left
+    of it, its feature's slot), ``feats`` each leaf's features by slot, ``table`` each leaf's ``2^k`` rows of
+    ``k`` contributions (row: the bits)."""
+
+    split: np.ndarray
+    path_off: np.ndarray
+    path_node: np.ndarray
+    path_left: np.ndarray
+    path_slot: np.ndarray
+    feat_off: np.ndarray
+    feats: np.ndarray
+    table_off: np.ndarray
+    table: np.ndarray
+
+
+def leaf_tables(forest: Forest) -> LeafTables | None:
+    """The tables of ``forest`` (which must carry its covers), or ``None`` for trees deeper than
+    :data:`MAX_TABLE_DEPTH` (their tables would outgrow the walk's cost)."""
+    if forest.depth > MAX_TABLE_DEPTH:
+        return None
+    left, right, feature, cover = forest.left, forest.right, forest.feature, forest.cover
+    path_off: list[int] = [0]
+    path_node: list[int] = []
+    path_left: list[bool] = []
+    path_slot: list[int] = []
+    feat_off: list[int] = [0]
+    feats: list[int] = []
+    zeros: list[float] = []
+    leaf_values: list[float] = []
+    table_off: list[int] = []
+    size = 0
+    for root in forest.root.tolist():
+        stack: list[tuple[int, list[tuple[int, bool]]]] = [(root, [])]
+        while stack:
+            node, path = stack.pop()
+            if left[node] != -1:
+                stack.append((int(right[node]), [*path, (node, False)]))
+                stack.append((int(left[node]), [*path, (node, True)]))
+                continue
+            slots: dict[int, int] = {}
+            zero: list[float] = []
+            for i, (at, went_left) in enumerate(path):
+                f = int(feature[at])
+                child = path[i + 1][0] if i + 1 < len(path) else node
+                if f not in slots:
+                    slots[f] = len(zero)
+                    zero.append(1.0)
+                zero[slots[f]] *= float(cover[child]) / float(cover[at])
+                path_node.append(at)
+                path_left.append(went_left)
+                path_slot.append(slots[f])
+            path_off.append(len(path_node))
+            feats.extend(slots)
+            feat_off.append(len(feats))
+            zeros.extend(zero)
+            leaf_values.append(float(forest.value[node]))
+            table_off.append(size)
+            size += (1 << len(zero)) * len(zero)
+    tables = LeafTables(
+        split=np.ascontiguousarray(left != -1),
+        path_off=np.asarray(path_off, np.int64),
+        path_node=np.asarray(path_node, np.int64),
+        path_left=np.asarray(path_left, np.bool_),
+        path_slot=np.asarray(path_slot, np.int64),
+        feat_off=np.asarray(feat_off, np.int64),
+        feats=np.asarray(feats, np.int64),
+        table_off=np.asarray(table_off, np.int64),
+        table=np.zeros(size, np.float64),
+    )
+    _fill(tables.feat_off, np.asarray(zeros, np.float64), np.asarray(leaf_values, np.float64), tables.table_off,
+          tables.table, forest.depth + 2)  # fmt: skip
+    return tables
+
+
+@numba.njit(cache=True, nogil=True)
+def _fill(
+    feat_off: np.ndarray, zeros: np.ndarray, values: np.ndarray, table_off: np.ndarray, table: np.ndarray, levels: int
+) -> None:  # pragma: no cover - compiled
+    """Each leaf's table: for every pattern of one fractions (bit j: the row follows the path at feature j's
+    splits), the path extended feature by feature as the walk extends it, then each feature's unwound sum."""
+    pf = np.zeros((1, levels + 1), np.int64)
+    pz = np.zeros((1, levels + 1), np.float64)
+    po = np.zeros((1, levels + 1), np.float64)
+    pw = np.zeros((1, levels + 1), np.float64)
+    for leaf in range(len(values)):
+        first, k = feat_off[leaf], feat_off[leaf + 1] - feat_off[leaf]
+        for bits in range(1 << k):
+            _extend(pf, pz, po, pw, 0, 0, 1.0, 1.0, -1)
+            for j in range(k):
+                _extend(pf, pz, po, pw, 0, j + 1, zeros[first + j], float((bits >> j) & 1), j)
+            row = table_off[leaf] + bits * k
+            for i in range(1, k + 1):
+                w = _unwound_sum(pz, po, pw, 0, k, i)
+                table[row + pf[0, i]] = w * (po[0, i] - pz[0, i]) * values[leaf]
+
+
+@numba.njit(cache=True, nogil=True)
+def _looked_up(
+    x: np.ndarray,
+    split: np.ndarray,
+    feature: np.ndarray,
+    value: np.ndarray,
+    default_left: np.ndarray,
+    categorical: np.ndarray,
+    cat_start: np.ndarray,
+    cat_size: np.ndarray,
+    cat_member: np.ndarray,
+    path_off: np.ndarray,
+    path_node: np.ndarray,
+    path_left: np.ndarray,
+    path_slot: np.ndarray,
+    feat_off: np.ndarray,
+    feats: np.ndarray,
+    table_off: np.ndarray,
+    table: np.ndarray,
+) -> np.ndarray:  # pragma: no cover - compiled
+    n, m = x.shape
+    phi = np.zeros((n, m), np.float64)
+    went = np.zeros(len(feature), np.bool_)  # each split's side for the row, decided once, read by its leaves
+    for r in range(n):
+        for node in range(len(feature)):
+            if not split[node]:
+                continue
+            v = x[r, feature[node]]
+            if np.isnan(v):
+                went[node] = default_left[node]
+            elif categorical[node]:
+                go_left = True
+                if v >= 0.0 and v < cat_size[node]:
+                    go_left = not cat_member[cat_start[node] + int(v)]
+                went[node] = go_left
+            else:
+                went[node] = v < value[node]
+        for leaf in range(len(table_off)):
+            first, k = feat_off[leaf], feat_off[leaf + 1] - feat_off[leaf]
+            if k == 0:
+                continue
+            bits = (1 << k) - 1
+            for p in range(path_off[leaf], path_off[leaf + 1]):
+                if went[path_node[p]] != path_left[p]:
+                    bits &= ~(1 << path_slot[p])
+            row = table_off[leaf] + bits * k
+            for j in range(k):
+                phi[r, feats[first + j]] += table[row + j]
+    return phi
+
+
+def table_contributions(forest: Forest, tables: LeafTables, x: np.ndarray) -> np.ndarray:
+    """:func:`path_contributions` of ``x`` read from ``forest``'s :func:`leaf_tables`: the same numbers up to
+    rounding (1e-15 here), about 4 times faster for the fraud model's depth-4 trees: one row of its 353 trees
+    136-222 µs against the walk's 588-851 µs on this 2-core VM, hot. Building the tables took 33-58 ms."""
+    x32 = np.ascontiguousarray(x, dtype=np.float32)
+    f = forest
+    t = tables
+    return _looked_up(
+        x32, t.split, f.feature, f.value, f.default_left, f.categorical, f.cat_start, f.cat_size, f.cat_member,
+        t.path_off, t.path_node, t.path_left, t.path_slot, t.feat_off, t.feats, t.table_off, t.table,
+    )  # fmt: skip
