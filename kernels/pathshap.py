@@ -300,6 +300,8 @@ def _looked_up(
     n, m = x.shape
     phi = np.zeros((n, m), np.float64)
     went = np.zeros(len(feature), np.bool_)  # each split's side for the row, decided once, read by its leaves
+    # The side is decided as forest_margin and the walk decide it, written out in each: one shared njit helper
+    # (inline="always") made forest_margin 10 times slower here (15 → 143-154 µs a row of 353 trees).
     for r in range(n):
         for node in range(len(feature)):
             if not split[node]:
