@@ -48,6 +48,7 @@ import hashlib
 import struct
 import threading
 import time as _time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -363,7 +364,7 @@ class RedisFraudState:
         counts = reply[2]
         # The script recorded every row; Python replays a row on its copy of the card only for a later row of the
         # same card in this batch.
-        left = {k: keys.count(k) for k in card_index} if len(card_index) < n else None
+        left = Counter(keys) if len(card_index) < n else None
         rows = []
         for i, key in enumerate(keys):
             c = state[card_index[key]]
