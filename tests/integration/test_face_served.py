@@ -17,22 +17,14 @@ from engine.errors import InvalidInputError
 from engine.families.face import FaceDetectScorer, FaceEmbedScorer, FaceTrainResult, FaceVerifyScorer
 from engine.families.face.scorer import photo_digest
 from engine.serving.server import TritonServer
-from tests.unit.test_face import _encode, _hopper_path
+from tests.unit.test_face import _hopper_path, sample_photos
 
 cv2 = pytest.importorskip("cv2")
 
 
 @pytest.fixture(scope="module")
 def photos() -> dict[str, bytes]:
-    hopper = cv2.imread(str(_hopper_path()))
-    small = cv2.resize(hopper[:, ::-1], None, fx=0.6, fy=0.6, interpolation=cv2.INTER_AREA)
-    return {
-        "one": _encode(hopper),
-        "other": _encode(small, ".png"),
-        "two": _encode(np.hstack([hopper, hopper])),
-        "none": _encode(np.full((400, 400, 3), 127, dtype=np.uint8)),
-        "text": b"GIF89a but not really",
-    }
+    return sample_photos(cv2.imread(str(_hopper_path())), text=b"GIF89a but not really")
 
 
 def _version(face_trained: FaceTrainResult, name: str) -> Path:

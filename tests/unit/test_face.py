@@ -67,8 +67,7 @@ def hopper() -> np.ndarray:
     return cv2.imread(str(_hopper_path()))
 
 
-@pytest.fixture(scope="module")
-def photos(hopper: np.ndarray) -> dict[str, bytes]:
+def sample_photos(hopper: np.ndarray, *, text: bytes = b"this is not an image") -> dict[str, bytes]:
     """One face, the same face smaller and mirrored, two faces side by side, no face (flat grey), not an image."""
     small = cv2.resize(hopper[:, ::-1], None, fx=0.6, fy=0.6, interpolation=cv2.INTER_AREA)
     return {
@@ -76,8 +75,13 @@ def photos(hopper: np.ndarray) -> dict[str, bytes]:
         "other": _encode(small, ".png"),
         "two": _encode(np.hstack([hopper, hopper])),
         "none": _encode(np.full((400, 400, 3), 127, dtype=np.uint8)),
-        "text": b"this is not an image",
+        "text": text,
     }
+
+
+@pytest.fixture(scope="module")
+def photos(hopper: np.ndarray) -> dict[str, bytes]:
+    return sample_photos(hopper)
 
 
 @pytest.fixture(scope="module")
@@ -164,8 +168,8 @@ def test_a_tiny_image_is_refused() -> None:
         decode_image(_encode(np.zeros((10, 10, 3), dtype=np.uint8), ".png"))
 
 
-def test_one_face_is_found_with_its_landmarks_inside_its_box(hopper: np.ndarray, face_version: FaceTrainResult) -> None:
-    pipeline = FacePipeline(face_version.path)
+def _assert_detects_one_face_two_and_none(pipeline: FacePipeline, hopper: np.ndarray) -> None:
+    """One face in the portrait with its landmarks inside its box, two side by side, none in flat grey."""
     faces = pipeline.detect(hopper)
     assert len(faces) == 1
     x1, y1, x2, y2 = faces.boxes[0]
@@ -175,6 +179,10 @@ def test_one_face_is_found_with_its_landmarks_inside_its_box(hopper: np.ndarray,
     assert marks[0, 0] < marks[1, 0]  # the eye on the photo's left first
     assert len(pipeline.detect(np.hstack([hopper, hopper]))) == 2
     assert len(pipeline.detect(np.full((400, 400, 3), 127, dtype=np.uint8))) == 0
+
+
+def test_one_face_is_found_with_its_landmarks_inside_its_box(hopper: np.ndarray, face_version: FaceTrainResult) -> None:
+    _assert_detects_one_face_two_and_none(FacePipeline(face_version.path), hopper)
 
 
 def test_embed_images_gives_unit_rows_and_face_counts(photos: dict[str, bytes], face_version: FaceTrainResult) -> None:
@@ -470,15 +478,7 @@ def test_the_insightface_pack_prints_its_terms_then_trains(tmp_path: Path, capsy
 def test_scrfd_finds_one_face_with_its_landmarks_inside_its_box(hopper: np.ndarray, insightface_version: Path) -> None:
     scorer = FaceDetectScorer.load(insightface_version.parent.parent / "face_detect" / "1")
     assert scorer.pipeline.graphs.detector == "scrfd"
-    faces = scorer.pipeline.detect(hopper)
-    assert len(faces) == 1
-    x1, y1, x2, y2 = faces.boxes[0]
-    assert 0 <= x1 < x2 <= hopper.shape[1] and 0 <= y1 < y2 <= hopper.shape[0]
-    marks = faces.landmarks[0]
-    assert ((marks[:, 0] > x1) & (marks[:, 0] < x2) & (marks[:, 1] > y1) & (marks[:, 1] < y2)).all()
-    assert marks[0, 0] < marks[1, 0]  # the eye on the photo's left first
-    assert len(scorer.pipeline.detect(np.hstack([hopper, hopper]))) == 2
-    assert len(scorer.pipeline.detect(np.full((400, 400, 3), 127, dtype=np.uint8))) == 0
+    _assert_detects_one_face_two_and_none(scorer.pipeline, hopper)
 
 
 @needs_insightface
