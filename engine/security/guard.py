@@ -67,7 +67,9 @@ class OutputGuard:
 
     def apply(self, frame: pl.DataFrame) -> pl.DataFrame:
         """``frame`` protected (and with :data:`SUBJECT` added when a pseudonym key is set)."""
-        named = [c for c in self.subject if c in frame.columns]
+        # The columns that can name a row's subject, left out where no row has a value (a network event's
+        # user and address): a frame without any gets no subject column, rather than one of nulls.
+        named = [c for c in self.subject if c in frame.columns and frame.get_column(c).null_count() < frame.height]
         if self.pseudonym_key is not None and named:
             key = self.pseudonym_key
             raw = frame.select(pl.coalesce([pl.col(c).cast(pl.String) for c in named])).to_series()

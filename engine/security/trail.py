@@ -112,6 +112,8 @@ def subjects_of(values: pl.Series, key: bytes) -> pl.Series:
     over the bytes finds the few values that could be card numbers, and the keyed hash runs compiled over the
     column (:func:`engine.security.audit.pseudonyms`)."""
     text = values.cast(pl.String)
+    if text.null_count() == len(text):  # no subject named on any row (a log of events without users or addresses)
+        return pl.Series(SUBJECT, [None] * len(text), dtype=pl.String)
     distinct = text.drop_nulls().unique(maintain_order=True)
     names = [v.strip() for v in distinct.to_list()]
     for i in candidates(distinct).arg_true().to_list():  # every spelling of one card is one subject

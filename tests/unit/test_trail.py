@@ -110,6 +110,20 @@ def test_decision_audit_writes_each_decision_and_the_run(home: Path) -> None:
     assert verify(trail.path).ok and VISA not in trail.path.read_text()
 
 
+def test_a_scans_alerts_name_a_user_or_an_address_as_subject_never_a_record_id() -> None:
+    from engine.batch.scan.run import CARRIED, SUBJECTS
+
+    key = b"k" * 32
+    guard = OutputGuard.build(CARRIED, subject=SUBJECTS, pseudonym_key=key)
+    alerts = pl.DataFrame(
+        {"record_id": ["e1", "e2"], "user_name": [None, "ann"], "source_ip": [None, "10.0.0.9"]},
+        schema={"record_id": pl.String, "user_name": pl.String, "source_ip": pl.String},
+    )
+    assert guard.apply(alerts)[SUBJECT].to_list() == [None, subject_of("ann", key)]
+    events = alerts.with_columns(pl.lit(None, dtype=pl.String).alias(c) for c in ("user_name", "source_ip"))
+    assert SUBJECT not in guard.apply(events).columns  # network events: an event id names no person
+
+
 def test_guard_masks_carried_columns_and_treats_the_asked_ones() -> None:
     frame = pl.DataFrame(
         {

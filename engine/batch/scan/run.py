@@ -63,7 +63,7 @@ from engine.tables.io import require_columns
 #: What an alert carries from its input row: card numbers in them are masked, --tokenize/--encrypt apply.
 CARRIED = ("record_id", "user_name", "source_ip", "file")
 #: Whom an alert is about: the user of an auth-log window, else its address, else the record.
-SUBJECTS = ("user_name", "source_ip", "record_id")
+SUBJECTS = ("user_name", "source_ip")
 #: Checkpoint marks: the audit log and its size before this run's first decision line; every line written.
 _AUDITING = "auditing"
 _AUDITED = "audited"
