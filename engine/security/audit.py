@@ -268,10 +268,11 @@ class AuditLog:
             try:
                 for start in range(0, frame.height, SEAL):
                     part = frame.slice(start, SEAL)
-                    unsealed = _unsealed_lines(part.head(part.height - 1), members, seq + 1, middle)
+                    lines, last = _unsealed_lines(part, members, seq + 1, middle)
                     seq, prev = seq + part.height, digest
-                    body = part.tail(1).select(pl.concat_str(members)).item()
-                    sealing = f'{{"seq":{seq}{middle}{body},"prev":"{prev}"'.encode("ascii")
+                    # The last line is sealed: its text without the closing brace, then prev and the hash.
+                    unsealed = lines[:last]
+                    sealing = b"".join((lines[last:-2], f',"prev":"{prev}"'.encode("ascii")))
                     h = sealer()
                     h.update(unsealed)
                     h.update(sealing)
@@ -287,23 +288,20 @@ class AuditLog:
         return now, seq, prev, digest
 
 
-def _unsealed_lines(frame: pl.DataFrame, members: list[pl.Expr], first: int, middle: str) -> memoryview:
-    """A line per row of ``frame`` with seq from ``first``, each with its newline: Polars writes them in one pass,
-    and Arrow's buffer of the column is their concatenation already (joining them as Python text took longer
-    than writing them)."""
-    if not frame.height:
-        return memoryview(b"")
+def _unsealed_lines(frame: pl.DataFrame, members: list[pl.Expr], first: int, middle: str) -> tuple[memoryview, int]:
+    """A line per row of ``frame`` with seq from ``first``, each with its newline, and where the last line starts:
+    Polars writes them in one pass, and Arrow's buffer of the column is their concatenation already (joining
+    them as Python text took longer than writing them)."""
     seq = (pl.int_range(pl.len()) + first).cast(pl.String)
     lines = frame.select(pl.concat_str([pl.lit('{"seq":'), seq, pl.lit(middle), *members, pl.lit("}\n")]))
     text = lines.to_series().to_arrow()
     if text.type != pa.large_string():
         text = text.cast(pa.large_string())
     _, offsets, data = text.buffers()
-    first_byte, end = (
-        _OFFSETS.unpack_from(offsets, 8 * text.offset)[0],
-        _OFFSETS.unpack_from(offsets, 8 * len(text) + 8 * text.offset)[0],
+    first_byte, last, end = (
+        _OFFSETS.unpack_from(offsets, 8 * (text.offset + i))[0] for i in (0, len(text) - 1, len(text))
     )
-    return memoryview(data)[first_byte:end]
+    return memoryview(data)[first_byte:end], last - first_byte
 
 
 def _write_all(fd: int, data: bytes) -> None:

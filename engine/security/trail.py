@@ -52,6 +52,7 @@ SUBJECT = "_subject"
 #: The decision lines' fields made here from no raw value: batch names and pseudonyms. (Request ids are searched:
 #: their row part is the caller's.)
 _MINTED = ("batch", "subject")
+_LONG_DIGITS = re.compile(r"\d{12}")
 
 
 def finscore_home() -> Path:
@@ -137,8 +138,13 @@ def _subject(text: str, of: Callable[[str], str], *, maybe_card: bool) -> str | 
 
 
 def new_run_id() -> str:
-    """A fresh id for one command's run: request ids are ``<run>/<row>``."""
-    return uuid.uuid4().hex[:16]
+    """A fresh id for one command's run: request ids are ``<run>/<row>``. 16 hex digits, drawn again in the
+    rare case that 12 or more in a row are decimal: a run id, and the request ids that begin with it, never
+    look like part of a card number."""
+    while True:
+        run = uuid.uuid4().hex[:16]
+        if not _LONG_DIGITS.search(run):
+            return run
 
 
 class Trail:
@@ -231,6 +237,7 @@ class DecisionAudit:
         self.run = run or new_run_id()
         self.written = 0
         self._pending: list[pl.DataFrame] = []
+        self._minted = False  # whether the pending request ids are the run's own text (:meth:`record`)
         self._held = pl.Series("request_id", [], dtype=pl.String)
         self._closed = False
 
@@ -256,12 +263,21 @@ class DecisionAudit:
         self._held = pl.Series("request_id", held, dtype=pl.String).unique()
         self.written = self._held.len()
 
-    def record(self, frame: pl.DataFrame, *, batch: str | None = None) -> None:
+    def record(self, frame: pl.DataFrame, *, batch: str | None = None, prefix: str = "") -> None:
         """Queue a decision line per row of ``frame`` (a Polars frame with ``row`` and the named columns);
         lines are appended :data:`BATCH` at a time, and by :meth:`flush`. ``batch`` names the checkpoint
-        batch the rows come from, for a command that resumes: each line carries it."""
+        batch the rows come from, for a command that resumes: each line carries it. ``prefix`` goes before
+        each row in its request id (``scan``: the file's number and a colon); it ends in a non-digit.
+
+        A request id made of whole row numbers and such a prefix is the run's own text: the audit log neither
+        searches it for card numbers nor escapes it. Any other ``row`` column is searched like a raw value."""
         if not frame.height:
             return
+        if prefix and (prefix[-1].isdigit() or find_cards(prefix) or not prefix.isascii() or '"' in prefix):
+            msg = f"a request id prefix is the run's own text ending in a non-digit, not {prefix!r}"
+            raise ValueError(msg)
+        rows = pl.col("row")
+        minted = frame.schema["row"].is_integer()
         if SUBJECT in frame.columns:  # pseudonymised already, where the raw value was read
             subject = frame.get_column(SUBJECT).cast(pl.String)
         elif self.subject and self.subject in frame.columns:
@@ -270,7 +286,7 @@ class DecisionAudit:
             subject = pl.Series([None] * frame.height, dtype=pl.String)
         score = pl.col(self.score).cast(pl.Float64)
         lines = frame.select(
-            pl.format("{}/{}", pl.lit(self.run), pl.col("row")).alias("request_id"),
+            pl.concat_str([pl.lit(f"{self.run}/{prefix}"), rows.cast(pl.String)]).alias("request_id"),
             *([pl.lit(batch, dtype=pl.String).alias("batch")] if batch is not None else []),
             pl.lit(subject).alias("subject"),
             pl.col(self.decision).cast(pl.String).alias("decision"),
@@ -278,16 +294,23 @@ class DecisionAudit:
         )
         if self._held.len():
             lines = lines.filter(~pl.col("request_id").is_in(self._held))
+        if self._pending and minted != self._minted:
+            self.flush()  # one append's request ids are all the run's own text or all searched
+        self._minted = minted
         self._pending.append(lines)
         if sum(f.height for f in self._pending) >= BATCH:
-            self.flush()
+            self.flush(whole=True)
 
-    def flush(self) -> None:
-        """Append the queued decision lines."""
-        if self._pending:
-            frame = pl.concat(self._pending)
-            self.written += self.trail.decisions(self.model, self.version, frame, minted=_MINTED)
-            self._pending = []
+    def flush(self, *, whole: bool = False) -> None:
+        """Append the queued decision lines; with ``whole``, only as many as fill appends of :data:`BATCH` lines,
+        the rest staying queued, so that each append is one sealed run of lines (not a full one and a short one)."""
+        if not self._pending:
+            return
+        frame = pl.concat(self._pending)
+        n = frame.height - frame.height % BATCH if whole else frame.height
+        minted = (*_MINTED, "request_id") if self._minted else _MINTED
+        self.written += self.trail.decisions(self.model, self.version, frame.head(n), minted=minted)
+        self._pending = [frame.slice(n)] if n < frame.height else []
 
     def close(self, status: str, **counts: object) -> None:
         """The closing ``run`` line: ``status`` is ``written`` (the output holds these decisions) or

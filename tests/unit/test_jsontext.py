@@ -48,3 +48,12 @@ def test_a_nan_or_infinity_is_refused_with_its_column() -> None:
 def test_other_types_are_refused() -> None:
     with pytest.raises(InvalidInputError, match="JSON lines take text, numbers or yes/no columns"):
         json_members(pl.DataFrame({"when": [datetime.date(2024, 1, 1)]}))
+
+
+@pytest.mark.parametrize("rows", [slice(1, 2), slice(0, 2), slice(2, 3)])
+def test_a_slice_is_escaped_by_its_own_values_not_its_neighbours(rows: slice) -> None:
+    texts = ['say "hi"', "plain", "é"]
+    frame = pl.DataFrame({"text": texts}).slice(rows.start, rows.stop - rows.start)
+    members = json_members(frame).to_list()
+    assert [json.loads("{" + m + "}")["text"] for m in members] == texts[rows]
+    assert all(m.isascii() for m in members)

@@ -110,6 +110,49 @@ def test_decision_audit_writes_each_decision_and_the_run(home: Path) -> None:
     assert verify(trail.path).ok and VISA not in trail.path.read_text()
 
 
+def test_request_ids_of_row_numbers_are_the_runs_own_text_and_other_rows_are_searched(home: Path) -> None:
+    trail = Trail.from_env()
+    audit = DecisionAudit(trail, command="scan", model="threat", version=1, decision="d", score="s")
+    audit.record(
+        pl.DataFrame({"row": [3, 12], "d": ["alert"] * 2, "s": [1.0, 2.0]}), batch="u00000-b000000", prefix="7:"
+    )
+    audit.flush()
+    assert [x["request_id"] for x in _lines(trail.path)] == [f"{audit.run}/7:3", f"{audit.run}/7:12"]
+    with pytest.raises(ValueError, match="ending in a non-digit"):
+        audit.record(pl.DataFrame({"row": [1], "d": ["alert"], "s": [1.0]}), prefix="7")
+    audit.record(pl.DataFrame({"row": [VISA], "d": ["alert"], "s": [1.0]}))  # text rows: searched
+    with pytest.raises(InvalidInputError, match="'request_id' .* looks like a card number"):
+        audit.flush()
+    assert VISA not in trail.path.read_text()
+
+
+def test_queued_decisions_are_appended_in_whole_batches_until_the_last(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import engine.security.trail as trail_module
+
+    monkeypatch.setattr(trail_module, "BATCH", 4)
+    trail = Trail.from_env()
+    audit = DecisionAudit(trail, command="scan", model="threat", version=1, decision="d", score="s")
+    for rows in ([0, 1, 2], [3, 4, 5, 6, 7, 8, 9]):
+        audit.record(pl.DataFrame({"row": rows, "d": ["alert"] * len(rows), "s": [1.0] * len(rows)}))
+    sealed = [x["seq"] for x in _lines(trail.path) if "hash" in x]
+    assert len(_lines(trail.path)) == 8 and sealed == [3, 7]  # two appends of 4; 2 decisions still queued
+    audit.close("written")
+    lines = _lines(trail.path)
+    assert [x["request_id"] for x in lines[:-1]] == [f"{audit.run}/{r}" for r in range(10)] and verify(trail.path).ok
+
+
+def test_a_run_id_never_holds_a_long_run_of_decimal_digits(monkeypatch: pytest.MonkeyPatch) -> None:
+    import uuid
+
+    from engine.security.trail import new_run_id
+
+    drawn = iter([uuid.UUID(hex=VISA + "0" * 16), uuid.UUID(hex="abc1234567890def" + "0" * 16)])
+    monkeypatch.setattr(uuid, "uuid4", lambda: next(drawn))
+    assert new_run_id() == "abc1234567890def"  # the first draw, 16 decimal digits, was drawn again
+
+
 def test_a_scans_alerts_name_a_user_or_an_address_as_subject_never_a_record_id() -> None:
     from engine.batch.scan.run import CARRIED, SUBJECTS
 
