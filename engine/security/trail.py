@@ -236,7 +236,8 @@ class DecisionAudit:
         self.subject = subject
         self.run = run or new_run_id()
         self.written = 0
-        self._pending: list[pl.DataFrame] = []
+        self._pending: list[pl.LazyFrame] = []
+        self._queued = 0  # rows in the queued batches (before the resumed run's lines are left out)
         self._minted = False  # whether the pending request ids are the run's own text (:meth:`record`)
         self._held = pl.Series("request_id", [], dtype=pl.String)
         self._closed = False
@@ -279,16 +280,17 @@ class DecisionAudit:
         rows = pl.col("row")
         minted = frame.schema["row"].is_integer()
         if SUBJECT in frame.columns:  # pseudonymised already, where the raw value was read
-            subject = frame.get_column(SUBJECT).cast(pl.String)
+            subject = pl.col(SUBJECT).cast(pl.String)
         elif self.subject and self.subject in frame.columns:
-            subject = subjects_of(frame.get_column(self.subject), self.trail.pseudonym_key)
+            subject = pl.lit(subjects_of(frame.get_column(self.subject), self.trail.pseudonym_key))
         else:
-            subject = pl.Series([None] * frame.height, dtype=pl.String)
+            subject = pl.lit(None, dtype=pl.String)
         score = pl.col(self.score).cast(pl.Float64)
-        lines = frame.select(
+        # Kept lazy: the queued batches' lines are made in one pass when they are appended.
+        lines = frame.lazy().select(
             pl.concat_str([pl.lit(f"{self.run}/{prefix}"), rows.cast(pl.String)]).alias("request_id"),
             *([pl.lit(batch, dtype=pl.String).alias("batch")] if batch is not None else []),
-            pl.lit(subject).alias("subject"),
+            subject.alias("subject"),
             pl.col(self.decision).cast(pl.String).alias("decision"),
             pl.when(score.is_nan()).then(None).otherwise(score.round(6)).alias("score"),
         )
@@ -298,7 +300,8 @@ class DecisionAudit:
             self.flush()  # one append's request ids are all the run's own text or all searched
         self._minted = minted
         self._pending.append(lines)
-        if sum(f.height for f in self._pending) >= BATCH:
+        self._queued += frame.height
+        if self._queued >= BATCH:
             self.flush(whole=True)
 
     def flush(self, *, whole: bool = False) -> None:
@@ -306,11 +309,13 @@ class DecisionAudit:
         the rest staying queued, so that each append is one sealed run of lines (not a full one and a short one)."""
         if not self._pending:
             return
-        frame = pl.concat(self._pending)
+        frame = pl.concat(self._pending).collect()
         n = frame.height - frame.height % BATCH if whole else frame.height
         minted = (*_MINTED, "request_id") if self._minted else _MINTED
-        self.written += self.trail.decisions(self.model, self.version, frame.head(n), minted=minted)
-        self._pending = [frame.slice(n)] if n < frame.height else []
+        if n:
+            self.written += self.trail.decisions(self.model, self.version, frame.head(n), minted=minted)
+        rest = frame.slice(n)
+        self._pending, self._queued = ([rest.lazy()] if rest.height else []), rest.height
 
     def close(self, status: str, **counts: object) -> None:
         """The closing ``run`` line: ``status`` is ``written`` (the output holds these decisions) or
