@@ -36,9 +36,14 @@ memory (``VmHWM``): run at ``--rows`` 1M and 10M, it shows whether a path's memo
 ``--paths`` times a subset (``baseline``, ``local``, ``local-audit``, ``shm``, ``grpc``, ``raw``,
 ``shm-audit``).
 
+``--audit-pairs N`` also times what the audit trail costs the in-process scan the way a drifting machine least
+disturbs: N pairs of scans in one process, each pair one scan without the trail and one with it, back to back
+(the order turned every pair), and the median of the pairs' ratios. On this 2-core VM the rounds above, each
+path in a process of its own some seconds apart, scattered from -20% to +39% around the trail's cost.
+
     python -m bench.scan [--rows 1000000] [--train-rows 50000] [--format parquet|csv] [--workdir DIR]
                          [--instances 1,2] [--skip-server] [--repeats 1] [--rounds 1] [--paths P,...]
-                         [--json FILE]
+                         [--audit-pairs N] [--json FILE]
 """
 
 from __future__ import annotations
@@ -291,6 +296,39 @@ def _scan_repeats(
     return seconds, (summary.rows_read, summary.alerts, triton)
 
 
+def _audit_pairs(data: Path, out: Path, spec: Any, pairs: int, work: Path, warmup: Path) -> tuple[list[float], Any]:
+    """In the child: ``pairs`` pairs of scans of ``data`` in this one process, each pair one scan without and one
+    with the audit trail of :func:`_bench_trail` (the order turned every pair), after an untimed scan of
+    ``warmup`` each way; the seconds as ``[plain, audited, plain, audited, ...]``."""
+    from engine.batch.scan import scan
+    from engine.batch.scan.run import CARRIED, SUBJECTS
+    from engine.security.guard import OutputGuard
+
+    trail = _bench_trail(work)
+    guard = OutputGuard.build(CARRIED, subject=SUBJECTS, pseudonym_key=trail.pseudonym_key)
+    ways: list[dict[str, Any]] = [{}, {"guard": guard, "trail": trail}]
+    for way in ways:
+        scan([warmup], out, spec=spec, restart=True, progress=False, **way)
+        _clean(out)
+    seconds: list[float] = []
+    for k in range(pairs):
+        pair = [0.0, 0.0]
+        for i in (1, 0) if k % 2 else (0, 1):
+            t0 = time.perf_counter()
+            scan([data], out, spec=spec, restart=True, progress=False, **ways[i])
+            pair[i] = time.perf_counter() - t0
+            _clean(out)
+        seconds += pair
+    return seconds, None
+
+
+def pair_costs(seconds: list[float]) -> tuple[float, list[float]]:
+    """What the audit trail added in each pair of :func:`_audit_pairs` (``[plain, audited, ...]``), and the
+    median of those."""
+    costs = [a / p - 1 for p, a in zip(seconds[0::2], seconds[1::2], strict=True)]
+    return statistics.median(costs), costs
+
+
 def _served_compute(spec: Any) -> float | None:
     """For a served scan, the seconds Triton has spent computing for the threat models so far (None in-process)."""
     from engine.batch.scan import ServerSpec
@@ -483,6 +521,7 @@ def run(
     repeats: int = 1,
     rounds: int = 1,
     paths: frozenset[str] = frozenset(PATHS),
+    audit_pairs: int = 0,
 ) -> dict[str, Any]:
     """Generate (or reuse) the data, train both models, and time every path (or those of ``paths``) in each of
     ``rounds`` rounds, ``repeats`` times a round.
@@ -579,6 +618,11 @@ def run(
                 results.extend(served)
             per_round.append(results)
         results = _combined(per_round)
+        paired = None
+        if audit_pairs:
+            print(f"timing finscore in-process without and with the audit trail, {audit_pairs} pairs ...", flush=True)
+            (work / "pairs").mkdir()
+            paired, _, _ = _in_child(_audit_pairs, data, local_out, spec, audit_pairs, work / "pairs", warmup)
 
     machine = machine_facts(
         load_before,
@@ -602,6 +646,7 @@ def run(
         "warmup_rows": WARMUP_ROWS,
         "instances": [] if skip_server else instances,
         "paths": sorted(paths),
+        "audit_pairs": audit_pairs,
     }
     training = {
         "finscore_seconds": trained.seconds,
@@ -617,6 +662,7 @@ def run(
         "settings": settings,
         "training": training,
         "results": [asdict(r) | {"rows_per_second": r.rows_per_second} for r in results],
+        "audit_pairs": paired,
     }
 
 
@@ -693,6 +739,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--paths", default=",".join(PATHS), help=f"paths to time, comma-separated (default all: {','.join(PATHS)})"
     )
+    parser.add_argument(
+        "--audit-pairs",
+        type=int,
+        default=0,
+        help="also time the in-process scan without and with its audit trail N times each in one process, "
+        "alternating (what the trail costs, with the machine's drift on both sides of each pair)",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     try:
@@ -706,10 +759,14 @@ def main(argv: list[str] | None = None) -> None:
         args.rows < 1
         or args.train_rows < 1000
         or min(args.repeats, args.rounds) < 1
+        or args.audit_pairs < 0
         or not instances
         or min(instances) < 1
     ):
-        parser.error("--rows, --repeats, --rounds and --instances must be positive and --train-rows at least 1000")
+        parser.error(
+            "--rows, --repeats, --rounds and --instances must be positive, --audit-pairs not negative "
+            "and --train-rows at least 1000"
+        )
     try:
         figures = run(
             rows=args.rows,
@@ -722,6 +779,7 @@ def main(argv: list[str] | None = None) -> None:
             repeats=args.repeats,
             rounds=args.rounds,
             paths=paths,
+            audit_pairs=args.audit_pairs,
         )
     except FinscoreError as exc:  # e.g. a server that cannot start, or shared memory it cannot map
         raise SystemExit(f"bench.scan: {exc}") from None
@@ -745,6 +803,13 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{r.path}: {rounds} {bases[0].path} in the {args.rounds} rounds (median {ratio:.1f}x)")
     for line in _audit_costs(results):
         print(line)
+    if figures["audit_pairs"]:
+        median, costs = pair_costs(figures["audit_pairs"])
+        plain = statistics.median(figures["audit_pairs"][0::2])
+        print(
+            f"finscore in-process{AUDITED}, timed in pairs in one process: {' '.join(f'{c:+.0%}' for c in costs)} "
+            f"over the scan without it (plain {plain:.2f} s) in the {len(costs)} pairs (median {median:+.1%})"
+        )
     for r in results:
         if r.triton_seconds is not None:
             print(f"{r.path}: Triton computed for {r.triton_seconds:.2f} s of the {r.seconds:.2f} s")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.scan import AUDITED, Result, _audit_costs, _combined, _ratio
+from bench.scan import AUDITED, Result, _audit_costs, _combined, _ratio, pair_costs
 
 
 def _result(path: str, seconds: float, *, triton: float | None = None, peak: float = 500.0) -> Result:
@@ -47,3 +47,8 @@ def test_the_audit_trail_is_costed_against_the_same_path_in_the_same_round() -> 
     ]
     (line,) = _audit_costs(_combined(rounds))  # a path whose plain twin was not timed has no line
     assert line == f"{audited}: +10% -5% +20% over {plain} in the 3 rounds (median +10%)"
+
+
+def test_the_audit_trail_timed_in_pairs_is_costed_pair_by_pair() -> None:
+    median, costs = pair_costs([0.50, 0.55, 0.60, 0.57, 0.40, 0.48])  # plain, audited, plain, audited, ...
+    assert [round(c, 6) for c in costs] == [0.1, -0.05, 0.2] and round(median, 6) == 0.1
