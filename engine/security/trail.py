@@ -49,8 +49,8 @@ ENV_PSEUDONYM_KEY = "FINSCORE_PSEUDONYM_KEY_FILE"
 BATCH = 8192
 #: The column an output frame may carry its rows' subject pseudonyms in, dropped before the output is written.
 SUBJECT = "_subject"
-#: The decision lines' fields made here from no raw value: batch names and pseudonyms. (Request ids are searched:
-#: their row part is the caller's.)
+#: The decision lines' fields made here from no raw value: batch names and pseudonyms. (A request id is too when its
+#: row is a number, see :meth:`DecisionAudit.record`; other rows are the caller's text, and searched.)
 _MINTED = ("batch", "subject")
 _LONG_DIGITS = re.compile(r"\d{12}")
 

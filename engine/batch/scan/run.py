@@ -62,7 +62,8 @@ from engine.tables.io import require_columns
 
 #: What an alert carries from its input row: card numbers in them are masked, --tokenize/--encrypt apply.
 CARRIED = ("record_id", "user_name", "source_ip", "file")
-#: Whom an alert is about: the user of an auth-log window, else its address, else the record.
+#: Whom an alert is about: the user of an auth-log window, else its address; never its record id (an event id
+#: names no person, and the decision's request id leads back to the row already).
 SUBJECTS = ("user_name", "source_ip")
 #: Checkpoint marks: the audit log and its size before this run's first decision line; every line written.
 _AUDITING = "auditing"
