@@ -4,7 +4,7 @@
 alerts at its own rate: NSL-KDD's KDDTrain+ has 41 columns (3 of them text) and about half its rows are
 attacks. This trains the threat model on the table (its normal rows when it has a label), writes the table
 ``--copies`` times over as one Parquet file, and times the in-process scan in ``--pairs`` pairs in one
-process, each pair one scan without the trail and one with it (``bench.scan``'s ``_audit_pairs``); it
+process, each pair one scan without the trail and one with it (``bench.scan``'s ``time_audit_pairs``); it
 prints each pair's cost and their median, with the scan's rows and alerts. Figures are printed, never
 asserted on. The data is read where it lies and written only to a temporary folder.
 
@@ -21,7 +21,7 @@ from pathlib import Path
 import polars as pl
 
 from bench.nslkdd import DEFAULT_DATA, load
-from bench.scan import _audit_pairs, _in_child, pair_costs
+from bench.scan import in_child, pair_costs, time_audit_pairs
 
 __all__ = ["main", "read_table"]
 
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
         (work / "pairs").mkdir()
         spec = LocalSpec(str(trained.path), threads=1)
         print(f"timing the scan of {copies.height:,} rows without and with the audit trail, {args.pairs} pairs ...")
-        seconds, _, _ = _in_child(_audit_pairs, data, work / "out.jsonl", spec, args.pairs, work / "pairs", warmup)
+        seconds, _, _ = in_child(time_audit_pairs, data, work / "out.jsonl", spec, args.pairs, work / "pairs", warmup)
         summary = scan([data], work / "alerts.jsonl", spec=spec, restart=True, progress=False)
     median, costs = pair_costs(seconds)
     print(

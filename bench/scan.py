@@ -70,7 +70,7 @@ from sklearn.metrics import roc_auc_score
 
 from bench.report import machine_facts, machine_line, save_figures
 
-__all__ = ["Result", "SocBaseline", "main", "run"]
+__all__ = ["Result", "SocBaseline", "in_child", "main", "pair_costs", "run", "time_audit_pairs"]
 
 MODEL = "threat"
 LABEL = "label"
@@ -241,7 +241,7 @@ def _timed(work: Callable[[], Any], repeats: int, before: Callable[[], None]) ->
     return seconds, last
 
 
-def _in_child(work: Callable[..., tuple[list[float], Any]], *args: Any) -> tuple[list[float], Any, float]:
+def in_child(work: Callable[..., tuple[list[float], Any]], *args: Any) -> tuple[list[float], Any, float]:
     """``work(*args)`` in a spawned process: its result and the process's peak resident memory in MB."""
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
         seconds, last, before, peak = pool.submit(_measured, work, *args).result()
@@ -296,7 +296,7 @@ def _scan_repeats(
     return seconds, (summary.rows_read, summary.alerts, triton)
 
 
-def _audit_pairs(data: Path, out: Path, spec: Any, pairs: int, work: Path, warmup: Path) -> tuple[list[float], Any]:
+def time_audit_pairs(data: Path, out: Path, spec: Any, pairs: int, work: Path, warmup: Path) -> tuple[list[float], Any]:
     """In the child: ``pairs`` pairs of scans of ``data`` in this one process, each pair one scan without and one
     with the audit trail of :func:`_bench_trail` (the order turned every pair), after an untimed scan of
     ``warmup`` each way; the seconds as ``[plain, audited, plain, audited, ...]``."""
@@ -323,7 +323,7 @@ def _audit_pairs(data: Path, out: Path, spec: Any, pairs: int, work: Path, warmu
 
 
 def pair_costs(seconds: list[float]) -> tuple[float, list[float]]:
-    """What the audit trail added in each pair of :func:`_audit_pairs` (``[plain, audited, ...]``), and the
+    """What the audit trail added in each pair of :func:`time_audit_pairs` (``[plain, audited, ...]``), and the
     median of those."""
     costs = [a / p - 1 for p, a in zip(seconds[0::2], seconds[1::2], strict=True)]
     return statistics.median(costs), costs
@@ -347,7 +347,7 @@ def _finscore_path(
     """Time ``engine.batch.scan.scan`` in a process of its own; with ``trail_dir``, with the audit trail of
     :func:`_bench_trail`."""
     print(f"timing {name} ...", flush=True)
-    seconds, (rows, alerts, triton), peak = _in_child(_scan_repeats, data, out, spec, repeats, trail_dir, warmup)
+    seconds, (rows, alerts, triton), peak = in_child(_scan_repeats, data, out, spec, repeats, trail_dir, warmup)
     return Result(
         name, rows, statistics.median(seconds), seconds, alerts, None, triton_seconds=triton, peak_rss_mb=peak
     )
@@ -585,7 +585,7 @@ def run(
                 name = f"pandas + IsolationForest({trees})"
                 print(f"timing {name} ...", flush=True)
                 base_out = work / "out" / f"iforest-{trees}.alerts.jsonl"
-                seconds, (n, alerts, score), peak = _in_child(
+                seconds, (n, alerts, score), peak = in_child(
                     _baseline_repeats, baseline, data, base_out, repeats, warmup
                 )
                 results.append(
@@ -622,7 +622,7 @@ def run(
         if audit_pairs:
             print(f"timing finscore in-process without and with the audit trail, {audit_pairs} pairs ...", flush=True)
             (work / "pairs").mkdir()
-            paired, _, _ = _in_child(_audit_pairs, data, local_out, spec, audit_pairs, work / "pairs", warmup)
+            paired, _, _ = in_child(time_audit_pairs, data, local_out, spec, audit_pairs, work / "pairs", warmup)
 
     machine = machine_facts(
         load_before,
