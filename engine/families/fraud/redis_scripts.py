@@ -24,7 +24,9 @@ packing cost a few microseconds a call, inside the one thread that serves every 
 terminal's fraud set is a key it derives rather than one passed in: these scripts need one Redis server or
 a primary with replicas, not Redis Cluster (the batch transaction before them needed the same).
 
-Every write sets the key's expiry (PX / PEXPIRE) to the TTL passed in; 0 means no expiry.
+Every write sets the key's expiry (PX / PEXPIRE) to the TTL passed in; 0 means no expiry. The TTL goes to Redis
+as the argument's own text: a Lua number would be printed back to text on every call (5% of the script's
+instructions under callgrind).
 """
 
 from __future__ import annotations
@@ -103,7 +105,7 @@ for i = 1, n do
     redis.call('ZREMRANGEBYSCORE', fr, '-inf', horizon)
   end
   if ttl > 0 then
-    redis.call('SET', KEYS[nc + i], ARGV[r + 8], 'PX', ttl)
+    redis.call('SET', KEYS[nc + i], ARGV[r + 8], 'PX', ARGV[5])
   else
     redis.call('SET', KEYS[nc + i], ARGV[r + 8])
   end
@@ -112,10 +114,10 @@ end
 for k = 1, nc do
   local c = cards[k]
   local blob = struct.pack('<ddi8i8i8', c.total, c.squares, c.count, c.last, c.n) .. c.times .. c.before .. c.amounts
-  if ttl > 0 then redis.call('SET', KEYS[k], blob, 'PX', ttl) else redis.call('SET', KEYS[k], blob) end
+  if ttl > 0 then redis.call('SET', KEYS[k], blob, 'PX', ARGV[5]) else redis.call('SET', KEYS[k], blob) end
 end
 if ttl > 0 then
-  for j = 1, 2 * nt do redis.call('PEXPIRE', KEYS[nc + n + j], ttl) end
+  for j = 1, 2 * nt do redis.call('PEXPIRE', KEYS[nc + n + j], ARGV[5]) end
 end
 return {'ok', blobs, counts}
 """
@@ -135,8 +137,8 @@ else
 end
 local value = terminal .. '\031' .. when .. '\031' .. label
 if ttl > 0 then
-  redis.call('PEXPIRE', frauds, ttl)
-  redis.call('SET', KEYS[1], value, 'PX', ttl)
+  redis.call('PEXPIRE', frauds, ARGV[4])
+  redis.call('SET', KEYS[1], value, 'PX', ARGV[4])
 else
   redis.call('SET', KEYS[1], value, 'KEEPTTL')
 end
