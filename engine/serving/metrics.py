@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,18 +117,19 @@ class ServingMetrics:
     def _count(
         self, kept: list[tuple[np.ndarray, np.ndarray | None]], buckets: np.ndarray, decisions: dict[str, int]
     ) -> float:
-        """Add the ``kept`` batches to ``buckets`` and ``decisions``; answer the sum of their scores."""
+        """Add the ``kept`` batches to ``buckets`` and ``decisions``; answer the sum of their scores.
+
+        The batches are joined first, one array per dtype, and counted in one pass each: a server answering one
+        authorization per request keeps a thousand one-row batches a second, and counting them one by one cost
+        the thread 30 µs each, holding the interpreter's lock the scoring waits for."""
         total = 0.0
-        for batch, decision in kept:
-            score = np.asarray(batch).reshape(-1)
+        for score in _joined(batch for batch, _ in kept):
             score = score[np.isfinite(score)]
             # Compared in the scores' own precision: an FP32 0.1 is in the bucket of 0.1, not above it.
             bounds = self._bounds.astype(score.dtype) if score.dtype == np.float32 else self._bounds
             buckets += np.bincount(np.searchsorted(bounds, score, side="left"), minlength=len(buckets))
-            total += float(score.sum())
-            if decision is None:
-                continue
-            given = np.asarray(decision).reshape(-1)
+            total += float(score.sum(dtype=np.float64))
+        for given in _joined(decision for _, decision in kept if decision is not None):
             if given.dtype == object:  # text: np.unique would sort it, Counter only hashes
                 counted = Counter(given.tolist())
             else:
@@ -193,6 +194,15 @@ class ServingMetrics:
                 self.flush()
             except Exception:  # noqa: S112 - the server is going away; close() sends what is left
                 continue
+
+
+def _joined(batches: Iterable[np.ndarray]) -> list[np.ndarray]:
+    """The values of ``batches`` flattened and joined, one array per dtype (in the order the dtypes come)."""
+    by_dtype: dict[np.dtype, list[np.ndarray]] = {}
+    for batch in batches:
+        values = np.asarray(batch).reshape(-1)
+        by_dtype.setdefault(values.dtype, []).append(values)
+    return [np.concatenate(parts) for parts in by_dtype.values()]
 
 
 def _le(bound: float) -> str:
