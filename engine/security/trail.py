@@ -26,7 +26,7 @@ from pathlib import Path
 import polars as pl
 
 from engine.errors import DataFileError
-from engine.security.audit import AuditLog, load_key, pseudonymizer, pseudonyms
+from engine.security.audit import AuditLog, Decisions, load_key, pseudonymizer, pseudonyms
 from engine.security.cards import candidates, find_cards
 from engine.settings import resolve_settings
 
@@ -192,10 +192,18 @@ class Trail:
         """Record that ``model`` ``version`` was loaded, ``where`` = ``triton`` or ``in-process``."""
         self.log.append("model_load", model=model, version=str(version), where=where, pid=os.getpid(), **fields)
 
-    def decisions(self, model: str, version: str | int, frame: pl.DataFrame, *, minted: Collection[str] = ()) -> int:
+    def decisions(
+        self, model: str, version: str | int, frame: pl.DataFrame | Decisions, *, minted: Collection[str] = ()
+    ) -> int:
         """Append one ``decision`` line per row of ``frame`` (its columns the fields: ``request_id``,
-        ``subject``, ``decision``, ``score``...); returns how many. Written in batches of :data:`BATCH` lines,
-        each whole or not at all. ``minted``: columns made here from no raw value (:meth:`AuditLog.append_frame`)."""
+        ``subject``, ``decision``, ``score``...; or :class:`Decisions`, written by one compiled pass); returns how
+        many. Written in batches of :data:`BATCH` lines, each whole or not at all. ``minted``: columns made here
+        from no raw value (:meth:`AuditLog.append_frame`)."""
+        if isinstance(frame, Decisions):
+            for start in range(0, len(frame), BATCH):
+                some = frame.slice(start, min(start + BATCH, len(frame)))
+                self.log.append_decisions("decision", some, model=model, version=str(version))
+            return len(frame)
         for start in range(0, frame.height, BATCH):
             part = frame.slice(start, BATCH)
             self.log.append_frame("decision", part, minted=minted, model=model, version=str(version))
@@ -236,9 +244,11 @@ class DecisionAudit:
         self.subject = subject
         self.run = run or new_run_id()
         self.written = 0
-        self._pending: list[pl.LazyFrame] = []
+        self._pending: list[pl.LazyFrame | Decisions] = []  # one kind at a time, see _kind
         self._queued = 0  # rows in the queued batches (before the resumed run's lines are left out)
-        self._minted = False  # whether the pending request ids are the run's own text (:meth:`record`)
+        # What the pending lines are (:meth:`record`): "compiled" (rows, written by AuditLog.append_decisions),
+        # "minted" (request ids of the run's own text) or "searched" (request ids searched like raw values).
+        self._kind = "searched"
         self._held = pl.Series("request_id", [], dtype=pl.String)
         self._closed = False
 
@@ -279,12 +289,33 @@ class DecisionAudit:
             raise ValueError(msg)
         rows = pl.col("row")
         minted = frame.schema["row"].is_integer()
+        subjects: pl.Series | None = None
         if SUBJECT in frame.columns:  # pseudonymised already, where the raw value was read
-            subject = pl.col(SUBJECT).cast(pl.String)
+            subjects = frame.get_column(SUBJECT).cast(pl.String)
         elif self.subject and self.subject in frame.columns:
-            subject = pl.lit(subjects_of(frame.get_column(self.subject), self.trail.pseudonym_key))
-        else:
-            subject = pl.lit(None, dtype=pl.String)
+            subjects = subjects_of(frame.get_column(self.subject), self.trail.pseudonym_key)
+        if minted and not self._held.len():  # the lines are written by one compiled pass (AuditLog.append_decisions)
+            kind = "compiled" if batch is None else "compiled-batches"
+            if self._pending and kind != self._kind:
+                self.flush()
+            self._kind = kind
+            scores = frame.get_column(self.score)
+            self._pending.append(
+                Decisions.of(
+                    self.run,
+                    frame.get_column("row").to_numpy(),
+                    prefix=prefix,
+                    batch=batch,
+                    subject=subjects,
+                    decision=frame.get_column(self.decision),
+                    score=(scores if scores.dtype == pl.Float64 else scores.cast(pl.Float64)).to_numpy(),
+                )
+            )
+            self._queued += frame.height
+            if self._queued >= BATCH:
+                self.flush(whole=True)
+            return
+        subject = pl.lit(subjects) if subjects is not None else pl.lit(None, dtype=pl.String)
         score = pl.col(self.score).cast(pl.Float64)
         # Kept lazy: the queued batches' lines are made in one pass when they are appended.
         lines = frame.lazy().select(
@@ -296,9 +327,10 @@ class DecisionAudit:
         )
         if self._held.len():
             lines = lines.filter(~pl.col("request_id").is_in(self._held))
-        if self._pending and minted != self._minted:
+        kind = "minted" if minted else "searched"
+        if self._pending and kind != self._kind:
             self.flush()  # one append's request ids are all the run's own text or all searched
-        self._minted = minted
+        self._kind = kind
         self._pending.append(lines)
         self._queued += frame.height
         if self._queued >= BATCH:
@@ -309,10 +341,18 @@ class DecisionAudit:
         the rest staying queued, so that each append is one sealed run of lines (not a full one and a short one)."""
         if not self._pending:
             return
-        frame = pl.concat(self._pending).collect()
+        if self._kind.startswith("compiled"):
+            queued = Decisions.join([p for p in self._pending if isinstance(p, Decisions)])
+            n = len(queued) - len(queued) % BATCH if whole else len(queued)
+            if n:
+                self.written += self.trail.decisions(self.model, self.version, queued.slice(0, n))
+            self._pending = [queued.slice(n, len(queued))] if n < len(queued) else []
+            self._queued = len(queued) - n
+            return
+        frame = pl.concat([p for p in self._pending if isinstance(p, pl.LazyFrame)]).collect()
         n = frame.height - frame.height % BATCH if whole else frame.height
-        minted = (*_MINTED, "request_id") if self._minted else _MINTED
         if n:
+            minted = (*_MINTED, "request_id") if self._kind == "minted" else _MINTED
             self.written += self.trail.decisions(self.model, self.version, frame.head(n), minted=minted)
         rest = frame.slice(n)
         self._pending, self._queued = ([rest.lazy()] if rest.height else []), rest.height

@@ -493,20 +493,37 @@ def test_a_failed_write_leaves_no_part_of_the_batch(tmp_path: Path, monkeypatch:
     make_log(path)
     before = path.read_bytes()
     calls = []
-    real_write = os.write
+    real_write = os.writev
 
-    def failing_write(fd: int, data: bytes) -> int:
-        calls.append(len(data))
+    def failing_write(fd: int, parts: list[memoryview]) -> int:
+        calls.append(sum(len(p) for p in parts))
         if len(calls) == 2:
             raise OSError(28, "No space left on device")
-        return real_write(fd, data)
+        return real_write(fd, parts)
 
-    monkeypatch.setattr(os, "write", failing_write)
+    monkeypatch.setattr(os, "writev", failing_write)
     with pytest.raises(OSError, match="No space"):
         AuditLog(path).append_many([{"event": "decision", "decision": "approve"}] * (audit.SEAL + 1))
     monkeypatch.undo()
     assert len(calls) == 2 and path.read_bytes() == before  # the first SEAL lines were written, then cut back
     assert verify(path).ok
+
+
+def test_short_writes_are_carried_on_where_they_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    whole, short = tmp_path / "whole.jsonl", tmp_path / "short.jsonl"
+    events = [{"event": "decision", "decision": f"d{i}"} for i in range(50)]
+    AuditLog(whole).append_many(events)
+    real_write = os.writev
+
+    def seven_bytes(fd: int, parts: list[memoryview]) -> int:  # what a pipe or a signal can leave: a short write
+        return real_write(fd, [bytes(b"".join(parts)[:7])])
+
+    monkeypatch.setattr(os, "writev", seven_bytes)
+    AuditLog(short).append_many(events)
+    monkeypatch.undo()
+    cut = [re.sub(r'"time":"[^"]*"|"hash":"[^"]*"', "", line) for line in lines(short)]
+    assert cut == [re.sub(r'"time":"[^"]*"|"hash":"[^"]*"', "", line) for line in lines(whole)] and len(cut) == 50
+    assert verify(short).ok
 
 
 def test_pseudonym_is_keyed_stable_and_short() -> None:

@@ -27,7 +27,7 @@ import engine.batch.scan.run as scan_run
 import engine.security.trail as trail_module
 from engine.batch.scan import LocalSpec, ScanSummary, scan
 from engine.families.threat.train import ThreatTrainResult
-from engine.security.audit import AuditLog, verify
+from engine.security.audit import AuditLog, Decisions, verify
 from engine.security.guard import OutputGuard
 from engine.security.trail import Trail
 from tests.conftest import read_alerts
@@ -111,20 +111,20 @@ def _decisions(log: Path) -> tuple[list[str], set[str]]:
 def clean(inputs: Path, spec: LocalSpec, tmp_path_factory: pytest.TempPathFactory) -> Clean:
     d = tmp_path_factory.mktemp("once_clean")
     flushes: list[list[int]] = []
-    real_decisions, real_append = Trail.decisions, AuditLog.append_frame
+    real_decisions, real_append = Trail.decisions, AuditLog.append_decisions
 
     def decisions(self: Trail, *args: Any, **kwargs: Any) -> int:
         flushes.append([])
         return real_decisions(self, *args, **kwargs)
 
-    def append_frame(self: AuditLog, event: str, frame: pl.DataFrame, **shared: object) -> tuple[int, str]:
-        flushes[-1].append(frame.height)
-        return real_append(self, event, frame, **shared)
+    def append_decisions(self: AuditLog, event: str, part: Decisions, **shared: object) -> tuple[int, str]:
+        flushes[-1].append(len(part))
+        return real_append(self, event, part, **shared)
 
     with pytest.MonkeyPatch.context() as m:
         m.setattr(trail_module, "BATCH", LINES_PER_APPEND)
         m.setattr(Trail, "decisions", decisions)
-        m.setattr(AuditLog, "append_frame", append_frame)
+        m.setattr(AuditLog, "append_decisions", append_decisions)
         summary = _scan(inputs, d / "alerts.jsonl", spec, d / "audit.jsonl")
     decided, runs = _decisions(d / "audit.jsonl")
     assert not list(d.glob(".*.scan")) and len(runs) == 1
@@ -178,7 +178,7 @@ def test_a_scan_killed_while_auditing_reruns_to_each_decision_once(
         "halfway": len(appends) // 2,
         "after-the-last-append": len(appends),  # every line out, the checkpoint not yet told: the window once lost
     }[where]
-    real, calls = AuditLog.append_frame, itertools.count(1)
+    real, calls = AuditLog.append_decisions, itertools.count(1)
 
     def append_then_kill(self: AuditLog, *args: Any, **kwargs: Any) -> tuple[int, str]:
         head = real(self, *args, **kwargs)
@@ -187,7 +187,7 @@ def test_a_scan_killed_while_auditing_reruns_to_each_decision_once(
         return head
 
     with monkeypatch.context() as m:
-        m.setattr(AuditLog, "append_frame", append_then_kill)
+        m.setattr(AuditLog, "append_decisions", append_then_kill)
         with pytest.raises(Killed):
             _scan(inputs, out, spec, log)
     held, _ = _decisions(log)
@@ -211,9 +211,9 @@ def test_a_scan_killed_in_the_middle_of_an_append_reruns_to_each_decision_once(
         key = {KEY!r}
         audit.SEAL = 4  # a big append is written and sealed 4 lines at a time
         real, seals = audit._write_all, []
-        def write_all(fd, data):
-            real(fd, data)
-            if b'"event":"decision"' in data:
+        def write_all(fd, parts):
+            real(fd, parts)
+            if b'"event":"decision"' in b"".join(parts):
                 seals.append(1)
                 if len(seals) == 3:
                     os.kill(os.getpid(), signal.SIGKILL)
