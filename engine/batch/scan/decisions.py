@@ -15,7 +15,7 @@ following it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import polars as pl
@@ -52,11 +52,26 @@ class AuditWriter(BatchFollower):
     :meth:`finish`; :meth:`stop` ends the thread without writing what is still queued, as a kill would.
     """
 
-    def __init__(self, audit: DecisionAudit, state: Path, files: Sequence[str], units: int) -> None:
+    def __init__(
+        self,
+        audit: DecisionAudit,
+        state: Path,
+        files: Sequence[str],
+        units: int,
+        *,
+        start: Callable[[], None] | None = None,
+    ) -> None:
         self.audit = audit
         self.state = state
         self._number = {f: i for i, f in enumerate(files)}
+        self._start = start
         super().__init__(units, name="finscore-audit")
+
+    def begin(self) -> None:
+        """``start`` (the scan notes where its lines begin in the log, a few ms of fsync): here, on this thread,
+        before the first line, while the units already score."""
+        if self._start is not None:
+            self._start()
 
     def take(self, name: str) -> None:
         audit_batch(self.audit, self.state, name, self._number)

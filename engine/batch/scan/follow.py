@@ -52,6 +52,9 @@ class BatchFollower:
         """Do this follower's work for batch ``name`` (its parts are on disk)."""
         raise NotImplementedError
 
+    def begin(self) -> None:
+        """What the thread does before its first batch (nothing, unless a subclass says otherwise)."""
+
     def done(self, unit: int, batch: int) -> None:
         """Batch ``batch`` of ``unit`` is finished: its parts are on disk."""
         self._inbox.put((unit, batch, 0))
@@ -76,6 +79,7 @@ class BatchFollower:
         ends: dict[int, int] = {}
         unit = batch = 0
         try:
+            self.begin()
             while unit < self.units and not self._stopping.is_set():
                 if (unit, batch) in finished:
                     finished.discard((unit, batch))

@@ -555,9 +555,11 @@ def scan(
         bar = tqdm(total=total, unit=" rows", unit_scale=True, desc="scanning", leave=False)
     writer = None
     if audit is not None and not dask and not (state / _AUDITED).is_file():
-        # The decision lines go out while the units are scored: where they start is noted first.
-        _start_audit(audit, state)
-        writer = AuditWriter(audit, state, [str(f) for f in files], len(units))
+        # The decision lines go out while the units are scored: where they start is noted first, by the writer's
+        # thread before its first line.
+        writer = AuditWriter(
+            audit, state, [str(f) for f in files], len(units), start=functools.partial(_start_audit, audit, state)
+        )
     forwarder = SiemForwarder(siem, state, fmt, len(units), run=run) if siem is not None else None
     followers = Followers([writer, forwarder])
     try:
