@@ -360,9 +360,9 @@ class AuditLog:
 
         Polars writes the lines' JSON (a batch command's decisions have a faster way, :meth:`append_decisions`),
         the checks of :meth:`append_many` run a column at a time (no card number, finite numbers, no field named
-        like the log's own), and the lines of an append are hashed as one stream. ``minted`` names columns the caller made
-        itself from no customer value (batch names, pseudonyms): they are not searched for card numbers,
-        which took a scan's 57k decision lines 25-35 ms of the 0.3 s their audit costs.
+        like the log's own), and the lines of an append are hashed as one stream. ``minted`` names columns the
+        caller made itself from no customer value (batch names, pseudonyms): they are not searched for card
+        numbers, which took a scan's 57k decision lines 25-35 ms of the 0.3 s their audit costs.
         """
         named = ["event", *shared]
         clash = [c for c in frame.columns if c in named]
