@@ -94,6 +94,15 @@ _SCORE_KEY = np.frombuffer(b',"score":', np.uint8)
 _Render = Callable[[int, int, int, str], tuple[memoryview, int]]
 
 
+def _joined_subjects(parts: Sequence[Decisions]) -> pl.Series | None:
+    """The subjects of ``parts`` one after the other (None when no part has any)."""
+    if all(p.subject is None for p in parts):
+        return None
+    return pl.concat(
+        [p.subject if p.subject is not None else pl.Series([None] * len(p), dtype=pl.String) for p in parts]
+    )
+
+
 def _table(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """``texts`` (ASCII) as one byte array and the offsets of each."""
     data = "".join(texts).encode("ascii")
@@ -107,7 +116,8 @@ class Decisions:
     """A batch command's decisions as :meth:`AuditLog.append_decisions` writes them, one line each with the
     members ``request_id`` (``<run>/<prefix><row>``), ``batch`` (when ``batch`` is given), ``subject``,
     ``decision`` and ``score``. ``prefix``, ``batch`` and ``decision`` are INT32 codes into their tables
-    (-1: null); ``subject`` is text (pseudonyms, or null); ``score`` float64 rounded to 6 decimals, NaN for none.
+    (-1: null); ``subject`` is text (pseudonyms, or null; None: null on every row); ``score`` float64 rounded to 6
+    decimals, NaN for none.
     """
 
     FIELDS: ClassVar[tuple[str, ...]] = ("request_id", "batch", "subject", "decision", "score")
@@ -118,7 +128,7 @@ class Decisions:
     prefixes: tuple[str, ...]
     batch: np.ndarray | None
     batches: tuple[str, ...]
-    subject: pl.Series
+    subject: pl.Series | None
     decision: np.ndarray
     decisions: tuple[str, ...]
     score: np.ndarray
@@ -138,8 +148,10 @@ class Decisions:
         """One batch's decisions: its rows (whole numbers), their request ids' ``prefix`` and ``batch`` (one each),
         subjects (None: none), decisions (text) and scores (rounded here to 6 decimals as Polars rounds)."""
         n = len(rows)
-        given = decision.cast(pl.String)
-        table = given.drop_nulls().unique(maintain_order=True)
+        given = decision if decision.dtype == pl.String else decision.cast(pl.String)
+        table = given.unique(maintain_order=True)
+        if given.null_count():
+            table = table.drop_nulls()
         if len(table) == 1 and not given.null_count():  # one decision for the batch (a scan's "alert")
             codes = np.zeros(n, np.int32)
         else:
@@ -152,7 +164,7 @@ class Decisions:
             prefixes=(prefix,),
             batch=np.zeros(n, np.int32) if batch is not None else None,
             batches=(batch,) if batch is not None else (),
-            subject=subject.cast(pl.String) if subject is not None else pl.repeat(None, n, dtype=pl.String, eager=True),
+            subject=subject.cast(pl.String) if subject is not None and subject.null_count() < n else None,
             decision=np.asarray(codes, dtype=np.int32),
             decisions=tuple(table.to_list()),
             score=np.round(np.asarray(score, dtype=np.float64), 6),  # Polars' round(6) to the bit (a test checks)
@@ -184,7 +196,7 @@ class Decisions:
             prefixes=prefixes,
             batch=batch,
             batches=batches,
-            subject=pl.concat([p.subject for p in parts]),
+            subject=_joined_subjects(parts),
             decision=decision,
             decisions=decisions,
             score=np.concatenate([p.score for p in parts]),
@@ -197,7 +209,7 @@ class Decisions:
             rows=self.rows[start:stop],
             prefix=self.prefix[start:stop],
             batch=self.batch[start:stop] if self.batch is not None else None,
-            subject=self.subject.slice(start, stop - start),
+            subject=self.subject.slice(start, stop - start) if self.subject is not None else None,
             decision=self.decision[start:stop],
             score=self.score[start:stop],
         )
@@ -216,7 +228,7 @@ class Decisions:
         columns = {
             "request_id": (f"{self.run}/" + prefix + pl.Series(self.rows).cast(pl.String)),
             **({"batch": text(self.batch, self.batches)} if self.batch is not None else {}),
-            "subject": self.subject.cast(pl.String),
+            "subject": self.subject if self.subject is not None else pl.Series([None] * len(self), dtype=pl.String),
             "decision": text(self.decision, self.decisions),
             "score": pl.Series(self.score).fill_nan(None),
         }
@@ -226,14 +238,16 @@ class Decisions:
         """:func:`kernels.auditlines.decision_lines`' arguments after ``opening`` and ``request``, for the rows
         from ``start`` to ``stop``: the Arrow buffers and tables made once, the rows' arrays sliced."""
         n = len(self.rows)
-        subject = self.subject.cast(pl.String).to_arrow()
-        if subject.type != pa.large_string():
-            subject = subject.cast(pa.large_string())
-        subject = subject.combine_chunks() if isinstance(subject, pa.ChunkedArray) else subject
-        _, offsets, data = subject.buffers()
-        offsets = np.frombuffer(offsets, dtype=np.int64)[subject.offset : subject.offset + n + 1]
-        data = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
-        present = ~subject.is_null().to_numpy(zero_copy_only=False)
+        if self.subject is None:  # no subject on any row: every line's is null
+            offsets, data, present = np.zeros(n + 1, np.int64), np.zeros(0, np.uint8), np.zeros(n, np.bool_)
+        else:
+            subject = self.subject.to_arrow()
+            if subject.type != pa.large_string():
+                subject = subject.cast(pa.large_string())
+            _, buffer, text = subject.buffers()
+            offsets = np.frombuffer(buffer, dtype=np.int64)[subject.offset : subject.offset + n + 1]
+            data = np.frombuffer(text, dtype=np.uint8) if text is not None else np.zeros(0, np.uint8)
+            present = ~subject.is_null().to_numpy(zero_copy_only=False)
         rows = np.ascontiguousarray(self.rows, dtype=np.int64)
         prefix = np.ascontiguousarray(self.prefix, dtype=np.int32)
         batch = np.ascontiguousarray(self.batch if self.batch is not None else np.full(n, -1), dtype=np.int32)
@@ -413,7 +427,7 @@ class AuditLog:
         spelled = (
             all(_PLAIN_TEXT.fullmatch(t) for t in texts)
             and not (given.size and np.abs(given).max() >= MAX_SCORE)
-            and plain(decisions.subject)
+            and (decisions.subject is None or plain(decisions.subject))
         )
         if not spelled:
             return self.append_frame(event, decisions.frame(), minted=("request_id", "batch", "subject"), **shared)

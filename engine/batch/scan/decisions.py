@@ -31,7 +31,7 @@ __all__ = ["AuditWriter", "audit_batch", "stem"]
 def audit_batch(audit: DecisionAudit, state: Path, name: str, number: dict[str, int]) -> None:
     """Queue the ``decision`` lines of batch ``name`` (its ``.audit.arrow`` part): request id
     ``<run>/<file number>:<row>``, ``number`` giving each file's number."""
-    with pa.OSFile(str(state / f"{name}.audit.arrow")) as f:  # Arrow's reader: a third of read_ipc's cost
+    with pa.memory_map(str(state / f"{name}.audit.arrow")) as f:  # Arrow's reader, mapped: nothing copied
         alerts = pl.from_arrow(ipc.open_file(f).read_all())
     assert isinstance(alerts, pl.DataFrame)
     files = alerts.get_column("file").unique()
