@@ -83,17 +83,6 @@ def put_score(out: np.ndarray, p: int, x: float) -> int:  # pragma: no cover - c
 
 
 @numba.njit(cache=True, nogil=True)
-def _put_code(out: np.ndarray, p: int, code: int, offsets: np.ndarray, data: np.ndarray) -> int:  # pragma: no cover
-    """Write entry ``code`` of a table (``offsets`` into ``data``), between quotes; ``null`` for code -1."""
-    if code < 0:
-        return _copy(out, p, _NULL, 0, 4)
-    out[p] = 34
-    p = _copy(out, p + 1, data, offsets[code], offsets[code + 1])
-    out[p] = 34
-    return p + 1
-
-
-@numba.njit(cache=True, nogil=True)
 def decision_lines(
     first_seq: int,
     opening: np.ndarray,
@@ -102,56 +91,51 @@ def decision_lines(
     prefix: np.ndarray,
     prefix_offsets: np.ndarray,
     prefix_data: np.ndarray,
-    batch_key: np.ndarray,
-    batch: np.ndarray,
-    batch_offsets: np.ndarray,
-    batch_data: np.ndarray,
-    subject_key: np.ndarray,
+    middle: np.ndarray,
+    middle_offsets: np.ndarray,
+    middle_data: np.ndarray,
     subject_valid: np.ndarray,
     subject_offsets: np.ndarray,
     subject_data: np.ndarray,
-    decision_key: np.ndarray,
-    decision: np.ndarray,
-    decision_offsets: np.ndarray,
-    decision_data: np.ndarray,
-    score_key: np.ndarray,
+    ending: np.ndarray,
+    ending_offsets: np.ndarray,
+    ending_data: np.ndarray,
     score: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
-    """The lines ``{"seq":N<request>"<prefix><row>",<batch>,<subject>,<decision>,<score>}`` and newline, one per
-    row: ``opening`` is ``{"seq":``; ``request`` the text from after the seq to the request id's row part
-    (the time, the event and shared fields, ``"request_id":"<run>/``); each ``*_key`` the text before that
-    field's value (``","batch":`` and so on; an empty ``batch_key`` leaves the batch out). ``prefix``, ``batch``
-    and ``decision`` are codes into their tables (-1: null); ``subject_valid`` says which rows have a subject in
-    the Arrow buffers; a NaN score is null. Answers the bytes and where each line starts (one more: the end)."""
+    """One line a row, ``{"seq":<seq><request><prefix><row><middle><subject><ending><score>}`` and a newline:
+    ``opening`` is ``{"seq":``; ``request`` the text from after the seq to the request id's row part (the time,
+    the event and shared fields, ``"request_id":"<run>/``); ``prefix``, ``middle`` and ``ending`` are codes into
+    tables of texts (the request id's prefix; its closing quote to the subject's value, the batch between;
+    the subject's value to the score's, the decision between). ``subject_valid`` says which rows have a
+    subject in the Arrow buffers (the others' is null); a NaN score is null. Answers the bytes and where each
+    line starts (one more: the end). Each text is copied whole: fields of a few bytes each cost more copied
+    one by one."""
     n = len(rows)
     widest = 0
-    for t in (prefix_offsets, batch_offsets, decision_offsets):
+    for t in (prefix_offsets, middle_offsets, ending_offsets):
+        longest = 0
         for k in range(len(t) - 1):
-            widest = max(widest, t[k + 1] - t[k])
+            longest = max(longest, t[k + 1] - t[k])
+        widest += longest
     longest_subject = 0
     for i in range(n):
         longest_subject = max(longest_subject, subject_offsets[i + 1] - subject_offsets[i])
-    fixed = len(opening) + len(request) + len(batch_key) + len(subject_key) + len(decision_key) + len(score_key)
-    # seq and row (20 digits each), three table entries and the subject quoted, a score (17 characters), "}\n"
-    bound = fixed + 40 + 3 * (widest + 2) + longest_subject + 6 + 24 + 3
+    # seq and row (20 digits each), the three texts, the subject quoted, a score (at most 17 characters), "}\n"
+    bound = len(opening) + len(request) + 40 + widest + longest_subject + 6 + 24 + 3
     out = np.empty(n * bound, dtype=np.uint8)
     starts = np.empty(n + 1, dtype=np.int64)
     p = 0
     for i in range(n):
         starts[i] = p
         out[p : p + len(opening)] = opening
-        p += len(opening)
-        p = _put_uint(out, p, first_seq + i)
+        p = _put_uint(out, p + len(opening), first_seq + i)
         out[p : p + len(request)] = request
         p += len(request)
         p = _copy(out, p, prefix_data, prefix_offsets[prefix[i]], prefix_offsets[prefix[i] + 1])
         p = _put_uint(out, p, rows[i])
-        out[p] = 34  # the request id's closing quote
-        p += 1
-        if len(batch_key):
-            p = _copy(out, p, batch_key, 0, len(batch_key))
-            p = _put_code(out, p, batch[i], batch_offsets, batch_data)
-        p = _copy(out, p, subject_key, 0, len(subject_key))
+        a, b = middle_offsets[middle[i]], middle_offsets[middle[i] + 1]
+        out[p : p + b - a] = middle_data[a:b]
+        p += b - a
         if subject_valid[i]:
             out[p] = 34
             p = _copy(out, p + 1, subject_data, subject_offsets[i], subject_offsets[i + 1])
@@ -159,9 +143,9 @@ def decision_lines(
             p += 1
         else:
             p = _copy(out, p, _NULL, 0, 4)
-        p = _copy(out, p, decision_key, 0, len(decision_key))
-        p = _put_code(out, p, decision[i], decision_offsets, decision_data)
-        p = _copy(out, p, score_key, 0, len(score_key))
+        a, b = ending_offsets[ending[i]], ending_offsets[ending[i] + 1]
+        out[p : p + b - a] = ending_data[a:b]
+        p += b - a
         if np.isnan(score[i]):
             p = _copy(out, p, _NULL, 0, 4)
         else:

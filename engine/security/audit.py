@@ -86,9 +86,6 @@ _OFFSETS = struct.Struct("<q")  # an Arrow large string's offsets: little-endian
 _PERSON = b"finscore-pseudo"  # the pseudonyms' BLAKE2b personalisation
 _PLAIN_TEXT = re.compile(PLAIN)
 _OPENING = np.frombuffer(b'{"seq":', np.uint8)
-_SUBJECT_KEY = np.frombuffer(b',"subject":', np.uint8)
-_DECISION_KEY = np.frombuffer(b',"decision":', np.uint8)
-_SCORE_KEY = np.frombuffer(b',"score":', np.uint8)
 #: ``render(start, stop, first, middle)``: lines ``start`` to ``stop`` of an append, seq from ``first``, ``middle``
 #: after each seq; their bytes and where the last line starts.
 _Render = Callable[[int, int, int, str], tuple[memoryview, int]]
@@ -250,19 +247,25 @@ class Decisions:
             present = ~subject.is_null().to_numpy(zero_copy_only=False)
         rows = np.ascontiguousarray(self.rows, dtype=np.int64)
         prefix = np.ascontiguousarray(self.prefix, dtype=np.int32)
-        batch = np.ascontiguousarray(self.batch if self.batch is not None else np.full(n, -1), dtype=np.int32)
-        decision = np.ascontiguousarray(self.decision, dtype=np.int32)
+        # The text between the request id's row and the subject's value (its batch's), and between the subject's
+        # value and the score (its decision's): one entry per batch and per decision, the last for null.
+        if self.batch is not None:
+            middles = [f'","batch":{encode(b)},"subject":' for b in (*self.batches, None)]
+            middle = np.where(self.batch < 0, len(self.batches), self.batch).astype(np.int32)
+        else:
+            middles, middle = ['","subject":'], np.zeros(n, np.int32)
+        endings = [f',"decision":{encode(d)},"score":' for d in (*self.decisions, None)]
+        ending = np.where(self.decision < 0, len(self.decisions), self.decision).astype(np.int32)
         score = np.ascontiguousarray(self.score, dtype=np.float64)
-        prefixes, batches, decisions = _table(self.prefixes), _table(self.batches), _table(self.decisions)
-        batch_key = np.frombuffer(b',"batch":' if self.batch is not None else b"", np.uint8)
+        prefixes, middle_table, ending_table = _table(self.prefixes), _table(middles), _table(endings)
 
         def sliced(start: int, stop: int) -> tuple[Any, ...]:
             return (
                 rows[start:stop], prefix[start:stop], *prefixes,
-                batch_key, batch[start:stop], *batches,
-                _SUBJECT_KEY, present[start:stop], offsets[start : stop + 1], data,
-                _DECISION_KEY, decision[start:stop], *decisions,
-                _SCORE_KEY, score[start:stop],
+                middle[start:stop], *middle_table,
+                present[start:stop], offsets[start : stop + 1], data,
+                ending[start:stop], *ending_table,
+                score[start:stop],
             )  # fmt: skip
 
         return sliced
