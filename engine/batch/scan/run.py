@@ -443,10 +443,11 @@ def _finish(
         summary.log_lines += counts.get("lines", 0)
         summary.unparsed_lines += counts.get("unparsed", 0)
     stems = [m.name[: -len(".done")] for m in markers]
-    if audit is not None:
-        if writer is None:
-            _start_audit(audit, state)
-        _audit_alerts(stems, files or [], audit, state, writer)
+    if audit is not None and writer is None:
+        _start_audit(audit, state)
+    # The output first, while the audit writer's thread appends its last lines: the two overlap. The run line
+    # that says the output holds the decisions comes after both; a scan killed in between writes the output
+    # again (from the same parts) and audits what is missing.
     fmt.join([state / f"{s}.alerts{fmt.suffix}" for s in stems], out)
     rejects_path = out.with_name(out.stem + ".rejected.csv")
     rejected = [state / f"{s}.rejects.parquet" for s in stems if (state / f"{s}.rejects.parquet").is_file()]
@@ -455,6 +456,8 @@ def _finish(
         summary.rejects_path = str(rejects_path)
     else:
         rejects_path.unlink(missing_ok=True)
+    if audit is not None:
+        _audit_alerts(stems, files or [], audit, state, writer)
     _phase("written")
     if audit is not None:
         audit.close(
