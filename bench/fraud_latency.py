@@ -18,7 +18,8 @@ authorizations as its input data. In-process (the scorer alone) for comparison.
 
 With ``--redis`` the same run measures twice: first with the state in the model's process, then with the state
 in that Redis (as several servers would share it), so the two figures come from one machine at one time
-(``--redis-only`` skips the first).
+(``--redis-only`` skips the first). ``--server-cpus 0`` runs Triton and its models on CPU 0 (``finscore serve
+--cpus``): on a 2-core VM each hop of a request to a process on the other core waits for a wake-up there.
 """
 
 from __future__ import annotations
@@ -47,10 +48,11 @@ from bench.suite import _stats, server_breakdown
 from bench.targets import _MODEL_INFER, _infer_request
 from clients import FraudClient
 from engine.demo.transactions import synthetic_transactions
+from engine.errors import UsageError
 from engine.families.fraud import FraudColumns, FraudScorer, canonical, train_fraud
 from engine.families.fraud.redis_state import ENV_VAR, redacted_url
 from engine.serving.repository import ModelRepository
-from engine.serving.server import ServerPorts, TritonServer
+from engine.serving.server import ServerPorts, TritonServer, parse_cpus
 from engine.tables.io import read_table
 
 __all__ = ["main"]
@@ -264,12 +266,19 @@ def _measure(
 ) -> None:
     env = {ENV_VAR: url} if url else {}
     where = f"state in Redis at {redacted_url(url)}" if url else "state in the server process"
-    print(f"one authorization per request, {where}, {args.duration:g} s per point after {args.warmup:g} s warm-up:")
+    pinned = f", Triton and its models on CPU {args.server_cpus}" if args.server_cpus else ""
+    print(
+        f"one authorization per request, {where}{pinned}, {args.duration:g} s per point after {args.warmup:g} s "
+        "warm-up:"
+    )
     repo = version.parent.parent
     with tempfile.TemporaryDirectory(prefix="finscore-floor-") as extra:
         floor = floor_repository(repo, "fraud", Path(extra))
         ports = ServerPorts.free()
-        with TritonServer(repo, ports=ports, models=["fraud", floor], env=env, more_repositories=[extra]) as server:
+        cpus = parse_cpus(args.server_cpus) if args.server_cpus else None
+        with TritonServer(
+            repo, ports=ports, models=["fraud", floor], env=env, more_repositories=[extra], cpus=cpus
+        ) as server:
             stats = grpcclient.InferenceServerClient(server.grpc_url)
             runs = [("stub", floor), ("stub", "fraud"), ("tritonclient", "fraud")]
             for level in levels:
@@ -328,6 +337,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--redis-only", action="store_true", help="with --redis, skip the state in the process")
     ap.add_argument(
+        "--server-cpus", metavar="CPUS",
+        help="run Triton and its models on these CPUs (as `finscore serve --cpus`, e.g. 0); with a local Redis, "
+        "start it on the same CPUs (`taskset -c 0 redis-server ...`)",
+    )  # fmt: skip
+    ap.add_argument(
         "--no-perf-analyzer", dest="perf_analyzer", action="store_false",
         help="skip Triton's perf_analyzer at concurrency 1 (run by default beside the Python client)",
     )  # fmt: skip
@@ -336,6 +350,11 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--rounds must be at least 1")
     if args.redis_only and not args.redis:
         ap.error("--redis-only needs --redis URL")
+    if args.server_cpus:
+        try:
+            parse_cpus(args.server_cpus)
+        except UsageError as exc:
+            ap.error(f"--server-cpus: {exc}")
     if args.train_start and args.data is None:
         ap.error("--train-start needs --data FILE")
     os.environ.pop(ENV_VAR, None)  # where the state lives is this run's choice, not the caller's environment

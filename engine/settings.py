@@ -61,6 +61,12 @@ class Settings:
     fraud_redis: str | None = _setting(
         None, "a Redis URL (redis://HOST:PORT/DB) holding the fraud model's shared state", flag="--fraud-redis"
     )
+    cpus: str | None = _setting(
+        None,
+        "the CPUs `finscore serve` runs Triton and its models on, as taskset writes them (0, 0-3 or 0,2-3); "
+        "default: every CPU",
+        flag="--cpus",
+    )
     metrics: bool = _setting(
         True,
         "1, true or yes (the default): served models count their scores, decisions and refusals on Triton's "

@@ -34,11 +34,17 @@ def add_parsers(sub: Subparsers) -> None:
         help="keep the fraud model's card and terminal state in this Redis (redis://HOST:PORT/DB), shared with "
         "every server given the same URL (default: in the server process; FINSCORE_FRAUD_REDIS does the same)",
     )
+    serve_.add_argument(
+        "--cpus",
+        help="run Triton and its models on these CPUs only, as taskset writes them (0, 0-3 or 0,2-3): a request "
+        "hops between Triton, a model's process and Redis, and on a virtual machine each hop to another CPU "
+        "costs a wake-up there (default: every CPU; FINSCORE_CPUS does the same)",
+    )
     serve_.set_defaults(func=serve)
 
 
 def serve(args: argparse.Namespace) -> int:
-    from engine.serving.server import ServerPorts, ServerTls, TritonServer
+    from engine.serving.server import ServerPorts, ServerTls, TritonServer, parse_cpus
 
     s = resolve_settings(
         repo=args.repo,
@@ -46,7 +52,9 @@ def serve(args: argparse.Namespace) -> int:
         grpc_port=args.grpc_port,
         http_port=args.http_port,
         metrics_port=args.metrics_port,
+        cpus=args.cpus,
     )
+    cpus = parse_cpus(s.cpus) if s.cpus else None
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     server = TritonServer(
         s.repo,
@@ -58,6 +66,7 @@ def serve(args: argparse.Namespace) -> int:
         # The flag reaches the model through the server's environment; without it the server inherits ours.
         env={env_name("fraud_redis"): args.fraud_redis} if args.fraud_redis else None,
         tls=ServerTls.from_files(args.tls_cert, args.tls_key, args.tls_ca),
+        cpus=cpus,
     )
     stopping = False
 
@@ -73,7 +82,9 @@ def serve(args: argparse.Namespace) -> int:
         f"Triton is serving {', '.join(server.loaded)} from {server.repo.root}\n"
         f"  gRPC {server.grpc_url}{transport}   HTTP {'off (TLS)' if server.tls else server.http_url}   "
         f"metrics :{s.metrics_port}\n"
-        f"  log {server.log_path}\nPress Ctrl-C to stop.",
+        f"  log {server.log_path}"
+        + (f"   CPUs {','.join(str(c) for c in sorted(cpus))}" if cpus else "")
+        + "\nPress Ctrl-C to stop.",
         flush=True,
     )
     try:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from engine.errors import ModelNotReadyError, PortInUseError, ServerError, ServerStartError
+from engine.errors import ModelNotReadyError, PortInUseError, ServerError, ServerStartError, UsageError
 from engine.serving.repository import ModelRepository
 from engine.serving.watch import StubWatch
 
@@ -129,6 +129,29 @@ def server_env(paths: _Paths) -> dict[str, str]:
     return env
 
 
+def parse_cpus(text: str) -> frozenset[int]:
+    """The CPUs named by ``text`` as taskset and cgroups write them (``0``, ``0-3``, ``0,2-3``), each one this
+    process may run on; a :class:`UsageError` says what is wrong otherwise.
+
+    >>> sorted(parse_cpus("0"))
+    [0]
+    """
+    cpus: set[int] = set()
+    for part in text.replace(" ", "").split(","):
+        first, dash, last = part.partition("-")
+        if not first.isdigit() or (dash and not last.isdigit()) or (dash and int(last) < int(first)):
+            msg = f"CPUs are written as taskset writes them (0, 0-3 or 0,2-3), not {text!r}"
+            raise UsageError(msg)
+        cpus.update(range(int(first), int(last or first) + 1))
+    allowed = os.sched_getaffinity(0)
+    if not cpus <= allowed:
+        missing = ",".join(str(c) for c in sorted(cpus - allowed))
+        have = ",".join(str(c) for c in sorted(allowed))
+        msg = f"CPU {missing} is not one this machine lets finscore run on (it may use {have})"
+        raise UsageError(msg)
+    return frozenset(cpus)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port the OS says is free now (for tests and benchmarks)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -210,8 +233,11 @@ class TritonServer:
         tls: ServerTls | None = None,
         watch: bool = True,
         more_repositories: Sequence[str | os.PathLike[str]] = (),
+        cpus: frozenset[int] | None = None,
     ) -> None:
         self.repo = repository if isinstance(repository, ModelRepository) else ModelRepository(repository)
+        #: The CPUs the server and every model stub it starts run on (:func:`parse_cpus`); None: all.
+        self.cpus = cpus
         self.ports = ports or ServerPorts()
         self.host = host
         self.models = models
@@ -301,6 +327,8 @@ class TritonServer:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop the server in order
+            # Set in the child before Triton starts, so its threads and the stubs it forks inherit it.
+            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if (cpus := self.cpus) else None,  # noqa: PLW1509
         )
         log.close()
         try:

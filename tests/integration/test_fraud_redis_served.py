@@ -4,9 +4,11 @@ error per request while the servers stay up."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -52,11 +54,43 @@ def shared(
                 models=["fraud"],
                 log_path=root.parent / f"triton-{name}.log",
                 env={ENV_VAR: url},
+                cpus=cpus,  # a pinned server shares the state as any other
             )
-            for name in "ab"
+            for name, cpus in (("a", frozenset({min(os.sched_getaffinity(0))})), ("b", None))
         ]
         with servers[0], servers[1]:
             yield servers[0], servers[1], proc
+
+
+def _cpus(pid: int) -> set[int]:
+    """The CPUs a process's every thread may run on."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found |= os.sched_getaffinity(int(task.name))
+    return found
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(entry.name))
+    return kids
+
+
+def test_a_server_given_cpus_runs_triton_and_its_model_there(shared: tuple[TritonServer, TritonServer, object]) -> None:
+    a, b, _ = shared
+    assert a.process is not None and b.process is not None and a.cpus
+    stubs = _children(a.process.pid)
+    assert stubs, "the fraud model's stub is a child of Triton"
+    for pid in [a.process.pid, *stubs]:
+        assert _cpus(pid) == set(a.cpus)
+    assert _cpus(b.process.pid) == os.sched_getaffinity(0)
 
 
 def test_a_day_replayed_across_two_servers_equals_the_batch_kernels(

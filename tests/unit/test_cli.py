@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import socket
 from dataclasses import replace
 from pathlib import Path
@@ -8,8 +9,8 @@ import polars as pl
 import pytest
 
 from engine.cli import main
-from engine.errors import ModelNotReadyError, PortInUseError
-from engine.serving.server import ServerPorts, TritonServer
+from engine.errors import ModelNotReadyError, PortInUseError, UsageError
+from engine.serving.server import ServerPorts, TritonServer, parse_cpus
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -82,6 +83,22 @@ def test_server_refuses_a_taken_port(trained, tmp_path: Path) -> None:  # type: 
         with pytest.raises(PortInUseError, match=f"port {taken} \\(HTTP\\).*--http-port"):
             server.start()
         assert server.process is None
+
+
+def test_cpus_are_read_as_taskset_writes_them() -> None:
+    first = min(os.sched_getaffinity(0))
+    assert parse_cpus(str(first)) == {first}
+    assert parse_cpus(f"{first}-{first}, {first}") == {first}
+    for bad in ("", "a", "1-0", "0-", "-1", "0;1"):
+        with pytest.raises(UsageError, match="as taskset writes them"):
+            parse_cpus(bad)
+    with pytest.raises(UsageError, match="CPU 4096 is not one this machine lets finscore run on"):
+        parse_cpus("4096")
+
+
+def test_serve_refuses_cpus_it_cannot_run_on(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "serve", "--cpus", "4096")
+    assert code == 2 and "CPU 4096 is not one this machine lets finscore run on" in err and err.count("\n") == 1
 
 
 def test_free_ports_are_distinct_and_equal_ports_are_refused(trained) -> None:  # type: ignore[no-untyped-def]
