@@ -320,17 +320,24 @@ class TritonServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log_path.write_bytes(b"")
         log = self.log_path.open("ab")  # appended to, so the stub watch's lines and Triton's never overwrite
-        self.process = subprocess.Popen(
-            self._command(paths, models),
-            env={**server_env(paths), **self.env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop the server in order
-            # Set in the child before Triton starts, so its threads and the stubs it forks inherit it.
-            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if (cpus := self.cpus) else None,  # noqa: PLW1509
-        )
-        log.close()
+        # The CPUs are this thread's while it starts the server: the child inherits them before Triton runs, so
+        # its threads and the stubs it forks do too (no code runs in the child between fork and exec).
+        keep = os.sched_getaffinity(0) if self.cpus else None
+        try:
+            if self.cpus:
+                os.sched_setaffinity(0, self.cpus)
+            self.process = subprocess.Popen(
+                self._command(paths, models),
+                env={**server_env(paths), **self.env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop the server in order
+            )
+        finally:
+            if keep is not None:
+                os.sched_setaffinity(0, keep)
+            log.close()
         try:
             self._wait_ready()
         except BaseException:
