@@ -217,8 +217,7 @@ class Decisions:
     def frame(self) -> pl.DataFrame:
         """The same decisions as the frame :meth:`AuditLog.append_frame` takes."""
 
-        def text(codes: np.ndarray | None, table: tuple[str, ...]) -> pl.Series:
-            assert codes is not None
+        def text(codes: np.ndarray, table: tuple[str, ...]) -> pl.Series:
             return pl.Series([*table, None], dtype=pl.String).gather(np.where(codes < 0, len(table), codes))
 
         prefix = text(self.prefix, self.prefixes)

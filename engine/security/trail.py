@@ -287,7 +287,6 @@ class DecisionAudit:
         if prefix and (prefix[-1].isdigit() or find_cards(prefix) or not prefix.isascii() or '"' in prefix):
             msg = f"a request id prefix is the run's own text ending in a non-digit, not {prefix!r}"
             raise ValueError(msg)
-        rows = pl.col("row")
         minted = frame.schema["row"].is_integer()
         subjects: pl.Series | None = None
         if SUBJECT in frame.columns:  # pseudonymised already, where the raw value was read
@@ -315,6 +314,7 @@ class DecisionAudit:
             if self._queued >= BATCH:
                 self.flush(whole=True)
             return
+        rows = pl.col("row")
         subject = pl.lit(subjects) if subjects is not None else pl.lit(None, dtype=pl.String)
         score = pl.col(self.score).cast(pl.Float64)
         # Kept lazy: the queued batches' lines are made in one pass when they are appended.
