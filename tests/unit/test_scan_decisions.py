@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from engine.batch.scan.decisions import AuditWriter, stem
+from engine.batch.scan.decisions import AuditWriter, Held, stem
 from engine.security.audit import AuditLog, verify
 from engine.security.trail import DecisionAudit, Trail
 
@@ -23,12 +23,19 @@ def _audit(tmp_path: Path) -> DecisionAudit:
     )
 
 
-def _part(state: Path, unit: int, batch: int, rows: list[int]) -> None:
-    frame = pl.DataFrame(
+def _frame(rows: list[int]) -> pl.DataFrame:
+    return pl.DataFrame(
         {"file": ["/in/a.parquet"] * len(rows), "row": rows, "anomaly_score": [0.5] * len(rows)},
         schema={"file": pl.String, "row": pl.Int64, "anomaly_score": pl.Float32},
     )
-    frame.write_ipc(state / f"{stem(unit, batch)}.audit.arrow")
+
+
+def _part(state: Path, unit: int, batch: int, rows: list[int]) -> None:
+    _frame(rows).write_ipc(state / f"{stem(unit, batch)}.audit.arrow")
+
+
+def _request_ids(log: Path) -> list[str]:
+    return [json.loads(x)["request_id"] for x in log.read_text(encoding="utf-8").splitlines()]
 
 
 def test_lines_follow_the_checkpoint_order_not_the_finishing_order(tmp_path: Path) -> None:
@@ -67,3 +74,36 @@ def test_a_stopped_writer_writes_nothing_more(tmp_path: Path) -> None:
     writer.done(0, 0)
     writer.ended(0, 1)
     assert not (tmp_path / "audit.jsonl").exists()
+
+
+def test_a_frame_handed_over_is_written_without_reading_its_part(tmp_path: Path) -> None:
+    held, read = tmp_path / "held", tmp_path / "read"
+    for d in (held, read):
+        d.mkdir()
+    _part(read, 0, 0, [3, 5])  # the held writer's folder has no part: reading one would fail
+    for d, frame in ((held, Held(_frame([3, 5]), "/in/a.parquet")), (read, None)):
+        writer = AuditWriter(_audit(d), d, ["/in/a.parquet"], units=1)
+        writer.done(0, 0, frame)
+        writer.ended(0, 1)
+        writer.finish()
+    assert _request_ids(held / "audit.jsonl") == _request_ids(read / "audit.jsonl") == ["r1/0:3", "r1/0:5"]
+
+
+def test_past_its_holding_the_writer_reads_parts_back(tmp_path: Path) -> None:
+    class OneHeld(AuditWriter):
+        holding = 1
+
+    writer = OneHeld(_audit(tmp_path), tmp_path, ["/in/a.parquet"], units=1)
+    writer.done(0, 1, Held(_frame([9]), "/in/a.parquet"))  # held: batch 0 comes first
+    writer.done(0, 0, Held(_frame([1]), "/in/a.parquet"))  # past the holding: its part is read, and there is none
+    writer.ended(0, 2)
+    with pytest.raises(FileNotFoundError):
+        writer.finish()
+
+
+def test_a_held_frame_without_its_file_is_numbered_from_its_rows(tmp_path: Path) -> None:
+    writer = AuditWriter(_audit(tmp_path), tmp_path, ["/in/z.parquet", "/in/a.parquet"], units=1)
+    writer.done(0, 0, Held(_frame([4]), None))
+    writer.ended(0, 1)
+    writer.finish()
+    assert _request_ids(tmp_path / "audit.jsonl") == ["r1/1:4"]

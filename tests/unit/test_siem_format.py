@@ -138,7 +138,7 @@ class _Taker(BatchFollower):
         self.taken: list[str] = []
         super().__init__(units, name="test-taker")
 
-    def take(self, name: str) -> None:
+    def take(self, name: str, held: object = None) -> None:
         self.taken.append(name)
 
 

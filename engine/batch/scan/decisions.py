@@ -8,7 +8,10 @@ skips what the log already holds (:meth:`engine.security.trail.DecisionAudit.res
 :class:`AuditWriter` does it on a thread of its own while the units are scored (a
 :class:`engine.batch.scan.follow.BatchFollower`): a unit tells it each batch it has finished (a stem, never
 the alerts: they are read back from the batch's ``.audit.arrow`` part when their turn comes, so what waits
-for the writer is a name, and memory does not grow with the rows). Appending is
+for the writer is a name, and memory does not grow with the rows). A unit hands over the frame it wrote to
+the part as well (:class:`Held`), which the writer takes instead of reading the part back while it holds
+fewer than :attr:`AuditWriter.holding`: reading a part and finding its one file cost as much as a third of
+the writer's work. Appending is
 mostly hashing, checks and an fsync per few thousand lines; done here, it overlaps the scoring instead of
 following it.
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import polars as pl
 import pyarrow as pa
@@ -25,19 +29,33 @@ import pyarrow.ipc as ipc
 from engine.batch.scan.follow import BatchFollower, stem
 from engine.security.trail import DecisionAudit
 
-__all__ = ["AuditWriter", "audit_batch", "stem"]
+__all__ = ["AuditWriter", "Held", "audit_batch", "stem"]
 
 
-def audit_batch(audit: DecisionAudit, state: Path, name: str, number: dict[str, int]) -> None:
-    """Queue the ``decision`` lines of batch ``name`` (its ``.audit.arrow`` part): request id
-    ``<run>/<file number>:<row>``, ``number`` giving each file's number."""
-    with pa.memory_map(str(state / f"{name}.audit.arrow")) as f:  # Arrow's reader, mapped: nothing copied
-        alerts = pl.from_arrow(ipc.open_file(f).read_all())
-    assert isinstance(alerts, pl.DataFrame)
-    files = alerts.get_column("file").unique()
+class Held(NamedTuple):
+    """A batch's ``.audit.arrow`` part as its unit still holds it: the frame, and the ``file`` every row of it
+    has (None: not known without reading the rows)."""
+
+    alerts: pl.DataFrame
+    file: str | None
+
+
+def audit_batch(audit: DecisionAudit, state: Path, name: str, number: dict[str, int], held: Held | None = None) -> None:
+    """Queue the ``decision`` lines of batch ``name`` (its ``.audit.arrow`` part, or the same frame ``held``):
+    request id ``<run>/<file number>:<row>``, ``number`` giving each file's number."""
+    if held is not None:
+        alerts, file = held
+    else:
+        with pa.memory_map(str(state / f"{name}.audit.arrow")) as f:  # Arrow's reader, mapped: nothing copied
+            read = pl.from_arrow(ipc.open_file(f).read_all())
+        assert isinstance(read, pl.DataFrame)
+        alerts, file = read, None
+    if file is None:
+        files = alerts.get_column("file").unique()
+        file = files.item() if len(files) == 1 else None
     alerts = alerts.with_columns(pl.lit("alert").alias("decision"))
-    if len(files) == 1:  # a batch is of one file: its number is the request ids' prefix, the rows stay numbers
-        audit.record(alerts, batch=name, prefix=f"{number.get(files.item(), -1)}:")
+    if file is not None:  # a batch is of one file: its number is the request ids' prefix, the rows stay numbers
+        audit.record(alerts, batch=name, prefix=f"{number.get(file, -1)}:")
         return
     row = pl.format("{}:{}", pl.col("file").replace_strict(number, default=-1), pl.col("row")).alias("row")
     audit.record(alerts.with_columns(row), batch=name)
@@ -51,6 +69,9 @@ class AuditWriter(BatchFollower):
     flushes. An error in the writer (the log cannot be written) is raised by :meth:`check` and
     :meth:`finish`; :meth:`stop` ends the thread without writing what is still queued, as a kill would.
     """
+
+    #: Frames handed over by units (:class:`Held`) kept at once: a few batches' alerts; the writer keeps up.
+    holding = 8
 
     def __init__(
         self,
@@ -73,8 +94,8 @@ class AuditWriter(BatchFollower):
         if self._start is not None:
             self._start()
 
-    def take(self, name: str) -> None:
-        audit_batch(self.audit, self.state, name, self._number)
+    def take(self, name: str, held: Held | None = None) -> None:
+        audit_batch(self.audit, self.state, name, self._number, held)
 
     def finish(self) -> None:
         """Wait for every unit's lines to be queued, then append what is left (raises the writer's error)."""

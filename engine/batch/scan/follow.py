@@ -4,8 +4,10 @@ A scan's units finish their batches in any order (two run at once, and a resumed
 ones), but what follows them must see them in one order: the audit log's lines are hash-chained, and a SIEM
 collector should get a scan's alerts as a clean run writes them. :class:`BatchFollower` takes the batches'
 names as units report them and hands each to :meth:`BatchFollower.take` in checkpoint order (unit by unit,
-batch by batch). What waits in its queue is a name, never the alerts, which the follower reads back from the
-batch's parts when their turn comes: memory does not grow with the rows.
+batch by batch). What waits in its queue is a name, and what the follower needs of the batch it reads back from
+the batch's parts when their turn comes, so memory does not grow with the rows. A follower may take a few
+batches' data from the units as well (:attr:`BatchFollower.holding`, the audit writer's frames): read back, they
+cost it more than their lines; past that few it reads them back again.
 
 :class:`Followers` is what units report to: every follower of a scan at once (the audit writer of
 :mod:`engine.batch.scan.decisions`, the SIEM forwarder of :mod:`engine.batch.scan.siem`).
@@ -18,6 +20,7 @@ import re
 import threading
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 __all__ = ["BatchFollower", "Followers", "stem"]
 
@@ -40,28 +43,37 @@ class BatchFollower:
     would. Subclasses implement :meth:`take`.
     """
 
+    #: How many batches' ``held`` data (:meth:`done`) the follower keeps at once; past that, :meth:`take` gets
+    #: None and reads the batch's parts. 0: the follower reads them always.
+    holding = 0
+
     def __init__(self, units: int, *, name: str) -> None:
         self.units = units
-        self._inbox: queue.SimpleQueue[tuple[int, int, int]] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[tuple[int, int, int, Any]] = queue.SimpleQueue()
+        self._room = threading.Semaphore(self.holding)
         self._stopping = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def take(self, name: str) -> None:
-        """Do this follower's work for batch ``name`` (its parts are on disk)."""
+    def take(self, name: str, held: Any = None) -> None:
+        """Do this follower's work for batch ``name`` (its parts are on disk); ``held`` is what its unit handed
+        over (:meth:`done`), or None."""
         raise NotImplementedError
 
     def begin(self) -> None:
         """What the thread does before its first batch (nothing, unless a subclass says otherwise)."""
 
-    def done(self, unit: int, batch: int) -> None:
-        """Batch ``batch`` of ``unit`` is finished: its parts are on disk."""
-        self._inbox.put((unit, batch, 0))
+    def done(self, unit: int, batch: int, held: Any = None) -> None:
+        """Batch ``batch`` of ``unit`` is finished: its parts are on disk. ``held``: what of them the unit still
+        has in memory, kept for :meth:`take` while the follower holds fewer than :attr:`holding`."""
+        if held is not None and not self._room.acquire(blocking=False):
+            held = None
+        self._inbox.put((unit, batch, 0, held))
 
     def ended(self, unit: int, batches: int) -> None:
         """``unit`` has ``batches`` batches, every one of them finished."""
-        self._inbox.put((unit, _END, batches))
+        self._inbox.put((unit, _END, batches, None))
 
     def check(self) -> None:
         """Raise what stopped the thread, if anything did."""
@@ -71,28 +83,30 @@ class BatchFollower:
     def stop(self) -> None:
         """End the thread after the batch it is in, if any, leaving queued batches untaken."""
         self._stopping.set()
-        self._inbox.put((-1, _END, 0))  # wakes the thread
+        self._inbox.put((-1, _END, 0, None))  # wakes the thread
         self._thread.join()
 
     def _run(self) -> None:
-        finished: set[tuple[int, int]] = set()
+        finished: dict[tuple[int, int], Any] = {}
         ends: dict[int, int] = {}
         unit = batch = 0
         try:
             self.begin()
             while unit < self.units and not self._stopping.is_set():
                 if (unit, batch) in finished:
-                    finished.discard((unit, batch))
-                    self.take(stem(unit, batch))
+                    held = finished.pop((unit, batch))
+                    self.take(stem(unit, batch), held)
+                    if held is not None:
+                        self._room.release()
                     batch += 1
                 elif ends.get(unit) == batch:
                     unit, batch = unit + 1, 0
                 else:
-                    u, b, n = self._inbox.get()
+                    u, b, n, held = self._inbox.get()
                     if b == _END:
                         ends[u] = n
                     else:
-                        finished.add((u, b))
+                        finished[u, b] = held
         except BaseException as exc:  # handed to the scan's thread, which raises it (a kill included)
             self._error = exc
 
@@ -103,9 +117,9 @@ class Followers:
     def __init__(self, followers: Iterable[BatchFollower | None]) -> None:
         self.followers = [f for f in followers if f is not None]
 
-    def done(self, unit: int, batch: int) -> None:
+    def done(self, unit: int, batch: int, held: Any = None) -> None:
         for f in self.followers:
-            f.done(unit, batch)
+            f.done(unit, batch, held)
 
     def ended(self, unit: int, batches: int) -> None:
         for f in self.followers:

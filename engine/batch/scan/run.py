@@ -49,7 +49,7 @@ import polars as pl
 
 from engine.batch.scan.alerts import ENTITY_COLUMNS, AlertFormat, alert_frame
 from engine.batch.scan.backends import Backend, LocalSpec, ServerSpec, close_backends, open_backend
-from engine.batch.scan.decisions import AuditWriter, audit_batch, stem
+from engine.batch.scan.decisions import AuditWriter, Held, audit_batch, stem
 from engine.batch.scan.follow import Followers
 from engine.batch.scan.plan import Unit, Windows, discover, fingerprint, plan_units, unit_batches
 from engine.batch.scan.siem import SiemForwarder, SiemTarget
@@ -226,7 +226,7 @@ def run_unit(
         _atomic_json(marker, d / f"{name}.done")
         _phase("batch")
         if followers is not None:
-            followers.done(unit.index, b)
+            followers.done(unit.index, b, Held(audited, guarded_file))
         for k, v in marker.items():
             counts[k] += v
         if on_batch is not None:

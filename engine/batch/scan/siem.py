@@ -185,7 +185,7 @@ class SiemForwarder(BatchFollower):
         noted = json.loads(marker.read_text(encoding="utf-8"))
         return bool(noted.get("to") == self.target.url and noted.get("body") == self.target.body)
 
-    def take(self, name: str) -> None:
+    def take(self, name: str, held: object = None) -> None:
         if self.forwarded(name):
             return
         part = self.state / f"{name}.alerts{self.fmt.suffix}"
