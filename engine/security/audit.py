@@ -108,6 +108,22 @@ def _table(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     return offsets, np.frombuffer(data, dtype=np.uint8)
 
 
+def _decision_codes(decision: pl.Series | str, n: int) -> tuple[np.ndarray, tuple[str, ...]]:
+    """``n`` rows' decisions as INT32 codes into a table of them (-1: null), and the table; ``decision`` one text
+    for every row, or a column of them."""
+    if isinstance(decision, str):  # one decision for the batch, known to the caller (a scan's "alert")
+        return np.zeros(n, np.int32), (decision,)
+    given = decision if decision.dtype == pl.String else decision.cast(pl.String)
+    table = given.unique(maintain_order=True)
+    if given.null_count():
+        table = table.drop_nulls()
+    if len(table) == 1 and not given.null_count():  # one decision for the batch
+        return np.zeros(n, np.int32), (table.item(),)
+    index = pl.int_range(len(table), eager=True)
+    codes = given.replace_strict(table, index, default=-1, return_dtype=pl.Int32).fill_null(-1).to_numpy()
+    return np.asarray(codes, dtype=np.int32), tuple(table.to_list())
+
+
 @dataclass(frozen=True)
 class Decisions:
     """A batch command's decisions as :meth:`AuditLog.append_decisions` writes them, one line each with the
@@ -139,21 +155,14 @@ class Decisions:
         prefix: str,
         batch: str | None,
         subject: pl.Series | None,
-        decision: pl.Series,
+        decision: pl.Series | str,
         score: np.ndarray,
     ) -> Decisions:
         """One batch's decisions: its rows (whole numbers), their request ids' ``prefix`` and ``batch`` (one each),
-        subjects (None: none), decisions (text) and scores (rounded here to 6 decimals as Polars rounds)."""
+        subjects (None: none), decisions (text, or one text for every row) and scores (rounded here to 6 decimals
+        as Polars rounds)."""
         n = len(rows)
-        given = decision if decision.dtype == pl.String else decision.cast(pl.String)
-        table = given.unique(maintain_order=True)
-        if given.null_count():
-            table = table.drop_nulls()
-        if len(table) == 1 and not given.null_count():  # one decision for the batch (a scan's "alert")
-            codes = np.zeros(n, np.int32)
-        else:
-            index = pl.int_range(len(table), eager=True)
-            codes = given.replace_strict(table, index, default=-1, return_dtype=pl.Int32).fill_null(-1).to_numpy()
+        codes, decisions = _decision_codes(decision, n)
         return cls(
             run=run,
             rows=np.asarray(rows, dtype=np.int64),
@@ -162,8 +171,8 @@ class Decisions:
             batch=np.zeros(n, np.int32) if batch is not None else None,
             batches=(batch,) if batch is not None else (),
             subject=subject.cast(pl.String) if subject is not None and subject.null_count() < n else None,
-            decision=np.asarray(codes, dtype=np.int32),
-            decisions=tuple(table.to_list()),
+            decision=codes,
+            decisions=decisions,
             score=np.round(np.asarray(score, dtype=np.float64), 6),  # Polars' round(6) to the bit (a test checks)
         )
 

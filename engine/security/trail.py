@@ -274,11 +274,15 @@ class DecisionAudit:
         self._held = pl.Series("request_id", held, dtype=pl.String).unique()
         self.written = self._held.len()
 
-    def record(self, frame: pl.DataFrame, *, batch: str | None = None, prefix: str = "") -> None:
+    def record(
+        self, frame: pl.DataFrame, *, batch: str | None = None, prefix: str = "", decided: str | None = None
+    ) -> None:
         """Queue a decision line per row of ``frame`` (a Polars frame with ``row`` and the named columns);
         lines are appended :data:`BATCH` at a time, and by :meth:`flush`. ``batch`` names the checkpoint
         batch the rows come from, for a command that resumes: each line carries it. ``prefix`` goes before
         each row in its request id (``scan``: the file's number and a colon); it ends in a non-digit.
+        ``decided`` is every row's decision when the rows have one (a scan's ``alert``): ``frame`` then needs no
+        column of it.
 
         A request id made of whole row numbers and such a prefix is the run's own text: the audit log neither
         searches it for card numbers nor escapes it. Any other ``row`` column is searched like a raw value."""
@@ -287,7 +291,7 @@ class DecisionAudit:
         if prefix and (prefix[-1].isdigit() or find_cards(prefix) or not prefix.isascii() or '"' in prefix):
             msg = f"a request id prefix is the run's own text ending in a non-digit, not {prefix!r}"
             raise ValueError(msg)
-        minted = frame.schema["row"].is_integer()
+        minted = frame.get_column("row").dtype.is_integer()
         subjects: pl.Series | None = None
         if SUBJECT in frame.columns:  # pseudonymised already, where the raw value was read
             subjects = frame.get_column(SUBJECT).cast(pl.String)
@@ -306,7 +310,7 @@ class DecisionAudit:
                     prefix=prefix,
                     batch=batch,
                     subject=subjects,
-                    decision=frame.get_column(self.decision),
+                    decision=decided if decided is not None else frame.get_column(self.decision),
                     score=(scores if scores.dtype == pl.Float64 else scores.cast(pl.Float64)).to_numpy(),
                 )
             )
@@ -322,7 +326,9 @@ class DecisionAudit:
             pl.concat_str([pl.lit(f"{self.run}/{prefix}"), rows.cast(pl.String)]).alias("request_id"),
             *([pl.lit(batch, dtype=pl.String).alias("batch")] if batch is not None else []),
             subject.alias("subject"),
-            pl.col(self.decision).cast(pl.String).alias("decision"),
+            (pl.lit(decided, dtype=pl.String) if decided is not None else pl.col(self.decision).cast(pl.String)).alias(
+                "decision"
+            ),
             pl.when(score.is_nan()).then(None).otherwise(score.round(6)).alias("score"),
         )
         if self._held.len():

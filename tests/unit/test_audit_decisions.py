@@ -158,3 +158,26 @@ def test_a_batch_command_audits_through_the_compiled_pass(tmp_path: Path, monkey
     slow.flush()
     assert used == [3]
     assert (tmp_path / "audit.jsonl").read_bytes() == (tmp_path / "slow.jsonl").read_bytes()
+
+
+def test_a_decision_given_once_writes_what_its_column_writes(tmp_path: Path) -> None:
+    """``record(decided=...)`` (a scan's "alert" for every row, no column of it): the same lines as the column,
+    through the compiled pass and through Polars (text rows)."""
+    frame = pl.DataFrame({"row": [4, 9, 12], "score": [0.25, 3.0, 1e-6]})
+    logs = []
+    for name, rows in (("compiled", pl.col("row")), ("polars", pl.col("row").cast(pl.String))):
+        for given in (True, False):
+            path = tmp_path / f"{name}-{given}.jsonl"
+            run = DecisionAudit(
+                Trail(AuditLog(path), KEY), command="scan", model="threat", version=1,
+                decision="decision", score="score", run="0123456789abcdef",
+            )  # fmt: skip
+            rows_of = frame.with_columns(rows)
+            if given:
+                run.record(rows_of, batch="u00000-b000000", prefix="0:", decided="alert")
+            else:
+                run.record(rows_of.with_columns(pl.lit("alert").alias("decision")), batch="u00000-b000000", prefix="0:")
+            run.flush()
+            logs.append(path.read_bytes())
+    assert logs[0] == logs[1] and logs[2] == logs[3]
+    assert b'"decision":"alert"' in logs[0] and logs[0].count(b"\n") == 3

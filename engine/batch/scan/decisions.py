@@ -53,12 +53,11 @@ def audit_batch(audit: DecisionAudit, state: Path, name: str, number: dict[str, 
     if file is None:
         files = alerts.get_column("file").unique()
         file = files.item() if len(files) == 1 else None
-    alerts = alerts.with_columns(pl.lit("alert").alias("decision"))
     if file is not None:  # a batch is of one file: its number is the request ids' prefix, the rows stay numbers
-        audit.record(alerts, batch=name, prefix=f"{number.get(file, -1)}:")
+        audit.record(alerts, batch=name, prefix=f"{number.get(file, -1)}:", decided="alert")
         return
     row = pl.format("{}:{}", pl.col("file").replace_strict(number, default=-1), pl.col("row")).alias("row")
-    audit.record(alerts.with_columns(row), batch=name)
+    audit.record(alerts.with_columns(row), batch=name, decided="alert")
 
 
 class AuditWriter(BatchFollower):
