@@ -1,7 +1,7 @@
 """The audit log's ``decision`` lines of a batch command, written in one compiled pass over the batch's arrays.
 
 A scan appends one line per alert (57k for a million events): Polars wrote them as text columns joined per line,
-which took 35 ms of the 47 its writer cost; this pass takes 7 ms (115 ns a line). Each line is its bytes copied
+which took 35 ms of the 47 its writer cost; this pass takes 3 ms (50-60 ns a line). Each line is its bytes copied
 into one buffer: the text every line shares (``seq``'s key, the time, the event and shared fields, the run's part
 of the request id), the row's number, the text from the request id's end to the subject (the batch between) and
 from the subject to the score (the decision between), each picked by a code from a small table; the subject
@@ -27,10 +27,12 @@ _NULL = np.frombuffer(b"null", dtype=np.uint8)
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _copy(out: np.ndarray, p: int, src: np.ndarray, a: int, b: int) -> int:  # pragma: no cover - compiled
-    """Copy ``src[a:b]`` to ``out[p]``; the position after it. A loop: for the few bytes of a field it costs
-    less than a slice assignment (whose checks the two long texts of each line are worth)."""
-    for k in range(b - a):
-        out[p + k] = src[a + k]
+    """Copy ``src[a:b]`` to ``out[p]``; the position after it. Indexed by unsigned numbers, so Numba checks for
+    no negative index and LLVM makes the loop a vector copy: 3.5 ns for 100 bytes, where a slice assignment
+    (``out[p:q] = src[a:b]``, views made and checked for overlap) took 35."""
+    up, ua = np.uint64(p), np.uint64(a)
+    for k in range(np.uint64(b - a)):
+        out[up + k] = src[ua + k]
     return p + b - a
 
 
@@ -39,16 +41,18 @@ def _put_uint(out: np.ndarray, p: int, v: int) -> int:  # pragma: no cover - com
     """Write ``v`` (0 or more) in decimal at ``out[p]``; the position after it (unsigned: no floor division's
     sign fix-ups)."""
     u = np.uint64(v)
-    n = 1
+    n = np.uint64(1)
     t = u
     while t >= np.uint64(10):
         t = t // np.uint64(10)
-        n += 1
-    for k in range(n - 1, -1, -1):
+        n += np.uint64(1)
+    at = np.uint64(p) + n
+    while at > np.uint64(p):
+        at -= np.uint64(1)
         q = u // np.uint64(10)
-        out[p + k] = np.uint8(48 + (u - q * np.uint64(10)))
+        out[at] = np.uint8(48 + (u - q * np.uint64(10)))
         u = q
-    return p + n
+    return p + int(n)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -109,8 +113,7 @@ def decision_lines(
     tables of texts (the request id's prefix; its closing quote to the subject's value, the batch between;
     the subject's value to the score's, the decision between). ``subject_valid`` says which rows have a
     subject in the Arrow buffers (the others' is null); a NaN score is null. Answers the bytes and where each
-    line starts (one more: the end). Each text is copied whole: fields of a few bytes each cost more copied
-    one by one."""
+    line starts (one more: the end)."""
     n = len(rows)
     widest = 0
     for t in (prefix_offsets, middle_offsets, ending_offsets):
@@ -128,15 +131,12 @@ def decision_lines(
     p = 0
     for i in range(n):
         starts[i] = p
-        out[p : p + len(opening)] = opening
-        p = _put_uint(out, p + len(opening), first_seq + i)
-        out[p : p + len(request)] = request
-        p += len(request)
+        p = _copy(out, p, opening, 0, len(opening))
+        p = _put_uint(out, p, first_seq + i)
+        p = _copy(out, p, request, 0, len(request))
         p = _copy(out, p, prefix_data, prefix_offsets[prefix[i]], prefix_offsets[prefix[i] + 1])
         p = _put_uint(out, p, rows[i])
-        a, b = middle_offsets[middle[i]], middle_offsets[middle[i] + 1]
-        out[p : p + b - a] = middle_data[a:b]
-        p += b - a
+        p = _copy(out, p, middle_data, middle_offsets[middle[i]], middle_offsets[middle[i] + 1])
         if subject_valid[i]:
             out[p] = 34
             p = _copy(out, p + 1, subject_data, subject_offsets[i], subject_offsets[i + 1])
@@ -144,9 +144,7 @@ def decision_lines(
             p += 1
         else:
             p = _copy(out, p, _NULL, 0, 4)
-        a, b = ending_offsets[ending[i]], ending_offsets[ending[i] + 1]
-        out[p : p + b - a] = ending_data[a:b]
-        p += b - a
+        p = _copy(out, p, ending_data, ending_offsets[ending[i]], ending_offsets[ending[i] + 1])
         if np.isnan(score[i]):
             p = _copy(out, p, _NULL, 0, 4)
         else:
