@@ -6,12 +6,11 @@ that audits after its last batch writes them in, so both write the same appends,
 skips what the log already holds (:meth:`engine.security.trail.DecisionAudit.resume`), ends the same.
 
 :class:`AuditWriter` does it on a thread of its own while the units are scored (a
-:class:`engine.batch.scan.follow.BatchFollower`): a unit tells it each batch it has finished (a stem, never
-the alerts: they are read back from the batch's ``.audit.arrow`` part when their turn comes, so what waits
-for the writer is a name, and memory does not grow with the rows). A unit hands over the frame it wrote to
-the part as well (:class:`Held`), which the writer takes instead of reading the part back while it holds
-fewer than :attr:`AuditWriter.holding`: reading a part and finding its one file cost as much as a third of
-the writer's work. Appending is
+:class:`engine.batch.scan.follow.BatchFollower`): a unit tells it each batch it has finished, with the frame it
+wrote to the batch's ``.audit.arrow`` part (:class:`Held`). The writer keeps the frames of at most
+:attr:`AuditWriter.holding` batches; for any other batch it reads the part back when the batch's turn comes,
+so memory does not grow with the rows. (Reading a part and finding its one file cost a third of the writer's
+work.) Appending is
 mostly hashing, checks and an fsync per few thousand lines; done here, it overlaps the scoring instead of
 following it.
 """

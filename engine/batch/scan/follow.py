@@ -4,10 +4,10 @@ A scan's units finish their batches in any order (two run at once, and a resumed
 ones), but what follows them must see them in one order: the audit log's lines are hash-chained, and a SIEM
 collector should get a scan's alerts as a clean run writes them. :class:`BatchFollower` takes the batches'
 names as units report them and hands each to :meth:`BatchFollower.take` in checkpoint order (unit by unit,
-batch by batch). What waits in its queue is a name, and what the follower needs of the batch it reads back from
-the batch's parts when their turn comes, so memory does not grow with the rows. A follower may take a few
-batches' data from the units as well (:attr:`BatchFollower.holding`, the audit writer's frames): read back, they
-cost it more than their lines; past that few it reads them back again.
+batch by batch). What waits in its queue is a batch's name; the follower reads what it needs from the batch's
+parts when the batch's turn comes, so memory does not grow with the rows. A follower may also keep what units
+hand over for a few batches (:attr:`BatchFollower.holding`: the audit writer keeps the frames it would
+otherwise read back); past that many it reads the parts.
 
 :class:`Followers` is what units report to: every follower of a scan at once (the audit writer of
 :mod:`engine.batch.scan.decisions`, the SIEM forwarder of :mod:`engine.batch.scan.siem`).
