@@ -302,7 +302,6 @@ class DecisionAudit:
             if self._pending and kind != self._kind:
                 self.flush()
             self._kind = kind
-            scores = frame.get_column(self.score)
             self._pending.append(
                 Decisions.of(
                     self.run,
@@ -311,7 +310,7 @@ class DecisionAudit:
                     batch=batch,
                     subject=subjects,
                     decision=decided if decided is not None else frame.get_column(self.decision),
-                    score=(scores if scores.dtype == pl.Float64 else scores.cast(pl.Float64)).to_numpy(),
+                    score=frame.get_column(self.score).cast(pl.Float64).to_numpy(),
                 )
             )
             self._queued += frame.height
