@@ -18,12 +18,14 @@ import logging
 import os
 import secrets
 import sys
+import time
 import types
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
 
 __all__ = [
     "PAGE",
@@ -34,12 +36,14 @@ __all__ = [
     "region_prefix",
     "round_up",
     "shared_memory_module",
+    "unregister",
 ]
 
 log = logging.getLogger(__name__)
 
 PAGE = 4096
 _RELEASE_TIMEOUT = 5.0  # seconds: closing must not hang on a server that stopped answering
+_IN_USE = "currently in use"  # Triton's refusal to unregister a region a request still holds
 
 
 @functools.cache
@@ -101,6 +105,28 @@ def _dead_owner(name: str, namespace: str) -> bool:
     return False
 
 
+def unregister(server: grpcclient.InferenceServerClient, name: str) -> None:
+    """Unregister the region ``name`` from ``server``, waiting for a request that still holds it.
+
+    Triton answers a request before it releases the request's input region, and refuses to unregister a region
+    in use, so a client closed right after an answer can be refused for a moment: retry with a growing pause,
+    for at most ``_RELEASE_TIMEOUT`` seconds in all. Any other failure is raised at once.
+    """
+    deadline = time.monotonic() + _RELEASE_TIMEOUT
+    pause = 0.001
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            server.unregister_system_shared_memory(name, client_timeout=max(left, 0.1))
+        except InferenceServerException as exc:
+            if _IN_USE not in str(exc) or left <= pause:
+                raise
+        else:
+            return
+        time.sleep(pause)
+        pause = min(2 * pause, 0.1)
+
+
 def reap_stale_regions(server: grpcclient.InferenceServerClient, *, shm_dir: str = _DEV_SHM) -> list[str]:
     """Unregister from ``server`` and remove from ``shm_dir`` the regions left by dead processes of this pid
     namespace (a scan killed with SIGKILL); the names reaped. Best effort: a failure is logged, never raised."""
@@ -117,7 +143,7 @@ def reap_stale_regions(server: grpcclient.InferenceServerClient, *, shm_dir: str
         on_server = set()
     for name in sorted(on_server):
         try:  # the server keeps the region mapped until it is unregistered, file or not
-            server.unregister_system_shared_memory(name, client_timeout=_RELEASE_TIMEOUT)
+            unregister(server, name)
         except Exception as exc:
             log.debug("could not unregister stale shared memory region %s: %s", name, exc)
     for name in sorted(local):
@@ -200,7 +226,7 @@ class Regions:
         region = self.by_role.pop(role)
         region.view = None
         try:
-            self.server.unregister_system_shared_memory(region.name, client_timeout=_RELEASE_TIMEOUT)
+            unregister(self.server, region.name)
         except Exception as exc:  # a server that has gone away, a closed channel: the local file goes anyway
             log.debug("could not unregister shared memory region %s: %s", region.name, exc)
         _destroy(region.name, region.handle)

@@ -16,9 +16,10 @@ import numpy as np
 import polars as pl
 import pytest
 import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException, serialize_byte_tensor
 
 from clients import ModelClient, SharedMemoryModelClient, SharedMemoryUnavailableError, bulk_client, is_local
-from clients.regions import shared_memory_module
+from clients.regions import PAGE, Regions, region_prefix, shared_memory_module
 from engine.errors import InvalidInputError, ServerUnavailableError
 from engine.families.churn import ChurnScorer, ChurnTrainResult
 from engine.serving.server import ServerPorts, TritonServer, free_port
@@ -141,6 +142,66 @@ def test_garbage_collected_client_releases_its_regions(
     del client
     gc.collect()
     assert files(prefix) == [] and not registered(server, prefix)
+
+
+class _Watched(grpcclient.InferenceServerClient):
+    """The real client, counting the server's refusals to unregister a region a request still holds."""
+
+    refused = 0
+
+    def unregister_system_shared_memory(self, region_name: str = "", headers: Any = None, client_timeout: Any = None):
+        try:
+            return super().unregister_system_shared_memory(region_name, headers, client_timeout)
+        except InferenceServerException as exc:
+            self.refused += "in use" in str(exc)
+            raise
+
+
+def test_regions_released_while_the_server_still_holds_them_are_unregistered(
+    server: TritonServer, scorer: ChurnScorer, customers: pl.DataFrame
+) -> None:
+    # Triton refuses to unregister an input region until the request holding it is released (after its answer).
+    arrays = request_arrays(scorer, pl.concat([customers, customers]).head(4096))
+    want = plain(server, arrays)
+    blobs = {
+        name: serialize_byte_tensor(a).item() if a.dtype == object else np.ascontiguousarray(a).tobytes()
+        for name, a in arrays.items()
+    }
+    raw = _Watched(server.grpc_url)
+    try:
+        for attempt in range(40):
+            regions = Regions(raw, region_prefix())
+            region = regions.get("in", sum(len(b) for b in blobs.values()), floor=PAGE)
+            inputs, offset = [], 0
+            for name, blob in blobs.items():
+                region.view[offset : offset + len(blob)] = np.frombuffer(blob, dtype=np.uint8)
+                datatype = "BYTES" if arrays[name].dtype == object else "FP32"
+                tensor = grpcclient.InferInput(name, list(arrays[name].shape), datatype)
+                tensor.set_shared_memory(region.name, len(blob), offset)
+                inputs.append(tensor)
+                offset += len(blob)
+            answers: list[Any] = []
+            answered = threading.Event()
+
+            def answer(
+                result: Any, error: Any, answers: list[Any] = answers, answered: threading.Event = answered
+            ) -> None:
+                answers.append((result, error))
+                answered.set()
+
+            raw.async_infer("churn", inputs, callback=answer)
+            threading.Event().wait(0.002 * (attempt % 5))
+            regions.release()
+            assert files(regions.prefix) == [] and not registered(server, regions.prefix)
+            assert answered.wait(60)
+            result, error = answers[0]
+            if raw.refused:  # the server held the region when it was released: the answer is whole
+                assert error is None, error
+                assert_same({n: result.as_numpy(n) for n in want}, want)
+                break
+    finally:
+        raw.close()
+    assert raw.refused, "no release met a request in flight in 40 tries"
 
 
 def client_process(server: TritonServer, customers: pl.DataFrame, tmp_path: Path, then: str) -> Any:

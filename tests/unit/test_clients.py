@@ -108,6 +108,49 @@ class _Server:
         self.unregistered.append(name)
 
 
+class _Busy(_Server):
+    """A server that refuses to unregister, as Triton does while a request still holds the region."""
+
+    def __init__(self, refusals: int, message: str = "it is currently in use.") -> None:
+        super().__init__([])
+        self.refusals = refusals
+        self.message = message
+        self.calls = 0
+
+    def unregister_system_shared_memory(self, name: str, client_timeout: float) -> None:
+        self.calls += 1
+        if self.calls <= self.refusals:
+            raise InferenceServerException(f"Cannot unregister shared memory region '{name}', {self.message}")
+        super().unregister_system_shared_memory(name, client_timeout)
+
+
+def test_a_region_still_in_use_is_unregistered_once_the_server_lets_go() -> None:
+    from clients.regions import unregister
+
+    server = _Busy(refusals=3)
+    unregister(server, "r-in")  # type: ignore[arg-type]
+    assert server.calls == 4 and server.unregistered == ["r-in"]
+
+
+def test_unregistering_gives_up_on_any_other_refusal_at_once() -> None:
+    from clients.regions import unregister
+
+    server = _Busy(refusals=1, message="it is not registered.")
+    with pytest.raises(InferenceServerException, match="not registered"):
+        unregister(server, "r-in")  # type: ignore[arg-type]
+    assert server.calls == 1 and server.unregistered == []
+
+
+def test_unregistering_a_region_held_for_good_stops_at_the_release_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    import clients.regions as regions
+
+    monkeypatch.setattr(regions, "_RELEASE_TIMEOUT", 0.05)
+    server = _Busy(refusals=10**9)
+    with pytest.raises(InferenceServerException, match="in use"):
+        regions.unregister(server, "r-in")  # type: ignore[arg-type]
+    assert 2 < server.calls < 50 and server.unregistered == []
+
+
 def test_only_dead_processes_of_this_pid_namespace_are_reaped(tmp_path: Path) -> None:
     from clients.regions import pid_namespace, reap_stale_regions
 
