@@ -4,12 +4,16 @@ in the writer reaching the scan."""
 from __future__ import annotations
 
 import json
+import os
+import sys
+import threading
 from pathlib import Path
 
 import polars as pl
 import pytest
 
 from engine.batch.scan.decisions import AuditWriter, Held, stem
+from engine.batch.scan.follow import BatchFollower
 from engine.security.audit import AuditLog, verify
 from engine.security.trail import DecisionAudit, Trail
 
@@ -107,3 +111,50 @@ def test_a_held_frame_without_its_file_is_numbered_from_its_rows(tmp_path: Path)
     writer.ended(0, 1)
     writer.finish()
     assert _request_ids(tmp_path / "audit.jsonl") == ["r1/1:4"]
+
+
+class _Taker(BatchFollower):
+    """Notes who took each batch, at what nice value; its first batch waits until take_rest has begun."""
+
+    nice = 5
+
+    def __init__(self, units: int) -> None:
+        self.taken: list[tuple[str, str, int]] = []
+        self.in_first = threading.Event()
+        super().__init__(units, name="test-follower")
+
+    def take(self, name: str, held: object = None) -> None:
+        if not self.taken:
+            self.in_first.set()
+            assert self._handing.wait(10)
+        me = threading.get_native_id()
+        self.taken.append((name, threading.current_thread().name, os.getpriority(os.PRIO_PROCESS, me)))
+
+
+def test_what_the_thread_has_not_taken_is_taken_on_the_callers_thread_in_order() -> None:
+    taker = _Taker(units=1)
+    for batch in (2, 0, 1):
+        taker.done(0, batch)
+    taker.ended(0, 3)
+    assert taker.in_first.wait(10)
+    taker.take_rest()  # the thread is in batch 0: it ends there, and this thread takes 1 and 2
+    assert [(n, who) for n, who, _ in taker.taken] == [
+        (stem(0, 0), "test-follower"),
+        (stem(0, 1), "MainThread"),
+        (stem(0, 2), "MainThread"),
+    ]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a thread has a nice value of its own on Linux only")
+def test_a_follower_runs_below_the_scan_and_lowers_no_other_thread() -> None:
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    taker = _Taker(units=1)
+    taker.done(0, 0)
+    taker.done(0, 1)
+    taker.ended(0, 2)
+    assert taker.in_first.wait(10)
+    taker.take_rest()
+    assert [nice for *_, nice in taker.taken] == [min(mine + 5, 19), mine]
+    others = {int(t) for t in os.listdir("/proc/self/task")}
+    assert {os.getpriority(os.PRIO_PROCESS, t) for t in others} == {mine}  # Polars' pool included
+    assert AuditWriter.nice > 0

@@ -7,7 +7,9 @@ names as units report them and hands each to :meth:`BatchFollower.take` in check
 batch by batch). What waits in its queue is a batch's name; the follower reads what it needs from the batch's
 parts when the batch's turn comes, so memory does not grow with the rows. A follower may also keep what units
 hand over for a few batches (:attr:`BatchFollower.holding`: the audit writer keeps the frames it would
-otherwise read back); past that many it reads the parts.
+otherwise read back); past that many it reads the parts. A follower may run below the scan's threads
+(:attr:`BatchFollower.nice`), so scoring gets the cores first; what is left when the units have ended,
+:meth:`BatchFollower.take_rest` takes on the caller's thread, at the caller's priority.
 
 :class:`Followers` is what units report to: every follower of a scan at once (the audit writer of
 :mod:`engine.batch.scan.decisions`, the SIEM forwarder of :mod:`engine.batch.scan.siem`).
@@ -15,14 +17,19 @@ otherwise read back); past that many it reads the parts.
 
 from __future__ import annotations
 
+import logging
+import os
 import queue
 import re
+import sys
 import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 __all__ = ["BatchFollower", "Followers", "stem"]
+
+log = logging.getLogger(__name__)
 
 #: What a unit sends when it has no batch left: (unit, _END, number of batches).
 _END = -1
@@ -34,24 +41,48 @@ def stem(unit: int, batch: int) -> str:
     return f"u{unit:05d}-b{batch:06d}"
 
 
+def lower_priority(by: int) -> None:
+    """Run the calling thread ``by`` nice levels below where it runs (at most 19), on Linux, where a thread has a
+    nice value of its own (elsewhere the call would renice the whole process: nothing is done). Best effort: a
+    system that refuses leaves the thread as it was. A thread started from this one inherits its priority, so
+    Polars' pool, which starts on first use, is started first."""
+    if by <= 0 or not sys.platform.startswith("linux"):
+        return
+    import polars as pl
+
+    pl.thread_pool_size()
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, min(os.getpriority(os.PRIO_PROCESS, tid) + by, 19))
+    except OSError as exc:
+        log.debug("could not lower the priority of thread %s: %s", tid, exc)
+
+
 class BatchFollower:
     """Takes a scan's finished batches in checkpoint order, on a thread of its own.
 
     Units call :meth:`done` after each batch's ``.done`` marker (or for a batch an earlier attempt finished)
     and :meth:`ended` when they have no batch left. An error in :meth:`take` ends the thread; :meth:`check`
     raises it. :meth:`stop` ends the thread after the batch it is in, leaving the rest untaken, as a kill
-    would. Subclasses implement :meth:`take`.
+    would; :meth:`take_rest` ends it there too, and takes the rest on the caller's thread. Subclasses implement
+    :meth:`take`.
     """
 
     #: How many batches' ``held`` data (:meth:`done`) the follower keeps at once; past that, :meth:`take` gets
     #: None and reads the batch's parts. 0: the follower reads them always.
     holding = 0
+    #: How many nice levels below the scan's threads the follower's thread runs (Linux): 0, the same.
+    nice = 0
 
     def __init__(self, units: int, *, name: str) -> None:
         self.units = units
         self._inbox: queue.SimpleQueue[tuple[int, int, int, Any]] = queue.SimpleQueue()
         self._room = threading.Semaphore(self.holding)
         self._stopping = threading.Event()
+        self._handing = threading.Event()  # take_rest(): the thread ends after its batch, the caller goes on
+        self._finished: dict[tuple[int, int], Any] = {}  # reported, not yet taken: held data by (unit, batch)
+        self._ends: dict[int, int] = {}  # unit: its number of batches, once it has ended
+        self._next = (0, 0)  # the (unit, batch) to take next
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -86,29 +117,43 @@ class BatchFollower:
         self._inbox.put((-1, _END, 0, None))  # wakes the thread
         self._thread.join()
 
+    def take_rest(self) -> None:
+        """Take the batches the thread has not, here on the caller's thread (at its priority), after the
+        thread ends the batch it is in; raises what stopped the thread. For when every unit has ended: the
+        rest are in the queue already."""
+        self._handing.set()
+        self._inbox.put((-1, _END, 0, None))  # wakes the thread
+        self._thread.join()
+        self.check()
+        self._follow(None)
+
     def _run(self) -> None:
-        finished: dict[tuple[int, int], Any] = {}
-        ends: dict[int, int] = {}
-        unit = batch = 0
         try:
+            lower_priority(self.nice)
             self.begin()
-            while unit < self.units and not self._stopping.is_set():
-                if (unit, batch) in finished:
-                    held = finished.pop((unit, batch))
-                    self.take(stem(unit, batch), held)
-                    if held is not None:
-                        self._room.release()
-                    batch += 1
-                elif ends.get(unit) == batch:
-                    unit, batch = unit + 1, 0
-                else:
-                    u, b, n, held = self._inbox.get()
-                    if b == _END:
-                        ends[u] = n
-                    else:
-                        finished[u, b] = held
+            self._follow(self._handing)
         except BaseException as exc:  # handed to the scan's thread, which raises it (a kill included)
             self._error = exc
+
+    def _follow(self, until: threading.Event | None) -> None:
+        """Take batches in checkpoint order until every unit's are taken, :meth:`stop`, or ``until`` is set."""
+        finished, ends = self._finished, self._ends
+        while self._next[0] < self.units and not self._stopping.is_set() and not (until and until.is_set()):
+            unit, batch = self._next
+            if (unit, batch) in finished:
+                held = finished.pop((unit, batch))
+                self.take(stem(unit, batch), held)
+                if held is not None:
+                    self._room.release()
+                self._next = (unit, batch + 1)
+            elif ends.get(unit) == batch:
+                self._next = (unit + 1, 0)
+            else:
+                u, b, n, held = self._inbox.get()
+                if b == _END:
+                    ends[u] = n
+                else:
+                    finished[u, b] = held
 
 
 class Followers:
