@@ -444,7 +444,7 @@ def _server_paths(
             todo = [(shm, matrix, False) for shm, matrix in ways] + audited
             timed: dict[tuple[bool, bool, bool], Result] = {}
             for shm, matrix, audit in todo[::-1] if turn else todo:
-                spec = ServerSpec(server.grpc_url, MODEL, shared_memory=shm, request_rows=8192, matrix=matrix)
+                spec = ServerSpec(server.grpc_url, MODEL, shared_memory=shm, matrix=matrix)
                 how = f"{'shm' if shm else 'gRPC'}, {'matrices' if matrix else 'raw columns'}"
                 name = f"finscore server {how}, {n} instance{plural}" + (AUDITED if audit else "")
                 out = work / "out" / f"server-{'shm' if shm else 'grpc'}-{'m' if matrix else 'r'}-x{n}.alerts.jsonl"

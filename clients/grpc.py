@@ -224,6 +224,10 @@ class ModelClient(BaseModelClient):
         """The newest version of the model the server has loaded (what an unversioned request runs)."""
         return self._newest_version(self._call(self._client.get_model_metadata, self.model))
 
+    def max_batch_size(self) -> int:
+        """The most rows one request may carry (the config's ``max_batch_size``; 0: the model does not batch)."""
+        return int(self._model_config().get("max_batch_size", 0) or 0)
+
     def is_ready(self) -> bool:
         try:
             return bool(self._client.is_model_ready(self.model))

@@ -60,7 +60,9 @@ def add_parsers(sub: Subparsers) -> None:
     scan.add_argument("--local", action="store_true", help="score in this process with the latest version")
     scan.add_argument("--dask", metavar="ADDRESS", help="Dask scheduler address: spread files and row groups over it")
     scan.add_argument("--batch-rows", type=int, default=65_536, help="rows per batch and checkpoint (default 65536)")
-    scan.add_argument("--request-rows", type=int, default=8192, help="rows per server request (default 8192)")
+    scan.add_argument(
+        "--request-rows", type=int, help="rows per server request (default: as many as the model takes at once)"
+    )
     scan.add_argument("--no-shared-memory", action="store_true", help="send rows over gRPC even to a local server")
     scan.add_argument("--every", default="10m", help="window of auth-log features (default 10m)")
     scan.add_argument(
@@ -159,7 +161,6 @@ def scan_command(args: argparse.Namespace) -> int:
     from engine.security.trail import Trail
 
     s = resolve_settings(repo=args.repo, url=args.url)
-    check_request_rows(args.request_rows, 32768, "the threat model's")
     siem = None
     if args.siem is not None:
         from engine.batch.scan.siem import SiemTarget

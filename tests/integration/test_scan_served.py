@@ -90,3 +90,33 @@ def test_scan_against_a_down_server_is_one_sentence(scan_file: Path, tmp_path: P
     )
     assert done.returncode == 1
     assert done.stderr.startswith("Error: no Triton server answers") and done.stderr.count("\n") == 1
+
+
+def test_a_scans_requests_carry_as_many_rows_as_the_model_takes(server: TritonServer, scan_file: Path) -> None:
+    from clients import ModelClient
+    from engine.batch.scan.backends import close_backends, open_backend
+
+    spec = ServerSpec(server.grpc_url, "threat", matrix=True)
+    try:
+        backend = open_backend(spec)
+        with ModelClient(server.grpc_url, "threat_features") as client:
+            most = client.max_batch_size()
+        assert most > 8192 and backend.request_rows == most  # type: ignore[attr-defined]
+    finally:
+        close_backends()
+
+
+def test_more_rows_per_request_than_the_model_takes_is_one_sentence(
+    server: TritonServer, scan_file: Path, tmp_path: Path
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "scan", str(scan_file), "--out", str(tmp_path / "a.jsonl")]
+        + ["--url", server.grpc_url, "--request-rows", "40000", "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0
+    said = done.stderr.strip()
+    assert said.count("\n") == 0 and "Traceback" not in said, said
+    assert "40000 rows per request (--request-rows) is not what model 'threat_features' takes: 1 to 32768" in said

@@ -276,3 +276,24 @@ def test_a_units_file_is_guarded_once_as_each_alert_would_be(subject: bool) -> N
     assert once.equals(guard.apply(alerts))
     assert "4111 1111 1111 1111" not in once.get_column("file")[0]
     assert _guarded(guard, alerts.clear(), _guard_file(guard, path)).equals(guard.apply(alerts.clear()))
+
+
+@pytest.mark.parametrize(
+    ("asked", "most", "rows"),
+    [(None, 32768, 32768), (None, 0, 8192), (300, 32768, 300), (32768, 32768, 32768), (50000, 0, 50000)],
+)
+def test_rows_per_request_are_the_models_most_unless_asked(asked: int | None, most: int, rows: int) -> None:
+    from engine.batch.scan.backends import _request_rows
+
+    assert _request_rows(asked, most, "threat") == rows
+
+
+@pytest.mark.parametrize(
+    ("asked", "most", "says"), [(40000, 32768, "1 to 32768, its max batch size"), (0, 0, "at least 1")]
+)
+def test_rows_per_request_the_model_cannot_take_are_refused(asked: int, most: int, says: str) -> None:
+    from engine.batch.scan.backends import _request_rows
+    from engine.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match=f"{asked} rows per request .* model 'threat' takes: {says}"):
+        _request_rows(asked, most, "threat")
