@@ -501,7 +501,7 @@ def _audit_costs(results: list[Result]) -> list[str]:
         ]
         each = " ".join(f"{c:+.0%}" for c in costs)
         lines.append(
-            f"{r.path}: {each} over {plain.path} in the {len(costs)} rounds (median {statistics.median(costs):+.0%})"
+            f"{r.path}: {each} over {plain.path} in the {len(costs)} rounds (median {statistics.median(costs):+.1%})"
         )
     return lines
 

@@ -46,7 +46,7 @@ def test_the_audit_trail_is_costed_against_the_same_path_in_the_same_round() -> 
         [_result(plain, 0.40), _result(audited, 0.48), _result(alone, 0.7)],
     ]
     (line,) = _audit_costs(_combined(rounds))  # a path whose plain twin was not timed has no line
-    assert line == f"{audited}: +10% -5% +20% over {plain} in the 3 rounds (median +10%)"
+    assert line == f"{audited}: +10% -5% +20% over {plain} in the 3 rounds (median +10.0%)"
 
 
 def test_the_audit_trail_timed_in_pairs_is_costed_pair_by_pair() -> None:
