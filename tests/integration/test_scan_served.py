@@ -92,7 +92,7 @@ def test_scan_against_a_down_server_is_one_sentence(scan_file: Path, tmp_path: P
     assert done.stderr.startswith("Error: no Triton server answers") and done.stderr.count("\n") == 1
 
 
-def test_a_scans_requests_carry_as_many_rows_as_the_model_takes(server: TritonServer, scan_file: Path) -> None:
+def test_a_scans_requests_carry_as_many_rows_as_the_model_takes(server: TritonServer) -> None:
     from clients import ModelClient
     from engine.batch.scan.backends import close_backends, open_backend
 

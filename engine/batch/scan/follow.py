@@ -113,19 +113,21 @@ class BatchFollower:
 
     def stop(self) -> None:
         """End the thread after the batch it is in, if any, leaving queued batches untaken."""
-        self._stopping.set()
-        self._inbox.put((-1, _END, 0, None))  # wakes the thread
-        self._thread.join()
+        self._halt(self._stopping)
 
     def take_rest(self) -> None:
         """Take the batches the thread has not, here on the caller's thread (at its priority), after the
         thread ends the batch it is in; raises what stopped the thread. For when every unit has ended: the
         rest are in the queue already."""
-        self._handing.set()
-        self._inbox.put((-1, _END, 0, None))  # wakes the thread
-        self._thread.join()
+        self._halt(self._handing)
         self.check()
         self._follow(None)
+
+    def _halt(self, flag: threading.Event) -> None:
+        """Set ``flag`` (the thread ends after the batch it is in), wake the thread and wait for it to end."""
+        flag.set()
+        self._inbox.put((-1, _END, 0, None))
+        self._thread.join()
 
     def _run(self) -> None:
         try:
